@@ -1,0 +1,82 @@
+"""``anodiff`` command line. The only module with argparse and file-system defaults."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .weights import DualWeightsError, load_dual
+
+
+def _convert(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise DualWeightsError(f"{out}: the output must be a .safetensors file")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    dual = load_dual(args.input, sd15_only=not args.any_width)
+    if args.steps is not None:
+        dual.metadata["steps"] = str(args.steps)
+    dual.save(out)
+    print(f"wrote {out}: {_summary(dual)}")
+    return 0
+
+
+def _summary(dual) -> str:
+    m = dual.metadata
+    parts = [
+        f"rank {m['rank']}",
+        f"SAIM {'yes' if dual.config.saim else 'no'}",
+        f"BCM {'yes' if dual.config.bcm else 'no'}",
+        f"text LoRA {'yes (rank ' + m['text_rank'] + ')' if dual.has_text_lora else 'no'}",
+        f"{len(dual.tensors)} tensors",
+        f"base {m['base_model']}",
+    ]
+    return ", ".join(parts)
+
+
+def _info(args: argparse.Namespace) -> int:
+    dual = load_dual(args.file)
+    print(f"{args.file}: {_summary(dual)}")
+    for key in sorted(dual.metadata):
+        print(f"  {key}: {dual.metadata[key]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anodiff", description="DualAnoDiff: paired defect images and masks.")
+    parser.add_argument("--version", action="version", version=f"anodiff {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="convert the authors' pytorch_lora_weights.bin to a .safetensors file")
+    convert.add_argument("input", help="authors' pytorch_lora_weights.bin (or one of our .safetensors files)")
+    convert.add_argument("output", help="target .safetensors")
+    convert.add_argument("--steps", type=int, default=None, help="training steps, recorded in the metadata")
+    convert.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    convert.add_argument(
+        "--any-width", action="store_true", help="accept any UNet with SD1.5's block layout, not only SD1.5's widths"
+    )
+    convert.set_defaults(func=_convert)
+
+    info = sub.add_parser("info", help="validate a weight file and print its metadata")
+    info.add_argument("file")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (DualWeightsError, FileNotFoundError, FileExistsError) as exc:
+        print(f"anodiff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
