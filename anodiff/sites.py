@@ -56,3 +56,4 @@ def site_dims(site: AttnSite, channels: tuple[int, ...] = SD15_CHANNELS, context
     """(hidden size, key/value input size) of a site for a UNet with these block channels."""
     dim = channels[min(site.level, len(channels) - 1)]
     return dim, (dim if site.is_self else context_dim)
+SD15_BY_BLOCK: dict[tuple[tuple[str, int], str], AttnSite] = {(s.block, s.kind): s for s in SD15_SITES}

