@@ -73,7 +73,7 @@ class DualAnoDiffLoadLoRA:
         }  # fmt: skip
 
     def load(self, model, clip, lora_name, strength_global, strength_anomaly, strength_clip, saim=True):
-        dual = load_dual(resolve(lora_name))
+        dual = load_dual(resolve(lora_name), sd15_only=False)  # widths are checked against the MODEL below
         check_sd15_layout(model)
         dual.check_unet(*unet_widths(model))
         patch = DualPatch(dual.adapter(), (strength_global, strength_anomaly), saim=saim, name=lora_name)

@@ -18,7 +18,7 @@ CONTEXT = TINY_UNET_CONFIG["context_dim"]
 
 def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):
     torch.manual_seed(seed)
-    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)
+    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm, text_rank=2), CHANNELS, CONTEXT)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in adapter.parameters():
@@ -84,8 +84,11 @@ def diffusers_twin(model):
     return unet.eval().requires_grad_(False)
 
 
-def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8)):
-    """The anodiff diffusers path, stepped with ComfyUI's sigmas and noise (Euler, CFG, [uncond; cond])."""
+def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8), background=None):
+    """The anodiff diffusers path, stepped with ComfyUI's sigmas and noise (Euler, CFG, [uncond; cond]).
+
+    background: (bg latent, grey latent) for BCM; the noise per step is drawn as the node's patch draws it.
+    """
     import comfy.sample
     import comfy.samplers
 
@@ -100,7 +103,14 @@ def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8)):
             sigma = sigmas[i]
             xin = x / torch.sqrt(sigma**2 + 1)
             t = sampling.timestep(sigma).float().expand(4 * n)
-            eps = dual(torch.cat([xin, xin]), t, ctx, run=DualPass(chunks=2))
+            extra = {}
+            if background is not None:
+                bg, grey = background
+                rows = torch.cat([grey.expand(n, -1, -1, -1), bg.expand(n, -1, -1, -1)])
+                g = torch.Generator().manual_seed(int(float(sigma) * 1e4))
+                noisy = rows + sigma * torch.randn(rows.shape, generator=g)
+                extra = {"background": noisy / torch.sqrt(sigma**2 + 1), "background_timestep": t[: 2 * n]}
+            eps = dual(torch.cat([xin, xin]), t, ctx, run=DualPass(chunks=2), **extra)
             uncond, cond_eps = eps.chunk(2)
             x = x + (uncond + cfg * (cond_eps - uncond)) * (sigmas[i + 1] - sigma)
     return x
@@ -115,9 +125,10 @@ def leftover_overrides(model):
     return [n for n, m in model.model.diffusion_model.named_modules() if "forward" in m.__dict__]
 
 
-def test_four_nodes_registered_with_tooltips(nodes):
-    for name in ("DualAnoDiffLoadLoRA", "DualAnoDiffSampler"):
-        cls = nodes.NODE_CLASS_MAPPINGS[name]
+def test_nodes_registered_with_tooltips(nodes):
+    assert {"DualAnoDiffLoadLoRA", "DualAnoDiffSampler", "DualAnoDiffBackgroundCompensation"} <= set(nodes.NODE_CLASS_MAPPINGS)
+    for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        assert name in nodes.NODE_DISPLAY_NAME_MAPPINGS
         assert cls.CATEGORY.startswith("DualAnoDiff") and cls.DESCRIPTION
         for section in cls.INPUT_TYPES().values():
             for key, (_, opts) in section.items():
@@ -252,3 +263,88 @@ def test_wrong_files_give_clear_errors(nodes, models_dir):
     model = load(nodes, build_tiny_model(), "wide.safetensors" if False else make_weights(models_dir) and "dual.safetensors")
     with pytest.raises(ValueError, match="already has a Dual LoRA"):
         load(nodes, model)
+
+
+def bcm_model(nodes, model, vae, strength=1.0, saim=True, name="bcm.safetensors"):
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffBackgroundCompensation"]()
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1.0
+    return node.apply(load(nodes, model, name, saim=saim), vae, image, strength, object_mask=mask)[0]
+
+
+def test_background_compensation_changes_global_rows_only(nodes, models_dir, tiny_sd15):
+    _, _, vae = tiny_sd15
+    model = build_tiny_model()
+    make_weights(models_dir, "bcm.safetensors", bcm=True)
+    plain = sample(nodes, load(nodes, model, "bcm.safetensors", saim=False))
+    with_bg = sample(nodes, bcm_model(nodes, model, vae, saim=False))
+    off = sample(nodes, bcm_model(nodes, model, vae, strength=0.0, saim=False))
+    assert (with_bg[0] - plain[0]).abs().max() > 1e-3
+    torch.testing.assert_close(with_bg[1], plain[1], atol=1e-5, rtol=1e-5)  # anomaly branch untouched
+    torch.testing.assert_close(off[0], plain[0], atol=1e-5, rtol=1e-5)
+    assert not leftover_overrides(model)
+    with_saim = sample(nodes, bcm_model(nodes, model, vae, saim=True), n=1, hw=(8, 16), cfg=1.0)
+    assert torch.isfinite(with_saim[0]).all()
+
+
+def test_background_compensation_matches_anodiff_diffusers_path(nodes, models_dir, tiny_sd15):
+    from dualanodiff_pack.nodes.background import blacken_object
+
+    _, _, vae = tiny_sd15
+    model = build_tiny_model()
+    adapter = make_weights(models_dir, "bcm.safetensors", bcm=True)
+    g, a = sample(nodes, bcm_model(nodes, model, vae), n=2, steps=3, cfg=2.0)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1.0
+    bg = vae.encode(blacken_object(image, mask))
+    grey = vae.encode(torch.full((1, 64, 64, 3), 0.5))
+    ref = reference_euler(model, adapter, n=2, steps=3, cfg=2.0, seed=42, background=(bg, grey))
+    torch.testing.assert_close(model_space(model, g, a), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_background_compensation_refuses_files_without_bcm(nodes, models_dir, tiny_sd15):
+    _, _, vae = tiny_sd15
+    make_weights(models_dir, "bcm.safetensors", bcm=False)
+    with pytest.raises(ValueError, match="has no BCM weights"):
+        bcm_model(nodes, build_tiny_model(), vae)
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffBackgroundCompensation"]()
+    with pytest.raises(ValueError, match="needs the MODEL output of Load Dual LoRA"):
+        node.apply(build_tiny_model(), vae, torch.rand(1, 64, 64, 3), 1.0, object_mask=torch.zeros(1, 64, 64))
+
+
+def test_loader_reads_the_authors_bin(nodes, models_dir):
+    from official_reference import install_official
+
+    from anodiff.cli import main as cli
+
+    model = build_tiny_model()
+    _, official = install_official(diffusers_twin(model), rank=4, bcm=False)
+    torch.save(official, models_dir / "authors.bin")
+    assert cli(["convert", str(models_dir / "authors.bin"), str(models_dir / "ours.safetensors"), "--any-width"]) == 0
+    from_bin = sample(nodes, load(nodes, model, "authors.bin"))
+    from_ours = sample(nodes, load(nodes, model, "ours.safetensors"))
+    torch.testing.assert_close(from_bin[0], from_ours[0], atol=0, rtol=0)
+    assert (from_bin[0] - sample(nodes, model)[0]).abs().max() > 1e-3
+
+
+def test_text_encoder_lora_reaches_clip(nodes, models_dir, tiny_sd15):
+    from tiny import encode_prompt
+
+    _, clip, _ = tiny_sd15
+    g = torch.Generator().manual_seed(9)
+    text = {}
+    for i in range(2):
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            base = f"text_model.encoder.layers.{i}.self_attn.{proj}"
+            text[f"{base}.lora_A.weight"] = torch.randn(2, 64, generator=g) * 0.2
+            text[f"{base}.lora_B.weight"] = torch.randn(64, 2, generator=g) * 0.2
+    make_weights(models_dir, "text.safetensors", text=text)
+    loader = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]()
+    base = encode_prompt(clip, "a vfx with sks")[0][0]
+    _, with_lora = loader.load(build_tiny_model(), clip, "text.safetensors", 1.0, 1.0, 1.0)
+    _, zero = loader.load(build_tiny_model(), clip, "text.safetensors", 1.0, 1.0, 0.0)
+    assert (encode_prompt(with_lora, "a vfx with sks")[0][0] - base).abs().max() > 1e-3
+    torch.testing.assert_close(encode_prompt(zero, "a vfx with sks")[0][0], base)
+    torch.testing.assert_close(encode_prompt(clip, "a vfx with sks")[0][0], base)  # the input CLIP is untouched

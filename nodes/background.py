@@ -1,0 +1,73 @@
+"""Background Compensation: BCM on a MODEL from Load Dual LoRA, fed by a normal (defect-free) image."""
+
+from __future__ import annotations
+
+import torch
+
+from .patch import BCMPatch, apply_bcm, find_dual
+
+
+def object_saliency(image: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) soft object mask from U²-Net-P, as the authors' backgrounds use (no threshold)."""
+    from .mask import u2netp_model
+
+    model = u2netp_model()
+    maps = [torch.from_numpy(model.saliency(img.cpu().numpy())) for img in image[..., :3]]
+    return torch.stack(maps).to(image)
+
+
+def blacken_object(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Object pixels go to black with soft edges: image * (1 - mask). image (B, H, W, 3), mask (B|1, h, w)."""
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.shape[-2:] != image.shape[1:3]:
+        mask = torch.nn.functional.interpolate(mask[:, None], size=image.shape[1:3], mode="bilinear")[:, 0]
+    if mask.shape[0] not in (1, image.shape[0]):
+        raise ValueError(f"object_mask has {mask.shape[0]} masks for {image.shape[0]} background images")
+    return image[..., :3] * (1 - mask.clamp(0, 1)[..., None])
+
+
+class DualAnoDiffBackgroundCompensation:
+    DESCRIPTION = (
+        "Background compensation (BCM): a defect-free photo, with the object blacked out, is run through the "
+        "UNet at every step and its self-attention tokens are mixed into the global branch, so the generated "
+        "image keeps that background. Needs a Dual LoRA trained with BCM."
+    )
+    CATEGORY = "DualAnoDiff/loaders"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The dual MODEL with background compensation; feed it to Dual Sampler (SAIM).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "MODEL from Load Dual LoRA with a BCM-trained file."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE, to encode the background."}),
+                "background": ("IMAGE", {"tooltip": "A normal (defect-free) photo of the product; one, or one per latent."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                       "tooltip": "Scales the learned mixing weight; 0 turns BCM off, 1 is as trained."}),
+            },
+            "optional": {
+                "object_mask": ("MASK", {"tooltip": "Where the object is (white). Without it, U²-Net-P segments the object."}),
+            },
+        }  # fmt: skip
+
+    def apply(self, model, vae, background, strength, object_mask=None):
+        dual = find_dual(model)
+        if dual is None:
+            raise ValueError("Background Compensation needs the MODEL output of Load Dual LoRA; connect it after the loader")
+        if dual.adapter.config.bcm is False:
+            raise ValueError(
+                f"'{dual.name}' has no BCM weights (trained without background compensation); remove Background "
+                "Compensation or load a model trained with BCM"
+            )
+        mask = object_saliency(background) if object_mask is None else object_mask.to(background)
+        blacked = blacken_object(background, mask)
+        latent = vae.encode(blacked)
+        grey = vae.encode(torch.full_like(blacked[:1], 0.5))
+        return (apply_bcm(model, BCMPatch(dual, latent, grey, strength)),)
+
+
+NODE_CLASS_MAPPINGS = {"DualAnoDiffBackgroundCompensation": DualAnoDiffBackgroundCompensation}
+NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffBackgroundCompensation": "Background Compensation"}
