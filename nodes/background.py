@@ -9,9 +9,9 @@ from .patch import BCMPatch, apply_bcm, find_dual
 
 def object_saliency(image: torch.Tensor) -> torch.Tensor:
     """(B, H, W) soft object mask from U²-Net-P, as the authors' backgrounds use (no threshold)."""
-    from .mask import u2netp_model
+    from .mask import load_u2netp
 
-    model = u2netp_model()
+    model = load_u2netp()
     maps = [torch.from_numpy(model.saliency(img.cpu().numpy())) for img in image[..., :3]]
     return torch.stack(maps).to(image)
 

@@ -348,3 +348,17 @@ def test_text_encoder_lora_reaches_clip(nodes, models_dir, tiny_sd15):
     assert (encode_prompt(with_lora, "a vfx with sks")[0][0] - base).abs().max() > 1e-3
     torch.testing.assert_close(encode_prompt(zero, "a vfx with sks")[0][0], base)
     torch.testing.assert_close(encode_prompt(clip, "a vfx with sks")[0][0], base)  # the input CLIP is untouched
+
+
+def test_background_compensation_segments_the_object_without_a_mask(nodes, models_dir, tiny_sd15):
+    from dualanodiff_pack.nodes.background import object_saliency
+
+    _, _, vae = tiny_sd15
+    image = torch.full((1, 64, 64, 3), 0.9)
+    image[:, 20:44, 20:44] = torch.tensor([0.8, 0.1, 0.1])  # a red object on a plain background
+    saliency = object_saliency(image)
+    assert saliency[:, 24:40, 24:40].mean() > saliency[:, :8, :8].mean() + 0.3
+    make_weights(models_dir, "bcm.safetensors", bcm=True)
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffBackgroundCompensation"]()
+    patched = node.apply(load(nodes, build_tiny_model(), "bcm.safetensors"), vae, image, 1.0)[0]
+    assert torch.isfinite(sample(nodes, patched, n=1)[0]).all()
