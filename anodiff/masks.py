@@ -27,6 +27,7 @@ from .assets import FETCH_HINT, u2netp_path
 log = logging.getLogger(__name__)
 
 METHODS = ("u2netp", "grey")
+GREY_RANGE = 0.5  # the largest possible distance from the mid-grey canvas in [0, 1] space
 CANVAS = 0.5
 """The anomaly branch's background: 0 in the VAE's [-1, 1] space, i.e. 0.5 (about 128/255) in [0, 1]."""
 _RANGE_TOLERANCE = 1e-3
@@ -176,15 +177,17 @@ class U2NetP:
 def anomaly_map(
     image: np.ndarray, method: str = "u2netp", model: U2NetP | None = None, canvas: float | None = CANVAS
 ) -> np.ndarray:
-    """``(H, W)`` float32 in [0, 1], min-max normalised: how strongly each pixel belongs to the defect.
+    """``(H, W)`` float32 in [0, 1]: how strongly each pixel belongs to the defect.
 
-    method: ``"u2netp"`` (saliency; ``model`` or one found by ``anodiff.assets.u2netp_path``) or ``"grey"``
-    (``grey_distance`` from ``canvas``).
+    method: ``"u2netp"`` (saliency, min-max normalised as the authors' U²-Net maps; ``model`` or one found by
+    ``anodiff.assets.u2netp_path``) or ``"grey"`` (``grey_distance`` from ``canvas`` on an absolute scale:
+    1 = as far from mid-grey as a pixel can be, so a blank anomaly image gives an empty mask instead of
+    stretched noise).
     """
     if method not in METHODS:
         raise ValueError(f"unknown mask method {method!r}; use one of {', '.join(METHODS)}")
     if method == "grey":
-        return _min_max(grey_distance(image, canvas))
+        return np.clip(grey_distance(image, canvas) / GREY_RANGE, 0.0, 1.0).astype(np.float32)
     if model is None:
         model = U2NetP()
     elif not isinstance(model, U2NetP):

@@ -11,7 +11,13 @@ def object_saliency(image: torch.Tensor) -> torch.Tensor:
     """(B, H, W) soft object mask from U²-Net-P, as the authors' backgrounds use (no threshold)."""
     from .mask import load_u2netp
 
-    model = load_u2netp()
+    try:
+        model = load_u2netp()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            "Background Compensation: finding the object needs u2netp.onnx (run the pack's install.py or "
+            "`anodiff fetch-models`), or connect an object_mask"
+        ) from exc
     maps = [torch.from_numpy(model.saliency(img.cpu().numpy())) for img in image[..., :3]]
     return torch.stack(maps).to(image)
 
@@ -61,6 +67,12 @@ class DualAnoDiffBackgroundCompensation:
             raise ValueError(
                 f"'{dual.name}' has no BCM weights (trained without background compensation); remove Background "
                 "Compensation or load a model trained with BCM"
+            )
+        if object_mask is not None and not bool(object_mask.gt(0.5).any()):
+            raise ValueError(
+                "Background Compensation: object_mask is empty (all black), so nothing would be blacked out. "
+                "Connect a mask where the object is white (LoadImage's MASK is the alpha channel, empty for "
+                "opaque photos), or leave object_mask unconnected to find the object with U²-Net-P"
             )
         mask = object_saliency(background) if object_mask is None else object_mask.to(background)
         blacked = blacken_object(background, mask)

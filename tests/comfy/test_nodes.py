@@ -310,6 +310,10 @@ def test_background_compensation_refuses_files_without_bcm(nodes, models_dir, ti
     with pytest.raises(ValueError, match="has no BCM weights"):
         bcm_model(nodes, build_tiny_model(), vae)
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffBackgroundCompensation"]()
+    make_weights(models_dir, "bcm.safetensors", bcm=True)
+    with pytest.raises(ValueError, match="object_mask is empty"):
+        node.apply(load(nodes, build_tiny_model(), "bcm.safetensors"), vae, torch.rand(1, 64, 64, 3), 1.0,
+                   object_mask=torch.zeros(1, 64, 64))  # fmt: skip
     with pytest.raises(ValueError, match="needs the MODEL output of Load Dual LoRA"):
         node.apply(build_tiny_model(), vae, torch.rand(1, 64, 64, 3), 1.0, object_mask=torch.zeros(1, 64, 64))
 

@@ -1,0 +1,399 @@
+"""Few-shot training data: find the (image, mask) pairs, pick the training split, and serve the branch targets.
+
+Two layouts (``find_samples``): an MVTec AD root (``<root>/<category>/test/<anomaly>/*.png`` with masks
+``<root>/<category>/ground_truth/<anomaly>/<stem>_mask.png``; normal images in ``train/good``), or a plain folder
+``<dir>/images/*`` + ``<dir>/masks/*`` sharing stems. One model is trained per (category, anomaly type)
+(dualanodiff-reference.md §6). ``FewShotDataset`` yields the blend target (the image), the anomaly target (image ×
+binary mask, so mid-grey outside the mask, §12.3) and, for BCM, the image with its salient object blacked out (§5.1),
+all flipped together. Images are ``(H, W, 3)`` float32 RGB in [0, 1] until they become ``[-1, 1]`` tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .masks import U2NetP, as_float_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLIT_RULES = ("floor", "authors")
+CACHE_FOLDER = ".anodiff_cache"
+GOOD = "good"
+
+
+class DataError(ValueError):
+    """Training data that cannot be used, with the offending file or folder named."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training pair: an anomaly image and its defect mask (which ``validate_samples`` checks exists)."""
+
+    image: Path
+    mask: Path
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    images = sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
+    if not images:
+        raise DataError(f"folder {folder} holds no images (expected {', '.join(IMAGE_EXTENSIONS)} files)")
+    return images
+
+
+def _subdirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _plain_samples(root: Path) -> list[Sample]:
+    """Pairs of ``images/`` and ``masks/``: same stem, or ``<stem>_mask``, any image extension; a missing mask
+    becomes ``masks/<stem>.png`` for ``validate_samples`` to report."""
+    by_stem: dict[str, list[Path]] = {}
+    if (root / "masks").is_dir():
+        for p in sorted((root / "masks").iterdir()):
+            if _is_image(p):
+                by_stem.setdefault(p.stem, []).append(p)
+    samples = []
+    for image in _images_in(root / "images"):
+        found = by_stem.get(image.stem, []) + by_stem.get(f"{image.stem}_mask", [])
+        if len(found) > 1:
+            raise DataError(f"several masks match image {image}: {', '.join(map(str, found))}; keep one")
+        samples.append(Sample(image, found[0] if found else root / "masks" / f"{image.stem}.png"))
+    return samples
+
+
+def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: str | None = None) -> list[Sample]:
+    """All (image, mask) pairs of one anomaly type, sorted by image file name.
+
+    A plain folder when ``<root>/images`` exists (masks in ``<root>/masks``, same stem, or ``<stem>_mask``);
+    otherwise an MVTec AD root, which needs ``category`` and ``anomaly``. Missing masks are not an error here:
+    ``validate_samples`` reports them with the path it expected.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if (root / "images").is_dir():
+        if category is not None or anomaly is not None:
+            raise ValueError(f"{root} is a plain images/ + masks/ folder; leave category and anomaly unset")
+        return _plain_samples(root)
+    if category is None or anomaly is None:
+        raise ValueError(
+            f"{root} has no images/ folder, so it is read as an MVTec AD root, which needs a category and an "
+            f"anomaly type; available categories: {', '.join(_subdirs(root)) or 'none'}"
+        )
+    if not (root / category / "test").is_dir():
+        raise FileNotFoundError(f"no category {category!r} in {root} (expected {root / category / 'test'})")
+    if anomaly == GOOD:
+        raise ValueError(f"{GOOD!r} holds normal images without masks; pick an anomaly type of {category}")
+    folder = root / category / "test" / anomaly
+    if not folder.is_dir():
+        kinds = [k for k in _subdirs(root / category / "test") if k != GOOD]
+        raise FileNotFoundError(f"no anomaly type {anomaly!r} in {folder.parent}; available: {', '.join(kinds)}")
+    masks = root / category / "ground_truth" / anomaly
+    return [Sample(p, masks / f"{p.stem}_mask.png") for p in _images_in(folder)]
+
+
+def list_jobs(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """Every ``(category, anomaly type)`` of an MVTec AD root, ``good`` skipped, sorted: one model each."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"MVTec AD root {root} does not exist")
+    return [
+        (category, anomaly)
+        for category in _subdirs(root)
+        if (root / category / "test").is_dir()
+        for anomaly in _subdirs(root / category / "test")
+        if anomaly != GOOD
+    ]
+
+
+def normal_images(root: str | os.PathLike, category: str) -> list[Path]:
+    """The defect-free ``<root>/<category>/train/good`` images, sorted: BCM backgrounds at generation time."""
+    return _images_in(Path(root).expanduser() / category / "train" / GOOD)
+
+
+def split_train(samples: Sequence[Sample], rule: str = "floor") -> list[Sample]:
+    """The training subset: the first n samples in file-name order, the rest being held out for evaluation.
+
+    ``rule="floor"`` (default, the evaluation's convention, §12.4): n = ⌊len/3⌋; len=12 → 4, 10 → 3, 8 → 2.
+    ``rule="authors"`` (the official dual trainer): n = ⌊len/3⌋, +1 if that n is not divisible by 3;
+    len=12 → 5, 10 → 3, 8 → 3. It overlaps the evaluation's test images by up to one.
+    Both take at least one sample when there is any, so tiny folders still train.
+    """
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"unknown split rule {rule!r}; use one of {', '.join(SPLIT_RULES)}")
+    ordered = sorted(samples, key=lambda s: (s.image.name, str(s.image)))
+    n = len(ordered) // 3
+    if rule == "authors" and n % 3 != 0:
+        n += 1
+    if ordered:
+        n = max(n, 1)
+    return ordered[:n]
+
+
+def _decode(path: Path, what: str) -> np.ndarray:
+    """Raw pixels as stored (cv2 order, any depth); ``np.fromfile`` + ``imdecode`` copes with non-ASCII paths."""
+    try:
+        raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error) as err:
+        raise DataError(f"cannot read {what} {path}: {err}") from err
+    if raw is None or raw.size == 0:
+        raise DataError(f"cannot read {what} {path}: not a readable image file")
+    return raw
+
+
+def _to_unit(raw: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / 255.0
+    if raw.dtype == np.uint16:
+        return raw.astype(np.float32) / 65535.0
+    if np.issubdtype(raw.dtype, np.floating) and np.isfinite(raw).all():
+        return np.clip(raw.astype(np.float32), 0.0, 1.0)
+    raise DataError(f"{what} {path} has pixel type {raw.dtype}; expected 8-bit, 16-bit or float in [0, 1]")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """``(H, W, 3)`` float32 RGB in [0, 1]; grey is replicated, alpha dropped, 16-bit scaled."""
+    path = Path(path)
+    x = _to_unit(_decode(path, "image"), path, "image")
+    if x.ndim == 2 or x.shape[2] in (1, 2):
+        grey = x if x.ndim == 2 else x[..., 0]
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    return np.ascontiguousarray(x[..., 2::-1])  # BGR(A) -> RGB
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """``(H, W)`` float32 in [0, 1]; a colour mask counts its brightest channel."""
+    path = Path(path)
+    x = _to_unit(_decode(path, "mask"), path, "mask")
+    return x if x.ndim == 2 else np.ascontiguousarray(x[..., :3].max(axis=2))
+
+
+def _load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """The image and mask of a sample, or a ``DataError`` naming the file and what was expected."""
+    if not sample.image.is_file():
+        raise DataError(f"image {sample.image} does not exist")
+    image = read_image(sample.image)
+    if not sample.mask.is_file():
+        raise DataError(f"no mask for image {sample.image}: expected {sample.mask}")
+    mask = read_mask(sample.mask)
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"mask {sample.mask} is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} is "
+            f"{image.shape[1]}x{image.shape[0]} (width x height); they must match"
+        )
+    if not mask.any():
+        raise DataError(f"mask {sample.mask} is all zero: image {sample.image} has no anomaly pixels")
+    if not (mask > 0.5).any():
+        raise DataError(
+            f"mask {sample.mask} has no pixel above half brightness (max {mask.max() * 255:.0f}/255), so it "
+            "binarises to nothing; if it is a 0/1 label map, save it as 0/255"
+        )
+    return image, mask
+
+
+def validate_samples(samples: Sequence[Sample], strict: bool = True) -> list[Sample]:
+    """The usable samples. Every problem is collected; ``strict`` raises one ``DataError`` listing them all,
+    otherwise each is logged and the sample dropped (a ``DataError`` still if none is left)."""
+    if not samples:
+        raise DataError("no training samples given")
+    good, problems = [], []
+    for sample in samples:
+        try:
+            _load_pair(sample)
+        except DataError as err:
+            problems.append(str(err))
+        else:
+            good.append(sample)
+    if problems and (strict or not good):
+        raise DataError(f"{len(problems)} of {len(samples)} samples are unusable:\n  " + "\n  ".join(problems))
+    for problem in problems:
+        log.warning("skipping a sample: %s", problem)
+    return good
+
+
+def object_mask_path(image_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``object_mask`` caches the map: ``<cache_dir>/<image folder name>/<stem>.png``, with ``cache_dir``
+    defaulting to ``<image folder>/../.anodiff_cache/object_masks``. The folder name keeps anomaly types that
+    share MVTec's ``test/`` (``crack/000.png``, ``hole/000.png``) apart."""
+    image_path = Path(image_path)
+    base = Path(cache_dir) if cache_dir is not None else image_path.parent.parent / CACHE_FOLDER / "object_masks"
+    return base / image_path.parent.name / f"{image_path.stem}.png"
+
+
+def _object_mask(
+    image_path: Path, image: np.ndarray, cache_dir: str | os.PathLike | None, model: Callable[[], U2NetP]
+) -> np.ndarray:
+    cache = object_mask_path(image_path, cache_dir)
+    if cache.is_file() and cache.stat().st_mtime_ns >= image_path.stat().st_mtime_ns:
+        cached = cv2.imdecode(np.fromfile(str(cache), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+        if cached is not None and cached.shape == image.shape[:2]:
+            return cached.astype(np.float32) / 255.0
+        log.info("recomputing the unreadable or mis-sized object mask %s", cache)
+    grey = np.round(model().saliency(image) * 255.0).astype(np.uint8)
+    tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.partial.png")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imencode(".png", grey)[1].tofile(str(tmp))
+        os.replace(tmp, cache)  # atomic, so a parallel run never reads half a file
+    except OSError as err:
+        log.warning("cannot cache the object mask of %s in %s (%s); it is recomputed next run", image_path, cache, err)
+        tmp.unlink(missing_ok=True)
+    return grey.astype(np.float32) / 255.0
+
+
+def object_mask(
+    image_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, model: U2NetP | None = None
+) -> np.ndarray:
+    """``(H, W)`` float32 in [0, 1]: the U²-Net-P saliency of the image's object (§5.1), stored as an 8-bit PNG
+    at ``object_mask_path`` and reused while it is newer than the image. The returned map is the 8-bit one even
+    on the first run, so the first and later runs train on identical backgrounds."""
+    image_path = Path(image_path)
+    return _object_mask(image_path, read_image(image_path), cache_dir, lambda: model if model is not None else U2NetP())
+
+
+def blackened_background(image: np.ndarray, object_mask: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` float32 ``image * (1 - object_mask)``: the authors paste the image onto black through the
+    inverted saliency as a soft alpha, no threshold (§5.1). image: uint8 or float [0, 1]; object_mask: ``(H, W)``."""
+    x = as_float_image(image)
+    alpha = np.asarray(object_mask, dtype=np.float32)
+    if alpha.shape != x.shape[:2]:
+        raise ValueError(f"object_mask must have the image's size {x.shape[:2]}, got shape {alpha.shape}")
+    return x * (1.0 - np.clip(alpha, 0.0, 1.0))[..., None]
+
+
+def _resize(x: np.ndarray, resolution: int) -> torch.Tensor:
+    """``(C, R, R)`` from ``(H, W[, C])``: bilinear with antialiasing, as PIL's bilinear resize the authors use."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).float()
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    if t.shape[-2:] != (resolution, resolution):
+        t = F.interpolate(t[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+        t = t[0]
+    return t.clamp(0.0, 1.0)
+
+
+def background_image(
+    image_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, model: U2NetP | None = None
+) -> np.ndarray:
+    """``(H, W, 3)`` float32 RGB in [0, 1]: the image with its object blacked out, e.g. a ``normal_images`` file
+    as a BCM background at generation time (§5.4); the saliency is cached as in ``object_mask``."""
+    image_path = Path(image_path)
+    image = read_image(image_path)
+    alpha = _object_mask(image_path, image, cache_dir, lambda: model if model is not None else U2NetP())
+    return blackened_background(image, alpha)
+
+
+class FewShotDataset(Dataset):
+    """Training items for the two branches (and BCM), all decoded and resized once up front (a few images).
+
+    Each item is a dict of float32 tensors: ``image`` (3, R, R) in [-1, 1] (blend target); ``mask`` (1, R, R) in
+    {0, 1} (resized bilinearly, then > 0.5, as the authors); ``anomaly`` = image × mask, 0 (mid-grey) outside the
+    mask (fg target, §6); and with ``background=True`` ``background`` (3, R, R), the object-blackened image.
+    Non-square images are stretched to R×R. ``flips``: horizontal and vertical flips (p = 0.5 each) drawn once per
+    item from ``(seed, epoch, index)`` and applied to every tensor alike; turn them off for orientation-sensitive
+    objects (cable, transistor). Call ``set_epoch`` every epoch, or each image keeps the same flip for the whole run
+    (with ``persistent_workers=True`` the DataLoader workers never see the new epoch).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        resolution: int = 512,
+        flips: bool = True,
+        background: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        model: U2NetP | None = None,
+    ) -> None:
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
+            raise ValueError(f"resolution must be a positive multiple of 8 pixels (the VAE's stride), got {resolution}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if not samples:
+            raise DataError("no training samples given")
+        self.samples = list(samples)
+        self.resolution, self.flips, self.background, self.seed = resolution, flips, background, seed
+        self.epoch = 0
+        shared: list[U2NetP] = [model] if model is not None else []
+
+        def get_model() -> U2NetP:
+            if not shared:
+                shared.append(U2NetP())
+            return shared[0]
+
+        self._items: list[dict[str, torch.Tensor]] = []
+        for sample in self.samples:
+            image, mask = _load_pair(sample)
+            item = {"image": _resize(image, resolution) * 2.0 - 1.0}
+            item["mask"] = (_resize(mask, resolution) > 0.5).float()
+            if not item["mask"].any():
+                log.warning("mask %s vanishes at %d px: the anomaly branch sees only grey", sample.mask, resolution)
+            item["anomaly"] = torch.where(item["mask"] > 0, item["image"], torch.zeros_like(item["image"]))
+            if background:
+                alpha = _object_mask(sample.image, image, cache_dir, get_model)
+                item["background"] = _resize(blackened_background(image, alpha), resolution) * 2.0 - 1.0
+            self._items.append(item)
+        log.info("loaded %d samples at %d px (flips %s, background %s)", len(self), resolution, flips, background)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new flips: an item's flips depend on ``(seed, epoch, index)`` only, so runs are reproducible."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self.epoch = epoch
+
+    def flips_for(self, index: int) -> tuple[bool, bool]:
+        """``(horizontal, vertical)`` flips item ``index`` gets in the current epoch."""
+        if not self.flips:
+            return False, False
+        draw = np.random.default_rng([self.seed, self.epoch, index]).random(2)
+        return bool(draw[0] < 0.5), bool(draw[1] < 0.5)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index %= len(self)
+        horizontal, vertical = self.flips_for(index)
+        dims = [d for d, on in ((-1, horizontal), (-2, vertical)) if on]
+        return {k: torch.flip(v, dims) if dims else v.clone() for k, v in self._items[index].items()}
+
+
+def describe(samples: Sequence[Sample]) -> str:
+    """The exact files a run uses, one numbered line per sample (paths relative to their common folder), for
+    ``anodiff train --dry-run``: a user must be able to check which images train and which stay held out."""
+    if not samples:
+        return "0 samples"
+    paths = [p for s in samples for p in (s.image, s.mask)]
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+    def show(p: Path) -> str:
+        return os.path.relpath(p, root) + ("" if p.is_file() else " [missing]")
+
+    lines = [f"{len(samples)} sample{'s' if len(samples) != 1 else ''} under {root}:"]
+    lines += [f"  {i:>3}. {show(s.image)}  mask {show(s.mask)}" for i, s in enumerate(samples, 1)]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CACHE_FOLDER", "IMAGE_EXTENSIONS", "SPLIT_RULES", "DataError", "FewShotDataset", "Sample", "background_image",
+    "blackened_background", "describe", "find_samples", "list_jobs", "normal_images", "object_mask",
+    "object_mask_path", "read_image", "read_mask", "split_train", "validate_samples",
+]  # fmt: skip
