@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
+from .train import TrainConfig
 from .weights import DualWeightsError, load_dual
 
 
@@ -60,6 +62,101 @@ def _fetch_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, **override) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values.update(override)
+    return TrainConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import data as fewshot
+
+    if args.all:
+        return _train_all(args)
+    config = _train_config(args)
+    if args.dry_run:
+        samples = fewshot.split_train(fewshot.find_samples(config.data, config.category, config.anomaly), config.split)
+        fewshot.validate_samples(samples)
+        print(fewshot.describe(samples))
+        return 0
+    from .train import Trainer
+
+    trainer = Trainer(config)
+    path = trainer.run()
+    if trainer.interrupted:
+        print(f"interrupted at step {trainer.step}: checkpoint {path}; continue with the same command and --resume")
+        return 130
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    """One model per (category, anomaly type) of an MVTec root; finished ones are skipped."""
+    from . import data as fewshot
+    from .train import train
+
+    rows = []
+    for category, anomaly in fewshot.list_jobs(args.data):
+        out = Path(args.output) / category / anomaly
+        config = _train_config(args, category=category, anomaly=anomaly, output=str(out))
+        final = out / f"{config.model_name}.safetensors"
+        if args.dry_run:
+            samples = fewshot.split_train(fewshot.find_samples(args.data, category, anomaly), config.split)
+            print(fewshot.describe(samples))
+            continue
+        if final.exists() and not args.force:
+            rows.append((category, anomaly, "skipped (done)", str(final)))
+            continue
+        try:
+            rows.append((category, anomaly, "trained", str(train(config))))
+        except (ValueError, FileNotFoundError) as exc:
+            rows.append((category, anomaly, f"failed: {exc}", ""))
+    width = max((len(f"{c}/{a}") for c, a, _, _ in rows), default=10)
+    for category, anomaly, status, path in rows:
+        print(f"{category + '/' + anomaly:<{width}}  {status:<16}  {path}")
+    return 0 if all(not r[2].startswith("failed") for r in rows) else 1
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train a dual model on a few anomaly images (diffusers + accelerate)")
+    train.add_argument("--base", required=True, help="SD1.5 in diffusers format (a local folder)")
+    train.add_argument("--data", required=True, help="MVTec AD root, or a folder with images/ and masks/")
+    train.add_argument("--category", default=None, help="MVTec category (e.g. bottle)")
+    train.add_argument("--anomaly", default=None, help="MVTec anomaly type (e.g. broken_large)")
+    train.add_argument("--output", "--out", dest="output", required=True, help="output folder")
+    train.add_argument("--all", action="store_true", help="train every (category, anomaly) of the MVTec root")
+    train.add_argument("--dry-run", action="store_true", help="list the exact training files and stop")
+    train.add_argument("--name", default=None, help="final file name (default <category>_<anomaly>)")
+    train.add_argument("--steps", type=int, default=None, help="optimisation steps (default 5000)")
+    train.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate, constant (default 2e-5)")
+    train.add_argument("--rank", type=int, default=None, help="UNet LoRA rank per branch (default 32)")
+    train.add_argument("--text-rank", type=int, default=None, help="text-encoder LoRA rank (default 32)")
+    train.add_argument("--no-text-encoder", dest="train_text_encoder", action="store_false", default=None,
+                       help="do not train the text-encoder LoRA")  # fmt: skip
+    train.add_argument("--no-saim", dest="saim", action="store_false", default=None, help="ablation: no SAIM")
+    train.add_argument("--saim-zero-init", action="store_true", default=None,
+                       help="zero SAIM's out-linear at start (ours; the authors do not)")  # fmt: skip
+    train.add_argument("--bcm", action="store_true", default=None, help="train background compensation too")
+    train.add_argument("--resolution", type=int, default=None, help="training size in pixels (default 512)")
+    train.add_argument("--no-flips", dest="flips", action="store_false", default=None,
+                       help="no random flips (orientation-sensitive objects: cable, transistor)")  # fmt: skip
+    train.add_argument("--split", choices=["floor", "authors"], default=None,
+                       help="floor: first floor(n/3) sorted files (default); authors: their rounding")  # fmt: skip
+    train.add_argument("--prompt-global", default=None)
+    train.add_argument("--prompt-anomaly", default=None)
+    train.add_argument("--seed", type=int, default=None, help="default 32, as the authors")
+    train.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument("--adam8bit", choices=["auto", "on", "off"], default=None)
+    train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    train.add_argument("--preview-every", type=int, default=None, help="steps between preview PNGs (default 500)")
+    train.add_argument("--resume", action="store_true", default=None, help="continue from the newest checkpoint")
+    train.add_argument("--force", action="store_true", default=None, help="train again over a finished model")
+    train.set_defaults(func=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anodiff", description="DualAnoDiff: paired defect images and masks.")
     parser.add_argument("--version", action="version", version=f"anodiff {__version__}")
@@ -81,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="download again even if a good copy exists")
     fetch.set_defaults(func=_fetch_models)
 
+    _add_train(sub)
+
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")
     info.set_defaults(func=_info)
@@ -92,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DualWeightsError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DualWeightsError, DataError, BaseModelError
         print(f"anodiff {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 TINY_CHANNELS = (32, 64, 64, 64)
@@ -51,3 +53,39 @@ def randomize_(module: torch.nn.Module, seed: int = 1, std: float = 0.05) -> tor
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return module
 
+
+
+COMFY_TOKENIZER = Path(__file__).resolve().parents[1] / ".cache" / "comfyui" / "comfy" / "sd1_tokenizer"
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32,
+        sample_size=32,
+    )  # fmt: skip
+
+
+def save_tiny_sd15(folder: Path) -> Path:
+    """A diffusers-format folder with SD1.5's layout but tiny widths, loadable by ``anodiff.base.load_sd15``.
+
+    The real SD1 tokenizer files come from the ComfyUI copy that ``scripts/fetch_assets.py`` unpacks.
+    """
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    tiny_unet().save_pretrained(folder / "unet")
+    tiny_vae().save_pretrained(folder / "vae")
+    tiny_text_encoder().save_pretrained(folder / "text_encoder")
+    CLIPTokenizer(str(COMFY_TOKENIZER / "vocab.json"), str(COMFY_TOKENIZER / "merges.txt"), model_max_length=77).save_pretrained(
+        folder / "tokenizer"
+    )
+    DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        steps_offset=1, clip_sample=False,
+    ).save_pretrained(folder / "scheduler")  # fmt: skip
+    return folder

@@ -1,0 +1,338 @@
+"""Few-shot DualAnoDiff training: per-branch UNet LoRA + SAIM (+ BCM) + shared text-encoder LoRA on frozen SD1.5.
+
+Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) comes from a generator seeded with
+``(seed, k)``, so a run resumed from a checkpoint continues exactly like the uninterrupted run. Checkpoints are
+two safetensors files written atomically: the model in the weight-file schema (usable as it is) and the
+optimiser state. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+
+from .config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
+from .dual import DualAdapter
+from .pairs import interleave
+from .processor import DualPass, DualUNet
+from .text import add_text_lora, load_text_lora, text_lora_state
+from .weights import load_dual, pack, save_dual
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
+
+    base: str = field(metadata={"help": "SD1.5 in diffusers format (a folder)."})
+    data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
+    output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
+    category: str | None = None
+    anomaly: str | None = None
+    name: str | None = field(default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."})
+    steps: int = 5000
+    batch_size: int = 4
+    lr: float = 2e-5
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    rank: int = 32
+    text_rank: int = 32
+    train_text_encoder: bool = True
+    saim: bool = True
+    saim_zero_init: bool = False
+    bcm: bool = False
+    resolution: int = 512
+    flips: bool = True
+    split: str = "floor"
+    prompt_global: str = PROMPT_GLOBAL
+    prompt_anomaly: str = PROMPT_ANOMALY
+    seed: int = 32
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
+    gradient_checkpointing: bool = False
+    adam8bit: str = field(default="auto", metadata={"help": "auto (bitsandbytes on CUDA when installed), on, off."})
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("floor", "authors"):
+            raise ValueError(f"split must be 'floor' or 'authors', got {self.split!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for key in ("steps", "batch_size", "checkpoint_every", "preview_every", "resolution"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+    @property
+    def model_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = [p for p in (self.category, self.anomaly) if p]
+        return "_".join(parts) or "dualanodiff"
+
+    @property
+    def dual_config(self) -> DualConfig:
+        return DualConfig(
+            rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm, text_rank=self.text_rank
+        )
+
+
+class DualTrainModel(nn.Module):
+    """The trainable model behind one forward (what accelerate/DDP wrap): frozen UNet + adapter + text encoder."""
+
+    def __init__(self, dual_unet: DualUNet, text_encoder: nn.Module, prompt_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.dual_unet, self.text_encoder = dual_unet, text_encoder
+        self.register_buffer("prompt_ids", prompt_ids, persistent=False)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy: (2B, 4, h, w) interleaved pairs; timesteps: (2B,); background: (B, 4, h, w) noised, or None."""
+        pairs = noisy.shape[0] // 2
+        context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
+        context = context.repeat(pairs, 1, 1)
+        return self.dual_unet(noisy, timesteps, context, run=DualPass(), background=background,
+                              background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    use_8bit = config.adam8bit == "on" or (config.adam8bit == "auto" and device.type == "cuda")
+    if use_8bit:
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+        except ImportError:
+            if config.adam8bit == "on":
+                raise ValueError("adam8bit=on needs bitsandbytes: pip install bitsandbytes") from None
+    return torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Optimiser state as flat tensors keyed by parameter position (safetensors holds no pickles)."""
+    out = {}
+    for i, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+        for key, value in optimizer.state.get(param, {}).items():
+            out[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return out
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        param = params[int(index)]
+        state = optimizer.state.setdefault(param, {})
+        state[name] = value.to(param.device) if name != "step" else value.clone()
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """The newest step whose model and optimiser files both exist (an interrupted write leaves only temp files)."""
+    found = []
+    for path in folder.glob("step-*.safetensors"):
+        m = CHECKPOINT.match(path.name)
+        if m and path.with_suffix(".state.safetensors").is_file():
+            found.append((int(m[1]), path))
+    return max(found) if found else None
+
+
+class Trainer:
+    """Builds the model and data from a ``TrainConfig`` and runs (or resumes) the loop."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate import Accelerator
+
+        from . import data as fewshot
+        from .base import load_sd15
+
+        self.config = config
+        self.out = Path(config.output)
+        self.final = self.out / f"{config.model_name}.safetensors"
+        self.ckpt_dir = self.out / "checkpoints"
+        if self.final.exists() and not (config.force or config.resume):
+            raise FileExistsError(f"{self.final} exists; pass --force to train again or --resume to continue")
+        samples = fewshot.find_samples(config.data, config.category, config.anomaly)
+        self.samples = fewshot.split_train(samples, config.split)
+        fewshot.validate_samples(self.samples)
+        self.dataset = fewshot.FewShotDataset(
+            self.samples, resolution=config.resolution, flips=config.flips, background=config.bcm, seed=config.seed
+        )
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        device = self.accelerator.device
+        self.sd = load_sd15(config.base)
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+        self.sd.vae.to(device, dtype=torch.float32)
+        self.sd.unet.to(device, dtype=weight_dtype)
+        channels, context = self.sd.widths
+        torch.manual_seed(config.seed)
+        self.adapter = DualAdapter(config.dual_config, channels, context).to(device)
+        text_encoder = self.sd.text_encoder.to(device)
+        if config.train_text_encoder:
+            add_text_lora(text_encoder, config.text_rank, float(config.text_rank))
+        if config.gradient_checkpointing:
+            self.sd.unet.enable_gradient_checkpointing()
+            if config.train_text_encoder:
+                text_encoder.gradient_checkpointing_enable()
+        ids = self.sd.tokenizer([config.prompt_global, config.prompt_anomaly], padding="max_length",
+                                max_length=min(self.sd.tokenizer.model_max_length, 77), truncation=True,
+                                return_tensors="pt").input_ids  # fmt: skip
+        self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
+        self.optimizer = make_optimizer(trainable_parameters(self.model), config, device)
+        self.step = 0
+        if config.resume:
+            self._resume()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self._stop = False
+        self.interrupted = False
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def _text_state(self) -> dict[str, torch.Tensor] | None:
+        return text_lora_state(self._unwrapped.text_encoder) if self.config.train_text_encoder else None
+
+    @property
+    def _unwrapped(self) -> DualTrainModel:
+        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+
+    def model_file(self):
+        text = self._text_state()
+        c = self.config
+        return pack(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
+                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly)  # fmt: skip
+
+    def save_checkpoint(self) -> Path:
+        if not self.accelerator.is_main_process:
+            return self.ckpt_dir
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.ckpt_dir / f"step-{self.step:06d}"
+        save_dual(stem.with_suffix(".state.safetensors"), optimizer_tensors(self.optimizer), {"step": str(self.step)})
+        self.model_file().save(stem.with_suffix(".safetensors"))
+        log.info("checkpoint %s", stem)
+        return stem.with_suffix(".safetensors")
+
+    def _resume(self) -> None:
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s; starting at step 0", self.ckpt_dir)
+            return
+        step, path = found
+        dual = load_dual(path)
+        self.adapter.load_state_dict(dual.adapter().state_dict())
+        if self.config.train_text_encoder:
+            load_text_lora(self.model.text_encoder, dual.text_tensors())
+        with safe_open(str(path.with_suffix(".state.safetensors")), "pt") as f:
+            load_optimizer_tensors(self.optimizer, {k: f.get_tensor(k) for k in f.keys()})
+        self.step = step
+        log.info("resumed from %s at step %d", path, step)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        self.dataset.set_epoch(self.step)
+        index = torch.randint(len(self.dataset), (self.config.batch_size,), generator=g).tolist()
+        items = [self.dataset[i] for i in index]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        device = self.accelerator.device
+        vae, scheduler = self.sd.vae, self.sd.scheduler
+        with torch.no_grad():
+            images = interleave(step_batch["image"], step_batch["anomaly"]).to(device)
+            latents = vae.encode(images).latent_dist.sample(generator=g) * self.sd.latent_scale
+        pairs = latents.shape[0] // 2
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (pairs,), generator=g)
+        timesteps = t.repeat_interleave(2).to(device)
+        noise = torch.randn(latents.shape, generator=g).to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        background = None
+        if self.config.bcm:
+            with torch.no_grad():
+                bg = vae.encode(step_batch["background"].to(device)).latent_dist.sample(generator=g)  # unscaled (authors)
+            background = scheduler.add_noise(bg, torch.randn(bg.shape, generator=g).to(device), t.to(device))
+        pred = self.model(noisy, timesteps, background)
+        return F.mse_loss(pred.float(), noise.float())
+
+    def train_step(self) -> float:
+        g = step_generator(self.config.seed, self.step)
+        loss = self.loss_at(self.batch(g), g)
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(trainable_parameters(self._unwrapped), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return float(loss.detach())
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        log.warning("interrupted: finishing step %d and writing a checkpoint (Ctrl-C again to abort)", self.step)
+        self._stop = True
+
+    def run(self, until: int | None = None) -> Path:
+        """Train to ``config.steps`` (or ``until``); returns the final file, or the checkpoint written on Ctrl-C."""
+        from tqdm.auto import tqdm
+
+        target = min(until or self.config.steps, self.config.steps)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name, disable=not self.config.progress)
+        history = []
+        try:
+            while self.step < target:
+                start = time.perf_counter()
+                loss = self.train_step()
+                history.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", s_per_step=f"{time.perf_counter() - start:.2f}")
+                if self._stop:
+                    self.interrupted = True
+                    return self.save_checkpoint()
+                if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
+                    self.save_checkpoint()
+                if self.step % self.config.preview_every == 0:
+                    self.write_preview()
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous)
+        self.losses = history
+        if self.step >= self.config.steps:
+            self.model_file().save(self.final)
+            return self.final
+        return self.save_checkpoint()
+
+    def write_preview(self) -> Path | None:
+        """global | anomaly part | mask of one sample at the current step, next to the checkpoints."""
+        from .preview import render_preview
+
+        if not self.accelerator.is_main_process:
+            return None
+        path = self.ckpt_dir / f"preview-{self.step:06d}.png"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        render_preview(self.sd, self._unwrapped, self.config.resolution, self.config.seed, path)
+        return path
+
+
+def train(config: TrainConfig) -> Path:
+    return Trainer(config).run()
+

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from tiny_diffusers import save_tiny_sd15
+
+from anodiff import load_dual
+from anodiff.base import BaseModelError, load_sd15
+from anodiff.train import TrainConfig, Trainer, step_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; tests switch mixed precision, a real run never does."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    return save_tiny_sd15(tmp_path_factory.mktemp("sd15"))
+
+
+def write_fixed_defect_set(folder: Path, n: int = 9, size: int = 32) -> Path:
+    """Plain layout: textured grey-brown images, each with the same dark square defect."""
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(n):
+        image = (rng.random((size, size, 3)) * 40 + 150).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        mask[8:20, 10:22] = 255
+        image[mask > 0] = 15
+        cv2.imwrite(str(folder / "images" / f"{i:03d}.png"), image)
+        cv2.imwrite(str(folder / "masks" / f"{i:03d}.png"), mask)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    return write_fixed_defect_set(tmp_path_factory.mktemp("data"))
+
+
+def config(base, data, out, **kw):
+    values = dict(base=str(base), data=str(data), output=str(out), steps=6, batch_size=2, resolution=32, rank=4,
+                  text_rank=2, checkpoint_every=3, preview_every=1000, progress=False, lr=1e-3)  # fmt: skip
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(base, data, tmp_path):
+    trainer = Trainer(config(base, data, tmp_path, steps=12, lr=3e-3))
+
+    def fixed_loss():
+        g = step_generator(123, 0)
+        with torch.no_grad():
+            return float(trainer.loss_at(trainer.batch(g), step_generator(123, 1)))
+
+    before = fixed_loss()
+    trainer.step = 0
+    trainer.run()
+    trainer.step = 0
+    assert fixed_loss() < before * 0.95
+
+
+def test_resume_reproduces_the_uninterrupted_run(base, data, tmp_path):
+    straight = Trainer(config(base, data, tmp_path / "a"))
+    straight.run()
+    first = Trainer(config(base, data, tmp_path / "b"))
+    first.run(until=3)
+    assert (tmp_path / "b" / "checkpoints" / "step-000003.safetensors").is_file()
+    resumed = Trainer(config(base, data, tmp_path / "b", resume=True))
+    assert resumed.step == 3
+    resumed.run()
+    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(straight.losses[3:]), atol=1e-6, rtol=1e-5)
+    a, b = load_dual(tmp_path / "a" / "dualanodiff.safetensors"), load_dual(tmp_path / "b" / "dualanodiff.safetensors")
+    for key in a.tensors:
+        torch.testing.assert_close(a.tensors[key], b.tensors[key], atol=1e-6, rtol=1e-5)
+    assert a.metadata["steps"] == "6" and a.has_text_lora
+
+
+def test_sigint_leaves_a_loadable_checkpoint(base, data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "anodiff.cli", "train", "--base", str(base), "--data", str(data), "--output", str(out),
+           "--steps", "100000", "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2",
+           "--checkpoint-every", "100000"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    seen = ""
+    while "loss=" not in seen and time.time() < deadline:  # wait for the first finished step on the tqdm bar
+        seen += proc.stderr.read(1) or ""
+        if proc.poll() is not None:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "--resume" in stdout
+    checkpoints = sorted((out / "checkpoints").glob("step-*[0-9].safetensors"))
+    assert checkpoints, stderr[-2000:]
+    dual = load_dual(checkpoints[-1])
+    assert int(dual.metadata["steps"]) >= 1
+
+
+def test_bcm_and_bf16_training_steps_run(base, data, tmp_path):
+    trainer = Trainer(config(base, data, tmp_path, bcm=True, mixed_precision="bf16", gradient_checkpointing=True))
+    losses = [trainer.train_step() for _ in range(2)]
+    assert all(np.isfinite(losses))
+    layer = next(layer for _, layer in trainer.adapter.items() if layer.bcm is not None)
+    assert layer.bcm.a.abs().item() > 0  # the mixing weight moved: the background pass is in the graph
+
+
+def test_bad_inputs(base, data, tmp_path):
+    with pytest.raises(BaseModelError, match="not found"):
+        load_sd15(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(BaseModelError, match="subfolder 'unet' is missing"):
+        load_sd15(tmp_path / "half")
+    Trainer(config(base, data, tmp_path / "done", steps=1)).run()
+    with pytest.raises(FileExistsError, match="pass --force"):
+        Trainer(config(base, data, tmp_path / "done", steps=1))
+    with pytest.raises(ValueError, match="mixed_precision"):
+        config(base, data, tmp_path, mixed_precision="fp8")
+
+
+def test_dry_run_lists_the_split(base, data, capsys):
+    from anodiff.cli import main
+
+    assert main(["train", "--base", str(base), "--data", str(data), "--output", "unused", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "000.png" in listed and "002.png" in listed and "003.png" not in listed  # floor(9/3) = 3 files
