@@ -10,7 +10,7 @@ TINY_CHANNELS = (32, 64, 64, 64)
 TINY_CONTEXT = 32
 
 
-def tiny_unet(seed: int = 0):
+def tiny_unet(seed: int = 0, channels: tuple[int, ...] = TINY_CHANNELS, context: int = TINY_CONTEXT):
     """A diffusers UNet with SD1.5's block layout (16 transformer blocks, 32 attentions), narrow channels."""
     from diffusers import UNet2DConditionModel
 
@@ -20,22 +20,22 @@ def tiny_unet(seed: int = 0):
         in_channels=4,
         out_channels=4,
         layers_per_block=2,
-        block_out_channels=TINY_CHANNELS,
+        block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TINY_CONTEXT,
+        cross_attention_dim=context,
         attention_head_dim=8,
         norm_num_groups=32,
     )
     return unet.eval().requires_grad_(False)
 
 
-def tiny_text_encoder(seed: int = 0):
+def tiny_text_encoder(seed: int = 0, hidden: int = TINY_CONTEXT):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        hidden_size=TINY_CONTEXT,
+        hidden_size=hidden,
         intermediate_size=37,
         num_attention_heads=4,
         num_hidden_layers=2,
@@ -69,7 +69,7 @@ def tiny_vae(seed: int = 0):
     )  # fmt: skip
 
 
-def save_tiny_sd15(folder: Path) -> Path:
+def save_tiny_sd15(folder: Path, channels: tuple[int, ...] = TINY_CHANNELS, context: int = TINY_CONTEXT) -> Path:
     """A diffusers-format folder with SD1.5's layout but tiny widths, loadable by ``anodiff.base.load_sd15``.
 
     The real SD1 tokenizer files come from the ComfyUI copy that ``scripts/fetch_assets.py`` unpacks.
@@ -78,9 +78,9 @@ def save_tiny_sd15(folder: Path) -> Path:
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
-    tiny_unet().save_pretrained(folder / "unet")
+    tiny_unet(channels=channels, context=context).save_pretrained(folder / "unet")
     tiny_vae().save_pretrained(folder / "vae")
-    tiny_text_encoder().save_pretrained(folder / "text_encoder")
+    tiny_text_encoder(hidden=context).save_pretrained(folder / "text_encoder")
     CLIPTokenizer(str(COMFY_TOKENIZER / "vocab.json"), str(COMFY_TOKENIZER / "merges.txt"), model_max_length=77).save_pretrained(
         folder / "tokenizer"
     )
