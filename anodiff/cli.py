@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
+from .generate import register as register_generate
 from .train import TrainConfig
 from .weights import DualWeightsError, load_dual
 
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_fetch_models)
 
     _add_train(sub)
+    register_generate(sub)
 
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")

@@ -1,0 +1,358 @@
+"""``anodiff generate``: a synthetic MVTec-style anomaly set (image, mask, anomaly part) from one weight file.
+
+Layout, under ``<out>/<category>/``::
+
+    test/<anomaly>/000.png                whole anomaly image
+    ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
+    anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
+    .anodiff-generate-<anomaly>.json      the settings the pairs were made with
+
+Resuming: pair ``i`` (seed ``seed + i``) is skipped when its three files exist, and generated again (with a
+warning) when only some do or the settings file lists it as pending; every file is written to a temporary
+name and renamed, so none is ever half written. Existing pairs are only resumed when the settings file
+matches the current settings; folders that hold files this command did not write, or pairs made with other
+settings, are an error unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any
+older pair above them pending. Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from .masks import METHODS, U2NetP, as_float_image, extract_mask
+from .pipeline import SCHEDULERS
+from .weights import DualFile, load_dual
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DUAL_DEFAULTS = (100, 2.5)
+"""The authors' steps and guidance for the dual model (``inference_mvtec_split.py``: PNDM, 100 steps, CFG 2.5)."""
+BCM_DEFAULTS = (50, 2.0)
+"""... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class GenerateReport:
+    """What one ``generate`` call did; ``written``/``skipped``/``redone`` count pairs."""
+
+    folder: Path
+    written: int = 0
+    skipped: int = 0
+    redone: int = 0
+    empty_masks: int = 0
+    indices: list[int] = field(default_factory=list)
+
+
+def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path]:
+    """(whole image, mask, anomaly part) of pair ``index`` under ``<out>/<category>``."""
+    name = f"{index:03d}"
+    return (
+        folder / "test" / anomaly / f"{name}.png",
+        folder / "ground_truth" / anomaly / f"{name}_mask.png",
+        folder / "anomaly_part" / anomaly / f"{name}.png",
+    )
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Atomic PNG write: encode, write a temporary file beside the target, rename over it.
+
+    image: (H, W, 3) float in [0, 1] or uint8 RGB, or (H, W) uint8 grey.
+    """
+    if image.dtype != np.uint8:
+        image = np.round(as_float_image(image, str(path)) * 255.0).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    _write_atomic(path, data.tobytes())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; decoded from bytes so non-ASCII paths work on every OS."""
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def normal_images(folder: Path) -> list[Path]:
+    """Images of a folder, sorted by name (the authors' unsorted listing made runs irreproducible)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"normal images folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from")
+    return files
+
+
+class Backgrounds:
+    """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
+
+    Pair ``i`` gets image ``(i // every) % n``, so a resumed run gives a pair the background it had.
+    """
+
+    def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
+        self.files, self.size, self.every, self.saliency = files, size, every, saliency
+        self._cache: dict[int, np.ndarray] = {}
+
+    def for_pair(self, index: int) -> np.ndarray:
+        k = (index // self.every) % len(self.files)
+        if k not in self._cache:
+            image = as_float_image(read_rgb(self.files[k]))
+            shrink = image.shape[0] * image.shape[1] > self.size * self.size
+            image = cv2.resize(
+                image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+            self._cache[k] = image * (1.0 - self.saliency.saliency(image)[..., None])
+        return self._cache[k]
+
+
+def _check_name(value: str, what: str) -> str:
+    if not value or value in (".", "..") or any(c in value for c in "/\\"):
+        raise ValueError(f"{what} must be a plain folder name, got {value!r}")
+    return value
+
+
+def _check_args(
+    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int
+) -> None:
+    for name, value in (("count", count), ("batch_size", batch_size), ("background_every", every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 8:
+        raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if mask_method not in METHODS:
+        raise ValueError(f"mask_method must be one of {', '.join(METHODS)}, got {mask_method!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+
+
+def _settings(base: Path, weights: Path, dual: DualFile, **values: object) -> dict:
+    return {
+        "version": SETTINGS_VERSION,
+        "base": str(base.resolve()),
+        "weights": str(weights.resolve()),
+        "prompts": list(dual.prompts),
+        **values,
+    }
+
+
+def _existing_files(folder: Path, anomaly: str) -> list[Path]:
+    dirs = [folder / sub / anomaly for sub in ("test", "ground_truth", "anomaly_part")]
+    return [p for d in dirs if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
+
+
+def _pair_index(path: Path) -> int | None:
+    head = path.name.split(".")[0].split("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_resume(folder: Path, anomaly: str, settings: dict, force: bool) -> tuple[Path, set[int]]:
+    """Refuse to mix or overwrite pairs made by someone else or with other settings.
+
+    Returns the settings file and the pairs an earlier run still owes: ones it had not finished, or (with
+    ``force``) every pair on disk, so that old pairs numbered ``count`` or above are redone by a later run.
+    """
+    record = folder / f".anodiff-generate-{anomaly}.json"
+    found = _existing_files(folder, anomaly)
+    if force:
+        return record, {i for i in map(_pair_index, found) if i is not None}
+    if not record.is_file():
+        if found:
+            raise FileExistsError(
+                f"{found[0].parent} holds files that anodiff generate did not write (e.g. {found[0].name}); "
+                "choose another --out, or pass --force to write over them"
+            )
+        return record, set()
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FileExistsError(f"{record}: unreadable ({exc}); remove it or pass --force") from exc
+    for key, value in settings.items():
+        if previous.get(key) != value:
+            raise FileExistsError(
+                f"{folder}: the existing {anomaly!r} pairs were made with {key}={previous.get(key)!r}, not {value!r}; "
+                "choose another --out, or pass --force to regenerate them"
+            )
+    return record, set(previous.get("pending", []))
+
+
+def generate(
+    base_path: str | os.PathLike,
+    weights_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    count: int,
+    category: str = "object",
+    anomaly: str = "defect",
+    batch_size: int = 4,
+    seed: int = 0,
+    steps: int | None = None,
+    cfg: float | None = None,
+    scheduler: str = "pndm",
+    size: int = 512,
+    mask_method: str = "u2netp",
+    threshold: float = 0.5,
+    normal_dir: str | os.PathLike | None = None,
+    background_every: int = 50,
+    force: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> GenerateReport:
+    """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
+
+    steps/cfg default to the authors' settings: 100 / 2.5, or 50 / 2.0 with ``normal_dir`` (BCM backgrounds).
+    """
+    _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
+    folder = Path(out_dir) / _check_name(category, "category")
+    _check_name(anomaly, "anomaly")
+    base_path, weights_path = Path(base_path), Path(weights_path)
+    if not base_path.exists():
+        raise FileNotFoundError(f"base model not found: {base_path}")
+    dual = load_dual(weights_path)
+    files = None
+    if normal_dir is not None:
+        if not dual.config.bcm:
+            raise ValueError(f"normal_dir given, but {weights_path} was trained without BCM; drop --normal-dir")
+        files = normal_images(Path(normal_dir))
+    elif dual.config.bcm:
+        log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
+    default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
+    steps = default_steps if steps is None else steps
+    cfg = default_cfg if cfg is None else float(cfg)
+    settings = _settings(
+        base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
+        mask_method=mask_method, threshold=threshold, background_every=background_every,
+        normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
+    )  # fmt: skip
+    record, owed = check_resume(folder, anomaly, settings, force)
+
+    report = GenerateReport(folder)
+    todo = []
+    for i in range(count):
+        present = sum(p.is_file() for p in pair_paths(folder, anomaly, i))
+        if present == 3 and not force and i not in owed:
+            report.skipped += 1
+            continue
+        if present and not force:
+            log.warning("pair %d was left unfinished (%d of 3 files): generating it again", i, present)
+            report.redone += 1
+        todo.append(i)
+    if not todo:
+        return report
+
+    from .base import load_sd15
+    from .pipeline import DualAnoDiffPipeline
+
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = DualAnoDiffPipeline(load_sd15(base_path), dual, device=device)
+    u2net = U2NetP() if (mask_method == "u2netp" or files) else None
+    backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
+    owed |= set(todo)
+
+    def save_record() -> None:
+        _write_atomic(record, json.dumps({**settings, "pending": sorted(owed)}, indent=2).encode("utf-8"))
+
+    save_record()
+
+    with tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            indices = todo[start : start + batch_size]
+            batch = pipe(
+                len(indices), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in indices],
+                backgrounds=[backgrounds.for_pair(i) for i in indices] if backgrounds else None, progress=False,
+            )  # fmt: skip
+            for i, image, part in zip(indices, batch.images, batch.anomaly_parts):
+                mask = extract_mask(part, mask_method, threshold, model=u2net)
+                image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
+                write_png(image_path, image)
+                write_png(part_path, part)
+                write_png(mask_path, mask.astype(np.uint8) * 255)
+                report.written += 1
+                report.empty_masks += int(not mask.any())
+                report.indices.append(i)
+            owed.difference_update(indices)
+            save_record()
+            bar.update(len(indices))
+    return report
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        report = generate(
+            args.base, args.weights, args.out, args.count, category=args.category, anomaly=args.anomaly,
+            batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
+            size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
+            background_every=args.background_every, force=args.force, device=args.device,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"anodiff generate: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
+        f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``generate`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "generate",
+        help="generate an MVTec-style set of anomaly images, masks and anomaly parts",
+        description=(
+            "Writes <out>/<category>/{test,ground_truth,anomaly_part}/<anomaly>/. Resumable: pairs whose three "
+            "files exist are skipped, so running again with a larger --count adds pairs; pair i always uses seed+i."
+        ),
+    )
+    add = p.add_argument
+    add("--base", required=True, metavar="PATH", help="SD1.5 folder in diffusers format")
+    add("--weights", required=True, metavar="FILE", help="DualAnoDiff .safetensors (or the authors' .bin)")
+    add("--out", required=True, metavar="DIR", help="root of the generated dataset")
+    add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
+    add("--category", default="object", help="MVTec category folder name (default: object)")
+    add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
+    add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
+    add("--seed", type=int, default=0, help="pair i uses seed + i (default: 0)")
+    add("--steps", type=int, default=None, help="denoising steps (default, as the authors: 100; 50 with --normal-dir)")
+    add("--cfg", type=float, default=None, help="guidance (default, as the authors: 2.5; 2.0 with --normal-dir)")
+    add("--scheduler", choices=SCHEDULERS, default="pndm", help="sampler (default: pndm, as the authors)")
+    add("--size", type=int, default=512, help="image side in pixels (default: 512)")
+    add("--mask-method", choices=METHODS, default="u2netp", help="mask from the anomaly part (default: u2netp)")
+    add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
+    add("--normal-dir", default=None, metavar="DIR", help="normal images for BCM backgrounds (BCM files only)")
+    add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
+    p.set_defaults(func=_run)
+    return p
