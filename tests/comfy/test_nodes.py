@@ -7,29 +7,16 @@ import copy
 import pytest
 import torch
 from pack import import_pack
+from dual_files import CHANNELS, CONTEXT, write_dual_weights
 from tiny import TINY_UNET_CONFIG, build_tiny_model
 
 from anodiff import DualAdapter, DualConfig, interleave, pack
 from anodiff.processor import DualPass, DualUNet
 
-CHANNELS = tuple(TINY_UNET_CONFIG["model_channels"] * m for m in TINY_UNET_CONFIG["channel_mult"])
-CONTEXT = TINY_UNET_CONFIG["context_dim"]
 
 
 def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):
-    torch.manual_seed(seed)
-    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm, text_rank=2), CHANNELS, CONTEXT)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.04)
-        for _, layer in adapter.items():
-            if layer.bcm is not None:
-                layer.bcm.a.fill_(0.3)
-    if zero:
-        adapter.zero_lora_()
-    pack(adapter, text).save(folder / name)
-    return adapter
+    return write_dual_weights(folder / name, bcm=bcm, zero=zero, seed=seed, text=text)
 
 
 @pytest.fixture

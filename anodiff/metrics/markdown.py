@@ -1,0 +1,97 @@
+"""report.md: the tables of ``anodiff eval`` and how to read them (the protocol's pitfalls, stated next to the numbers)."""
+
+from __future__ import annotations
+
+import math
+
+COLUMNS = (
+    ("generated", "generated", "{:d}"),
+    ("real_train", "real train", "{:d}"),
+    ("real_test", "real test", "{:d}"),
+    ("empty_masks", "empty masks", "{:d}"),
+    ("mask_area_generated", "mask area gen", "{:.2%}"),
+    ("mask_area_real", "mask area real", "{:.2%}"),
+    ("alignment_iou", "alignment IoU", "{:.3f}"),
+    ("chance_iou", "chance IoU", "{:.3f}"),
+    ("alignment_margin", "margin", "{:+.3f}"),
+    ("novelty_share", "novel masks", "{:.1%}"),
+    ("kid_x1000", "KID x1000", "{:.2f}"),
+    ("fid", "FID", "{:.1f}"),
+    ("ic_lpips", "IC-LPIPS", "{:.3f}"),
+)
+LOCALIZATION = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro")
+
+READING = """\
+## How to read this
+
+- **Alignment IoU**: the anomaly branch's mask against the defect region of the whole image, estimated as the
+  difference to the nearest normal `train/good` image (a heuristic). Read the **margin** over the chance IoU of
+  mismatched pairs: defects that always sit in one place score high without any alignment.
+- **Novel masks**: share of non-empty generated masks whose best IoU with every training mask is below 0.5
+  (low = the generator copies its few training masks). Empty masks are failures and are counted separately.
+- **KID / FID**: Inception pool3 features against the real images of the type ({reference}). With tens of real
+  images FID is strongly biased (its covariance has rank < 2048); compare KID, and FID only between runs with the
+  same real set. No Inception Score: the only registry-installable Inception has no logits layer.
+- **IC-LPIPS**: AnomalyDiffusion's protocol (LPIPS-VGG at 256 px, clusters around the training anomaly images,
+  at most {cap} per cluster after a shuffle seeded with {seed}); clusters with fewer than two members are skipped
+  as the authors' NaN. SeaS's variant (single-member clusters count 0) gives lower numbers: do not mix them.
+- **Localisation**: DRAEM's U-Net trained on generated pairs and real normals; the checkpoint is chosen on a
+  validation set (the few-shot training anomalies plus held-out `train/good` images), never on the test set as the
+  authors' script does, so expect lower numbers than the papers report.
+"""
+
+
+def _cell(value: object, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if fmt.endswith("d}") and not isinstance(value, int):
+        return "–"
+    return fmt.format(value)
+
+
+def _table(rows: dict[str, dict], mean: dict[str, float]) -> list[str]:
+    columns = [c for c in COLUMNS if any(c[0] in r for r in rows.values())]
+    lines = ["| type | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in sorted(rows.items()):
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(k), f) for k, _, f in columns) + " |")
+    lines.append("| **mean** | " + " | ".join(_cell(mean.get(k), f) for k, _, f in columns) + " |")
+    return lines
+
+
+def to_markdown(report: dict, files: dict[str, str]) -> str:
+    """The whole report.md; ``files`` names the written plots (kind -> file name) to embed."""
+    settings = report["settings"]
+    lines = [
+        f"# anodiff eval: {report['category']}",
+        "",
+        f"- generated: `{report['generated']}`",
+        (
+            f"- real: `{report['real']}` (split `{settings['split']}`: the first third of each anomaly type is the "
+            "few-shot training set, the rest the held-out test set)"
+        ),
+        f"- images per type limited to {settings['limit']}" if settings.get("limit") else "- all generated images",
+        "",
+    ]
+    if report["notes"]:
+        lines += ["## Not computed", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    lines += ["## Per anomaly type", ""] + _table(report["types"], report["mean"]) + [""]
+    if "plot" in files:
+        lines += [f"![metrics per anomaly type]({files['plot']})", ""]
+    loc = report.get("localization")
+    if loc:
+        lines += [
+            "## Downstream localisation", "",
+            f"Checkpoint of epoch {loc['best_epoch']} of {len(loc['history'])}, chosen on the validation set.", "",
+            "| set | " + " | ".join(LOCALIZATION) + " |", "|---" * (len(LOCALIZATION) + 1) + "|",
+        ]  # fmt: skip
+        for name in ("validation", "test"):
+            lines.append(f"| {name} | " + " | ".join(_cell(loc[name].get(k), "{:.3f}") for k in LOCALIZATION) + " |")
+        lines.append("")
+        if "curve" in files:
+            lines += [f"![localisation training]({files['curve']})", ""]
+    reference = "held-out test part" if settings["reference"] == "heldout" else "all real anomalies of the type"
+    lines.append(READING.format(reference=reference, cap=settings["max_per_cluster"], seed=settings["seed"]))
+    return "\n".join(lines)
+
+
+__all__ = ["to_markdown"]

