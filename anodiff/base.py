@@ -84,7 +84,7 @@ def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32) -> SD15:
         text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", torch_dtype=dtype, **kw)
         tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", **kw)
         scheduler = DDPMScheduler.from_pretrained(root, subfolder="scheduler", **kw)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise BaseModelError(f"{source}: cannot load the SD1.5 components ({exc})") from exc
     check_sd15(unet, text_encoder, source)
     for module in (unet, vae, text_encoder):

@@ -147,7 +147,7 @@ class DualUNet(nn.Module):
     def forward(
         self,
         sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
+        timestep: torch.Tensor | float,
         encoder_hidden_states: torch.Tensor,
         *,
         run: DualPass | None = None,

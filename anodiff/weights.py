@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from .config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from .dual import PROJECTIONS, DualAdapter
 from .pairs import BRANCH_NAMES
-from .sites import SD15_BY_DIFFUSERS, SD15_CHANNELS, SD15_CONTEXT_DIM
+from .sites import SD15_CHANNELS, SD15_CONTEXT_DIM
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def load_dual(path: str | os.PathLike, sd15_only: bool = True) -> DualFile:
     Our files describe their own widths in the metadata. The authors' files carry none, so they are checked
     against SD1.5's widths unless ``sd15_only=False`` (any UNet with SD1.5's block layout, e.g. test models).
     """
-    from .convert import convert_official, looks_official, describe_foreign
+    from .convert import convert_official, describe_foreign, looks_official
 
     path = Path(path)
     source = str(path)
@@ -296,7 +296,7 @@ def load_dual(path: str | os.PathLike, sd15_only: bool = True) -> DualFile:
     if path.suffix.lower() in (".bin", ".pt", ".pth", ".ckpt"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        except Exception as exc:
             raise DualWeightsError(f"{source}: cannot read as a PyTorch state dict ({exc.__class__.__name__}: {exc})") from exc
         if not isinstance(state, dict):
             raise DualWeightsError(f"{source}: expected a state dict of tensors, got {type(state).__name__}")

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "comfy"))
 
-from pack import import_pack  # noqa: E402
-from tiny import TINY_UNET_CONFIG, fill_deterministic, init_comfy  # noqa: E402
+from pack import import_pack
+from tiny import TINY_UNET_CONFIG, fill_deterministic, init_comfy
 
 
 def build_model(size: str, device: str):
@@ -62,7 +62,7 @@ def main() -> None:
     import torch
 
     device = mm.get_torch_device().type
-    nodes = import_pack().nodes
+    import_pack()  # the pack's modules below are importable as dualanodiff_pack.*
     from dualanodiff_pack.anodiff import DualAdapter, DualConfig
     from dualanodiff_pack.nodes.patch import DualPatch, apply_dual
     from dualanodiff_pack.nodes.sampler import pair_conditioning, sample_pairs

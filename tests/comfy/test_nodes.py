@@ -6,13 +6,12 @@ import copy
 
 import pytest
 import torch
-from pack import import_pack
 from dual_files import CHANNELS, CONTEXT, write_dual_weights
+from pack import import_pack
 from tiny import TINY_UNET_CONFIG, build_tiny_model
 
 from anodiff import DualAdapter, DualConfig, interleave, pack
 from anodiff.processor import DualPass, DualUNet
-
 
 
 def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):
@@ -133,7 +132,6 @@ def test_dual_sampler_matches_anodiff_diffusers_path(nodes, models_dir):
 
 def test_saim_on_off_and_zero_lora_equals_plain_ksampler(nodes, models_dir):
     import comfy.sample
-
     from dualanodiff_pack.nodes.sampler import pair_conditioning
 
     model = build_tiny_model()
