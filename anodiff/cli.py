@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__, metrics
+from .demo import register as register_demo
 from .generate import register as register_generate
 from .train import TrainConfig
 from .weights import DualWeightsError, load_dual
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     register_generate(sub)
     metrics.register(sub)
+    register_demo(sub)
 
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")
