@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..anodiff.pairs import interleave, split
+from .region_control import ANOMALY_SAMPLES
 
 try:
     import comfy.samplers
@@ -51,7 +52,7 @@ def sample_pairs(model, positive_global, positive_anomaly, negative, latent: dic
     import comfy.utils
 
     samples = latent["samples"]
-    pairs = interleave(samples, samples)
+    pairs = interleave(samples, latent.get(ANOMALY_SAMPLES, samples))
     batch_index = latent.get("batch_index")
     noise = comfy.sample.prepare_noise(pairs, seed, None if batch_index is None else [i for i in batch_index for _ in "ga"])
     mask = latent.get("noise_mask")
@@ -69,7 +70,8 @@ def sample_pairs(model, positive_global, positive_anomaly, negative, latent: dic
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
     )  # fmt: skip
     glob, anomaly = split(out)
-    return {**latent, "samples": glob}, {**latent, "samples": anomaly}
+    plain = {k: v for k, v in latent.items() if k not in ("samples", ANOMALY_SAMPLES)}
+    return {**plain, "samples": glob}, {**plain, "samples": anomaly}
 
 
 class DualAnoDiffSampler:
