@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .composite import clip_mask
 from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
 from .weights import DualFile, load_dual
@@ -225,10 +226,15 @@ def generate(
     force: bool = False,
     device: str | None = None,
     progress: bool = True,
+    source: str | os.PathLike | None = None,
+    region: str | os.PathLike | None = None,
+    feather: int = 4,
 ) -> GenerateReport:
     """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
 
     steps/cfg default to the authors' settings: 100 / 2.5, or 50 / 2.0 with ``normal_dir`` (BCM backgrounds).
+    source + region (image files): region control; the defect only inside the region, the photo elsewhere, the
+    mask clipped to the region.
     """
     _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
     folder = Path(out_dir) / _check_name(category, "category")
@@ -244,6 +250,7 @@ def generate(
         files = normal_images(Path(normal_dir))
     elif dual.config.bcm:
         log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
+    held = _region_files(source, region, size)
     default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
@@ -251,6 +258,8 @@ def generate(
         base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
         mask_method=mask_method, threshold=threshold, background_every=background_every,
         normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
+        source=str(Path(source).resolve()) if source else None, region=str(Path(region).resolve()) if region else None,
+        feather=feather,
     )  # fmt: skip
     record, owed = check_resume(folder, anomaly, settings, force)
 
@@ -291,9 +300,12 @@ def generate(
             batch = pipe(
                 len(indices), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in indices],
                 backgrounds=[backgrounds.for_pair(i) for i in indices] if backgrounds else None, progress=False,
+                source=held[0] if held else None, region=held[1] if held else None, feather=feather,
             )  # fmt: skip
             for i, image, part in zip(indices, batch.images, batch.anomaly_parts):
                 mask = extract_mask(part, mask_method, threshold, model=u2net)
+                if held:
+                    mask = clip_mask(mask, held[1])
                 image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
                 write_png(image_path, image)
                 write_png(part_path, part)
@@ -307,6 +319,21 @@ def generate(
     return report
 
 
+def _region_files(source, region, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Region control inputs read from files and brought to the output size, or None."""
+    if source is None and region is None:
+        return None
+    if source is None or region is None:
+        raise ValueError("region control needs both --source (a normal photo) and --region (a mask image)")
+    from .data import read_image, read_mask
+
+    photo = cv2.resize(read_image(source), (size, size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(read_mask(region), (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
+    if not mask.any():
+        raise ValueError(f"{region}: the region mask is empty; paint where the defect may go in white")
+    return photo, mask
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         report = generate(
@@ -314,6 +341,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
             size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
             background_every=args.background_every, force=args.force, device=args.device,
+            source=args.source, region=args.region, feather=args.feather,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"anodiff generate: error: {exc}", file=sys.stderr)
@@ -352,6 +380,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
     add("--normal-dir", default=None, metavar="DIR", help="normal images for BCM backgrounds (BCM files only)")
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
+    add("--source", default=None, metavar="IMAGE", help="region control: a normal photo to put the defect into")
+    add("--region", default=None, metavar="MASK", help="region control: where the defect may go (white)")
+    add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
     p.set_defaults(func=_run)

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import SD15
+from .composite import composite
 from .masks import as_float_image
 from .pairs import interleave
 from .processor import DualAttnProcessor, DualPass, DualUNet
@@ -62,6 +63,28 @@ class PairBatch:
 
 def _has_peft_layers(module: torch.nn.Module) -> bool:
     return any(hasattr(m, "lora_A") for m in module.modules())
+
+
+def region_mask(region: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool at the output size (nearest neighbour, so the region is never blurred)."""
+    mask = np.asarray(region, dtype=np.float32)
+    if mask.ndim != 2:
+        raise ValueError(f"region must be an (H, W) mask, got shape {mask.shape}")
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask > 0.5
+
+
+def _region_inputs(source, region, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    if source is None or region is None:
+        raise ValueError("region control needs both a source photo and a region mask")
+    photo = as_float_image(np.asarray(source), "source")
+    if photo.shape[:2] != (height, width):
+        photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+    mask = region_mask(region, height, width)
+    if not mask.any():
+        raise ValueError("region is empty: draw where the defect may go (white)")
+    return photo, mask
 
 
 def _seeds(seed: int | Sequence[int], num_pairs: int) -> list[int]:
@@ -179,12 +202,19 @@ class DualAnoDiffPipeline:
         negative: str = "",
         backgrounds: Sequence[np.ndarray] | None = None,
         progress: bool = True,
+        source: np.ndarray | None = None,
+        region: np.ndarray | None = None,
+        feather: int = 4,
     ) -> PairBatch:
         """Sample ``num_pairs`` pairs of ``height`` x ``width``.
 
         seed: pair ``i`` uses ``seed + i``, or ``seed[i]`` when a list is given. backgrounds (BCM files only):
         (H, W, 3) images in [0, 1] with the object already blacked out, one per pair or one for all; resized
         to the output size. Prompts default to the ones the file was trained with.
+        source + region (region control): an (H, W, 3) photo in [0, 1] and an (H, W) mask; at every step the
+        latents outside the region are replaced by the photo (global rows) and the grey canvas (anomaly rows)
+        noised to that step, and the decoded global image is pasted into the photo with a ``feather``-pixel edge,
+        so outside the grown region it is the photo exactly.
         """
         self._check_call(num_pairs, height, width, steps, cfg, scheduler)
         seeds = _seeds(seed, num_pairs)
@@ -220,7 +250,11 @@ class DualAnoDiffPipeline:
         noise = torch.cat([torch.randn(shape, generator=gen) for gen in generators])
         latents = noise.to(device, dtype) * sampler.init_noise_sigma
         run = DualPass(chunks=chunks)
-        for t in tqdm(sampler.timesteps, desc="denoising", disable=not progress, leave=False):
+        held = None
+        if source is not None or region is not None:
+            held = self._region_targets(source, region, num_pairs, height, width)
+        timesteps = list(sampler.timesteps)
+        for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
             x = sampler.scale_model_input(latents, t)
             x = torch.cat([x, x]) if guided else x
             extra = {}
@@ -231,7 +265,31 @@ class DualAnoDiffPipeline:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + cfg * (cond - uncond)
             latents = sampler.step(pred, t, latents).prev_sample
-        return self._decode(latents, seeds)
+            if held is not None:
+                target, keep = held
+                if i + 1 < len(timesteps):
+                    target = sampler.add_noise(target, noise.to(device, dtype), timesteps[i + 1].reshape(1))
+                latents = keep * latents + (1 - keep) * target
+        pairs = self._decode(latents, seeds)
+        if held is not None:
+            photo = _region_inputs(source, region, height, width)[0]
+            pairs.images[:] = np.stack([composite(img, photo, region_mask(region, height, width), feather)
+                                        for img in pairs.images])  # fmt: skip
+        return pairs
+
+    def _region_targets(
+        self, source: np.ndarray | None, region: np.ndarray | None, num_pairs: int, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows the latents are held to outside the region, the latent-size region: 1 where sampling is free)."""
+        photo, mask = _region_inputs(source, region, height, width)
+        x = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        scale = self.base.latent_scale
+        photo_latent = self._encode_image(x) * scale
+        grey = self._grey_latent(height, width) * scale
+        rows = interleave(photo_latent.expand(num_pairs, -1, -1, -1), grey.expand(num_pairs, -1, -1, -1))
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        keep = torch.nn.functional.adaptive_max_pool2d(m, rows.shape[-2:])  # a latent cell touching the region is free
+        return rows.to(self.device, self.dtype), keep.to(self.device, self.dtype)
 
     def _noised_backgrounds(
         self, background: torch.Tensor, grey: torch.Tensor, t: torch.Tensor, generators: list, guided: bool

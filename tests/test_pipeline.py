@@ -237,3 +237,46 @@ def test_cli_subcommand(sd_dir, weights, tmp_path, capsys):
     args = parser.parse_args(["generate", "--base", str(tmp_path / "missing"), "--weights", str(weights[0]), *common])
     assert args.func(args) == 2
     assert "base model not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])
+def test_region_control_keeps_the_photo_outside_the_grown_region(pipe, scheduler):
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    photo = np.stack([0.2 + 0.6 * xx, 0.4 + 0.3 * yy, 0.5 * np.ones_like(xx)], -1).astype(np.float32)
+    region = np.zeros((32, 32), np.float32)
+    region[8:20, 10:24] = 1
+    free = pipe(2, 32, 32, steps=3, scheduler=scheduler, seed=5, progress=False)
+    held = pipe(2, 32, 32, steps=3, scheduler=scheduler, seed=5, progress=False, source=photo, region=region, feather=2)
+    far = np.ones((32, 32), bool)
+    far[6:22, 8:26] = False  # the region grown by the 2-pixel feather
+    assert np.abs(held.images[:, far] - photo[far]).max() == 0
+    assert np.abs(held.images[:, 9:19, 11:23] - photo[9:19, 11:23]).max() > 1e-3  # something was drawn inside
+    assert not np.allclose(held.anomaly_parts, free.anomaly_parts)
+    with pytest.raises(ValueError, match="region is empty"):
+        pipe(1, 32, 32, steps=2, progress=False, source=photo, region=np.zeros((32, 32)))
+    with pytest.raises(ValueError, match="needs both"):
+        pipe(1, 32, 32, steps=2, progress=False, source=photo)
+
+
+def test_generate_with_a_region_writes_clipped_masks(sd_dir, weights, tmp_path):
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    photo = (np.stack([0.2 + 0.6 * xx, 0.4 + 0.3 * yy, 0.5 * np.ones_like(xx)], -1) * 255).astype(np.uint8)
+    region = np.zeros((32, 32), np.uint8)
+    region[8:20, 10:24] = 255
+    cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
+    cv2.imwrite(str(tmp_path / "region.png"), region)
+    plain, _ = weights
+    report = generate(sd_dir, plain, tmp_path / "out", 2, batch_size=2, steps=3, scheduler="ddim", size=32,
+                      mask_method="grey", progress=False, source=tmp_path / "photo.png", region=tmp_path / "region.png",
+                      feather=2)  # fmt: skip
+    assert report.written == 2
+    for i in range(2):
+        image_path, mask_path, _ = tree(tmp_path / "out", i, "object", "defect")
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        assert not (mask[region == 0]).any()  # the mask never leaves the region
+        image = cv2.imread(str(image_path))[..., ::-1]
+        far = np.ones((32, 32), bool)
+        far[6:22, 8:26] = False
+        assert np.abs(image[far].astype(int) - photo[far].astype(int)).max() <= 1  # the photo, up to 8-bit rounding
+    with pytest.raises(ValueError, match="needs both"):
+        generate(sd_dir, plain, tmp_path / "o2", 1, size=32, source=tmp_path / "photo.png", progress=False)
