@@ -10,6 +10,8 @@ from pathlib import Path
 
 from . import __version__, metrics
 from .demo import register as register_demo
+from .export import register as register_export
+from .filtering import register as register_filter
 from .generate import register as register_generate
 from .train import TrainConfig
 from .weights import DualWeightsError, load_dual
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_generate(sub)
     metrics.register(sub)
     register_demo(sub)
+    register_filter(sub)
+    register_export(sub)
 
     info = sub.add_parser("info", help="validate a weight file and print its metadata")
     info.add_argument("file")

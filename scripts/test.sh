@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
     touch "$VENV/.torch"
 fi
 "$VENV/bin/python" scripts/fetch_assets.py
-if [ ! -f "$VENV/.complete" ]; then
+if [ ! -f "$VENV/.complete" ] || [ pyproject.toml -nt "$VENV/.complete" ]; then  # new dependencies: install again
     grep -viE '^\s*(torch|torchvision|torchaudio)\b' .cache/comfyui/requirements.txt > .cache/comfyui-requirements.txt
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r .cache/comfyui-requirements.txt requests \
         torch==2.14.1 torchvision==0.29.1
