@@ -35,6 +35,8 @@ from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
 from .weights import DualFile, load_dual
 
+RANDOM = "random"  # --region value: a region per pair on the object
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -229,12 +231,14 @@ def generate(
     source: str | os.PathLike | None = None,
     region: str | os.PathLike | None = None,
     feather: int = 4,
+    region_size: tuple[float, float] = (0.05, 0.2),
 ) -> GenerateReport:
     """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
 
     steps/cfg default to the authors' settings: 100 / 2.5, or 50 / 2.0 with ``normal_dir`` (BCM backgrounds).
     source + region (image files): region control; the defect only inside the region, the photo elsewhere, the
-    mask clipped to the region.
+    mask clipped to the region. region="random": pair i gets its own region on the photo's object (U²-Net-P),
+    sampled from seed + i with sides in ``region_size`` (fractions of the image side).
     """
     _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
     folder = Path(out_dir) / _check_name(category, "category")
@@ -250,7 +254,7 @@ def generate(
         files = normal_images(Path(normal_dir))
     elif dual.config.bcm:
         log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
-    held = _region_files(source, region, size)
+    held = _region_files(source, region, size, seed, region_size)
     default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
@@ -258,8 +262,9 @@ def generate(
         base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
         mask_method=mask_method, threshold=threshold, background_every=background_every,
         normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
-        source=str(Path(source).resolve()) if source else None, region=str(Path(region).resolve()) if region else None,
-        feather=feather,
+        source=str(Path(source).resolve()) if source else None,
+        region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
+        feather=feather, region_size=list(region_size),
     )  # fmt: skip
     record, owed = check_resume(folder, anomaly, settings, force)
 
@@ -297,41 +302,76 @@ def generate(
     with tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             indices = todo[start : start + batch_size]
-            batch = pipe(
-                len(indices), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in indices],
-                backgrounds=[backgrounds.for_pair(i) for i in indices] if backgrounds else None, progress=False,
-                source=held[0] if held else None, region=held[1] if held else None, feather=feather,
-            )  # fmt: skip
-            for i, image, part in zip(indices, batch.images, batch.anomaly_parts):
-                mask = extract_mask(part, mask_method, threshold, model=u2net)
-                if held:
-                    mask = clip_mask(mask, held[1])
-                image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
-                write_png(image_path, image)
-                write_png(part_path, part)
-                write_png(mask_path, mask.astype(np.uint8) * 255)
-                report.written += 1
-                report.empty_masks += int(not mask.any())
-                report.indices.append(i)
-            owed.difference_update(indices)
+            for group in ([[i] for i in indices] if held and held.random else [indices]):  # one region per call
+                zone = held.region_for(group[0]) if held else None
+                batch = pipe(
+                    len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
+                    backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
+                    source=held.photo if held else None, region=zone, feather=feather,
+                )  # fmt: skip
+                _write_pairs(folder, anomaly, group, batch, mask_method, threshold, u2net, zone, report)
+            owed -= set(indices)
             save_record()
             bar.update(len(indices))
     return report
 
 
-def _region_files(source, region, size: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Region control inputs read from files and brought to the output size, or None."""
+def _write_pairs(folder, anomaly, indices, batch, mask_method, threshold, u2net, zone, report) -> None:
+    for i, image, part in zip(indices, batch.images, batch.anomaly_parts):
+        mask = extract_mask(part, mask_method, threshold, model=u2net)
+        if zone is not None:
+            mask = clip_mask(mask, zone)
+        image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
+        write_png(image_path, image)
+        write_png(part_path, part)
+        write_png(mask_path, mask.astype(np.uint8) * 255)
+        report.written += 1
+        report.empty_masks += int(not mask.any())
+        report.indices.append(i)
+
+
+@dataclass
+class HeldRegion:
+    """Region control inputs at the output size: one fixed region, or a random one per pair on the object."""
+
+    photo: np.ndarray
+    fixed: np.ndarray | None
+    foreground: np.ndarray | None
+    seed: int
+    size_range: tuple[float, float]
+
+    @property
+    def random(self) -> bool:
+        return self.fixed is None
+
+    def region_for(self, pair: int) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed
+        from .regions import sample_regions
+
+        return sample_regions(self.foreground, 1, size=self.size_range, seed=(self.seed, pair))[0]
+
+
+def _region_files(source, region, size: int, seed: int = 0, size_range=(0.05, 0.2), u2net=None) -> HeldRegion | None:
+    """Region control inputs read from files and brought to the output size, or None.
+
+    region: a mask image, or "random" for a region per pair sampled on the photo's U²-Net-P foreground.
+    """
     if source is None and region is None:
         return None
     if source is None or region is None:
-        raise ValueError("region control needs both --source (a normal photo) and --region (a mask image)")
+        raise ValueError("region control needs both --source (a normal photo) and --region (a mask image or 'random')")
     from .data import read_image, read_mask
 
     photo = cv2.resize(read_image(source), (size, size), interpolation=cv2.INTER_AREA)
+    if str(region) == RANDOM:
+        from .regions import foreground_mask
+
+        return HeldRegion(photo, None, foreground_mask(photo, model=u2net, erode=2), seed, size_range)
     mask = cv2.resize(read_mask(region), (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
     if not mask.any():
         raise ValueError(f"{region}: the region mask is empty; paint where the defect may go in white")
-    return photo, mask
+    return HeldRegion(photo, mask, None, seed, size_range)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -341,7 +381,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
             size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
             background_every=args.background_every, force=args.force, device=args.device,
-            source=args.source, region=args.region, feather=args.feather,
+            source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
         )  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"anodiff generate: error: {exc}", file=sys.stderr)
@@ -381,7 +421,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--normal-dir", default=None, metavar="DIR", help="normal images for BCM backgrounds (BCM files only)")
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
     add("--source", default=None, metavar="IMAGE", help="region control: a normal photo to put the defect into")
-    add("--region", default=None, metavar="MASK", help="region control: where the defect may go (white)")
+    add("--region", default=None, metavar="MASK",
+        help="region control: where the defect may go (white), or 'random' for a region per pair on the object")
+    add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
+        help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
     add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")

@@ -280,3 +280,33 @@ def test_generate_with_a_region_writes_clipped_masks(sd_dir, weights, tmp_path):
         assert np.abs(image[far].astype(int) - photo[far].astype(int)).max() <= 1  # the photo, up to 8-bit rounding
     with pytest.raises(ValueError, match="needs both"):
         generate(sd_dir, plain, tmp_path / "o2", 1, size=32, source=tmp_path / "photo.png", progress=False)
+
+
+def test_generate_with_random_regions_on_the_object(sd_dir, weights, tmp_path):
+    from anodiff.regions import foreground_mask, sample_regions
+
+    class Disc:  # a stand-in for U²-Net-P: the object is the bright disc
+        def saliency(self, image):
+            return (image.mean(axis=2) > 0.6).astype(np.float32)
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    photo = np.full((32, 32, 3), 0.2, np.float32)
+    photo[(yy - 16) ** 2 + (xx - 16) ** 2 < 12**2] = 0.8
+    cv2.imwrite(str(tmp_path / "photo.png"), (photo * 255).astype(np.uint8))
+    import anodiff.regions
+
+    original = anodiff.regions.foreground_mask
+    anodiff.regions.foreground_mask = lambda image, model=None, **kw: original(image, model=Disc(), **kw)
+    try:
+        report = generate(sd_dir, weights[0], tmp_path / "out", 2, batch_size=2, steps=2, scheduler="ddim", size=32,
+                          mask_method="grey", progress=False, source=tmp_path / "photo.png", region="random",
+                          region_size=(0.2, 0.3))  # fmt: skip
+    finally:
+        anodiff.regions.foreground_mask = original
+    assert report.written == 2
+    fg = foreground_mask(photo, model=Disc(), erode=2)
+    for i in range(2):
+        zone = sample_regions(fg, 1, size=(0.2, 0.3), seed=(0, i))[0]
+        assert (zone <= fg).all()
+        mask = cv2.imread(str(tree(tmp_path / "out", i, "object", "defect")[1]), cv2.IMREAD_GRAYSCALE)
+        assert not mask[~zone].any()
