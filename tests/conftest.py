@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from tiny_diffusers import tiny_text_encoder, tiny_unet
 
@@ -17,3 +19,17 @@ def fresh_unet():
 @pytest.fixture(scope="session")
 def text_encoder():
     return tiny_text_encoder()
+
+
+@pytest.fixture(scope="session")
+def u2net():
+    """The real U²-Net-P (fetched by scripts/fetch_assets.py): skipped locally when absent, a failure under CI."""
+    from anodiff import assets, masks
+
+    try:
+        path = assets.u2netp_path()
+    except FileNotFoundError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the U²-Net-P tests: {err}", pytrace=False)
+        pytest.skip(str(err))
+    return masks.U2NetP(path)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anodiff import assets, data
+from anodiff import data
 from anodiff.data import DataError, FewShotDataset, Sample
 
 S = 32  # image side; datasets below use resolution=S so pixels map one to one
@@ -373,14 +373,8 @@ def test_blackened_background_is_soft_and_checks_shape():
 
 
 @pytest.fixture(scope="module")
-def u2net_model():
-    try:
-        path = assets.u2netp_path()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the U²-Net-P tests: {err}", pytrace=False)
-        pytest.skip(str(err))
-    return data.U2NetP(path)
+def u2net_model(u2net):
+    return u2net
 
 
 def test_real_u2netp_background_blackens_object_on_plain_background(tmp_path, u2net_model):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import stat
 import subprocess
 import zipfile
@@ -51,17 +50,6 @@ def object_on_background(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     obj = np.array([0.8, 0.15, 0.1], np.float32) * texture
     image[truth > 0] = obj[truth > 0]
     return image, truth.astype(bool)
-
-
-@pytest.fixture(scope="module")
-def u2net() -> masks.U2NetP:
-    try:
-        path = assets.u2netp_path()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the U²-Net-P tests: {err}", pytrace=False)
-        pytest.skip(str(err))
-    return masks.U2NetP(path)
 
 
 # grey distance

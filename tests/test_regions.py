@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 
 import cv2
 import numpy as np
 import pytest
 
-from anodiff import assets, masks, regions
+from anodiff import regions
 
 H, W = 120, 160
 
@@ -196,17 +195,6 @@ def test_preview_tints_regions_and_outlines_the_foreground():
     assert outline[ring].mean() > 0.3 and not outline[disc(radius=40)].any()
     with pytest.raises(ValueError, match="foreground must have the image's size"):
         regions.preview(image, foreground[:-1], drawn)
-
-
-@pytest.fixture(scope="module")
-def u2net() -> masks.U2NetP:
-    try:
-        path = assets.u2netp_path()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the U²-Net-P tests: {err}", pytrace=False)
-        pytest.skip(str(err))
-    return masks.U2NetP(path)
 
 
 def test_u2netp_foreground_covers_the_object_not_the_background(u2net):
