@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,20 +61,56 @@ def check_sd15(unet: torch.nn.Module, text_encoder: torch.nn.Module, source: str
         )
 
 
-def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32) -> SD15:
-    """Load unet/vae/text_encoder/tokenizer/scheduler from a diffusers folder (``save_pretrained`` layout)."""
+CONFIG_ENV = "ANODIFF_SD15_CONFIG"  # a diffusers SD1.5 folder whose configs a single-file checkpoint is read with
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None) -> SD15:
+    """A ``.safetensors``/``.ckpt`` SD1.5 checkpoint, read with SD1.5's bundled configs (no download)."""
+    import tempfile
+
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from .sd15_config import find_tokenizer, write_config_folder
+
+    source = str(path)
+    if path.suffix.lower() not in (".safetensors", ".ckpt"):
+        raise BaseModelError(f"{source}: expected a .safetensors or .ckpt checkpoint, or a diffusers folder")
+    config = config or os.environ.get(CONFIG_ENV)
+    with tempfile.TemporaryDirectory(prefix="anodiff-sd15-") as tmp:
+        folder = Path(config) if config else write_config_folder(Path(tmp), find_tokenizer())
+        try:
+            pipe = StableDiffusionPipeline.from_single_file(
+                source, config=str(folder), local_files_only=True, torch_dtype=dtype, safety_checker=None,
+                requires_safety_checker=False,
+            )  # fmt: skip
+        except Exception as exc:  # diffusers raises many types for a checkpoint that does not fit
+            raise BaseModelError(f"{source}: cannot read it as a Stable Diffusion 1.5 checkpoint ({exc})") from exc
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    return _finish(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler, source)
+
+
+def _finish(unet, vae, text_encoder, tokenizer, scheduler, source: str) -> SD15:
+    check_sd15(unet, text_encoder, source)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    return SD15(unet, vae, text_encoder, tokenizer, scheduler, source)
+
+
+def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32, config: str | Path | None = None) -> SD15:
+    """Load unet/vae/text_encoder/tokenizer/scheduler from a diffusers folder or a single checkpoint file.
+
+    config: for a single file, a diffusers folder to take the component configs from (default: SD1.5's, with the
+    tokenizer found by ``anodiff.sd15_config.find_tokenizer``; or ``$ANODIFF_SD15_CONFIG``).
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     root = Path(path)
     source = str(root)
     if not root.exists():
-        raise BaseModelError(f"{source}: base model not found; give the folder of an SD1.5 model in diffusers format")
+        raise BaseModelError(f"{source}: base model not found; give an SD1.5 diffusers folder or a .safetensors/.ckpt checkpoint")
     if root.is_file():
-        raise BaseModelError(
-            f"{source}: single-file checkpoints are not supported yet; convert it to a diffusers folder "
-            "(diffusers' convert_original_stable_diffusion_to_diffusers.py) or point to one"
-        )
+        return _load_single_file(root, dtype, config)
     absent = [c for c in COMPONENTS if not (root / c).is_dir()]
     if absent:
         raise BaseModelError(f"{source}: not a diffusers SD1.5 folder: subfolder {absent[0]!r} is missing")
@@ -86,7 +123,4 @@ def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32) -> SD15:
         scheduler = DDPMScheduler.from_pretrained(root, subfolder="scheduler", **kw)
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"{source}: cannot load the SD1.5 components ({exc})") from exc
-    check_sd15(unet, text_encoder, source)
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
-    return SD15(unet, vae, text_encoder, tokenizer, scheduler, source)
+    return _finish(unet, vae, text_encoder, tokenizer, scheduler, source)

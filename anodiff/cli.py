@@ -124,7 +124,7 @@ def _train_all(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a dual model on a few anomaly images (diffusers + accelerate)")
-    train.add_argument("--base", required=True, help="SD1.5 in diffusers format (a local folder)")
+    train.add_argument("--base", required=True, help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
     train.add_argument("--data", required=True, help="MVTec AD root, or a folder with images/ and masks/")
     train.add_argument("--category", default=None, help="MVTec category (e.g. bottle)")
     train.add_argument("--anomaly", default=None, help="MVTec anomaly type (e.g. broken_large)")

@@ -404,7 +404,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add = p.add_argument
-    add("--base", required=True, metavar="PATH", help="SD1.5 folder in diffusers format")
+    add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
     add("--weights", required=True, metavar="FILE", help="DualAnoDiff .safetensors (or the authors' .bin)")
     add("--out", required=True, metavar="DIR", help="root of the generated dataset")
     add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")

@@ -36,7 +36,7 @@ CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
 class TrainConfig:
     """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
 
-    base: str = field(metadata={"help": "SD1.5 in diffusers format (a folder)."})
+    base: str = field(metadata={"help": "SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint."})
     data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
     output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
     category: str | None = None

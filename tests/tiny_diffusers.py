@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -88,4 +89,7 @@ def save_tiny_sd15(folder: Path, channels: tuple[int, ...] = TINY_CHANNELS, cont
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         steps_offset=1, clip_sample=False,
     ).save_pretrained(folder / "scheduler")  # fmt: skip
+    from anodiff.sd15_config import MODEL_INDEX
+
+    (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX))  # also usable as a single-file config folder
     return folder
