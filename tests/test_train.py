@@ -163,3 +163,27 @@ def test_generate_from_a_trained_model_writes_the_tree(base, data, tmp_path):
         assert mask.any()
         again = extract_mask(part.astype(np.float32) / 255, method="grey")  # from the 8-bit PNG: rounding at the edge
         assert ((mask > 0) != again).mean() < 0.02
+
+
+def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
+    from anodiff.cli import main
+
+    root = tmp_path / "mvtec"
+    for anomaly in ("crack", "hole"):
+        write_fixed_defect_set(tmp_path / anomaly, n=3)
+        (root / "bottle" / "test" / anomaly).mkdir(parents=True)
+        (root / "bottle" / "ground_truth" / anomaly).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / anomaly / "images" / f"{i:03d}.png").rename(root / "bottle" / "test" / anomaly / f"{i:03d}.png")
+            (tmp_path / anomaly / "masks" / f"{i:03d}.png").rename(
+                root / "bottle" / "ground_truth" / anomaly / f"{i:03d}_mask.png"
+            )
+    argv = ["train", "--all", "--base", str(base), "--data", str(root), "--output", str(tmp_path / "runs"),
+            "--steps", "1", "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2"]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.count("trained") == 2
+    for anomaly in ("crack", "hole"):
+        assert (tmp_path / "runs" / "bottle" / anomaly / f"bottle_{anomaly}.safetensors").is_file()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("skipped (done)") == 2
