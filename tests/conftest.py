@@ -33,3 +33,14 @@ def u2net():
             pytest.fail(f"CI must run the U²-Net-P tests: {err}", pytrace=False)
         pytest.skip(str(err))
     return masks.U2NetP(path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core runner two OpenMP threads thrash (5-30x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,15 +10,7 @@ import pytest
 from anodiff.metrics import alignment as al
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, and two threads thrash when other test runs share the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _box(y0: int, y1: int, x0: int, x1: int, size: int = 8) -> np.ndarray:

@@ -31,13 +31,7 @@ def dual_file(bcm: bool = False, channels: tuple[int, ...] = TINY_CHANNELS):
     return pack(adapter, text_lora_state(te))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tiny models gain nothing from threads, and on a busy 2-core runner OpenMP spinning made them 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
