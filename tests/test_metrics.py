@@ -107,11 +107,11 @@ def test_fid_matches_general_formula_and_survives_singular_covariances():
 
 
 def test_kid_hand_case_and_identical_sets():
-    from anodiff.metrics.fid import kid, mmd2_unbiased
+    from anodiff.metrics.fid import kid
 
     x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
     # k = (xy + 1)^3: within x: k(0,1)=1; within y: k(1,2)=27; across: (1 + 1 + 8 + 27) / 4 = 9.25
-    assert mmd2_unbiased(x, y) == pytest.approx(1 + 27 - 2 * 9.25)
+    assert kid(x, y, subsets=1, subset_size=2).mean == pytest.approx(1 + 27 - 2 * 9.25)
     assert kid(x, y, subsets=3, subset_size=2).mean == pytest.approx(9.5)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((300, 32)), rng.standard_normal((300, 32))
@@ -214,78 +214,77 @@ def test_ic_lpips_cap_is_seeded():
         ic_lpips(generated, [], _scalar_distance)
 
 
-def _tiny_lpips_files(tmp_path):
-    """A VGG16-shaped state dict with torchvision's keys but 2-8 channels, and matching LPIPS heads."""
+@pytest.fixture(scope="module")
+def random_lpips_files(tmp_path_factory):
+    """torchvision-format VGG16 features (random, 59 MB) and LPIPS heads (random, non-negative) saved to files."""
     import torch
-
-    from anodiff.metrics.perceptual import VGG16Features
+    from lpips.pretrained_networks import vgg16
 
     torch.manual_seed(0)
-    widths = (2, 4, 4, 8, 8)
-    state = VGG16Features(widths).state_dict()
+    net = vgg16(requires_grad=False, pretrained=False)
+    state = {f"features.{k.split('.', 1)[1]}": v for k, v in net.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(1)  # torchvision files carry the classifier too; it must be ignored
-    vgg, heads = tmp_path / "vgg16-tiny.pth", tmp_path / "heads.pth"
+    folder = tmp_path_factory.mktemp("lpips")
+    vgg, heads = folder / "vgg16-random.pth", folder / "heads.pth"
     torch.save(state, vgg)
+    widths = (64, 128, 256, 512, 512)
     torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)}, heads)
     return vgg, heads
 
 
-def test_lpips_network_from_files(tmp_path):
+def test_lpips_pairwise_equals_the_lpips_package(random_lpips_files):
+    import lpips
     import torch
 
-    from anodiff.metrics.perceptual import LPIPS
+    from anodiff.metrics.perceptual import LPIPS, to_lpips_input
 
-    vgg, heads = _tiny_lpips_files(tmp_path)
-    model = LPIPS.from_files(vgg, heads)
+    vgg, heads = random_lpips_files
+    model = LPIPS.from_files(vgg, heads, size=64)
     rng = np.random.default_rng(0)
     images = [rng.random((40, 48, 3)).astype(np.float32) for _ in range(3)]
     matrix = model.pairwise(images)
     assert matrix.shape == (3, 3) and np.allclose(np.diag(matrix), 0, atol=1e-5)
     assert np.allclose(matrix, matrix.T, atol=1e-6) and (matrix[~np.eye(3, dtype=bool)] > 0).all()
     assert np.allclose(model.pairwise(images[:2], images, batch_size=1), matrix[:2], atol=1e-9)
-    # the Gram-matrix shortcut equals LPIPS's direct form: sum over blocks of mean_hw sum_c w_c (f_x - f_y)^2
-    x = torch.from_numpy(images[0]).permute(2, 0, 1)[None] * 2 - 1
-    y = torch.from_numpy(images[1]).permute(2, 0, 1)[None] * 2 - 1
-    x, y = (torch.nn.functional.interpolate(t, size=(256, 256), mode="bilinear") for t in (x, y))
+    # the reference: lpips 0.1.4's own LPIPS-VGG with the same weights, loaded its own way
+    reference = lpips.LPIPS(pretrained=True, net="vgg", pnet_rand=True, model_path=str(heads), verbose=False).eval()
+    state = torch.load(vgg, weights_only=True)
+    for name, tensor in reference.net.state_dict().items():
+        tensor.copy_(state[f"features.{name.split('.', 1)[1]}"])
+    x = torch.cat([to_lpips_input(i, 64) for i in images])
     with torch.no_grad():
-        fx, fy = (model.backbone((t - model.shift) / model.scale) for t in (x, y))
-        unit = [(a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)) for a in fx]
-        unit_y = [(b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)) for b in fy]
-        direct = sum(
-            ((a - b).pow(2) * getattr(model, f"root{k}") ** 2).sum(1).mean()
-            for k, (a, b) in enumerate(zip(unit, unit_y))
-        )
-    assert model(x, y).item() == pytest.approx(direct.item(), rel=1e-4)
+        expected = [[reference(x[i : i + 1], x[j : j + 1]).item() for j in range(3)] for i in range(3)]
+    np.testing.assert_allclose(matrix, expected, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(model(x[:2], x[1:]).numpy(), [expected[0][1], expected[1][2]], rtol=1e-5)
 
 
 def test_lpips_weight_errors(tmp_path, monkeypatch):
     import torch
 
     from anodiff.metrics import assets
-    from anodiff.metrics.perceptual import load_heads, load_vgg16
+    from anodiff.metrics.perceptual import build_lpips
 
     monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "models")
     monkeypatch.delenv("ANODIFF_VGG16", raising=False)
     with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth not found.*download.pytorch.org.*--vgg"):
-        load_vgg16()
+        build_lpips()
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="not torchvision's VGG16"):
-        load_vgg16(wrong)
-    with pytest.raises(ValueError, match="not LPIPS heads"):
-        load_heads(wrong)
+        build_lpips(wrong, wrong)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"zzz")
     with pytest.raises(ValueError, match="cannot read the VGG16 weights"):
-        load_vgg16(garbage)
+        build_lpips(garbage, wrong)
 
 
-def test_lpips_heads_real_file_shapes():
+def test_lpips_heads_real_file_shapes(random_lpips_files):
     from anodiff.metrics import assets
-    from anodiff.metrics.perceptual import load_heads
+    from anodiff.metrics.perceptual import build_lpips
 
-    heads = load_heads(_asset_or_skip(assets.LPIPS_HEADS))
+    net = build_lpips(random_lpips_files[0], _asset_or_skip(assets.LPIPS_HEADS))
+    heads = [lin.model[-1].weight for lin in net.lins]
     assert [h.numel() for h in heads] == [64, 128, 256, 512, 512] and all((h >= 0).all() for h in heads)
 
 

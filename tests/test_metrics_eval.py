@@ -36,6 +36,23 @@ def test_average_precision_and_f1_on_a_known_ranking():
     assert average_precision([1, 0], [0.3, 0.3]) == pytest.approx(0.5)  # a tie is one threshold
 
 
+def test_detection_scores_equal_brute_force_on_random_ties():
+    """AUROC by counting (pos, neg) pairs, AP and F1 by trying every threshold: the definitions, not a library."""
+    from anodiff.metrics.detection import auroc, average_precision, f1_max
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(60) < 0.3
+    scores = np.round(rng.random(60) + 0.4 * labels, 1)  # rounded: many ties
+    pos, neg = scores[labels], scores[~labels]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auroc(labels, scores) == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-12)
+    thresholds = np.unique(scores)[::-1]
+    precision = np.array([labels[scores >= t].mean() for t in thresholds])
+    recall = np.array([labels[scores >= t].sum() / labels.sum() for t in thresholds])
+    assert average_precision(labels, scores) == pytest.approx(np.sum(np.diff(np.r_[0, recall]) * precision))
+    assert f1_max(labels, scores) == pytest.approx(np.max(2 * precision * recall / (precision + recall)))
+
+
 def test_au_pro_region_cases():
     from anodiff.metrics.detection import au_pro
 

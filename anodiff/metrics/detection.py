@@ -1,8 +1,11 @@
-"""Detection and localisation scores in numpy: AUROC, AP, F1-max and AU-PRO (reference §9.3).
+"""Detection and localisation scores: AUROC, AP and F1-max from scikit-learn, AU-PRO (no library has it) here.
 
-All are exact over every distinct threshold (ties grouped), where the authors' scripts sample 21 or 100 fixed
-thresholds; the numbers agree to the sampling error. ``labels`` are 0/1 (or bool), ``scores`` any real numbers,
-higher = more anomalous.
+AUROC, AP and the precision-recall curve are scikit-learn's ``roc_auc_score``, ``average_precision_score`` and
+``precision_recall_curve``: exact over every distinct threshold (ties grouped), where the authors' scripts sample 21 or
+100 fixed thresholds; the numbers agree to the sampling error. ``labels`` are 0/1 (or bool), ``scores`` any real
+numbers, higher = more anomalous. AU-PRO stays our own code: scikit-learn, torchmetrics and torch-fidelity have no
+per-region overlap curve (anomalib has one, but pulls in Lightning for a 40-line function); it is tested on worked
+examples in tests/test_metrics_eval.py.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 PRO_FPR_LIMIT = 0.3
 
@@ -27,38 +31,23 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney statistic (ties count 1/2): 1 perfect, 0.5 chance, 0 inverted."""
-    labels, scores = _check(labels, scores)
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # average rank within each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct threshold, from the highest score down."""
-    labels, scores = _check(labels, scores)
-    order = np.argsort(-scores, kind="mergesort")
-    tp = np.cumsum(labels[order])
-    last = np.r_[np.flatnonzero(np.diff(scores[order]) != 0), len(scores) - 1]
-    tp, predicted = tp[last], last + 1
-    return tp / predicted, tp / labels.sum()
+    """Area under the ROC curve (ties count 1/2): 1 perfect, 0.5 chance, 0 inverted."""
+    return float(roc_auc_score(*_check(labels, scores)))
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AP = sum over thresholds of (recall step) x precision, as scikit-learn's ``average_precision_score``."""
-    precision, recall = _pr_points(labels, scores)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """AP = sum over thresholds of (recall step) x precision (scikit-learn's step rule, no interpolation)."""
+    return float(average_precision_score(*_check(labels, scores)))
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) at every distinct score, as scikit-learn returns them."""
+    return precision_recall_curve(*_check(labels, scores))
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The best F1 = 2PR / (P + R) over all thresholds."""
-    precision, recall = _pr_points(labels, scores)
+    """The best F1 = 2PR / (P + R) over all thresholds of the precision-recall curve."""
+    precision, recall, _ = pr_curve(labels, scores)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return float(f1.max())
@@ -110,4 +99,4 @@ def au_pro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], fpr_limit: f
     return float(np.sum(np.diff(cut_fpr) * (cut_pro[1:] + cut_pro[:-1]) / 2) / fpr_limit)
 
 
-__all__ = ["PRO_FPR_LIMIT", "au_pro", "auroc", "average_precision", "f1_max"]
+__all__ = ["PRO_FPR_LIMIT", "au_pro", "auroc", "average_precision", "f1_max", "pr_curve"]

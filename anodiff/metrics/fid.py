@@ -2,8 +2,10 @@
 
 The network is the TF inception-2015-12-05 graph that FID papers use. Its input convention, read from that package's
 ``FidHelper.extract_feats`` and default ``resample_mode="nv_bilinear_float"``: RGB in [0, 255], resized to 299 x 299
-by TF's legacy bilinear rule (source pixel = target pixel x scale, no half-pixel offset, no antialias), then mapped to
-[-1, 0.9921875], i.e. ``x / 128 - 1`` (not ``x / 127.5 - 1``). Output: (N, 2048).
+by TF's legacy bilinear rule (source pixel = target pixel x scale, no half-pixel offset, no antialias; torch-fidelity's
+``interpolate_bilinear_2d_like_tensorflow1x``), then mapped to [-1, 0.9921875], i.e. ``x / 128 - 1``. Output: (N, 2048).
+The metrics themselves are torch-fidelity's (``metric_fid``, ``metric_kid``) applied to these features: torch-fidelity
+can read a folder, but its own FID network is the .pth that no registry ships, and ours is the TorchScript one.
 
 FID with fewer samples than dimensions (2048) is biased and its covariance singular, so with the few real anomaly
 images MVTec has per type (10-40), KID (unbiased MMD, polynomial kernel) is the number to trust; FID is reported for
@@ -21,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as resize_like_tf1
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
 from tqdm.auto import tqdm
 
 from ..masks import as_float_image
@@ -45,28 +50,12 @@ def load_inception(path: str | os.PathLike | None = None, device: str | torch.de
     return model.eval().to(device)
 
 
-def _legacy_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, size, size) by TF1 ``resize_bilinear`` (align_corners=False, no half-pixel centres)."""
-    for dim in (2, 3):
-        n_in = x.shape[dim]
-        if n_in == size:
-            continue
-        src = torch.arange(size, dtype=torch.float64) * (n_in / size)
-        lo = src.floor().long().clamp(max=n_in - 1)
-        hi = (lo + 1).clamp(max=n_in - 1)
-        shape = [1, 1, 1, 1]
-        shape[dim] = size
-        w = (src - lo).to(x.dtype).view(shape)
-        x = x.index_select(dim, lo) * (1 - w) + x.index_select(dim, hi) * w
-    return x
-
-
 def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
     """(N, 3, 299, 299) float32 in [-1, 0.9921875] from (H, W, 3) RGB images (uint8, or float in [0, 1])."""
     batch = []
     for k, image in enumerate(images):
         x = torch.from_numpy(as_float_image(image, f"images[{k}]") * 255.0).permute(2, 0, 1)[None]
-        batch.append(_legacy_bilinear(x, INCEPTION_SIZE))
+        batch.append(resize_like_tf1(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), align_corners=False))
     x = torch.cat(batch)
     return (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128.0)
 
@@ -114,31 +103,17 @@ def _check(feats: np.ndarray, name: str, minimum: int = 2) -> np.ndarray:
     return feats
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-
-
-def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + tr(A + B - 2 (A B)^(1/2)).
-
-    tr((A B)^(1/2)) = tr((A^(1/2) B A^(1/2))^(1/2)), a symmetric PSD matrix: two ``eigh`` calls, no complex
-    round-off, no scipy, and no blow-up for the singular covariances of small sets. Rounding below 0 is clipped.
-    """
-    root_a = _sqrt_psd(cov_a)
-    inner = np.linalg.eigvalsh((root_a @ cov_b @ root_a + (root_a @ cov_b @ root_a).T) / 2)
-    trace_sqrt = float(np.sqrt(np.clip(inner, 0, None)).sum())
-    value = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
-    return max(value, 0.0)
-
-
 def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """Fréchet Inception distance between two feature sets (N, D), each with N >= 2 (covariances with ddof=1)."""
+    """Fréchet Inception distance between two feature sets (N, D), each with N >= 2, by torch-fidelity.
+
+    torch-fidelity takes tr((A B)^(1/2)) from the eigenvalues of A B, so the singular covariances of small sets
+    (N < D) give a finite number; rounding below 0 is clipped.
+    """
     a, b = _check(feats_a, "feats_a"), _check(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    stats = [fid_features_to_statistics(torch.from_numpy(x)) for x in (a, b)]
+    return max(float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]), 0.0)
 
 
 @dataclass(frozen=True)
@@ -154,23 +129,15 @@ class KIDResult:
         return asdict(self)
 
 
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 (Bińkowski et al., 2018)."""
-    d, m, n = x.shape[1], len(x), len(y)
-    kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-    within_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    within_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(within_x + within_y - 2 * kxy.mean())
-
-
 def kid(
     feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> KIDResult:
-    """Kernel Inception distance: unbiased MMD^2 over ``subsets`` random subsets of ``subset_size`` from each set.
+    """Kernel Inception distance by torch-fidelity: unbiased MMD^2, cubic polynomial kernel (x.y / d + 1)^3, over
+    ``subsets`` random subsets of ``subset_size`` drawn without replacement from each set (seeded: reproducible).
 
-    ``subset_size`` is lowered to the smaller set's size (with a log line), as few-shot sets are small; sampling is
-    without replacement and seeded, so a report is reproducible. Two samples of one distribution score about 0;
-    a set compared with itself scores slightly below 0, because subsets share points (x = y inflates the cross term).
+    ``subset_size`` is lowered to the smaller set's size (with a log line), as few-shot sets are small (torch-fidelity
+    refuses a subset larger than a set). Two samples of one distribution score about 0; a set compared with itself
+    scores slightly below 0, because subsets share points (x = y inflates the cross term).
     """
     a, b = _check(feats_a, "feats_a"), _check(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
@@ -180,12 +147,12 @@ def kid(
     size = min(subset_size, len(a), len(b))
     if size < subset_size:
         log.info("KID: subset size lowered from %d to %d (the smaller set's size)", subset_size, size)
-    rng = np.random.default_rng(seed)
-    values = [
-        mmd2_unbiased(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
-        for _ in range(subsets)
-    ]
-    return KIDResult(float(np.mean(values)), float(np.std(values)), subsets, size)
+    out = kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
+        verbose=False, kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+        kid_kernel_poly_coef0=1,
+    )  # fmt: skip
+    return KIDResult(out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"], subsets, size)
 
 
 def inception_available(path: str | os.PathLike | None = None) -> Path | None:
@@ -197,6 +164,6 @@ def inception_available(path: str | os.PathLike | None = None) -> Path | None:
 
 
 __all__ = [
-    "FEATURE_DIM", "INCEPTION_SIZE", "KIDResult", "features", "fid", "frechet_distance", "inception_available", "kid",
-    "load_inception", "mmd2_unbiased", "preprocess",
+    "FEATURE_DIM", "INCEPTION_SIZE", "KIDResult", "features", "fid", "inception_available", "kid", "load_inception",
+    "preprocess",
 ]  # fmt: skip

@@ -1,22 +1,28 @@
-"""LPIPS-VGG (Zhang et al., 2018, v0.1) in plain torch, from user-supplied weights: no torchvision, no downloads.
+"""LPIPS-VGG (Zhang et al., 2018, v0.1) from the ``lpips`` package (0.1.4, as the authors), with user-supplied weights.
 
-The backbone is torchvision's VGG16 ``features`` stack, rebuilt here with the same module indices so that
-torchvision's ``vgg16-397923af.pth`` loads by key; its conv widths are read from the file, so tests can use a tiny
-stand-in. The five linear heads come from the ``lpips`` wheel (``lin{k}.model.1.weight``, shape (1, C, 1, 1)).
+``lpips.LPIPS(net="vgg")`` is built without its download (``pnet_rand=True``: torchvision's VGG16 would otherwise
+be fetched at run time); its backbone then gets torchvision's ``vgg16-397923af.pth`` (``features.{i}`` ->
+``net.slice{k}.{i}``, same module indices) and its five linear heads ``lin{k}.model.1.weight`` (1, C, 1, 1) come
+from lpips' own ``weights/v0.1/vgg.pth``, both read with ``weights_only=True``.
 
-Distance of images x, y in [-1, 1]: scale by LPIPS's fixed shift and scale, take the ReLU outputs after VGG blocks 1-5,
-unit-normalise each pixel's channel vector, and sum over blocks the spatial mean of sum_c w_c (f_x - f_y)^2.
-That is a squared Euclidean distance between the flattened, sqrt(w)-weighted features divided by the block's pixel
-count, so ``pairwise`` embeds every image once and gets all distances from Gram matrices.
+Distance of images x, y in [-1, 1] (the package's ``forward``): scale by its fixed shift and scale, take the ReLU outputs
+after VGG blocks 1-5, unit-normalise each pixel's channel vector, and sum over blocks the spatial mean of
+sum_c w_c (f_x - f_y)^2. That is a squared Euclidean distance between the flattened, sqrt(w)-weighted features divided
+by the block's pixel count, so ``pairwise`` embeds every image once with the package's layers and gets all distances
+from Gram matrices: the package's ``forward`` runs VGG on both images of every pair, 1,225 pairs per 50-image cluster.
+``tests/test_metrics.py`` checks the two agree.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
+import lpips
 import numpy as np
 import torch
 from torch import nn
@@ -28,39 +34,9 @@ from .assets import LPIPS_HEADS, VGG16, hint, lpips_heads_path, vgg16_path
 log = logging.getLogger(__name__)
 
 LPIPS_SIZE = 256
-VGG16_BLOCKS = (2, 2, 3, 3, 3)
-TAPS = (3, 8, 15, 22, 29)
-"""Indices in ``features`` of the ReLUs LPIPS reads (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3)."""
-SHIFT = (-0.030, -0.088, -0.188)
-SCALE = (0.458, 0.448, 0.450)
-_EPS = 1e-10
-
-
-class VGG16Features(nn.Module):
-    """torchvision's ``vgg16().features`` up to relu5_3, with configurable widths; returns the five LPIPS taps."""
-
-    def __init__(self, widths: Sequence[int] = (64, 128, 256, 512, 512)) -> None:
-        super().__init__()
-        if len(widths) != 5:
-            raise ValueError(f"VGG16 has 5 blocks, got {len(widths)} widths")
-        layers: list[nn.Module] = []
-        channels = 3
-        for block, (width, convs) in enumerate(zip(widths, VGG16_BLOCKS)):
-            if block:
-                layers.append(nn.MaxPool2d(2, 2))
-            for _ in range(convs):
-                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
-                channels = width
-        self.features = nn.Sequential(*layers)
-        self.widths = tuple(widths)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in TAPS:
-                out.append(x)
-        return out
+SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+"""``features`` indices of lpips' five VGG slices (ending after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3)."""
+CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 
 def _load_state(path: os.PathLike, what: str) -> dict[str, torch.Tensor]:
@@ -73,33 +49,51 @@ def _load_state(path: os.PathLike, what: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_vgg16(path: str | os.PathLike | None = None) -> VGG16Features:
-    """VGG16 features from torchvision's state dict (``features.*`` keys; ``classifier.*`` is ignored)."""
-    file = vgg16_path(path)
-    state = _load_state(file, "VGG16 weights")
-    convs = [f"features.{i}.weight" for i in (0, 5, 10, 17, 24)]
-    missing = [k for k in convs if k not in state]
+def vgg16_to_lpips_keys(state: dict[str, torch.Tensor], file: os.PathLike | str = "VGG16 file") -> dict:
+    """torchvision's ``features.{i}.weight|bias`` -> lpips' ``net.slice{k}.{i}.weight|bias`` (``classifier`` dropped)."""
+    missing = [f"features.{i}.weight" for i in CONVS if f"features.{i}.weight" not in state]
     if missing:
         raise ValueError(f"{file}: not torchvision's VGG16 state dict (no {missing[0]}). {hint(VGG16)}")
-    model = VGG16Features([int(state[k].shape[0]) for k in convs])
-    wanted = {
-        k: v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) < len(model.features)
-    }
+    out = {}
+    for k, (lo, hi) in enumerate(SLICES, 1):
+        for i in range(lo, hi):
+            for kind in ("weight", "bias"):
+                if f"features.{i}.{kind}" in state:
+                    out[f"net.slice{k}.{i}.{kind}"] = state[f"features.{i}.{kind}"]
+    return out
+
+
+def _heads_file(heads: str | os.PathLike | None) -> Path:
+    """The heads as ``assets`` finds them, else the copy inside the installed lpips package (the same 0.1.4 file)."""
     try:
-        model.load_state_dict(wanted, strict=True)
+        return lpips_heads_path(heads)
+    except FileNotFoundError:
+        packaged = Path(lpips.__file__).parent / LPIPS_HEADS.member.removeprefix("lpips/")
+        if heads is None and packaged.is_file():
+            return packaged
+        raise
+
+
+def build_lpips(vgg: str | os.PathLike | None = None, heads: str | os.PathLike | None = None) -> lpips.LPIPS:
+    """``lpips.LPIPS`` (VGG, v0.1) in eval mode with the user's VGG16 and the lpips heads; paths as in ``assets``."""
+    vgg_file, heads_file = vgg16_path(vgg), _heads_file(heads)
+    backbone = vgg16_to_lpips_keys(_load_state(vgg_file, "VGG16 weights"), vgg_file)
+    head_state = _load_state(heads_file, "LPIPS heads")
+    names = [f"lin{k}.model.1.weight" for k in range(5)]
+    missing = [n for n in names if n not in head_state]
+    if missing:
+        raise ValueError(f"{heads_file}: not LPIPS heads (no {missing[0]}). {hint(LPIPS_HEADS)}")
+    with warnings.catch_warnings():  # lpips 0.1.4 passes torchvision's retired ``pretrained=False``
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=False, net="vgg", version="0.1", pnet_rand=True, verbose=False)
+    try:
+        model.load_state_dict({**backbone, **{n: head_state[n] for n in names}}, strict=False)
     except RuntimeError as err:
-        raise ValueError(f"{file}: the VGG16 weights do not fit VGG16's layout: {err}") from err
-    return model.eval()
-
-
-def load_heads(path: str | os.PathLike | None = None) -> list[torch.Tensor]:
-    """The five (C,) channel weights of LPIPS-VGG's linear heads."""
-    file = lpips_heads_path(path)
-    state = _load_state(file, "LPIPS heads")
-    try:
-        return [state[f"lin{k}.model.1.weight"].float().flatten() for k in range(5)]
-    except KeyError as err:
-        raise ValueError(f"{file}: not LPIPS heads (no {err.args[0]}). {hint(LPIPS_HEADS)}") from err
+        raise ValueError(f"{vgg_file} / {heads_file}: the weights do not fit LPIPS-VGG's layout: {err}") from err
+    for k, name in enumerate(names):
+        if (head_state[name] < 0).any():
+            raise ValueError(f"{heads_file}: LPIPS head {k} has negative weights; LPIPS heads are non-negative")
+    return model.eval().requires_grad_(False)
 
 
 def to_lpips_input(image: np.ndarray, size: int = LPIPS_SIZE) -> torch.Tensor:
@@ -112,39 +106,40 @@ def to_lpips_input(image: np.ndarray, size: int = LPIPS_SIZE) -> torch.Tensor:
 
 
 class LPIPS(nn.Module):
-    """LPIPS distance from a backbone that returns 5 feature maps and the 5 heads' channel weights."""
+    """LPIPS distances of the ``lpips`` package's network, per pair (``forward``) or as matrices (``pairwise``)."""
 
-    def __init__(self, backbone: nn.Module, heads: Sequence[torch.Tensor], size: int = LPIPS_SIZE) -> None:
+    def __init__(self, net: lpips.LPIPS, size: int = LPIPS_SIZE) -> None:
         super().__init__()
-        self.backbone = backbone.eval()
+        self.net = net.eval()
         self.size = size
-        for k, w in enumerate(heads):
-            if (w < 0).any():
-                raise ValueError(f"LPIPS head {k} has negative weights; LPIPS heads are non-negative")
-            self.register_buffer(f"root{k}", w.float().clamp(min=0).sqrt().view(1, -1, 1, 1))
-        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
 
     @classmethod
     def from_files(
-        cls, vgg: str | os.PathLike | None = None, heads: str | os.PathLike | None = None, device: str = "cpu"
-    ) -> LPIPS:
+        cls, vgg: str | os.PathLike | None = None, heads: str | os.PathLike | None = None, device: str = "cpu",
+        size: int = LPIPS_SIZE,
+    ) -> LPIPS:  # fmt: skip
         """LPIPS-VGG from torchvision's VGG16 file and the lpips heads file (paths resolved as in ``assets``)."""
-        return cls(load_vgg16(vgg), load_heads(heads)).to(device)
+        return cls(build_lpips(vgg, heads), size).to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.scaling_layer.shift.device
 
     @torch.inference_mode()
     def embed(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (N, 3, H, W) in [-1, 1] -> per block (N, C*h*w) sqrt(w)-weighted unit features over sqrt(h*w)."""
-        feats = self.backbone((x.to(self.shift.device) - self.shift) / self.scale)
+        feats = self.net.net(self.net.scaling_layer(x.to(self.device)))
         out = []
-        for k, f in enumerate(feats):
-            f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + _EPS) * getattr(self, f"root{k}")
+        for f, lin in zip(feats, self.net.lins):
+            root = lin.model[-1].weight.clamp(min=0).sqrt().view(1, -1, 1, 1)
+            f = lpips.normalize_tensor(f) * root
             out.append((f / (f.shape[2] * f.shape[3]) ** 0.5).flatten(1))
         return out
 
+    @torch.inference_mode()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(N,) LPIPS between matching rows of x and y, each (N, 3, H, W) in [-1, 1]."""
-        return sum((a - b).pow(2).sum(1) for a, b in zip(self.embed(x), self.embed(y)))
+        """(N,) LPIPS between matching rows of x and y, each (N, 3, H, W) in [-1, 1]: the package's own forward."""
+        return self.net(x.to(self.device), y.to(self.device)).flatten()
 
     def _embed_all(self, images: Sequence, batch_size: int, progress: bool) -> list[torch.Tensor]:
         from .fid import _load
@@ -193,4 +188,4 @@ def _distances(ea: list[torch.Tensor], eb: list[torch.Tensor], chunk_bytes: int 
     return total.clamp(min=0).numpy()
 
 
-__all__ = ["LPIPS", "LPIPS_SIZE", "VGG16Features", "load_heads", "load_vgg16", "to_lpips_input"]
+__all__ = ["LPIPS", "LPIPS_SIZE", "build_lpips", "to_lpips_input", "vgg16_to_lpips_keys"]
