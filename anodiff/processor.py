@@ -14,6 +14,7 @@ from torch import nn
 
 from .dual import DualAdapter, DualAttention
 from .pairs import branch_ids, check_rows
+from .saim_fold import FoldCache
 from .sites import SD15_BY_DIFFUSERS, AttnSite
 
 MODES = ("dual", "write", "read")
@@ -41,10 +42,15 @@ class DualPass:
 
 
 class DualAttnProcessor:
-    """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site."""
+    """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site.
 
-    def __init__(self, site: AttnSite, layer: DualAttention) -> None:
-        self.site, self.layer = site, layer
+    SAIM runs folded (``anodiff.saim_fold``) whenever gradients are off, i.e. at inference, and unfolded while
+    training; ``fold_saim=False`` keeps the unfolded form (benchmarks, tests).
+    """
+
+    def __init__(self, site: AttnSite, layer: DualAttention, fold_saim: bool = True) -> None:
+        self.site, self.layer, self.fold_saim = site, layer, fold_saim
+        self._folds = FoldCache()
 
     def __call__(
         self,
@@ -95,7 +101,8 @@ class DualAttnProcessor:
         out = attn.to_out[0](out) + layer.to_out(out, ids, s)
         out = attn.to_out[1](out)
         if layer.saim is not None and run.saim and not write:
-            out = layer.saim(out)
+            folded = self.fold_saim and not torch.is_grad_enabled()
+            out = (self._folds.get(layer.saim, out) if folded else layer.saim)(out)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
@@ -105,7 +112,7 @@ def _attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in unet.named_modules() if hasattr(module, "set_processor")}
 
 
-def install(unet: nn.Module, adapter: DualAdapter) -> dict[str, DualAttnProcessor]:
+def install(unet: nn.Module, adapter: DualAdapter, fold_saim: bool = True) -> dict[str, DualAttnProcessor]:
     """Put a ``DualAttnProcessor`` on all 32 attentions of an SD1.5-topology diffusers UNet."""
     modules = _attention_modules(unet)
     unknown = sorted(set(modules) - set(SD15_BY_DIFFUSERS))
@@ -122,7 +129,7 @@ def install(unet: nn.Module, adapter: DualAdapter) -> dict[str, DualAttnProcesso
                 f"{site.diffusers}: UNet attention has (hidden, kv) sizes {got}, "
                 f"the dual model expects {(layer.dim, layer.kv_dim)}"
             )
-        processors[f"{site.diffusers}.processor"] = DualAttnProcessor(site, layer)
+        processors[f"{site.diffusers}.processor"] = DualAttnProcessor(site, layer, fold_saim)
     unet.set_attn_processor(dict(processors))  # diffusers pops entries from the dict it is given
     return processors
 

@@ -1,0 +1,115 @@
+"""SAIM folded for inference: two CxC products per token instead of five.
+
+SAIM per token pair (x_g, x_a) after its LayerNorm: u = W_in x + b_in, q/k/v = W_{q,k,v} u + b, a two-key softmax,
+then W_out. With A = W_q W_in, B = W_k W_in (biases a, b) the score of token i against key j is
+``(A x_i + a)·(B x_j + b) / sqrt(C)``; in a softmax over j every term that does not depend on j cancels, so only
+``x_i^T A^T B x_j + a^T B x_j`` is left: one CxC bilinear form ``y_i = x_i M + m``. With two keys the softmax is a
+sigmoid of the score difference ``y_i·(x_partner - x_i)``. The value and out linears collapse into one affine map
+``V = W_out W_v W_in`` (the weights sum to 1, so the biases fold into one vector). Training keeps the unfolded
+``SAIM``; the fold is exact up to rounding and is computed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lora import cast_like, check_activation
+from .pairs import check_rows
+from .saim import SAIM
+
+
+class FoldedSAIM(nn.Module):
+    """Inference form of one ``SAIM``; same ``delta``/``forward`` contract, not trainable."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.norm_weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+        self.norm_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
+        self.qk = nn.Parameter(torch.zeros(dim, dim), requires_grad=False)  # y = x @ qk + qk_bias
+        self.qk_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
+        self.vo = nn.Parameter(torch.zeros(dim, dim), requires_grad=False)  # out = z @ vo + vo_bias
+        self.vo_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
+
+    @classmethod
+    def from_saim(cls, saim: SAIM) -> FoldedSAIM:
+        """Fold ``saim``'s five linears (in float64), keeping its device and dtype."""
+        ref = saim.proj_in.weight
+        d = {name: p.detach().to(device=ref.device, dtype=torch.float64) for name, p in saim.named_parameters()}
+        w_in, b_in = d["proj_in.weight"], d["proj_in.bias"]
+        a_w, a_b = d["to_q.weight"] @ w_in, d["to_q.weight"] @ b_in + d["to_q.bias"]
+        b_w = d["to_k.weight"] @ w_in
+        scale = 1.0 / math.sqrt(saim.dim)
+        v_w = d["proj_out.weight"] @ d["to_v.weight"] @ w_in
+        v_b = d["proj_out.weight"] @ (d["to_v.weight"] @ b_in + d["to_v.bias"]) + d["proj_out.bias"]
+        folded = cls(saim.dim, saim.norm.eps)
+        with torch.no_grad():
+            for name, value in (
+                ("norm_weight", d["norm.weight"]), ("norm_bias", d["norm.bias"]),
+                ("qk", a_w.T @ b_w * scale), ("qk_bias", b_w.T @ a_b * scale),
+                ("vo", v_w.T), ("vo_bias", v_b),
+            ):  # fmt: skip
+                getattr(folded, name).data = value.to(ref.dtype)
+        return folded.to(ref.device)
+
+    def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
+        """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""
+        check_activation(attn_out, self.dim, "SAIM input")
+        if attn_out.dim() != 3:
+            raise ValueError(f"SAIM input: expected (rows, tokens, {self.dim}), got {tuple(attn_out.shape)}")
+        check_rows(attn_out.shape[0], what="SAIM input")
+        x = F.layer_norm(attn_out, (self.dim,), cast_like(self.norm_weight, attn_out), cast_like(self.norm_bias, attn_out), self.eps)
+        partner = x.view(-1, 2, *x.shape[1:]).flip(1).reshape(x.shape)  # row r's partner is row r ^ 1
+        diff = partner - x
+        y = torch.addmm(cast_like(self.qk_bias, x), x.reshape(-1, self.dim), cast_like(self.qk, x)).view_as(x)
+        p = torch.sigmoid((y * diff).sum(-1, keepdim=True))
+        z = x + p * diff
+        out = torch.addmm(cast_like(self.vo_bias, x), z.reshape(-1, self.dim), cast_like(self.vo, x))
+        return out.view_as(x)
+
+    def forward(self, attn_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        return attn_out + strength * self.delta(attn_out)
+
+
+def fold_saim(saim: SAIM | FoldedSAIM) -> FoldedSAIM:
+    """``saim`` folded (a ``FoldedSAIM`` is returned as is)."""
+    return saim if isinstance(saim, FoldedSAIM) else FoldedSAIM.from_saim(saim)
+
+
+def inference_adapter(adapter: nn.Module, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+    """A frozen copy of a ``DualAdapter`` with every SAIM folded, in ``dtype`` on ``device``.
+
+    The unfolded SAIMs are not copied (the fold replaces them during the copy), so the copy holds two CxC
+    matrices per site instead of five; the fold runs in float64 from ``adapter``'s own precision.
+    """
+    import copy
+
+    memo: dict[int, nn.Module] = {}
+    for _, layer in adapter.items():
+        if isinstance(layer.saim, SAIM):
+            memo[id(layer.saim)] = FoldedSAIM.from_saim(layer.saim)
+    copied = copy.deepcopy(adapter, memo)
+    return copied.to(device=device, dtype=dtype).requires_grad_(False).eval()
+
+
+class FoldCache:
+    """Folded copies of one SAIM per (device, dtype), refolded when its weights change (an optimizer step or a
+    ``load_state_dict`` bumps the parameters' version counters). Lets a training-time module fold at inference."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[torch.device, torch.dtype], tuple[tuple, FoldedSAIM]] = {}
+
+    def get(self, saim: SAIM | FoldedSAIM, like: torch.Tensor) -> FoldedSAIM:
+        if isinstance(saim, FoldedSAIM):
+            return saim
+        stamp = tuple((p.data_ptr(), p._version) for p in saim.parameters())
+        key = (like.device, like.dtype)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != stamp:
+            entry = (stamp, FoldedSAIM.from_saim(saim).to(device=like.device, dtype=like.dtype))
+            self._entries[key] = entry
+        return entry[1]
