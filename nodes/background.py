@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .patch import BCMPatch, apply_bcm, find_dual
+from .bcm_patch import BCMPatch, apply_bcm
+from .patch import find_dual
 
 
 def object_saliency(image: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class DualAnoDiffBackgroundCompensation:
         dual = find_dual(model)
         if dual is None:
             raise ValueError("Background Compensation needs the MODEL output of Load Dual LoRA; connect it after the loader")
-        if dual.adapter.config.bcm is False:
+        if dual.config.bcm is False:
             raise ValueError(
                 f"'{dual.name}' has no BCM weights (trained without background compensation); remove Background "
                 "Compensation or load a model trained with BCM"

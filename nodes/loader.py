@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..anodiff.weights import load_dual
-from .patch import DualPatch, apply_dual, apply_text_lora, check_sd15_layout, unet_widths
+from .patch import DualPatch, apply_dual, apply_text_lora, check_sd15_layout, compute_dtype, unet_widths
 
 FOLDER = "dualanodiff"
 EXTENSIONS = {".safetensors", ".bin"}
@@ -76,7 +76,8 @@ class DualAnoDiffLoadLoRA:
         dual = load_dual(resolve(lora_name), sd15_only=False)  # widths are checked against the MODEL below
         check_sd15_layout(model)
         dual.check_unet(*unet_widths(model))
-        patch = DualPatch(dual.adapter(), (strength_global, strength_anomaly), saim=saim, name=lora_name)
+        patch = DualPatch(dual.adapter(), (strength_global, strength_anomaly), saim=saim, name=lora_name,
+                          dtype=compute_dtype(model), device=model.offload_device)  # fmt: skip
         new_clip = clip
         if clip is not None and dual.has_text_lora and strength_clip != 0:
             config = dual.config

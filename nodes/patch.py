@@ -1,10 +1,10 @@
-"""The only module that touches ComfyUI internals: installs a ``DualAdapter`` on a cloned MODEL.
+"""Installs a ``DualAdapter`` on a cloned MODEL (with ``bcm_patch.py``, the only modules on ComfyUI internals).
 
 Per-branch LoRA: a ``DIFFUSION_MODEL`` wrapper resolves the 128 q/k/v/out Linears from the UNet that is
 actually running, overrides their ``forward`` (class forward + branch delta, so ComfyUI's weight casting and
-streaming still run) and restores them in ``finally``. SAIM: attn1/attn2 output patches. BCM: an
-``APPLY_MODEL`` wrapper runs the write pass on the noised background, an attn1 patch mixes it into the
-global rows. Nothing here keeps a reference to a ComfyUI module, and nothing is patched globally.
+streaming still run) and restores them in ``finally``. SAIM (folded): attn1/attn2 output patches. The dual
+model's weights are counted in the MODEL's size and move with it (load/detach callbacks). Nothing here keeps a
+reference to a ComfyUI module, and nothing is patched globally.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Callable
 import torch
 
 from ..anodiff.dual import PROJECTIONS, DualAdapter, DualAttention
+from ..anodiff.lora import BranchLoRA, branch_lora_delta
 from ..anodiff.pairs import branch_ids
+from ..anodiff.saim_fold import inference_adapter
 from ..anodiff.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
 
 log = logging.getLogger(__name__)
@@ -37,23 +39,45 @@ class Shared:
 
 
 class DualPatch(Shared):
-    """A loaded dual model plus its strengths; hands out copies cast to each device/dtype it meets."""
+    """A loaded dual model, held once, in the dtype the MODEL computes in, with every SAIM folded.
 
-    def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "") -> None:
-        self.adapter, self.strengths, self.saim, self.name = adapter.requires_grad_(False), strengths, saim, name
-        self._copies: dict[tuple[torch.device, torch.dtype], DualAdapter] = {}
+    ComfyUI sees it: ``apply_dual`` adds its bytes to the MODEL's size, and ON_LOAD/ON_DETACH callbacks move it
+    with the model (to the load device on a full load; kept on the offload device under --lowvram/--novram,
+    where each Linear call casts its own factors, as ComfyUI casts its own offloaded weights).
+    """
 
-    def layer(self, site: AttnSite, like: torch.Tensor) -> DualAttention:
-        key = (like.device, like.dtype)
-        if key not in self._copies:
-            master = next(self.adapter.parameters())
-            same = master.device == like.device and master.dtype == like.dtype
-            self._copies[key] = self.adapter if same else _cast_copy(self.adapter, like)
-        return self._copies[key].layer(site)
+    def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
+                 dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:  # fmt: skip
+        self.config, self.strengths, self.saim, self.name = adapter.config, tuple(strengths), saim, name
+        self.adapter = inference_adapter(adapter, dtype=dtype, device=device)
+        self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
+
+    def layer(self, site: AttnSite, like: torch.Tensor | None = None) -> DualAttention:
+        return self.adapter.layer(site)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.adapter.state_dict().values())
+
+    def branch_scales(self, lora_scale: float, like: torch.Tensor) -> torch.Tensor:
+        """(2,) strength x alpha/rank per branch on ``like``'s device and dtype, made once, not per Linear call."""
+        key = (like.device, like.dtype, lora_scale)
+        if key not in self._scales:
+            self._scales[key] = (torch.tensor(self.strengths, dtype=torch.float32) * lora_scale).to(like)
+        return self._scales[key]
+
+    def on_load(self, patcher, device_to, lowvram_model_memory=0, force_patch_weights=False, full_load=False) -> None:
+        if device_to is None:
+            return
+        partial = getattr(patcher.model, "model_lowvram", False) and not full_load
+        self.adapter.to(patcher.offload_device if partial else device_to)
+
+    def on_detach(self, patcher, unpatch_all: bool = True) -> None:
+        self.adapter.to(patcher.offload_device)
 
     def diffusion_model_wrapper(self, executor: Callable, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         unet = executor.class_obj
         options = _transformer_options(args, kwargs)
+        refuse_control(args[3] if len(args) > 3 else kwargs.get("control"))
         if options.get(MODE) == "write":
             ids = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         else:
@@ -61,10 +85,11 @@ class DualPatch(Shared):
         installed = []
         try:
             for site in SD15_SITES:
+                layer = self.layer(site)
                 for proj in PROJECTIONS:
                     module = unet.get_submodule(f"{site.ldm}.{'to_out.0' if proj == 'to_out' else proj}")
                     previous = module.__dict__.get("forward")
-                    module.forward = _branch_forward(module, previous, self, site, proj, ids)
+                    module.forward = _branch_forward(module, previous, self, layer.lora(proj), ids)
                     installed.append((module, previous))
             return executor(x, *args, **kwargs)
         finally:
@@ -75,10 +100,15 @@ class DualPatch(Shared):
                     module.forward = previous
 
 
-def _cast_copy(adapter: DualAdapter, like: torch.Tensor) -> DualAdapter:
-    import copy
-
-    return copy.deepcopy(adapter).to(device=like.device, dtype=like.dtype)
+def refuse_control(control) -> None:
+    """ControlNet / T2I-Adapter residuals are tiled over the batch by hint index, not by pair, so pair i would get
+    hint i mod N on one branch and another hint on the other, and the grey anomaly canvas the photo's structure."""
+    if control:
+        raise ValueError(
+            "a ControlNet or T2I-Adapter is applied to the conditioning of a Dual LoRA model; DualAnoDiff cannot "
+            "pair its hints with the global/anomaly rows (the anomaly branch is a grey canvas). Remove Apply "
+            "ControlNet from the dual graph, or use Region Latent to place the defect on a photo"
+        )
 
 
 def _transformer_options(args: tuple, kwargs: dict) -> dict:
@@ -88,12 +118,12 @@ def _transformer_options(args: tuple, kwargs: dict) -> dict:
     return args[4] if len(args) > 4 else {}
 
 
-def _branch_forward(module, previous, patch: DualPatch, site: AttnSite, proj: str, ids: torch.Tensor) -> Callable:
+def _branch_forward(module, previous, patch: DualPatch, lora: BranchLoRA, ids: torch.Tensor) -> Callable:
     base = previous if previous is not None else functools.partial(type(module).forward, module)
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        lora = patch.layer(site, x).lora(proj)
-        return base(x, *args, **kwargs) + lora(x, ids, patch.strengths)
+        delta = branch_lora_delta(x, ids, lora.down, lora.up, patch.branch_scales(lora.scale, x))
+        return base(x, *args, **kwargs) + delta
 
     return forward
 
@@ -108,7 +138,7 @@ class SAIMPatch(Shared):
         if not self.dual.saim or extra_options.get(MODE) == "write":
             return n
         site = SD15_BY_BLOCK[(tuple(extra_options["block"]), self.kind)]
-        saim = self.dual.layer(site, n).saim
+        saim = self.dual.layer(site).saim
         return n if saim is None else saim(n)
 
 
@@ -123,15 +153,26 @@ def find_dual(model) -> DualPatch | None:
     return None
 
 
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the MODEL's UNet computes in (its weight dtype, or the cast dtype of fp8/quantized weights)."""
+    return getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
+
+
 def apply_dual(model, dual: DualPatch):
-    """Clone ``model`` and install the per-branch LoRA wrapper and the SAIM output patches."""
+    """Clone ``model`` and install the per-branch LoRA wrapper and the SAIM output patches.
+
+    The clone's size includes the dual model, so ComfyUI's memory manager budgets for it.
+    """
     import comfy.patcher_extension
 
     if find_dual(model) is not None:
         raise ValueError("this MODEL already has a Dual LoRA; connect Load Dual LoRA to the plain checkpoint MODEL")
     m = model.clone()
+    m.size = model.model_size() + dual.nbytes()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, dual.diffusion_model_wrapper)
-    if dual.adapter.config.saim:
+    m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, KEY, dual.on_load)
+    m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, dual.on_detach)
+    if dual.config.saim:
         m.set_model_attn1_output_patch(SAIMPatch(dual, SELF))
         m.set_model_attn2_output_patch(SAIMPatch(dual, CROSS))
     return m
@@ -154,67 +195,6 @@ def check_sd15_layout(model) -> None:
                 f"this MODEL is not SD1.5: it has no attention 'diffusion_model.{site.ldm}' "
                 "(DualAnoDiff models are trained on Stable Diffusion 1.5)"
             ) from None
-
-
-class BCMPatch(Shared):
-    """Background compensation on a MODEL that carries a BCM-trained ``DualPatch``.
-
-    background: (1 or N, 4, h, w) VAE latents of the object-blackened background, unscaled as in the authors'
-    code; grey: the latent of a flat mid-grey image, used for the uncond chunk as the authors do.
-    """
-
-    def __init__(self, dual: DualPatch, background: torch.Tensor, grey: torch.Tensor, strength: float, seed: int = 0):
-        self.dual, self.background, self.grey, self.strength, self.seed = dual, background, grey, strength, seed
-
-    def _background_rows(self, cond_or_uncond: list[int], pairs_per_chunk: int, like: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for chunk in cond_or_uncond:
-            source = self.grey if chunk == 1 else self.background
-            if source.shape[0] not in (1, pairs_per_chunk):
-                raise ValueError(
-                    f"Background Compensation: {source.shape[0]} background images for {pairs_per_chunk} pairs; "
-                    "give one background, or one per latent"
-                )
-            rows.append(source.expand(pairs_per_chunk, -1, -1, -1) if source.shape[0] == 1 else source)
-        bg = torch.cat(rows).to(device=like.device, dtype=like.dtype)
-        if bg.shape[-2:] != like.shape[-2:]:
-            bg = torch.nn.functional.interpolate(bg, size=like.shape[-2:], mode="bilinear", align_corners=False)
-        return bg
-
-    def apply_model_wrapper(self, executor: Callable, x, t, c_concat=None, c_crossattn=None, control=None,
-                            transformer_options=None, **kwargs):  # fmt: skip
-        options = dict(transformer_options or {})
-        cond_or_uncond = list(options.get("cond_or_uncond") or [0])
-        per_chunk = x.shape[0] // len(cond_or_uncond)
-        bg = self._background_rows(cond_or_uncond, per_chunk // 2, x)
-        sigma = t[0::2] if t.dim() else t
-        g = torch.Generator(device="cpu").manual_seed(self.seed + int(float(t.flatten()[0]) * 1e4))
-        noisy = bg + sigma.reshape(-1, 1, 1, 1).to(bg) * torch.randn(bg.shape, generator=g).to(bg)
-        bank: dict[str, torch.Tensor] = {}
-        context = c_crossattn[0::2] if c_crossattn is not None else None
-        executor(noisy, sigma, None, context, None, {**options, MODE: "write", BANK: bank})
-        return executor(x, t, c_concat, c_crossattn, control, {**options, MODE: "read", BANK: bank}, **kwargs)
-
-    def __call__(self, n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, extra_options: dict):
-        mode, bank = extra_options.get(MODE), extra_options.get(BANK)
-        if bank is None or mode not in ("write", "read"):
-            return n, context, value
-        site = SD15_BY_BLOCK[(tuple(extra_options["block"]), SELF)]
-        if mode == "write":
-            bank[site.ldm] = n
-            return n, context, value
-        bcm = self.dual.layer(site, n).bcm
-        mixed = bcm.kv_source(context, bank[site.ldm].to(context), self.strength)
-        return n, mixed, mixed
-
-
-def apply_bcm(model, patch: BCMPatch):
-    import comfy.patcher_extension
-
-    m = model.clone()
-    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY + "_bcm", patch.apply_model_wrapper)
-    m.set_model_attn1_patch(patch)
-    return m
 
 
 def apply_text_lora(clip, tensors: dict[str, torch.Tensor], rank: int, alpha: float, strength: float):

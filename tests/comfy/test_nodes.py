@@ -49,7 +49,7 @@ def load(nodes, model, name="dual.safetensors", saim=True, strengths=(1.0, 1.0))
 def sample(nodes, model, n=2, hw=(8, 8), cfg=2.0, steps=3, seed=42, sampler="euler", scheduler="normal"):
     latent = {"samples": torch.zeros(n, 4, *hw)}
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSampler"]()
-    g, a = node.sample(model, POS_G, POS_A, NEG, latent, seed, steps, cfg, sampler, scheduler, 1.0)
+    g, a, _ = node.sample(model, POS_G, POS_A, NEG, latent, seed, steps, cfg, sampler, scheduler, 1.0)
     return g["samples"], a["samples"]
 
 
@@ -73,7 +73,8 @@ def diffusers_twin(model):
 def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8), background=None):
     """The anodiff diffusers path, stepped with ComfyUI's sigmas and noise (Euler, CFG, [uncond; cond]).
 
-    background: (bg latent, grey latent) for BCM; the noise per step is drawn as the node's patch draws it.
+    background: (bg latent, grey latent) for BCM; the noise per step is drawn as the node's patch draws it
+    (from the sampler's seed plus the step's sigma).
     """
     import comfy.sample
     import comfy.samplers
@@ -93,7 +94,7 @@ def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8), background=N
             if background is not None:
                 bg, grey = background
                 rows = torch.cat([grey.expand(n, -1, -1, -1), bg.expand(n, -1, -1, -1)])
-                g = torch.Generator().manual_seed(int(float(sigma) * 1e4))
+                g = torch.Generator().manual_seed(seed + int(float(sigma) * 1e4))
                 noisy = rows + sigma * torch.randn(rows.shape, generator=g)
                 extra = {"background": noisy / torch.sqrt(sigma**2 + 1), "background_timestep": t[: 2 * n]}
             eps = dual(torch.cat([xin, xin]), t, ctx, run=DualPass(chunks=2), **extra)
