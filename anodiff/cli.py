@@ -87,7 +87,10 @@ def _train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     trainer = Trainer(config)
-    path = trainer.run()
+    try:
+        path = trainer.run()
+    finally:
+        trainer.close()
     if trainer.interrupted:
         print(f"interrupted at step {trainer.step}: checkpoint {path}; continue with the same command and --resume")
         return 130
@@ -96,10 +99,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_all(args: argparse.Namespace) -> int:
-    """One model per (category, anomaly type) of an MVTec root; finished ones are skipped."""
+    """One model per (category, anomaly type) of an MVTec root; finished ones are skipped, and each job is claimed
+    with a lock file in its output folder, so several independent processes (one per GPU, or machines sharing the
+    output folder) drain the list together, each job trained once."""
+    import os
+
     from . import data as fewshot
+    from .jobs import JobLock
     from .train import train
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "train --all spreads whole jobs over independent processes: start one `anodiff train --all` per GPU "
+            "(e.g. CUDA_VISIBLE_DEVICES=1 anodiff train --all ...), not accelerate launch/torchrun"
+        )
     rows = []
     for category, anomaly in fewshot.list_jobs(args.data):
         out = Path(args.output) / category / anomaly
@@ -112,13 +125,22 @@ def _train_all(args: argparse.Namespace) -> int:
         if final.exists() and not args.force:
             rows.append((category, anomaly, "skipped (done)", str(final)))
             continue
+        lock = JobLock(out / ".train.lock")
+        if not lock.acquire():
+            rows.append((category, anomaly, "skipped (claimed)", lock.describe_holder()))
+            continue
         try:
+            if final.exists() and not args.force:  # finished by another process between the check and the claim
+                rows.append((category, anomaly, "skipped (done)", str(final)))
+                continue
             rows.append((category, anomaly, "trained", str(train(config))))
         except (ValueError, FileNotFoundError) as exc:
             rows.append((category, anomaly, f"failed: {exc}", ""))
+        finally:
+            lock.release()
     width = max((len(f"{c}/{a}") for c, a, _, _ in rows), default=10)
     for category, anomaly, status, path in rows:
-        print(f"{category + '/' + anomaly:<{width}}  {status:<16}  {path}")
+        print(f"{category + '/' + anomaly:<{width}}  {status:<17}  {path}")
     return 0 if all(not r[2].startswith("failed") for r in rows) else 1
 
 

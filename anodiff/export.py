@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .imageio import read_rgb
 from .masks import as_float_image
 
 log = logging.getLogger(__name__)
@@ -161,14 +162,6 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise OSError("PNG encoding failed")
     return data.tobytes()
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB; decoded from bytes so non-ASCII paths work on every OS."""
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .composite import clip_mask
+from .imageio import read_rgb, write_png
+from .imageio import write_atomic as _write_atomic
 from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
 from .weights import DualFile, load_dual
@@ -67,41 +68,6 @@ def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path
         folder / "ground_truth" / anomaly / f"{name}_mask.png",
         folder / "anomaly_part" / anomaly / f"{name}.png",
     )
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Atomic PNG write: encode, write a temporary file beside the target, rename over it.
-
-    image: (H, W, 3) float in [0, 1] or uint8 RGB, or (H, W) uint8 grey.
-    """
-    if image.dtype != np.uint8:
-        image = np.round(as_float_image(image, str(path)) * 255.0).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    _write_atomic(path, data.tobytes())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; decoded from bytes so non-ASCII paths work on every OS."""
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def normal_images(folder: Path) -> list[Path]:

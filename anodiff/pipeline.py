@@ -75,16 +75,23 @@ def region_mask(region: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask > 0.5
 
 
-def _region_inputs(source, region, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _region_inputs(source, region, num_pairs: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo at the output size and one (H, W) bool region per pair: ``region`` is one (H, W) mask for all
+    pairs, or one per pair (a list, or an (N, H, W) array) so a batch can hold a different region in each pair."""
     if source is None or region is None:
         raise ValueError("region control needs both a source photo and a region mask")
     photo = as_float_image(np.asarray(source), "source")
     if photo.shape[:2] != (height, width):
         photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-    mask = region_mask(region, height, width)
-    if not mask.any():
-        raise ValueError("region is empty: draw where the defect may go (white)")
-    return photo, mask
+    regions = [region] if isinstance(region, np.ndarray) and region.ndim == 2 else list(region)
+    if len(regions) not in (1, num_pairs):
+        raise ValueError(f"region: give one mask for all pairs or one per pair ({num_pairs}), got {len(regions)}")
+    masks = np.stack([region_mask(r, height, width) for r in regions])
+    for k, mask in enumerate(masks):
+        if not mask.any():
+            which = "region" if len(masks) == 1 else f"the region of pair {k}"
+            raise ValueError(f"{which} is empty: draw where the defect may go (white)")
+    return photo, np.broadcast_to(masks, (num_pairs, height, width))
 
 
 def _seeds(seed: int | Sequence[int], num_pairs: int) -> list[int]:
@@ -115,14 +122,24 @@ class DualAnoDiffPipeline:
             add_text_lora(base.text_encoder, dual.config.text_rank, dual.config.text_lora_alpha)
             load_text_lora(base.text_encoder, dual.text_tensors())
             base.text_encoder.requires_grad_(False).eval()
-        self.base, self.dual = base, dual
-        self.prompts = dual.prompts
+        self.base, self.prompts, self.bcm, self.source = base, dual.prompts, dual.config.bcm, dual.source
         dtype = base.unet.dtype
         self.model = DualUNet(base.unet, dual.adapter(dtype=dtype)).eval().requires_grad_(False)
+        base.vae.to(dtype=torch.float32)  # SD1.5's VAE overflows in fp16; decoding is a small part of the time
         if device is not None:
             for module in (self.model, base.vae, base.text_encoder):
                 module.to(device)
         self._grey: dict[tuple[int, int], torch.Tensor] = {}
+
+    @classmethod
+    def live(cls, base: SD15, model: DualUNet, prompts: tuple[str, str], bcm: bool = False) -> DualAnoDiffPipeline:
+        """A pipeline over a model that is still training (the trainer's previews): no weight file, the base's
+        text encoder already carries the live text LoRA, and the adapter may stay in fp32 beside a half UNet
+        (the UNet then runs under autocast)."""
+        self = cls.__new__(cls)
+        self.base, self.model, self.prompts, self.bcm, self.source = base, model, tuple(prompts), bcm, "the live model"
+        self._grey = {}
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -155,9 +172,9 @@ class DualAnoDiffPipeline:
     def _background_latents(
         self, backgrounds: Sequence[np.ndarray], num_pairs: int, height: int, width: int
     ) -> torch.Tensor:
-        if not self.dual.config.bcm:
+        if not self.bcm:
             raise ValueError(
-                f"backgrounds given, but {self.dual.source} was trained without BCM; drop the backgrounds "
+                f"backgrounds given, but {self.source} was trained without BCM; drop the backgrounds "
                 "or use a BCM weight file"
             )
         if len(backgrounds) not in (1, num_pairs):
@@ -240,19 +257,20 @@ class DualAnoDiffPipeline:
         if backgrounds is not None:
             background = self._background_latents(backgrounds, num_pairs, height, width)
             grey = self._grey_latent(height, width).expand_as(background)
-        elif self.dual.config.bcm:
+        elif self.bcm:
             log.info(
-                "%s has BCM but no backgrounds were given: sampling without background compensation", self.dual.source
+                "%s has BCM but no backgrounds were given: sampling without background compensation", self.source
             )
 
         sampler = make_scheduler(scheduler, self.base.scheduler.config)
         sampler.set_timesteps(steps, device=device)
-        noise = torch.cat([torch.randn(shape, generator=gen) for gen in generators])
-        latents = noise.to(device, dtype) * sampler.init_noise_sigma
+        noise = torch.cat([torch.randn(shape, generator=gen) for gen in generators]).to(device)
+        latents = noise * sampler.init_noise_sigma  # fp32 whatever the UNet's dtype: only the UNet runs in half
         run = DualPass(chunks=chunks)
-        held = None
+        held = regions = None
         if source is not None or region is not None:
-            held = self._region_targets(source, region, num_pairs, height, width)
+            photo, regions = _region_inputs(source, region, num_pairs, height, width)
+            held = self._region_targets(photo, regions)
         timesteps = list(sampler.timesteps)
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
             x = sampler.scale_model_input(latents, t)
@@ -260,7 +278,8 @@ class DualAnoDiffPipeline:
             extra = {}
             if background is not None:
                 extra = self._noised_backgrounds(background, grey, t, generators, guided)
-            pred = self.model(x, t, context, run=run, **extra)
+            with self.autocast():
+                pred = self.model(x, t, context, run=run, **extra).float()
             if guided:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + cfg * (cond - uncond)
@@ -268,28 +287,33 @@ class DualAnoDiffPipeline:
             if held is not None:
                 target, keep = held
                 if i + 1 < len(timesteps):
-                    target = sampler.add_noise(target, noise.to(device, dtype), timesteps[i + 1].reshape(1))
+                    target = sampler.add_noise(target, noise, timesteps[i + 1].reshape(1))
                 latents = keep * latents + (1 - keep) * target
         pairs = self._decode(latents, seeds)
         if held is not None:
-            photo = _region_inputs(source, region, height, width)[0]
-            pairs.images[:] = np.stack([composite(img, photo, region_mask(region, height, width), feather)
-                                        for img in pairs.images])  # fmt: skip
+            pairs.images[:] = np.stack([composite(img, photo, mask, feather)
+                                        for img, mask in zip(pairs.images, regions)])  # fmt: skip
         return pairs
 
-    def _region_targets(
-        self, source: np.ndarray | None, region: np.ndarray | None, num_pairs: int, height: int, width: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows the latents are held to outside the region, the latent-size region: 1 where sampling is free)."""
-        photo, mask = _region_inputs(source, region, height, width)
+    def autocast(self) -> torch.autocast:
+        """The UNet in its own dtype: with a half UNet, autocast runs every matmul in that dtype, whatever the
+        dtype of the latents (fp32) and of the adapter (fp32 while training); with an fp32 UNet it is off."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def _region_targets(self, photo: np.ndarray, regions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows the latents are held to outside the regions, (2N, 1, h, w) per-row map: 1 where sampling is free).
+
+        Both rows of pair i share region i, so a batch may hold a different region in every pair."""
         x = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None] * 2.0 - 1.0
         scale = self.base.latent_scale
-        photo_latent = self._encode_image(x) * scale
-        grey = self._grey_latent(height, width) * scale
+        height, width = photo.shape[:2]
+        photo_latent = self._encode_image(x).float() * scale
+        grey = self._grey_latent(height, width).float() * scale
+        num_pairs = regions.shape[0]
         rows = interleave(photo_latent.expand(num_pairs, -1, -1, -1), grey.expand(num_pairs, -1, -1, -1))
-        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        m = torch.from_numpy(regions.astype(np.float32))[:, None]
         keep = torch.nn.functional.adaptive_max_pool2d(m, rows.shape[-2:])  # a latent cell touching the region is free
-        return rows.to(self.device, self.dtype), keep.to(self.device, self.dtype)
+        return rows.to(self.device), keep.repeat_interleave(2, dim=0).to(self.device)
 
     def _noised_backgrounds(
         self, background: torch.Tensor, grey: torch.Tensor, t: torch.Tensor, generators: list, guided: bool

@@ -1,9 +1,12 @@
 """Few-shot DualAnoDiff training: per-branch UNet LoRA + SAIM (+ BCM) + shared text-encoder LoRA on frozen SD1.5.
 
 Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) comes from a generator seeded with
-``(seed, k)``, so a run resumed from a checkpoint continues exactly like the uninterrupted run. Checkpoints are
-two safetensors files written atomically: the model in the weight-file schema (usable as it is) and the
-optimiser state. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+``(seed, k, rank)``, so a run resumed from a checkpoint continues exactly like the uninterrupted run, and under
+``accelerate launch``/``torchrun`` each process trains on its own batch (data parallel: the effective batch is
+``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
+VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
+encode would. Checkpoints (two safetensors files written atomically by the main process: the model in the
+weight-file schema, usable as it is, and the optimiser state), previews and the final file are written once. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -62,6 +66,7 @@ class TrainConfig:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
     gradient_checkpointing: bool = False
     adam8bit: str = field(default="auto", metadata={"help": "auto (bitsandbytes on CUDA when installed), on, off."})
+    cache_latents: bool = field(default=True, metadata={"help": "Encode each (image, flips) once, not every step."})
     checkpoint_every: int = 500
     preview_every: int = 500
     resume: bool = False
@@ -108,8 +113,12 @@ class DualTrainModel(nn.Module):
                               background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of every draw of one step on one process; rank 0 keeps the single-process stream."""
+    if rank == 0:
+        return torch.Generator().manual_seed(seed * 1_000_003 + step)
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
@@ -200,6 +209,8 @@ class Trainer:
         self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
         self.optimizer = make_optimizer(trainable_parameters(self.model), config, device)
         self.step = 0
+        self._posteriors: dict[tuple, torch.Tensor] = {}
+        self.encodes = 0  # VAE encoder calls: what the latent cache saves
         if config.resume:
             self._resume()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -248,18 +259,50 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
     def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """This process's batch of the step: pixels of each item plus ``index`` and ``flips`` (what the latent cache
+        is keyed by)."""
         self.dataset.set_epoch(self.step)
         index = torch.randint(len(self.dataset), (self.config.batch_size,), generator=g).tolist()
         items = [self.dataset[i] for i in index]
-        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        out["index"] = torch.tensor(index)
+        out["flips"] = torch.tensor([self.dataset.flips_for(i) for i in index])
+        return out
+
+    def _posterior(self, step_batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """(B, 8, h, w) VAE posterior parameters (mean, log-variance) of ``step_batch[key]``, cached per
+        (key, image, flips) when ``cache_latents``: the few-shot set holds a few images, each seen in 4 flips."""
+        device = self.accelerator.device
+        if not self.config.cache_latents:
+            self.encodes += 1
+            return self.sd.vae.encode(step_batch[key].to(device)).latent_dist.parameters
+        rows = []
+        for k, (i, flips) in enumerate(zip(step_batch["index"].tolist(), step_batch["flips"].tolist())):
+            slot = (key, i, *flips)
+            if slot not in self._posteriors:
+                self.encodes += 1
+                self._posteriors[slot] = self.sd.vae.encode(step_batch[key][k : k + 1].to(device)).latent_dist.parameters
+            rows.append(self._posteriors[slot])
+        return torch.cat(rows)
+
+    def _sample_latents(self, step_batch: dict[str, torch.Tensor], keys: tuple[str, ...], g) -> torch.Tensor:
+        """Posterior samples of the rows ``keys`` interleaved, drawn from ``g`` exactly as ``latent_dist.sample``."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        params = [self._posterior(step_batch, key) for key in keys]
+        params = interleave(*params) if len(params) == 2 else params[0]
+        return DiagonalGaussianDistribution(params).sample(generator=g)
 
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
         device = self.accelerator.device
-        vae, scheduler = self.sd.vae, self.sd.scheduler
+        scheduler = self.sd.scheduler
         with torch.no_grad():
-            images = interleave(step_batch["image"], step_batch["anomaly"]).to(device)
-            latents = vae.encode(images).latent_dist.sample(generator=g) * self.sd.latent_scale
+            latents = self._sample_latents(step_batch, ("image", "anomaly"), g) * self.sd.latent_scale
         pairs = latents.shape[0] // 2
         t = torch.randint(0, scheduler.config.num_train_timesteps, (pairs,), generator=g)
         timesteps = t.repeat_interleave(2).to(device)
@@ -268,13 +311,13 @@ class Trainer:
         background = None
         if self.config.bcm:
             with torch.no_grad():
-                bg = vae.encode(step_batch["background"].to(device)).latent_dist.sample(generator=g)  # unscaled (authors)
+                bg = self._sample_latents(step_batch, ("background",), g)  # unscaled (authors)
             background = scheduler.add_noise(bg, torch.randn(bg.shape, generator=g).to(device), t.to(device))
         pred = self.model(noisy, timesteps, background)
         return F.mse_loss(pred.float(), noise.float())
 
     def train_step(self) -> float:
-        g = step_generator(self.config.seed, self.step)
+        g = step_generator(self.config.seed, self.step, self.rank)
         loss = self.loss_at(self.batch(g), g)
         self.accelerator.backward(loss)
         if self.accelerator.sync_gradients:
@@ -317,9 +360,15 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
         self.losses = history
         if self.step >= self.config.steps:
-            self.model_file().save(self.final)
+            if self.accelerator.is_main_process:
+                self.model_file().save(self.final)
+            self.accelerator.wait_for_everyone()
             return self.final
         return self.save_checkpoint()
+
+    def close(self) -> None:
+        """End the run: under torchrun/accelerate launch this closes the process group (gloo hangs otherwise)."""
+        self.accelerator.end_training()
 
     def write_preview(self) -> Path | None:
         """global | anomaly part | mask of one sample at the current step, next to the checkpoints."""
@@ -329,10 +378,15 @@ class Trainer:
             return None
         path = self.ckpt_dir / f"preview-{self.step:06d}.png"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        render_preview(self.sd, self._unwrapped, self.config.resolution, self.config.seed, path)
+        prompts = (self.config.prompt_global, self.config.prompt_anomaly)
+        render_preview(self.sd, self._unwrapped.dual_unet, prompts, self.config.resolution, self.config.seed, path)
         return path
 
 
 def train(config: TrainConfig) -> Path:
-    return Trainer(config).run()
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 

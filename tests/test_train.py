@@ -187,3 +187,24 @@ def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
         assert (tmp_path / "runs" / "bottle" / anomaly / f"bottle_{anomaly}.safetensors").is_file()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("skipped (done)") == 2
+
+
+def test_latent_cache_gives_the_uncached_losses_with_far_fewer_encodes(base, data, tmp_path):
+    runs = {}
+    for cache in (True, False):
+        trainer = Trainer(config(base, data, tmp_path / str(cache), steps=8, cache_latents=cache))
+        trainer.run()
+        runs[cache] = trainer
+    torch.testing.assert_close(torch.tensor(runs[True].losses), torch.tensor(runs[False].losses), atol=1e-5, rtol=1e-4)
+    assert runs[False].encodes == 8 * 2  # two encoder calls (image, anomaly part) every step
+    # at most (3 images x 4 flip variants x 2 targets) encodes in all, however long the run
+    assert runs[True].encodes <= 3 * 4 * 2 and len(runs[True]._posteriors) == runs[True].encodes
+
+
+def test_ranks_draw_different_batches_and_rank_zero_keeps_the_single_process_stream():
+    from anodiff.train import step_generator
+
+    draws = [torch.randint(1000, (8,), generator=step_generator(32, 5, rank)).tolist() for rank in range(3)]
+    assert len({tuple(d) for d in draws}) == 3
+    assert draws[0] == torch.randint(1000, (8,), generator=torch.Generator().manual_seed(32 * 1_000_003 + 5)).tolist()
+    assert torch.randint(1000, (8,), generator=step_generator(32, 5, 1)).tolist() == draws[1]  # reproducible
