@@ -189,7 +189,8 @@ def test_eval_report_on_a_fake_tree(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "no-cache")
     monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "no-models")
-    for var in ("ANODIFF_INCEPTION", "ANODIFF_VGG16", "ANODIFF_LPIPS_HEADS"):
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "no-hub"))
+    for var in ("ANODIFF_INCEPTION", "ANODIFF_VGG16", "ANODIFF_LPIPS_HEADS", "ANODIFF_INCEPTION_LOGITS"):
         monkeypatch.delenv(var, raising=False)
     real, gen = _fake_trees(tmp_path)
     out = tmp_path / "report"
@@ -202,8 +203,13 @@ def test_eval_report_on_a_fake_tree(tmp_path, monkeypatch, capsys):
     assert 0.0 <= row["novelty_share"] <= 1.0 and "fid" not in row and "ic_lpips" not in row
     notes = " ".join(report["notes"])
     assert "FID/KID skipped" in notes and "fetch-models" in notes and "IC-LPIPS skipped" in notes
+    assert "Inception Score skipped" in notes and "pt_inception-2015-12-05-6726825d.pth" in notes
+    assert "--inception-logits" in notes and "inception_score" not in row
     markdown = (out / "report.md").read_text()
     assert "| crack |" in markdown and "## Not computed" in markdown and "How to read this" in markdown
+    # the papers' numbers stand beside ours (none computed here: dashes), with the protocol difference
+    assert "## Beside the published numbers (MVTec AD)" in markdown
+    assert "| IS ↑ | – | 1.93 | 1.80 | 1.88 |" in markdown and "test set" in markdown
     from anodiff.metrics.plots import matplotlib_available
 
     assert (out / "metrics_by_type.png").is_file() == matplotlib_available()

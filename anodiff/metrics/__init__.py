@@ -1,8 +1,9 @@
 """``anodiff eval``: metrics for a generated (image, mask) set against the real MVTec category.
 
-Modules: ``alignment`` (mask IoU, chance level, novelty), ``fid`` (FID, KID), ``ic_lpips`` + ``perceptual``
-(IC-LPIPS with LPIPS-VGG), ``detection`` (AUROC, AP, F1-max, AU-PRO), ``localization`` + ``unet`` (downstream
-DRAEM U-Net), ``report`` + ``markdown`` + ``plots`` (the command's output), ``assets`` (weight files), ``tree`` (folders).
+Modules: ``alignment`` (mask IoU, chance level, novelty), ``fid`` (FID, KID), ``inception_score`` (IS),
+``ic_lpips`` + ``perceptual`` (IC-LPIPS with LPIPS-VGG), ``detection`` (AUROC, AP, F1-max, AU-PRO), ``localization`` +
+``unet`` (downstream DRAEM U-Net), ``report`` + ``markdown`` + ``published`` + ``plots`` (the command's output, beside
+the papers' numbers), ``assets`` (weight files), ``tree`` (folders).
 Only this file is imported by the CLI at start-up; the rest loads when the command runs.
 """
 
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
                "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
         opts = EvalOptions(
             Path(args.generated), Path(args.real), Path(args.out), category=args.category, inception=args.inception,
-            vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
+            inception_logits=args.inception_logits, inception_score=not args.no_is, vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
             reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
             fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device,
             loc={k: v for k, v in loc.items() if v is not None},
@@ -73,9 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--inception", metavar="PATH", help="FID Inception .pt (default: $ANODIFF_INCEPTION or the model folders)"
     )
+    p.add_argument("--inception-logits", metavar="FILE",
+                   help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's / torch-fidelity's) for the Inception "
+                        "Score (default: $ANODIFF_INCEPTION_LOGITS, the model folders or torch's hub cache)")  # fmt: skip
     p.add_argument("--vgg", metavar="PATH", help="torchvision's vgg16-397923af.pth for LPIPS (default: $ANODIFF_VGG16)")
     p.add_argument("--lpips-heads", metavar="PATH", help="lpips' weights/v0.1/vgg.pth (default: $ANODIFF_LPIPS_HEADS)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
+    p.add_argument("--no-is", action="store_true", help="skip the Inception Score")
     p.add_argument("--no-lpips", action="store_true", help="skip IC-LPIPS")
     p.add_argument("--localization", action="store_true", help="also train and score DRAEM's U-Net (GPU: hours)")
     p.add_argument(

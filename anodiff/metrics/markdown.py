@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from .published import comparison_table
+
 COLUMNS = (
     ("generated", "generated", "{:d}"),
     ("real_train", "real train", "{:d}"),
@@ -15,6 +17,7 @@ COLUMNS = (
     ("chance_iou", "chance IoU", "{:.3f}"),
     ("alignment_margin", "margin", "{:+.3f}"),
     ("novelty_share", "novel masks", "{:.1%}"),
+    ("inception_score", "IS", "{:.3f}"),
     ("kid_x1000", "KID x1000", "{:.2f}"),
     ("fid", "FID", "{:.1f}"),
     ("ic_lpips", "IC-LPIPS", "{:.3f}"),
@@ -31,7 +34,9 @@ READING = """\
   (low = the generator copies its few training masks). Empty masks are failures and are counted separately.
 - **KID / FID**: Inception pool3 features against the real images of the type ({reference}). With tens of real
   images FID is strongly biased (its covariance has rank < 2048); compare KID, and FID only between runs with the
-  same real set. No Inception Score: the only registry-installable Inception has no logits layer.
+  same real set.
+- **IS**: torch-fidelity's Inception Score of the generated images of the type (10 splits), the papers' headline
+  number; the category's is the mean over its types, as the authors' `compute-is` script.
 - **IC-LPIPS**: AnomalyDiffusion's protocol (LPIPS-VGG at 256 px, clusters around the training anomaly images,
   at most {cap} per cluster after a shuffle seeded with {seed}); clusters with fewer than two members are skipped
   as the authors' NaN. SeaS's variant (single-member clusters count 0) gives lower numbers: do not mix them.
@@ -70,11 +75,17 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
             "few-shot training set, the rest the held-out test set)"
         ),
         f"- images per type limited to {settings['limit']}" if settings.get("limit") else "- all generated images",
+        *(f"- {name} network: `{text}`" for name, text in report.get("networks", {}).items()),
+        *([f"- real data layout: {report['layout']}"] if report.get("layout") else []),
         "",
     ]
     if report["notes"]:
         lines += ["## Not computed", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += ["## Per anomaly type", ""] + _table(report["types"], report["mean"]) + [""]
+    ours = dict(report["mean"])
+    ours.update((report.get("localization") or {}).get("test", {}))
+    scope = f"{report['category']}, mean of its types"
+    lines += comparison_table(ours, report.get("dataset", "MVTec AD"), scope)
     if "plot" in files:
         lines += [f"![metrics per anomaly type]({files['plot']})", ""]
     loc = report.get("localization")

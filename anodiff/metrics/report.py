@@ -2,8 +2,9 @@
 
 Each metric whose network weights are missing is skipped with a note naming the fix; the cheap mask metrics
 (alignment, novelty, mask area) always run. FID/KID compare the generated images of a type with the real ones the
-generator never saw (``reference="heldout"``) or with all of them (``"all"``). There is no Inception Score: the only
-registry-installable Inception has no logits layer (offline-assets.md §2.3).
+generator never saw (``reference="heldout"``) or with all of them (``"all"``). The Inception Score needs the user's
+2015-12-05 Inception ``.pth`` (the registry-installable one has no logits layer, offline-assets.md §2.3); without it
+the report says how to get it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class EvalOptions:
     out: Path
     category: str | None = None
     inception: str | None = None
+    inception_logits: str | None = None
     vgg: str | None = None
     lpips_heads: str | None = None
     localization: bool = False
@@ -51,6 +53,7 @@ class EvalOptions:
     kid_subset_size: int = 1000
     max_per_cluster: int = 50
     fid_kid: bool = True
+    inception_score: bool = True
     lpips: bool = True
     device: str | None = None
     loc: dict = field(default_factory=dict)
@@ -82,8 +85,8 @@ class _Normals:
         return self._cache[k]
 
 
-def _load_networks(opts: EvalOptions, notes: list[str]) -> tuple[object | None, object | None]:
-    inception = lpips = None
+def _load_networks(opts: EvalOptions, notes: list[str], info: dict) -> tuple[object | None, object | None, object | None]:
+    inception = lpips = is_net = None
     import torch
 
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,6 +97,14 @@ def _load_networks(opts: EvalOptions, notes: list[str]) -> tuple[object | None, 
             inception = load_inception(inception_path(opts.inception), device)
         except (FileNotFoundError, ValueError) as exc:
             notes.append(f"FID/KID skipped: {exc}")
+    if opts.inception_score:
+        try:
+            from .inception_score import describe_network, load_is_inception
+
+            is_net = load_is_inception(opts.inception_logits, device)
+            info["Inception Score"] = describe_network(opts.inception_logits)
+        except (FileNotFoundError, ValueError) as exc:
+            notes.append(f"Inception Score skipped: {exc}")
     if opts.lpips:
         try:
             from .perceptual import LPIPS
@@ -101,14 +112,14 @@ def _load_networks(opts: EvalOptions, notes: list[str]) -> tuple[object | None, 
             lpips = LPIPS.from_files(vgg16_path(opts.vgg), lpips_heads_path(opts.lpips_heads), device)
         except (FileNotFoundError, ValueError) as exc:
             notes.append(f"IC-LPIPS skipped: {exc}")
-    return inception, lpips
+    return inception, lpips, is_net
 
 
 def _score_type(
     anomaly: str, pairs: list, opts: EvalOptions, category: str, normals: _Normals | None, nets, notes: list[str]
 ) -> dict:
     """One row of the report: counts, mask metrics, then FID/KID and IC-LPIPS when their networks are loaded."""
-    inception, lpips = nets
+    inception, lpips, is_net = nets
     split = real_split(opts.real, category, anomaly, opts.split)
     gen_masks = [_mask(p.mask) for p in pairs]
     row: dict = {"generated": len(pairs), "real_train": len(split.train), "real_test": len(split.test)}
@@ -142,6 +153,14 @@ def _score_type(
         else:
             notes.append(f"FID/KID skipped for {anomaly}: {len(reference)} real and {len(images)} generated images "
                          "(2 of each needed; try --reference all)")  # fmt: skip
+    if is_net is not None:
+        from .inception_score import SPLITS, inception_score, logits
+
+        if len(images) >= SPLITS:
+            res = inception_score(logits(images, is_net, opts.batch_size, opts.progress))
+            row.update(inception_score=res.mean, inception_score_std=res.std)
+        else:
+            notes.append(f"Inception Score skipped for {anomaly}: {len(images)} generated images, {SPLITS} needed")
     if lpips is not None and split.train:
         from .ic_lpips import ic_lpips
 
@@ -164,7 +183,8 @@ def evaluate(opts: EvalOptions) -> dict:
     if opts.limit:
         types = {k: v[: opts.limit] for k, v in types.items()}
     notes: list[str] = []
-    nets = _load_networks(opts, notes)
+    info: dict[str, str] = {}
+    nets = _load_networks(opts, notes, info)
     normals = None
     try:
         normals = _Normals(real_normals(opts.real, category))
@@ -176,7 +196,7 @@ def evaluate(opts: EvalOptions) -> dict:
     report = {
         "category": category, "generated": str(folder), "real": str(Path(opts.real) / category),
         "settings": {k: v for k, v in asdict(opts).items() if k not in ("generated", "real", "out", "progress")},
-        "types": rows, "mean": _means(rows), "notes": notes,
+        "types": rows, "mean": _means(rows), "notes": notes, "networks": info,
     }  # fmt: skip
     if opts.localization:
         report["localization"] = _localization(types, opts, category)
