@@ -66,13 +66,17 @@ class DualPatch(Shared):
         return self._scales[key]
 
     def on_load(self, patcher, device_to, lowvram_model_memory=0, force_patch_weights=False, full_load=False) -> None:
-        if device_to is None:
-            return
-        partial = getattr(patcher.model, "model_lowvram", False) and not full_load
-        self.adapter.to(patcher.offload_device if partial else device_to)
+        if device_to is not None:
+            partial = getattr(patcher.model, "model_lowvram", False) and not full_load
+            self._move(patcher.offload_device if partial else device_to)
 
     def on_detach(self, patcher, unpatch_all: bool = True) -> None:
-        self.adapter.to(patcher.offload_device)
+        self._move(patcher.offload_device)
+
+    def _move(self, device) -> None:
+        first = next(self.adapter.parameters(), None)
+        if device is not None and first is not None and first.device != torch.device(device):
+            self.adapter.to(device)
 
     def diffusion_model_wrapper(self, executor: Callable, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         unet = executor.class_obj

@@ -36,8 +36,8 @@ LEGACY_SEED_NAMES = {"seed", "noise_seed"}
 """INT inputs the frontend gives a control_after_generate widget even without the option."""
 ACTIVE_MODES = {0}
 """LiteGraph node modes: 0 always, 2 never (muted), 4 bypass. Only mode 0 is handled."""
-CORE_EXTRA_FILES = ("nodes_mask.py",)
-"""``comfy_extras`` files whose classic node classes the workflows use (MaskToImage)."""
+CORE_EXTRA_FILES = ("nodes_mask.py", "nodes_custom_sampler.py")
+"""``comfy_extras`` files whose node classes the workflows and tests use (MaskToImage, SamplerCustomAdvanced)."""
 
 _CORE_NODES_MODULE = "anodiff_tests_comfyui_nodes"
 
@@ -104,14 +104,39 @@ def core_node_modules() -> list[ModuleType]:
     return modules
 
 
+def entrypoint_nodes(module: ModuleType) -> dict[str, type]:
+    """Node id -> class of the new-style nodes a module registers through ``comfy_entrypoint`` (a
+    ``ComfyExtension`` whose ``get_node_list`` is awaited), as ComfyUI's loader does; {} without one."""
+    import asyncio
+
+    entrypoint = getattr(module, "comfy_entrypoint", None)
+    if entrypoint is None:
+        return {}
+
+    async def node_list() -> list[type]:
+        return await (await entrypoint()).get_node_list()
+
+    return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(node_list())}
+
+
 def node_classes(pack_module: ModuleType) -> tuple[dict[str, type], dict[str, str]]:
-    """``(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)`` of ComfyUI core (as loaded above) plus our pack."""
+    """``(classes, display names)`` of ComfyUI core (as loaded above) plus our pack: classic nodes from
+    ``NODE_CLASS_MAPPINGS`` and new-style ones from ``comfy_entrypoint`` (newer ComfyUI moved MaskToImage there)."""
     classes: dict[str, type] = {}
     names: dict[str, str] = {}
     for module in [*core_node_modules(), pack_module]:
+        classes.update(entrypoint_nodes(module))
         classes.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
         names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
     return classes, names
+
+
+def run_node(cls: type, **inputs: Any) -> tuple:
+    """A node's outputs, classic (``FUNCTION`` on an instance) or new-style (classmethod ``execute``)."""
+    if hasattr(cls, "FUNCTION") and not hasattr(cls, "GET_SCHEMA"):
+        return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+    out = cls.execute(**inputs)
+    return tuple(out.args) if hasattr(out, "args") else tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------- schemas

@@ -1,0 +1,95 @@
+"""The dual model as ComfyUI's memory manager sees it: one folded copy in the MODEL's dtype, counted in its size."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from dual_files import write_dual_weights
+from pack import import_pack
+from tiny import build_tiny_model
+
+
+@pytest.fixture
+def loader(comfyui_root, tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "dualanodiff", ([str(tmp_path)], {".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {}, raising=False)
+    write_dual_weights(tmp_path / "dual.safetensors")
+    return import_pack().nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]()
+
+
+def tensor_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_model_size_grows_by_the_dual_model_and_no_second_copy_stays(loader, monkeypatch, dtype):
+    from dualanodiff_pack.anodiff import weights
+    from dualanodiff_pack.nodes.patch import find_dual
+    from dualanodiff_pack.nodes.sampler import sample_pairs
+
+    loaded = []
+    original = weights.DualFile.adapter
+
+    def spy(self, *args, **kwargs):
+        adapter = original(self, *args, **kwargs)
+        loaded.append(weakref.ref(adapter))
+        return adapter
+
+    monkeypatch.setattr(weights.DualFile, "adapter", spy)
+    base = build_tiny_model(dtype=dtype)
+    model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
+    dual = find_dual(model)
+    gc.collect()
+    assert loaded and all(ref() is None for ref in loaded)  # the float32 file copy is gone
+    params = list(dual.adapter.parameters())
+    assert {p.dtype for p in params} == {dtype}
+    assert model.model_size() == base.model_size() + tensor_bytes(dual.adapter)
+    assert model.clone().model_size() == model.model_size()
+    unfolded = sum(p.numel() for p in original(weights.load_dual(loader_path(), sd15_only=False)).parameters())
+    assert sum(p.numel() for p in params) < 0.7 * unfolded  # SAIM folded: 2 CxC per site instead of 5
+
+    pointers = {p.data_ptr() for p in params}
+    cond = [[torch.zeros(1, 77, 64), {}]]
+    sample_pairs(model, cond, cond, cond, {"samples": torch.zeros(1, 4, 8, 8)}, 0, 2, 2.0, "euler", "normal", 1.0)
+    assert {p.data_ptr() for p in dual.adapter.parameters()} == pointers  # used in place: no per-call copies
+    assert len(dual._scales) == 1  # one scale table for the run's device and dtype, not one per Linear call
+
+
+def loader_path() -> str:
+    from dualanodiff_pack.nodes.loader import resolve
+
+    return resolve("dual.safetensors")
+
+
+def test_load_and_detach_callbacks_move_the_dual_model_with_the_unet(loader):
+    import comfy.model_management
+    import comfy.patcher_extension
+    from dualanodiff_pack.nodes.patch import find_dual
+
+    model, _ = loader.load(build_tiny_model(), None, "dual.safetensors", 1.0, 1.0, 1.0)
+    dual = find_dual(model)
+    calls = model.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_LOAD)
+    assert dual.on_load in calls and dual.on_detach in model.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)
+
+    class Stub:  # a patcher: where it offloads to, and whether its last load was partial (--lowvram)
+        offload_device = torch.device("cpu")
+
+        class model:
+            model_lowvram = False
+
+    moves = []
+    dual._move, real_move = moves.append, dual._move  # record where it goes; this machine has no second device
+    gpu = torch.device("cuda", 0)
+    dual.on_load(Stub, gpu, 0, False, True)  # full load: with the UNet
+    dual.on_detach(Stub)  # unloaded: back to the offload device
+    Stub.model.model_lowvram = True  # partial load (--lowvram, --novram): stays offloaded, each call casts
+    dual.on_load(Stub, gpu, 1 << 20, False, False)
+    assert moves == [gpu, torch.device("cpu"), torch.device("cpu")]
+    dual._move = real_move
+    comfy.model_management.load_models_gpu([model])  # the real call path on this machine's device
+    assert {p.device for p in dual.adapter.parameters()} == {model.load_device}
