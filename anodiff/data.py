@@ -81,51 +81,32 @@ def _plain_samples(root: Path) -> list[Sample]:
 def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: str | None = None) -> list[Sample]:
     """All (image, mask) pairs of one anomaly type, sorted by image file name.
 
-    A plain folder when ``<root>/images`` exists (masks in ``<root>/masks``, same stem, or ``<stem>_mask``);
-    otherwise an MVTec AD root, which needs ``category`` and ``anomaly``. Missing masks are not an error here:
-    ``validate_samples`` reports them with the path it expected.
+    The layout is detected (``anodiff.layouts``): a plain folder when ``<root>/images`` exists (masks in
+    ``<root>/masks``, same stem, or ``<stem>_mask``); otherwise an MVTec AD / MPDD / BTAD or VisA root, which needs
+    ``category`` and ``anomaly``. Missing masks are not an error here: ``validate_samples`` reports them with the
+    path it expected.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    if (root / "images").is_dir():
-        if category is not None or anomaly is not None:
-            raise ValueError(f"{root} is a plain images/ + masks/ folder; leave category and anomaly unset")
-        return _plain_samples(root)
-    if category is None or anomaly is None:
-        raise ValueError(
-            f"{root} has no images/ folder, so it is read as an MVTec AD root, which needs a category and an "
-            f"anomaly type; available categories: {', '.join(_subdirs(root)) or 'none'}"
-        )
-    if not (root / category / "test").is_dir():
-        raise FileNotFoundError(f"no category {category!r} in {root} (expected {root / category / 'test'})")
-    if anomaly == GOOD:
-        raise ValueError(f"{GOOD!r} holds normal images without masks; pick an anomaly type of {category}")
-    folder = root / category / "test" / anomaly
-    if not folder.is_dir():
-        kinds = [k for k in _subdirs(root / category / "test") if k != GOOD]
-        raise FileNotFoundError(f"no anomaly type {anomaly!r} in {folder.parent}; available: {', '.join(kinds)}")
-    masks = root / category / "ground_truth" / anomaly
-    return [Sample(p, masks / f"{p.stem}_mask.png") for p in _images_in(folder)]
+    from .layouts import detect_layout  # layouts builds on this module
+
+    layout = detect_layout(root)
+    log.info("data: %s", layout.describe())
+    return layout.samples(category, anomaly)
 
 
 def list_jobs(root: str | os.PathLike) -> list[tuple[str, str]]:
-    """Every ``(category, anomaly type)`` of an MVTec AD root, ``good`` skipped, sorted: one model each."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"MVTec AD root {root} does not exist")
-    return [
-        (category, anomaly)
-        for category in _subdirs(root)
-        if (root / category / "test").is_dir()
-        for anomaly in _subdirs(root / category / "test")
-        if anomaly != GOOD
-    ]
+    """Every ``(category, anomaly type)`` of a dataset root (any ``anodiff.layouts`` layout but plain), normal
+    folders skipped, sorted: one model each."""
+    from .layouts import detect_layout
+
+    return detect_layout(root).jobs()
 
 
 def normal_images(root: str | os.PathLike, category: str) -> list[Path]:
-    """The defect-free ``<root>/<category>/train/good`` images, sorted: BCM backgrounds at generation time."""
-    return _images_in(Path(root).expanduser() / category / "train" / GOOD)
+    """The defect-free training images (MVTec's ``<root>/<category>/train/good``; see ``anodiff.layouts``), sorted:
+    BCM backgrounds at generation time."""
+    from .layouts import detect_layout
+
+    return detect_layout(root).normals(category, "train")
 
 
 def split_train(samples: Sequence[Sample], rule: str = "floor") -> list[Sample]:

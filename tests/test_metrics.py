@@ -9,7 +9,6 @@ import pytest
 
 from anodiff.metrics import alignment as al
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # -- detection scores --------------------------------------------------------------------------------------------
@@ -207,9 +206,9 @@ def test_eval_report_on_a_fake_tree(tmp_path, monkeypatch, capsys):
     assert "--inception-logits" in notes and "inception_score" not in row
     markdown = (out / "report.md").read_text()
     assert "| crack |" in markdown and "## Not computed" in markdown and "How to read this" in markdown
-    # the papers' numbers stand beside ours (none computed here: dashes), with the protocol difference
-    assert "## Beside the published numbers (MVTec AD)" in markdown
-    assert "| IS ↑ | – | 1.93 | 1.80 | 1.88 |" in markdown and "test set" in markdown
+    # a category MVTec AD does not have: the layout is named, and no paper's numbers are put beside ours
+    assert "real data layout: MVTec-style layout" in markdown and report["dataset"] == "MVTec-style"
+    assert "No paper reports numbers on MVTec-style" in markdown
     from anodiff.metrics.plots import matplotlib_available
 
     assert (out / "metrics_by_type.png").is_file() == matplotlib_available()

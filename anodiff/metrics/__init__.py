@@ -43,8 +43,9 @@ def _run(args: argparse.Namespace) -> int:
         loc = {"epochs": args.loc_epochs, "base_width": args.loc_base_width, "size": args.loc_size,
                "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
         opts = EvalOptions(
-            Path(args.generated), Path(args.real), Path(args.out), category=args.category, inception=args.inception,
-            inception_logits=args.inception_logits, inception_score=not args.no_is, vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
+            Path(args.generated), Path(args.real), Path(args.out), category=args.category, dataset=args.dataset,
+            inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
+            vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
             reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
             fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device,
             loc={k: v for k, v in loc.items() if v is not None},
@@ -68,7 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--generated", metavar="DIR", help="output of anodiff generate (the root or its category folder)")
-    p.add_argument("--real", metavar="ROOT", help="MVTec AD root")
+    p.add_argument("--real", metavar="ROOT", help="real dataset root: MVTec AD, MPDD, BTAD, VisA (layout detected)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="whose published numbers to compare with, e.g. 'MVTec AD' or 'VisA' (default: detected)",
+    )
     p.add_argument("--out", metavar="DIR", help="folder for report.md, report.json and plots")
     p.add_argument("--category", default=None, help="category to score (default: the only one in --generated)")
     p.add_argument(

@@ -56,7 +56,9 @@ def load_is_inception(path: str | os.PathLike | None = None, device: str | torch
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise ValueError(f"{file}: cannot read the Inception weights ({err.__class__.__name__}). {hint(INCEPTION_LOGITS)}") from err
+        raise ValueError(
+            f"{file}: cannot read the Inception weights ({err.__class__.__name__}). {hint(INCEPTION_LOGITS)}"
+        ) from err
     fc = state.get("fc.weight") if isinstance(state, dict) else None
     if fc is None or tuple(fc.shape) != (LOGITS, 2048):
         raise ValueError(

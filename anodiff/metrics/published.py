@@ -35,15 +35,16 @@ PUBLISHED = (
 
 METRICS = (
     ("inception_score", "IS ↑", "{:.2f}", 1.0,
-     "Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the network line above names "
-     "`pt_inception-2015-12-05-6726825d.pth`. IS grows with the images per split: the papers used about 500 per type "
-     "(they state 1,000); compare with a similar count."),
+     ("Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the network line above names "
+      "`pt_inception-2015-12-05-6726825d.pth`. IS grows with the images per split: the papers used about 500 per "
+      "type (they state 1,000); compare with a similar count.")),
     ("ic_lpips", "IC-LPIPS ↑", "{:.2f}", 1.0,
-     "AnomalyDiffusion/DualAnoDiff protocol (lpips 0.1.4 VGG, 256 px, at most 50 per cluster), seeded here, unseeded "
-     "by the authors (a few 0.01 between runs). SeaS counts single-image clusters as 0: lower, not comparable."),
+     ("AnomalyDiffusion/DualAnoDiff protocol (lpips 0.1.4 VGG, 256 px, at most 50 per cluster), seeded here, "
+      "unseeded by the authors (a few 0.01 between runs). SeaS counts single-image clusters as 0: lower, not "
+      "comparable.")),
     ("image_auroc", "image AUROC ↑", "{:.1f}", 100.0,
-     "DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on the test "
-     "set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not comparable."),
+     ("DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on the "
+      "test set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not comparable.")),
     ("image_ap", "image AP ↑", "{:.1f}", 100.0, "As image AUROC."),
     ("pixel_auroc", "pixel AUROC ↑", "{:.1f}", 100.0, "As image AUROC."),
     ("pixel_ap", "pixel AP ↑", "{:.1f}", 100.0, "As image AUROC."),

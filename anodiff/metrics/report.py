@@ -39,6 +39,7 @@ class EvalOptions:
     real: Path
     out: Path
     category: str | None = None
+    dataset: str | None = None
     inception: str | None = None
     inception_logits: str | None = None
     vgg: str | None = None
@@ -85,7 +86,9 @@ class _Normals:
         return self._cache[k]
 
 
-def _load_networks(opts: EvalOptions, notes: list[str], info: dict) -> tuple[object | None, object | None, object | None]:
+def _load_networks(
+    opts: EvalOptions, notes: list[str], info: dict
+) -> tuple[object | None, object | None, object | None]:
     inception = lpips = is_net = None
     import torch
 
@@ -178,6 +181,9 @@ def evaluate(opts: EvalOptions) -> dict:
         raise ValueError(
             f"split must be floor/authors and reference one of {REFERENCES}, got {opts.split}, {opts.reference}"
         )
+    from ..layouts import detect_layout
+
+    layout = detect_layout(opts.real)
     folder, category = generated_folder(opts.generated, opts.category)
     types = generated_pairs(folder)
     if opts.limit:
@@ -197,6 +203,7 @@ def evaluate(opts: EvalOptions) -> dict:
         "category": category, "generated": str(folder), "real": str(Path(opts.real) / category),
         "settings": {k: v for k, v in asdict(opts).items() if k not in ("generated", "real", "out", "progress")},
         "types": rows, "mean": _means(rows), "notes": notes, "networks": info,
+        "layout": layout.describe(), "dataset": opts.dataset or layout.dataset,
     }  # fmt: skip
     if opts.localization:
         report["localization"] = _localization(types, opts, category)

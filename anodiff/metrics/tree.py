@@ -1,8 +1,9 @@
 """Reading the two folder trees ``anodiff eval`` compares: a generated set and the real MVTec AD category.
 
 Generated (as ``anodiff generate`` writes it), under ``<generated>/<category>/``: ``test/<anomaly>/NNN.png``,
-``ground_truth/<anomaly>/NNN_mask.png`` and ``anomaly_part/<anomaly>/NNN.png``. Real: ``<real>/<category>/test/<anomaly>``
-with ``ground_truth/<anomaly>/<stem>_mask.png``, ``test/good`` and ``train/good``. The real anomalies are split as for
+``ground_truth/<anomaly>/NNN_mask.png`` and ``anomaly_part/<anomaly>/NNN.png``. Real: any layout of ``anodiff.layouts``
+(MVTec AD's ``<real>/<category>/test/<anomaly>`` with ``ground_truth/<anomaly>/<stem>_mask.png``, ``test/good`` and
+``train/good``; MPDD, BTAD, VisA). The real anomalies are split as for
 training (``anodiff.data.split_train``: the first floor(n/3) sorted files by default): the training part gives the
 IC-LPIPS centres, the novelty reference and the localisation validation set; the rest is the test set.
 """
@@ -13,7 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import GOOD, IMAGE_EXTENSIONS, find_samples, normal_images, split_train
+from ..data import IMAGE_EXTENSIONS, DataError, find_samples, split_train
+from ..layouts import detect_layout
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,14 @@ def real_split(root: str | os.PathLike, category: str, anomaly: str, rule: str =
 
 
 def real_normals(root: str | os.PathLike, category: str, split: str = "train") -> list[Path]:
-    """``train/good`` (sorted) or, with ``split="test"``, ``test/good`` of a real category."""
-    if split == "train":
-        return normal_images(root, category)
-    folder = Path(root).expanduser() / category / "test" / GOOD
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no normal test images: {folder} does not exist")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    """The normal images of a real category, sorted: ``train/good`` or, with ``split="test"``, ``test/good``
+    (or their equivalents in the detected layout, ``anodiff.layouts``)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    try:
+        return detect_layout(root).normals(category, split)
+    except (FileNotFoundError, DataError) as err:
+        raise FileNotFoundError(f"no normal {split} images of {category}: {err}") from err
 
 
 __all__ = ["GeneratedPair", "RealSplit", "generated_folder", "generated_pairs", "real_normals", "real_split"]
