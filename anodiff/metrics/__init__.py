@@ -50,6 +50,8 @@ def _run(args: argparse.Namespace) -> int:
 
         loc = {"epochs": args.loc_epochs, "base_width": args.loc_base_width, "size": args.loc_size,
                "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
+        cls = {"weights": args.cls_weights, "epochs": args.cls_epochs, "size": args.cls_size,
+               "batch_size": args.cls_batch_size}  # fmt: skip
         opts = EvalOptions(
             Path(args.generated), Path(args.real), Path(args.out), category=args.category, dataset=args.dataset,
             inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
@@ -57,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
             reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
             fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device,
             loc={k: v for k, v in loc.items() if v is not None},
+            classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
         )  # fmt: skip
         written = write_report(evaluate(opts), opts.out)
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
@@ -111,6 +114,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")
     p.add_argument("--loc-samples", type=int, default=None, help="samples per epoch (default 500)")
     p.add_argument("--loc-batch-size", type=int, default=None, help="localisation batch size (default 16)")
+    p.add_argument(
+        "--classification",
+        action="store_true",
+        help="also train a ResNet-34 on the generated images and classify the real held-out ones by type",
+    )
+    p.add_argument(
+        "--cls-weights",
+        metavar="FILE",
+        help="torchvision's resnet34-b627a593.pth to start from (default: train from scratch)",
+    )
+    p.add_argument("--cls-epochs", type=int, default=None, help="classification epochs (default 30)")
+    p.add_argument("--cls-size", type=int, default=None, help="classification image size (default 224)")
+    p.add_argument("--cls-batch-size", type=int, default=None, help="classification batch size (default 16)")
     p.add_argument(
         "--summary",
         nargs="+",

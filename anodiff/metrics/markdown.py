@@ -100,6 +100,14 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
         lines.append("")
         if "curve" in files:
             lines += [f"![localisation training]({files['curve']})", ""]
+    cls = report.get("classification")
+    if cls:
+        lines += [
+            "## Downstream classification", "",
+            (f"{cls['backbone']}, trained on {cls['train_images']} generated images, tested on {cls['test_images']} "
+             f"real held-out images: accuracy **{cls['accuracy']:.3f}**."), "",
+            "| type | recall |", "|---|---|", *(f"| {t} | {r:.3f} |" for t, r in sorted(cls["per_type"].items())), "",
+        ]  # fmt: skip
     reference = "held-out test part" if settings["reference"] == "heldout" else "all real anomalies of the type"
     lines.append(READING.format(reference=reference, cap=settings["max_per_cluster"], seed=settings["seed"]))
     return "\n".join(lines)

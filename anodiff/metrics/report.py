@@ -58,6 +58,8 @@ class EvalOptions:
     lpips: bool = True
     device: str | None = None
     loc: dict = field(default_factory=dict)
+    classification: bool = False
+    cls: dict = field(default_factory=dict)
     progress: bool = True
 
 
@@ -207,6 +209,15 @@ def evaluate(opts: EvalOptions) -> dict:
     }  # fmt: skip
     if opts.localization:
         report["localization"] = _localization(types, opts, category)
+    if opts.classification:
+        from .classification import ClassificationConfig, classification_items, train_classifier
+
+        try:
+            items = classification_items(types, opts.real, category, opts.split)
+            config = ClassificationConfig(seed=opts.seed, device=opts.device, **opts.cls)
+            report["classification"] = train_classifier(*items, config, opts.progress).as_dict()
+        except ValueError as exc:
+            notes.append(f"classification skipped: {exc}")
     return report
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .markdown import COLUMNS, _cell
 from .published import comparison_table
 
-LOCALIZATION_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro")
+LOCALIZATION_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro", "classification_accuracy")
 
 
 def read_reports(paths: list[str | os.PathLike]) -> list[dict]:
@@ -50,6 +50,8 @@ def _category_values(report: dict) -> dict[str, float]:
     values = {k: v for k, v in report["mean"].items() if isinstance(v, (int, float))}
     loc = (report.get("localization") or {}).get("test", {})
     values.update({k: v for k, v in loc.items() if isinstance(v, (int, float))})
+    if report.get("classification"):
+        values["classification_accuracy"] = report["classification"]["accuracy"]
     return values
 
 
