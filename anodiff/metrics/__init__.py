@@ -1,9 +1,10 @@
-"""``anodiff eval``: metrics for a generated (image, mask) set against the real MVTec category.
+"""``anodiff eval``: metrics for a generated (image, mask) set against the real category (MVTec AD, MPDD, BTAD, VisA).
 
 Modules: ``alignment`` (mask IoU, chance level, novelty), ``fid`` (FID, KID), ``inception_score`` (IS),
 ``ic_lpips`` + ``perceptual`` (IC-LPIPS with LPIPS-VGG), ``detection`` (AUROC, AP, F1-max, AU-PRO), ``localization`` +
-``unet`` (downstream DRAEM U-Net), ``report`` + ``markdown`` + ``published`` + ``plots`` (the command's output, beside
-the papers' numbers), ``assets`` (weight files), ``tree`` (folders).
+``unet`` (downstream DRAEM U-Net), ``classification`` (downstream ResNet-34), ``report`` + ``markdown`` +
+``published`` + ``plots`` (the command's output, beside the papers' numbers), ``summary`` (categories averaged),
+``assets`` (weight files), ``tree`` (folders).
 Only this file is imported by the CLI at start-up; the rest loads when the command runs.
 """
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def _fetch(args: argparse.Namespace) -> int:
     from ..assets import PACK_MODELS_DIR
-    from .assets import INCEPTION, LPIPS_HEADS, VGG16, hint, install
+    from .assets import INCEPTION, INCEPTION_LOGITS, LPIPS_HEADS, VGG16, hint, install
 
     target = Path(args.models_dir) if args.models_dir else PACK_MODELS_DIR
     for asset in (INCEPTION, LPIPS_HEADS):
@@ -27,7 +28,8 @@ def _fetch(args: argparse.Namespace) -> int:
             print(f"{asset.title}: {install(asset, target)}")
         except RuntimeError as exc:
             raise FileNotFoundError(f"could not fetch {asset.title}: {exc}") from exc
-    print(f"{VGG16.title} must be supplied by hand: {hint(VGG16)}")
+    for asset in (VGG16, INCEPTION_LOGITS):
+        print(f"{asset.title} must be supplied by hand: {hint(asset)}")
     return 0
 
 

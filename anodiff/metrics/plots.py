@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 PANELS = (
     ("alignment_iou", "chance_iou", "mask alignment IoU"),
     ("novelty_share", None, "novel masks (best IoU < 0.5)"),
+    ("inception_score", None, "Inception Score (higher: sharper, more varied)"),
     ("kid_x1000", None, "KID x 1000 (lower: closer to real)"),
     ("fid", None, "FID (few real images: indicative only)"),
     ("ic_lpips", None, "IC-LPIPS (higher: more diverse)"),
