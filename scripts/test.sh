@@ -24,4 +24,6 @@ if [ ! -f "$VENV/.complete" ] || [ pyproject.toml -nt "$VENV/.complete" ]; then 
     touch "$VENV/.complete"
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 2 threads on 2 cores with any other load is 10-50x slower
-exec "$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest "$@"
+# then the ComfyUI tests on ComfyUI 0.33.0 too (skipped with a message without ../shared/comfyui); with arguments only if asked
+if [ $# -eq 0 ] || [ -n "${ANODIFF_COMFY_NEXT:-}" ]; then exec scripts/test_comfy_next.sh "$@"; fi

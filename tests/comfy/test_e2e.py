@@ -23,7 +23,10 @@ OUR_NODES = {
     "DualAnoDiffLoadLoRA": (["model", "clip", "lora_name", "strength_global", "strength_anomaly", "strength_clip"],
                             ["saim"], ["MODEL", "CLIP"]),
     "DualAnoDiffSampler": (["model", "positive_global", "positive_anomaly", "negative", "latent_image", "seed", "steps",
-                            "cfg", "sampler_name", "scheduler", "denoise"], [], ["global", "anomaly"]),
+                            "cfg", "sampler_name", "scheduler", "denoise"], [], ["global", "anomaly", "pairs"]),
+    "DualAnoDiffPairLatent": (["latent"], [], ["pairs"]),
+    "DualAnoDiffPairConditioning": (["positive_global", "positive_anomaly"], [], ["CONDITIONING"]),
+    "DualAnoDiffSplitPairs": (["pairs"], [], ["global", "anomaly"]),
     "DualAnoDiffBackgroundCompensation": (["model", "vae", "background", "strength"], ["object_mask"], ["MODEL"]),
     "DualAnoDiffExtractMask": (["anomaly", "method", "threshold", "grow", "min_area"], [], ["mask", "overlay"]),
 }  # fmt: skip

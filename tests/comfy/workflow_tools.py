@@ -125,7 +125,11 @@ def node_classes(pack_module: ModuleType) -> tuple[dict[str, type], dict[str, st
     classes: dict[str, type] = {}
     names: dict[str, str] = {}
     for module in [*core_node_modules(), pack_module]:
-        classes.update(entrypoint_nodes(module))
+        for node_id, cls in entrypoint_nodes(module).items():
+            classes[node_id] = cls
+            display = getattr(cls.GET_SCHEMA(), "display_name", None)
+            if display:
+                names[node_id] = display
         classes.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
         names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
     return classes, names
