@@ -73,12 +73,20 @@ def _train_config(args: argparse.Namespace, **override) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _say_layout(data: str) -> None:
+    """Print the dataset layout ``--data`` was read as (MVTec AD, MPDD, BTAD, VisA, plain)."""
+    from .layouts import detect_layout
+
+    print(f"--data: {detect_layout(data).describe()}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from . import data as fewshot
 
     if args.all:
         return _train_all(args)
     config = _train_config(args)
+    _say_layout(config.data)
     if args.dry_run:
         samples = fewshot.split_train(fewshot.find_samples(config.data, config.category, config.anomaly), config.split)
         fewshot.validate_samples(samples)
@@ -114,6 +122,7 @@ def _train_all(args: argparse.Namespace) -> int:
             "(e.g. CUDA_VISIBLE_DEVICES=1 anodiff train --all ...), not accelerate launch/torchrun"
         )
     rows = []
+    _say_layout(args.data)
     for category, anomaly in fewshot.list_jobs(args.data):
         out = Path(args.output) / category / anomaly
         config = _train_config(args, category=category, anomaly=anomaly, output=str(out))
@@ -147,7 +156,8 @@ def _train_all(args: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a dual model on a few anomaly images (diffusers + accelerate)")
     train.add_argument("--base", required=True, help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
-    train.add_argument("--data", required=True, help="MVTec AD root, or a folder with images/ and masks/")
+    train.add_argument("--data", required=True,
+                       help="dataset root (MVTec AD, MPDD, BTAD, VisA: layout detected), or images/ + masks/")  # fmt: skip
     train.add_argument("--category", default=None, help="MVTec category (e.g. bottle)")
     train.add_argument("--anomaly", default=None, help="MVTec anomaly type (e.g. broken_large)")
     train.add_argument("--output", "--out", dest="output", required=True, help="output folder")

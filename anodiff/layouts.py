@@ -78,7 +78,7 @@ class Layout:
     def describe(self) -> str:
         cats = self.categories()
         shown = ", ".join(cats[:6]) + (", ..." if len(cats) > 6 else "")
-        return f"{self.title} layout at {self.root} ({len(cats)} categories: {shown})"
+        return f"{self.title} layout at {self.root} ({len(cats)} categor{'y' if len(cats) == 1 else 'ies'}: {shown})"
 
     def _category(self, category: str | None, anomaly: str | None) -> None:
         if category is None or anomaly is None:

@@ -159,6 +159,18 @@ def test_unreadable_folders_name_the_expected_layouts(tmp_path):
         detect_layout(tmp_path / "nowhere")
 
 
+def test_train_dry_run_says_which_layout_it_found(tmp_path, capsys):
+    from anodiff.cli import main
+
+    root = mvtec_like(tmp_path / "btad", "02", kinds=("ko",), normal="ok", mask_suffix="", ext=".png")
+    argv = ["train", "--base", "unused", "--data", str(root), "--category", "02", "--anomaly", "ko", "--output", "x"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert f"--data: BTAD layout at {root} (1 category: 02)" in printed and "000.png" in printed
+    assert main(["train", "--base", "unused", "--data", str(tmp_path), "--all", "--output", "x", "--dry-run"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_training_reads_a_visa_tree(tmp_path):
     """The trainer finds its pairs through the detected layout: a 1-step run on VisA's folders writes a model."""
     from accelerate.state import AcceleratorState
