@@ -278,6 +278,25 @@ def test_lpips_weight_errors(tmp_path, monkeypatch):
         build_lpips(garbage, wrong)
 
 
+def test_lpips_heads_default_to_the_installed_lpips_package(random_lpips_files, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import lpips
+    import torch
+
+    from anodiff.metrics import assets
+    from anodiff.metrics.perceptual import build_lpips
+
+    monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "models")
+    monkeypatch.delenv("ANODIFF_LPIPS_HEADS", raising=False)
+    net = build_lpips(random_lpips_files[0])
+    packaged = torch.load(Path(lpips.__file__).parent / "weights/v0.1/vgg.pth", map_location="cpu", weights_only=True)
+    assert torch.equal(net.lins[2].model[1].weight, packaged["lin2.model.1.weight"])
+    with pytest.raises(FileNotFoundError, match="nowhere.pth is not a file"):
+        build_lpips(random_lpips_files[0], tmp_path / "nowhere.pth")  # a path the user named is never replaced
+
+
 def test_lpips_heads_real_file_shapes(random_lpips_files):
     from anodiff.metrics import assets
     from anodiff.metrics.perceptual import build_lpips

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import read_image, read_mask
 from . import alignment as al
-from .assets import inception_path, lpips_heads_path, vgg16_path
+from .assets import inception_path
 from .tree import generated_folder, generated_pairs, real_normals, real_split
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _load_networks(
         try:
             from .perceptual import LPIPS
 
-            lpips = LPIPS.from_files(vgg16_path(opts.vgg), lpips_heads_path(opts.lpips_heads), device)
+            lpips = LPIPS.from_files(opts.vgg, opts.lpips_heads, device)
         except (FileNotFoundError, ValueError) as exc:
             notes.append(f"IC-LPIPS skipped: {exc}")
     return inception, lpips, is_net
