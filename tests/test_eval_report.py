@@ -125,11 +125,18 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
     few = json.loads((tmp_path / "few_out" / "report.json").read_text())
     assert "Inception Score skipped for crack: 4 generated images, 10 needed" in few["notes"]
 
-    # per category, then overall: (IS_bottle + IS_candle) / 2, beside each dataset's published numbers
-    assert _eval(["--summary", str(out / "report.json"), str(out_visa), "--out", str(tmp_path / "summary")]) == 0
+    # per category, then overall: (IS_bottle + IS_cable) / 2, beside the dataset's published numbers
+    _mvtec(tmp_path / "mvtec", "cable", "bent_wire", rng)
+    _generated(tmp_path / "gen", "cable", "bent_wire", 10, rng)
+    out_cable = tmp_path / "report_cable"
+    assert _eval(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "mvtec"), "--out", str(out_cable),
+                  "--category", "cable", *common]) == 0  # fmt: skip
+    cable = json.loads((out_cable / "report.json").read_text())
+    assert _eval(["--summary", str(out / "report.json"), str(out_cable), "--out", str(tmp_path / "summary")]) == 0
     summary = json.loads((tmp_path / "summary" / "summary.json").read_text())
-    mean = (ours + visa["mean"]["inception_score"]) / 2
+    mean = (ours + cable["mean"]["inception_score"]) / 2
     assert summary["overall"]["inception_score"] == pytest.approx(mean)
     text = (tmp_path / "summary" / "summary.md").read_text()
     assert "| **overall** |" in text and f"| IS ↑ | {mean:.2f} | 1.93 |" in text and "mean of 2 categories" in text
     assert _eval(["--summary", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s2")]) == 2
+    assert _eval(["--summary", str(out), str(out_visa), "--out", str(tmp_path / "s3")]) == 2  # MVTec AD + VisA

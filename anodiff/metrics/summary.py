@@ -66,6 +66,8 @@ def summarize(reports: list[dict]) -> dict:
         vals = [v[key] for v in categories.values() if key in v and math.isfinite(v[key])]
         overall[key] = float(np.mean(vals)) if vals else float("nan")
     datasets = sorted({r.get("dataset", "MVTec AD") for r in reports})
+    if len(datasets) > 1:
+        raise ValueError(f"the reports are of several datasets ({', '.join(datasets)}): summarise each one separately")
     return {"categories": categories, "overall": overall, "datasets": datasets}
 
 
