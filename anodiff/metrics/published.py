@@ -35,7 +35,7 @@ PUBLISHED = (
 
 METRICS = (
     ("inception_score", "IS ↑", "{:.2f}", 1.0,
-     ("Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the network line above names "
+     ("Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the report's network line names "
       "`pt_inception-2015-12-05-6726825d.pth`. IS grows with the images per split: the papers used about 500 per "
       "type (they state 1,000); compare with a similar count.")),
     ("ic_lpips", "IC-LPIPS ↑", "{:.2f}", 1.0,
