@@ -140,3 +140,12 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
     assert "| **overall** |" in text and f"| IS ↑ | {mean:.2f} | 1.93 |" in text and "mean of 2 categories" in text
     assert _eval(["--summary", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s2")]) == 2
     assert _eval(["--summary", str(out), str(out_visa), "--out", str(tmp_path / "s3")]) == 2  # MVTec AD + VisA
+
+
+def test_comparison_table_units_and_datasets_without_papers():
+    from anodiff.metrics.published import comparison_table
+
+    lines = "\n".join(comparison_table({"pixel_auroc": 0.987, "inception_score": 1.5}, "MVTec AD", "all"))
+    assert "| pixel AUROC ↑ | 98.7 | 99.1 | 99.1 | – |" in lines  # ours in [0, 1], the papers in percent
+    assert "| IS ↑ | 1.50 | 1.93 | 1.80 | 1.88 |" in lines and "| image AP ↑ | – | – | 99.7 | – |" in lines
+    assert "No paper reports numbers on BTAD" in "\n".join(comparison_table({"inception_score": 1.5}, "BTAD", "all"))
