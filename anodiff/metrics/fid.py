@@ -44,6 +44,7 @@ def load_inception(path: str | os.PathLike | None = None, device: str | torch.de
     try:
         with warnings.catch_warnings():  # torch >= 2.9 flags jit.load as deprecated; the file is TorchScript only
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 words the same notice as a FutureWarning
             model = torch.jit.load(str(file), map_location="cpu")
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"{file} is not a TorchScript model ({err}); it may be corrupt. {hint(INCEPTION)}") from err
