@@ -25,15 +25,16 @@ from .saim import SAIM
 class FoldedSAIM(nn.Module):
     """Inference form of one ``SAIM``; same ``delta``/``forward`` contract, not trainable."""
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.dim, self.eps = dim, eps
-        self.norm_weight = nn.Parameter(torch.ones(dim), requires_grad=False)
-        self.norm_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
-        self.qk = nn.Parameter(torch.zeros(dim, dim), requires_grad=False)  # y = x @ qk + qk_bias
-        self.qk_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
-        self.vo = nn.Parameter(torch.zeros(dim, dim), requires_grad=False)  # out = z @ vo + vo_bias
-        self.vo_bias = nn.Parameter(torch.zeros(dim), requires_grad=False)
+        new = {"device": device, "dtype": dtype}
+        self.norm_weight = nn.Parameter(torch.ones(dim, **new), requires_grad=False)
+        self.norm_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
+        self.qk = nn.Parameter(torch.zeros(dim, dim, **new), requires_grad=False)  # y = x @ qk + qk_bias
+        self.qk_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
+        self.vo = nn.Parameter(torch.zeros(dim, dim, **new), requires_grad=False)  # out = z @ vo + vo_bias
+        self.vo_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
 
     @classmethod
     def from_saim(cls, saim: SAIM) -> FoldedSAIM:
@@ -46,7 +47,7 @@ class FoldedSAIM(nn.Module):
         scale = 1.0 / math.sqrt(saim.dim)
         v_w = d["proj_out.weight"] @ d["to_v.weight"] @ w_in
         v_b = d["proj_out.weight"] @ (d["to_v.weight"] @ b_in + d["to_v.bias"]) + d["proj_out.bias"]
-        folded = cls(saim.dim, saim.norm.eps)
+        folded = cls(saim.dim, saim.norm.eps, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for name, value in (
                 ("norm_weight", d["norm.weight"]), ("norm_bias", d["norm.bias"]),
@@ -54,7 +55,7 @@ class FoldedSAIM(nn.Module):
                 ("vo", v_w.T), ("vo_bias", v_b),
             ):  # fmt: skip
                 getattr(folded, name).data = value.to(ref.dtype)
-        return folded.to(ref.device)
+        return folded
 
     def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
         """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""

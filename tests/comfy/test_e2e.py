@@ -106,8 +106,10 @@ def tiny_graph(api: dict[str, Any], tiny_outputs: list[str], *, lora: str, metho
         api[nid]["inputs"]["lora_name"] = lora
     for nid in by_class(api, "EmptyLatentImage"):
         api[nid]["inputs"].update(width=SIZE, height=SIZE, batch_size=BATCH)
-    for nid in by_class(api, "DualAnoDiffSampler"):
+    for nid in by_class(api, "DualAnoDiffSampler") + by_class(api, "KSampler"):
         api[nid]["inputs"].update(steps=STEPS, seed=seed)
+    for nid in by_class(api, "KSamplerAdvanced"):
+        api[nid]["inputs"].update(steps=STEPS, noise_seed=seed)
     for nid in by_class(api, "ImageScale"):
         api[nid]["inputs"].update(width=SIZE, height=SIZE)
     for nid in by_class(api, "LoadImage"):
@@ -153,6 +155,7 @@ RUNS = [
     pytest.param("dualanodiff_generate_pairs", "tiny_dual.safetensors", "grey distance", 2, id="pairs-grey"),
     pytest.param("dualanodiff_generate_pairs_bcm", "tiny_dual_bcm.safetensors", "grey distance", 3, id="bcm-grey"),
     pytest.param("dualanodiff_region_control", "tiny_dual.safetensors", "grey distance", 4, id="region-grey"),
+    pytest.param("dualanodiff_any_sampler", "tiny_dual.safetensors", "grey distance", 5, id="any-sampler-grey"),
 ]
 
 
