@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dual import DualAdapter, DualAttention
+from .lora import BranchLoRA
+from .lora_fused import add_branch_lora
 from .pairs import branch_ids, check_rows
 from .saim_fold import FoldCache
 from .sites import SD15_BY_DIFFUSERS, AttnSite
@@ -44,13 +46,21 @@ class DualPass:
 class DualAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site.
 
-    SAIM runs folded (``anodiff.saim_fold``) whenever gradients are off, i.e. at inference, and unfolded while
-    training; ``fold_saim=False`` keeps the unfolded form (benchmarks, tests).
+    Whenever gradients are off (inference) SAIM runs folded (``anodiff.saim_fold``) and the LoRA deltas are added
+    inside their GEMMs (``anodiff.lora_fused``); training keeps the unfolded SAIM and ``BranchLoRA``'s own forward.
+    ``fold_saim=False`` keeps SAIM unfolded at inference too (benchmarks, tests).
     """
 
     def __init__(self, site: AttnSite, layer: DualAttention, fold_saim: bool = True) -> None:
         self.site, self.layer, self.fold_saim = site, layer, fold_saim
         self._folds = FoldCache()
+        self._scales: dict[tuple, torch.Tensor] = {}
+
+    def _lora(self, base: torch.Tensor, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, strengths) -> torch.Tensor:
+        key = (tuple(float(v) for v in strengths), lora.scale, x.device, x.dtype)
+        if key not in self._scales:  # strength x alpha/rank per branch, on the device once
+            self._scales[key] = (torch.tensor(key[0], dtype=torch.float32) * lora.scale).to(x)
+        return add_branch_lora(base, x, ids, lora.down, lora.up, self._scales[key])
 
     def __call__(
         self,
@@ -85,9 +95,15 @@ class DualAttnProcessor:
                 kv = layer.bcm.kv_source(hidden_states, run.bank[self.site.diffusers], run.bcm_strength)
 
         s = run.strengths
-        query = attn.to_q(hidden_states) + layer.to_q(hidden_states, ids, s)
-        key = attn.to_k(kv) + layer.to_k(kv, ids, s)
-        value = attn.to_v(kv) + layer.to_v(kv, ids, s)
+        fast = not torch.is_grad_enabled()  # inference: LoRA adds fused into their GEMMs, SAIM folded
+        if fast:
+            query = self._lora(attn.to_q(hidden_states), hidden_states, layer.to_q, ids, s)
+            key = self._lora(attn.to_k(kv), kv, layer.to_k, ids, s)
+            value = self._lora(attn.to_v(kv), kv, layer.to_v, ids, s)
+        else:
+            query = attn.to_q(hidden_states) + layer.to_q(hidden_states, ids, s)
+            key = attn.to_k(kv) + layer.to_k(kv, ids, s)
+            value = attn.to_v(kv) + layer.to_v(kv, ids, s)
 
         heads = attn.heads
         head_dim = query.shape[-1] // heads
@@ -98,11 +114,13 @@ class DualAttnProcessor:
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
 
-        out = attn.to_out[0](out) + layer.to_out(out, ids, s)
+        if fast:
+            out = self._lora(attn.to_out[0](out), out, layer.to_out, ids, s)
+        else:
+            out = attn.to_out[0](out) + layer.to_out(out, ids, s)
         out = attn.to_out[1](out)
         if layer.saim is not None and run.saim and not write:
-            folded = self.fold_saim and not torch.is_grad_enabled()
-            out = (self._folds.get(layer.saim, out) if folded else layer.saim)(out)
+            out = (self._folds.get(layer.saim, out) if fast and self.fold_saim else layer.saim)(out)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor

@@ -23,57 +23,72 @@ from .saim import SAIM
 
 
 class FoldedSAIM(nn.Module):
-    """Inference form of one ``SAIM``; same ``delta``/``forward`` contract, not trainable."""
+    """Inference form of one ``SAIM``; same ``delta``/``forward`` contract, not trainable.
+
+    The LayerNorm's scale g and shift b are folded too (x = n*g + b with n the plain normalised token): the score
+    difference is ``(n W_qk' + c_qk)·(n_partner - n)`` with ``W_qk' = diag(g) M diag(g)``, and the output
+    ``z W_vo' + c_vo`` with ``W_vo' = diag(g) V^T`` for ``z = n + p (n_partner - n)``.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.dim, self.eps = dim, eps
         new = {"device": device, "dtype": dtype}
-        self.norm_weight = nn.Parameter(torch.ones(dim, **new), requires_grad=False)
-        self.norm_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
-        self.qk = nn.Parameter(torch.zeros(dim, dim, **new), requires_grad=False)  # y = x @ qk + qk_bias
+        self.qk = nn.Parameter(torch.zeros(dim, dim, **new), requires_grad=False)  # y = n @ qk + qk_bias
         self.qk_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
         self.vo = nn.Parameter(torch.zeros(dim, dim, **new), requires_grad=False)  # out = z @ vo + vo_bias
         self.vo_bias = nn.Parameter(torch.zeros(dim, **new), requires_grad=False)
 
     @classmethod
     def from_saim(cls, saim: SAIM) -> FoldedSAIM:
-        """Fold ``saim``'s five linears (in float64), keeping its device and dtype."""
+        """Fold ``saim``'s LayerNorm and five linears (in float64), keeping its device and dtype."""
         ref = saim.proj_in.weight
         d = {name: p.detach().to(device=ref.device, dtype=torch.float64) for name, p in saim.named_parameters()}
         w_in, b_in = d["proj_in.weight"], d["proj_in.bias"]
+        gamma, beta = d["norm.weight"], d["norm.bias"]
         a_w, a_b = d["to_q.weight"] @ w_in, d["to_q.weight"] @ b_in + d["to_q.bias"]
         b_w = d["to_k.weight"] @ w_in
-        scale = 1.0 / math.sqrt(saim.dim)
+        qk = a_w.T @ b_w / math.sqrt(saim.dim)  # score(i, j) = x_i qk x_j + m x_j + (terms without j)
+        m = b_w.T @ a_b / math.sqrt(saim.dim)
         v_w = d["proj_out.weight"] @ d["to_v.weight"] @ w_in
         v_b = d["proj_out.weight"] @ (d["to_v.weight"] @ b_in + d["to_v.bias"]) + d["proj_out.bias"]
         folded = cls(saim.dim, saim.norm.eps, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for name, value in (
-                ("norm_weight", d["norm.weight"]), ("norm_bias", d["norm.bias"]),
-                ("qk", a_w.T @ b_w * scale), ("qk_bias", b_w.T @ a_b * scale),
-                ("vo", v_w.T), ("vo_bias", v_b),
+                ("qk", gamma[:, None] * qk * gamma[None, :]), ("qk_bias", (beta @ qk + m) * gamma),
+                ("vo", gamma[:, None] * v_w.T), ("vo_bias", beta @ v_w.T + v_b),
             ):  # fmt: skip
                 getattr(folded, name).data = value.to(ref.dtype)
         return folded
 
-    def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
-        """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""
+    def _mixed(self, attn_out: torch.Tensor) -> torch.Tensor:
+        """(R*N, C) normalised tokens, each moved toward its partner by its attention weight p: n + p (n' - n)."""
         check_activation(attn_out, self.dim, "SAIM input")
         if attn_out.dim() != 3:
             raise ValueError(f"SAIM input: expected (rows, tokens, {self.dim}), got {tuple(attn_out.shape)}")
         check_rows(attn_out.shape[0], what="SAIM input")
-        x = F.layer_norm(attn_out, (self.dim,), cast_like(self.norm_weight, attn_out), cast_like(self.norm_bias, attn_out), self.eps)
-        partner = x.view(-1, 2, *x.shape[1:]).flip(1).reshape(x.shape)  # row r's partner is row r ^ 1
-        diff = partner - x
-        y = torch.addmm(cast_like(self.qk_bias, x), x.reshape(-1, self.dim), cast_like(self.qk, x)).view_as(x)
-        p = torch.sigmoid((y * diff).sum(-1, keepdim=True))
-        z = x + p * diff
-        out = torch.addmm(cast_like(self.vo_bias, x), z.reshape(-1, self.dim), cast_like(self.vo, x))
-        return out.view_as(x)
+        n = F.layer_norm(attn_out, (self.dim,), None, None, self.eps)
+        pairs = n.view(-1, 2, *n.shape[1:])  # (pairs, branch, tokens, C); row r's partner is row r ^ 1
+        glob, anomaly = pairs[:, 0], pairs[:, 1]
+        e = anomaly - glob
+        y = torch.addmm(cast_like(self.qk_bias, n), n.view(-1, self.dim), cast_like(self.qk, n)).view_as(pairs)
+        p_glob = torch.sigmoid((y[:, 0] * e).sum(-1, keepdim=True))
+        p_anomaly = torch.sigmoid(-(y[:, 1] * e).sum(-1, keepdim=True))
+        z = torch.empty_like(pairs)
+        torch.addcmul(glob, p_glob, e, out=z[:, 0])
+        torch.addcmul(anomaly, p_anomaly, e, value=-1.0, out=z[:, 1])
+        return z.view(-1, self.dim)
+
+    def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
+        """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""
+        z = self._mixed(attn_out)
+        return torch.addmm(cast_like(self.vo_bias, z), z, cast_like(self.vo, z)).view_as(attn_out)
 
     def forward(self, attn_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        return attn_out + strength * self.delta(attn_out)
+        """``attn_out + strength * delta``, the residual added inside the output GEMM."""
+        z = self._mixed(attn_out)
+        out = torch.addmm(attn_out.reshape(-1, self.dim), z, cast_like(self.vo, z), alpha=strength)
+        return out.add_(cast_like(self.vo_bias, z), alpha=strength).view_as(attn_out)
 
 
 def fold_saim(saim: SAIM | FoldedSAIM) -> FoldedSAIM:

@@ -1,16 +1,18 @@
 """Dual Sampler step time / plain KSampler step time on the same 2N latents, in one run.
 
-    .venv-test/bin/python bench/sampler_overhead.py --size tiny
-    .venv-test/bin/python bench/sampler_overhead.py --size sd15 --latent 32 --steps 2
+    .venv-test/bin/python bench/sampler_overhead.py --size tiny --latent 16
+    .venv-test/bin/python bench/sampler_overhead.py --size sd15 --latent 64 --steps 1 --cfg 1 --repeats 3
 
 Both runs use the same random SD1.5-layout ComfyUI model, the same noise, CFG and sampler; the dual run adds
-the per-branch LoRA (rank 32) on all 128 projections and SAIM after all 32 attentions. ``--size sd15`` is
-SD1.5's real width (860 M UNet parameters, 124 M SAIM, 12.75 M LoRA).
+the per-branch LoRA (rank 32) on all 128 projections and SAIM (folded) after all 32 attentions. ``--size sd15``
+is SD1.5's real width (860 M UNet parameters; 124 M SAIM parameters, 50 M once folded; 12.75 M LoRA). Times
+are medians of interleaved repeats (plain, dual, plain, ...), so drifting machine load hits both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,21 +40,27 @@ def build_model(size: str, device: str):
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up: loading, lazy casts, kernel selection
-    start = time.perf_counter()
+def interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, run in turn ``repeats`` times after one warm-up each."""
+    for fn in fns.values():
+        fn()  # warm-up: loading, the SAIM fold, kernel selection
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "sd15"], default="tiny")
     parser.add_argument("--pairs", type=int, default=2, help="N: the dual run samples N pairs = 2N latents")
-    parser.add_argument("--latent", type=int, default=16, help="latent side (pixels / 8)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latent", type=int, default=64, help="latent side (pixels / 8; 64 = 512 px)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--cfg", type=float, default=2.0, help="1.0 runs the cond chunk only (half the rows)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="use CUDA when present (default: CPU)")
     args = parser.parse_args()
 
@@ -64,7 +72,7 @@ def main() -> None:
     device = mm.get_torch_device().type
     import_pack()  # the pack's modules below are importable as dualanodiff_pack.*
     from dualanodiff_pack.anodiff import DualAdapter, DualConfig
-    from dualanodiff_pack.nodes.patch import DualPatch, apply_dual
+    from dualanodiff_pack.nodes.patch import DualPatch, apply_dual, compute_dtype
     from dualanodiff_pack.nodes.sampler import pair_conditioning, sample_pairs
 
     model = build_model(args.size, device)
@@ -76,7 +84,7 @@ def main() -> None:
         for _, layer in adapter.items():
             for name in ("to_q", "to_k", "to_v", "to_out"):
                 layer.lora(name).up.normal_(std=0.01)
-    dual = apply_dual(model, DualPatch(adapter, (1.0, 1.0)))
+    dual = apply_dual(model, DualPatch(adapter, (1.0, 1.0), dtype=compute_dtype(model), device=model.offload_device))
 
     n, side = args.pairs, args.latent
     g = torch.Generator().manual_seed(0)
@@ -88,18 +96,19 @@ def main() -> None:
     common = dict(disable_pbar=True, seed=0)
 
     def plain():
-        comfy.sample.sample(model, noise, args.steps, 2.0, "euler", "normal", pair_conditioning(cond, cond_a), neg,
+        comfy.sample.sample(model, noise, args.steps, args.cfg, "euler", "normal", pair_conditioning(cond, cond_a), neg,
                             latents, **common)  # fmt: skip
 
     def paired():
-        sample_pairs(dual, cond, cond_a, neg, {"samples": torch.zeros(n, 4, side, side)}, 0, args.steps, 2.0,
+        sample_pairs(dual, cond, cond_a, neg, {"samples": torch.zeros(n, 4, side, side)}, 0, args.steps, args.cfg,
                      "euler", "normal", 1.0)  # fmt: skip
 
     params = sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6
     extra = sum(p.numel() for p in adapter.parameters()) / 1e6
-    t_plain = timed(plain, args.repeats) / args.steps
-    t_dual = timed(paired, args.repeats) / args.steps
-    print(f"device {device}, UNet {params:.1f} M params (+{extra:.1f} M dual), {2 * n} latents of {side}x{side}, CFG")
+    medians = interleaved_medians({"plain": plain, "dual": paired}, args.repeats)
+    t_plain, t_dual = medians["plain"] / args.steps, medians["dual"] / args.steps
+    print(f"device {device}, {torch.get_num_threads()} threads, UNet {params:.1f} M params (+{extra:.1f} M dual file), "
+          f"{2 * n} latents of {side}x{side}, cfg {args.cfg}, median of {args.repeats} interleaved repeats")
     print(f"plain KSampler step {t_plain * 1000:.1f} ms, Dual Sampler step {t_dual * 1000:.1f} ms")
     print(f"ratio dual/plain = {t_dual / t_plain:.2f}")
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 
 from ..anodiff.dual import PROJECTIONS, DualAdapter, DualAttention
-from ..anodiff.lora import BranchLoRA, branch_lora_delta
+from ..anodiff.lora import BranchLoRA
+from ..anodiff.lora_fused import add_branch_lora
 from ..anodiff.pairs import branch_ids
 from ..anodiff.saim_fold import inference_adapter
 from ..anodiff.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
@@ -126,8 +127,7 @@ def _branch_forward(module, previous, patch: DualPatch, lora: BranchLoRA, ids: t
     base = previous if previous is not None else functools.partial(type(module).forward, module)
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        delta = branch_lora_delta(x, ids, lora.down, lora.up, patch.branch_scales(lora.scale, x))
-        return base(x, *args, **kwargs) + delta
+        return add_branch_lora(base(x, *args, **kwargs), x, ids, lora.down, lora.up, patch.branch_scales(lora.scale, x))
 
     return forward
 
