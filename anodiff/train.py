@@ -187,7 +187,9 @@ class Trainer:
         self.dataset = fewshot.FewShotDataset(
             self.samples, resolution=config.resolution, flips=config.flips, background=config.bcm, seed=config.seed
         )
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        # cpu=True is what makes accelerate pick gloo (MULTI_CPU) for several processes without a GPU
+        gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
         device = self.accelerator.device
         self.sd = load_sd15(config.base)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
