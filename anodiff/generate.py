@@ -9,7 +9,12 @@ Layout, under ``<out>/<category>/``::
 
 Resuming: pair ``i`` (seed ``seed + i``) is skipped when its three files exist, and generated again (with a
 warning) when only some do or the settings file lists it as pending; every file is written to a temporary
-name and renamed, so none is ever half written. Existing pairs are only resumed when the settings file
+name and renamed, so none is ever half written. Dataset scale: ``shard=(k, n)`` (or torchrun/accelerate
+launch's RANK and WORLD_SIZE) takes batches ``b`` with ``b % n == k`` of the fixed batches
+``[b * batch_size, (b + 1) * batch_size)``, so every pair is computed in the same batch as in one process and
+the shards' union is byte-identical to a single run; the settings file is read and updated under a short lock,
+so concurrent shards never clobber each other's pending pairs. Masks and PNGs are written by a thread pool
+while the next batch samples. Existing pairs are only resumed when the settings file
 matches the current settings; folders that hold files this command did not write, or pairs made with other
 settings, are an error unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any
 older pair above them pending. Nothing is ever deleted.
@@ -22,6 +27,8 @@ import json
 import logging
 import os
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +53,9 @@ DUAL_DEFAULTS = (100, 2.5)
 BCM_DEFAULTS = (50, 2.0)
 """... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
 SETTINGS_VERSION = 1
+LEGACY_SETTINGS = {"dtype": "fp32"}
+"""Values of settings that records written before the setting existed were made with."""
+DTYPES = ("auto", "fp16", "bf16", "fp32")
 
 
 @dataclass
@@ -144,13 +154,21 @@ def _pair_index(path: Path) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _record_path(folder: Path, anomaly: str) -> Path:
+    return folder / f".anodiff-generate-{anomaly}.json"
+
+
+def _write_record(record: Path, settings: dict, pending: set[int]) -> None:
+    _write_atomic(record, json.dumps({**settings, "pending": sorted(pending)}, indent=2).encode("utf-8"))
+
+
 def check_resume(folder: Path, anomaly: str, settings: dict, force: bool) -> tuple[Path, set[int]]:
     """Refuse to mix or overwrite pairs made by someone else or with other settings.
 
     Returns the settings file and the pairs an earlier run still owes: ones it had not finished, or (with
     ``force``) every pair on disk, so that old pairs numbered ``count`` or above are redone by a later run.
     """
-    record = folder / f".anodiff-generate-{anomaly}.json"
+    record = _record_path(folder, anomaly)
     found = _existing_files(folder, anomaly)
     if force:
         return record, {i for i in map(_pair_index, found) if i is not None}
@@ -166,12 +184,67 @@ def check_resume(folder: Path, anomaly: str, settings: dict, force: bool) -> tup
     except (OSError, ValueError) as exc:
         raise FileExistsError(f"{record}: unreadable ({exc}); remove it or pass --force") from exc
     for key, value in settings.items():
-        if previous.get(key) != value:
+        before = previous.get(key, LEGACY_SETTINGS.get(key))
+        if before != value:
             raise FileExistsError(
-                f"{folder}: the existing {anomaly!r} pairs were made with {key}={previous.get(key)!r}, not {value!r}; "
+                f"{folder}: the existing {anomaly!r} pairs were made with {key}={before!r}, not {value!r}; "
                 "choose another --out, or pass --force to regenerate them"
             )
     return record, set(previous.get("pending", []))
+
+
+def _update_pending(record: Path, settings: dict, add: set[int] = frozenset(), done: set[int] = frozenset()) -> None:
+    """Read, change and write the pending pairs under the record's lock: shards share one record."""
+    from .jobs import SharedFileLock
+
+    with SharedFileLock(record.with_name(record.name + ".lock")):
+        _write_record(record, settings, (_read_pending(record) | set(add)) - set(done))
+
+
+def _read_pending(record: Path) -> set[int]:
+    try:
+        return set(json.loads(record.read_text(encoding="utf-8")).get("pending", []))
+    except (OSError, ValueError):
+        return set()
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``(k, n)``: this process's shard of ``n``. From ``"k/n"``, or from RANK/WORLD_SIZE (set by torchrun and
+    accelerate launch), else ``(0, 1)``."""
+    if shard is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if isinstance(shard, str):
+        try:
+            k, n = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like k/n (e.g. 0/4), got {shard!r}") from None
+    else:
+        k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard k/n needs 0 <= k < n, got {k}/{n}")
+    return k, n
+
+
+def shard_batches(todo: list[int], batch_size: int, shard: tuple[int, int]) -> list[list[int]]:
+    """The batches this shard samples: pair i lies in batch i // batch_size whatever the shard count, so every
+    pair is computed with the same batch mates as in a single process (bitwise the same result)."""
+    k, n = shard
+    batches: dict[int, list[int]] = {}
+    for i in todo:
+        if (i // batch_size) % n == k:
+            batches.setdefault(i // batch_size, []).append(i)
+    return [batches[b] for b in sorted(batches)]
+
+
+def resolve_dtype(dtype: str, device: str) -> object:
+    """The UNet's torch dtype: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        dtype = "fp16" if str(device).startswith("cuda") else "fp32"
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
 
 
 def generate(
@@ -198,15 +271,29 @@ def generate(
     region: str | os.PathLike | None = None,
     feather: int = 4,
     region_size: tuple[float, float] = (0.05, 0.2),
+    dtype: str = "auto",
+    shard: str | tuple[int, int] | None = None,
+    workers: int = 2,
 ) -> GenerateReport:
     """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
 
     steps/cfg default to the authors' settings: 100 / 2.5, or 50 / 2.0 with ``normal_dir`` (BCM backgrounds).
     source + region (image files): region control; the defect only inside the region, the photo elsewhere, the
     mask clipped to the region. region="random": pair i gets its own region on the photo's object (U²-Net-P),
-    sampled from seed + i with sides in ``region_size`` (fractions of the image side).
+    sampled from seed + i with sides in ``region_size`` (fractions of the image side); a batch holds a
+    different region in each pair.
+    dtype: the UNet's dtype (``auto``: fp16 on CUDA, else fp32; the VAE always decodes in fp32). shard: ``"k/n"``
+    or ``(k, n)``, default from RANK/WORLD_SIZE (module docstring). workers: threads for masks and PNG writes.
     """
     _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
+    shard = parse_shard(shard)
+    if device is None:
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    torch_dtype = resolve_dtype(dtype, device)
+    dtype_name = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}[str(torch_dtype)]
     folder = Path(out_dir) / _check_name(category, "category")
     _check_name(anomaly, "anomaly")
     base_path, weights_path = Path(base_path), Path(weights_path)
@@ -230,13 +317,22 @@ def generate(
         normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
         source=str(Path(source).resolve()) if source else None,
         region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
-        feather=feather, region_size=list(region_size),
+        feather=feather, region_size=list(region_size), dtype=dtype_name,
     )  # fmt: skip
-    record, owed = check_resume(folder, anomaly, settings, force)
+    record = _record_path(folder, anomaly)
+    from .jobs import SharedFileLock
+
+    with SharedFileLock(record.with_name(record.name + ".lock")):  # one shard at a time creates or checks it
+        record, owed = check_resume(folder, anomaly, settings, force)
+        if not record.is_file() or force:
+            _write_record(record, settings, _read_pending(record))
 
     report = GenerateReport(folder)
     todo = []
+    mine = {i for batch in shard_batches(list(range(count)) + sorted(owed), batch_size, shard) for i in batch}
     for i in range(count):
+        if i not in mine:
+            continue
         present = sum(p.is_file() for p in pair_paths(folder, anomaly, i))
         if present == 3 and not force and i not in owed:
             report.skipped += 1
@@ -251,49 +347,55 @@ def generate(
     from .base import load_sd15
     from .pipeline import DualAnoDiffPipeline
 
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = DualAnoDiffPipeline(load_sd15(base_path), dual, device=device)
+    pipe = DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype), dual, device=device)
     u2net = U2NetP() if (mask_method == "u2netp" or files) else None
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
-    owed |= set(todo)
+    _update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
 
-    def save_record() -> None:
-        _write_atomic(record, json.dumps({**settings, "pending": sorted(owed)}, indent=2).encode("utf-8"))
+    def finish(indices: list[int], futures: list[Future]) -> None:
+        for i, done in zip(indices, futures):
+            empty = done.result()
+            report.written += 1
+            report.empty_masks += int(empty)
+            report.indices.append(i)
+        _update_pending(record, settings, done=set(indices))
+        bar.update(len(indices))
 
-    save_record()
-
-    with tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            indices = todo[start : start + batch_size]
-            for group in ([[i] for i in indices] if held and held.random else [indices]):  # one region per call
-                zone = held.region_for(group[0]) if held else None
-                batch = pipe(
-                    len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
-                    backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
-                    source=held.photo if held else None, region=zone, feather=feather,
-                )  # fmt: skip
-                _write_pairs(folder, anomaly, group, batch, mask_method, threshold, u2net, zone, report)
-            owed -= set(indices)
-            save_record()
-            bar.update(len(indices))
+    with (
+        tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anodiff-write") as pool,
+    ):
+        writing: deque[tuple[list[int], list[Future]]] = deque()
+        for group in shard_batches(todo, batch_size, shard):
+            zones = [held.region_for(i) for i in group] if held else None
+            batch = pipe(
+                len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
+                backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
+                source=held.photo if held else None, region=zones, feather=feather,
+            )  # fmt: skip
+            futures = [
+                pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
+                            zones[k] if zones else None)
+                for k, (i, image, part) in enumerate(zip(group, batch.images, batch.anomaly_parts))
+            ]  # fmt: skip
+            writing.append((group, futures))
+            while len(writing) > 1:  # the GPU samples batch b while batch b - 1 is written
+                finish(*writing.popleft())
+        while writing:
+            finish(*writing.popleft())
     return report
 
 
-def _write_pairs(folder, anomaly, indices, batch, mask_method, threshold, u2net, zone, report) -> None:
-    for i, image, part in zip(indices, batch.images, batch.anomaly_parts):
-        mask = extract_mask(part, mask_method, threshold, model=u2net)
-        if zone is not None:
-            mask = clip_mask(mask, zone)
-        image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
-        write_png(image_path, image)
-        write_png(part_path, part)
-        write_png(mask_path, mask.astype(np.uint8) * 255)
-        report.written += 1
-        report.empty_masks += int(not mask.any())
-        report.indices.append(i)
+def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, zone) -> bool:
+    """Mask and the three PNGs of pair ``i`` (on a worker thread); True when the mask is empty."""
+    mask = extract_mask(part, mask_method, threshold, model=u2net)
+    if zone is not None:
+        mask = clip_mask(mask, zone)
+    image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
+    write_png(image_path, image)
+    write_png(part_path, part)
+    write_png(mask_path, mask.astype(np.uint8) * 255)
+    return not mask.any()
 
 
 @dataclass
@@ -305,10 +407,6 @@ class HeldRegion:
     foreground: np.ndarray | None
     seed: int
     size_range: tuple[float, float]
-
-    @property
-    def random(self) -> bool:
-        return self.fixed is None
 
     def region_for(self, pair: int) -> np.ndarray:
         if self.fixed is not None:
@@ -348,6 +446,7 @@ def _run(args: argparse.Namespace) -> int:
             size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
             background_every=args.background_every, force=args.force, device=args.device,
             source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
+            dtype=args.dtype, shard=args.shard, workers=args.workers,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"anodiff generate: error: {exc}", file=sys.stderr)
@@ -392,7 +491,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
         help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
     add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
-    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    add("--dtype", choices=DTYPES, default="auto",
+        help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU); the VAE always decodes in fp32")
+    add("--shard", default=None, metavar="K/N",
+        help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
+    add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
     p.set_defaults(func=_run)
     return p

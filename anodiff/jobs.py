@@ -129,3 +129,22 @@ class JobLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class SharedFileLock:
+    """``with SharedFileLock(path):`` blocks until this process holds the short lock at ``path`` (polling), for a quick
+    read-modify-write of a file that several processes share (``anodiff generate``'s record)."""
+
+    def __init__(self, path: str | os.PathLike, timeout: float = 600.0, poll: float = 0.05) -> None:
+        self.lock, self.timeout, self.poll = JobLock(path, stale_after=60.0), timeout, poll
+
+    def __enter__(self) -> JobLock:
+        deadline = time.monotonic() + self.timeout
+        while not self.lock.acquire():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.lock.path} stays held by {self.lock.describe_holder()}; remove it if stale")
+            time.sleep(self.poll)
+        return self.lock
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
