@@ -17,6 +17,8 @@ def _autocast(x: torch.Tensor) -> bool:
         return torch.is_autocast_enabled(x.device.type)
     except TypeError:  # torch < 2.4: no device argument
         return torch.is_autocast_enabled()
+    except RuntimeError:  # a device type without autocast (meta)
+        return False
 
 
 def add_branch_lora(

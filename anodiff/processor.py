@@ -120,7 +120,10 @@ class DualAttnProcessor:
             out = attn.to_out[0](out) + layer.to_out(out, ids, s)
         out = attn.to_out[1](out)
         if layer.saim is not None and run.saim and not write:
-            out = (self._folds.get(layer.saim, out) if fast and self.fold_saim else layer.saim)(out)
+            if fast and self.fold_saim:
+                out = self._folds.get(layer.saim, out)(out, inplace=True)  # out: this call's fresh to_out output
+            else:
+                out = layer.saim(out)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor

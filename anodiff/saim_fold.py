@@ -61,34 +61,48 @@ class FoldedSAIM(nn.Module):
                 getattr(folded, name).data = value.to(ref.dtype)
         return folded
 
-    def _mixed(self, attn_out: torch.Tensor) -> torch.Tensor:
-        """(R*N, C) normalised tokens, each moved toward its partner by its attention weight p: n + p (n' - n)."""
+    def _normalised(self, attn_out: torch.Tensor) -> torch.Tensor:
         check_activation(attn_out, self.dim, "SAIM input")
         if attn_out.dim() != 3:
             raise ValueError(f"SAIM input: expected (rows, tokens, {self.dim}), got {tuple(attn_out.shape)}")
         check_rows(attn_out.shape[0], what="SAIM input")
-        n = F.layer_norm(attn_out, (self.dim,), None, None, self.eps)
-        pairs = n.view(-1, 2, *n.shape[1:])  # (pairs, branch, tokens, C); row r's partner is row r ^ 1
+        return F.layer_norm(attn_out, (self.dim,), None, None, self.eps)
+
+    def _partner_weights(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(e = n_anomaly - n_global, p_global, p_anomaly) for pairs (P, 2, N, C): each row's attention weight on
+        its partner. The score difference of the global row is ``(n_g W + c)·e = n_g·(e W^T) + c·e`` and that of
+        the anomaly row ``-(n_a·(e W^T) + c·e)``, so the CxC product runs on e, half the rows."""
         glob, anomaly = pairs[:, 0], pairs[:, 1]
         e = anomaly - glob
-        y = torch.addmm(cast_like(self.qk_bias, n), n.view(-1, self.dim), cast_like(self.qk, n)).view_as(pairs)
-        p_glob = torch.sigmoid((y[:, 0] * e).sum(-1, keepdim=True))
-        p_anomaly = torch.sigmoid(-(y[:, 1] * e).sum(-1, keepdim=True))
-        z = torch.empty_like(pairs)
-        torch.addcmul(glob, p_glob, e, out=z[:, 0])
-        torch.addcmul(anomaly, p_anomaly, e, value=-1.0, out=z[:, 1])
-        return z.view(-1, self.dim)
+        flat = e.reshape(-1, self.dim)
+        w = torch.mm(flat, cast_like(self.qk, e).T).view_as(e)
+        shared = torch.mv(flat, cast_like(self.qk_bias, e)).view(*e.shape[:-1], 1)
+        d_glob = (glob * w).sum(-1, keepdim=True)
+        d_anomaly = w.mul_(anomaly).sum(-1, keepdim=True)
+        return e, torch.sigmoid(d_glob + shared), torch.sigmoid(-(d_anomaly + shared))
 
     def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
         """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""
-        z = self._mixed(attn_out)
+        pairs = self._normalised(attn_out).view(-1, 2, *attn_out.shape[1:])
+        e, p_glob, p_anomaly = self._partner_weights(pairs)
+        z = torch.stack([pairs[:, 0] + p_glob * e, pairs[:, 1] - p_anomaly * e], dim=1).view(-1, self.dim)
         return torch.addmm(cast_like(self.vo_bias, z), z, cast_like(self.vo, z)).view_as(attn_out)
 
-    def forward(self, attn_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        """``attn_out + strength * delta``, the residual added inside the output GEMM."""
-        z = self._mixed(attn_out)
-        out = torch.addmm(attn_out.reshape(-1, self.dim), z, cast_like(self.vo, z), alpha=strength)
-        return out.add_(cast_like(self.vo_bias, z), alpha=strength).view_as(attn_out)
+    def forward(self, attn_out: torch.Tensor, strength: float = 1.0, inplace: bool = False) -> torch.Tensor:
+        """``attn_out + strength * delta``. ``inplace`` (for a fresh attention output nobody else holds, without
+        autograd) saves two full-size passes and allocations: the output GEMM accumulates into ``attn_out``."""
+        if not inplace or (torch.is_grad_enabled() and attn_out.requires_grad):
+            return attn_out + strength * self.delta(attn_out)
+        n = self._normalised(attn_out)
+        pairs = n.view(-1, 2, *attn_out.shape[1:])
+        e, p_glob, p_anomaly = self._partner_weights(pairs)
+        pairs[:, 0].addcmul_(p_glob, e)
+        pairs[:, 1].addcmul_(p_anomaly, e, value=-1.0)
+        out = attn_out if attn_out.is_contiguous() else attn_out.contiguous()
+        flat = out.view(-1, self.dim)
+        flat.addmm_(n.view(-1, self.dim), cast_like(self.vo, n), alpha=strength)
+        flat.add_(cast_like(self.vo_bias, n), alpha=strength)
+        return out
 
 
 def fold_saim(saim: SAIM | FoldedSAIM) -> FoldedSAIM:

@@ -119,8 +119,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats; "
           f"|folded - unfolded| max {drift:.1e}")  # fmt: skip
     for name in names:
+        runs = " ".join(f"{v:.2f}" for v in times[name])
         print(f"{name:9s} {median[name] * 1000:9.1f} ms   time x{median[name] / median['vanilla']:.3f}   "
-              f"FLOPs x{counted[name] / counted['vanilla']:.3f} ({counted[name] / 1e9:.1f} GFLOP)")  # fmt: skip
+              f"FLOPs x{counted[name] / counted['vanilla']:.3f} ({counted[name] / 1e9:.1f} GFLOP)   runs [s]: {runs}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class Shared:
     def __deepcopy__(self, memo: dict) -> Shared:
         return self
 
-    def to(self, device: torch.device) -> Shared:  # ModelPatcher.model_patches_to; we move lazily instead
+    def to(self, device: torch.device) -> Shared:  # ModelPatcher.model_patches_to: DualPatch moves on load/detach
         return self
 
 
@@ -53,7 +53,7 @@ class DualPatch(Shared):
         self.adapter = inference_adapter(adapter, dtype=dtype, device=device)
         self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
-    def layer(self, site: AttnSite, like: torch.Tensor | None = None) -> DualAttention:
+    def layer(self, site: AttnSite) -> DualAttention:
         return self.adapter.layer(site)
 
     def nbytes(self) -> int:
@@ -143,7 +143,7 @@ class SAIMPatch(Shared):
             return n
         site = SD15_BY_BLOCK[(tuple(extra_options["block"]), self.kind)]
         saim = self.dual.layer(site).saim
-        return n if saim is None else saim(n)
+        return n if saim is None else saim(n, inplace=True)  # n: the attention's fresh output
 
 
 def find_dual(model) -> DualPatch | None:

@@ -112,3 +112,15 @@ def test_authors_file_folds_exactly(tmp_path):
     assert checked == 32
     lora = next(iter(frozen.items()))[1].to_q
     assert not lora.down.requires_grad and lora.down.dtype == torch.float32
+
+
+def test_in_place_forward_equals_the_plain_one():
+    saim, x = random_saim(32), activations(32)
+    folded = FoldedSAIM.from_saim(saim)
+    with torch.no_grad():
+        want = folded(x, 0.5)
+        work = x.clone()
+        got = folded(work, 0.5, inplace=True)
+    assert got.data_ptr() == work.data_ptr()  # accumulated into the attention output itself
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(want, saim(x, 0.5).detach(), atol=1e-5, rtol=1e-5)

@@ -105,6 +105,13 @@ def test_sampler_custom_advanced_with_guider_and_custom_sigmas(classes, dual_mod
     g, a = run_node(classes["DualAnoDiffSplitPairs"], pairs=other)
     assert g["samples"].shape == a["samples"].shape == (N, 4, *HW)
     assert torch.isfinite(other["samples"]).all() and (other["samples"] - out["samples"]).abs().max() > 1e-3
+    # another guider: BasicGuider (no CFG) equals KSampler at cfg 1
+    (basic,) = run_node(classes["BasicGuider"], model=dual_model, conditioning=positive)
+    no_cfg, _ = run_node(classes["SamplerCustomAdvanced"], noise=noise, guider=basic, sampler=sampler, sigmas=sigmas,
+                         latent_image=pairs)  # fmt: skip
+    (want,) = run_node(classes["KSampler"], model=dual_model, seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
+                       scheduler="normal", positive=positive, negative=NEG, latent_image=pairs, denoise=1.0)  # fmt: skip
+    torch.testing.assert_close(no_cfg["samples"], want["samples"], atol=1e-5, rtol=1e-5)
 
 
 def test_second_pass_keeps_the_anomaly_rows(classes, dual_model):
