@@ -9,10 +9,11 @@ Layout, under ``out_dir``::
 
 Exports add, never replace: numbering continues after the highest index already in the folders or the COCO
 file, a file is created only if its name is free (hard link from a temporary file, which fails instead of
-overwriting), and the COCO file is read, extended and renamed into place. COCO ``file_name``s are relative to
+overwriting), and each call's COCO records go to a JSON-lines shard of its own that ``merge_coco`` turns into the
+COCO file (``anodiff.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
 ``out_dir``. Each 8-connected component of a mask is one annotation (``instances="component"``, what detectors
 train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
-and bbox come from pycocotools. One export at a time per ``out_dir``: two writers could lose COCO entries.
+and bbox come from pycocotools.
 
 ``register`` adds ``anodiff export``, which reads a tree written by ``anodiff generate``.
 """
@@ -28,20 +29,20 @@ import secrets
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from . import coco
+from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
 from .imageio import read_rgb
 from .masks import as_float_image
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("mvtec", "coco")
-INSTANCES = ("component", "mask")
 
 
 @dataclass(frozen=True)
@@ -206,60 +207,6 @@ def find_pairs(root: str | Path, category: str | None = None, anomaly: str | Non
     return pairs
 
 
-def _new_coco(category: str) -> dict[str, Any]:
-    info = {"description": f"DualAnoDiff synthetic anomalies: {category}", "contributor": "anodiff export",
-            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
-    return {"info": info, "licenses": [], "images": [], "annotations": [], "categories": []}
-
-
-def load_coco(path: Path, category: str) -> dict[str, Any]:
-    """The COCO dict at ``path`` (to extend), or a new one when the file does not exist."""
-    if not path.is_file():
-        return _new_coco(category)
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(coco[key], list) or not all(isinstance(e, dict) and "id" in e for e in coco[key]):
-                raise TypeError(f"{key} must be a list of objects with an id")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a COCO instances file ({exc}); move it away or choose another out_dir") from exc
-    return coco
-
-
-def _next_id(items: list[dict[str, Any]]) -> int:
-    return max((int(item["id"]) for item in items), default=0) + 1
-
-
-def _rle_tools() -> Any:
-    try:
-        from pycocotools import mask
-    except ImportError as err:
-        raise ImportError("COCO export needs pycocotools: `pip install pycocotools`, or export mvtec only") from err
-    return mask
-
-
-def coco_instances(mask: np.ndarray, instances: str = "component") -> list[dict[str, Any]]:
-    """``[{"segmentation": RLE with str counts, "area", "bbox"}]`` for an ``(H, W)`` bool mask, one per 8-connected
-    component (``"component"``) or one for the whole mask (``"mask"``); empty for an empty mask."""
-    rle_tools = _rle_tools()
-    if instances not in INSTANCES:
-        raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
-    if not mask.any():
-        return []
-    if instances == "mask":
-        parts = [mask]
-    else:
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        parts = [labels == k for k in range(1, count)]
-    out = []
-    for part in parts:
-        rle = rle_tools.encode(np.asfortranarray(part.astype(np.uint8)))
-        area, bbox = float(rle_tools.area(rle)), [float(v) for v in rle_tools.toBbox(rle)]
-        out.append({"segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-                    "area": area, "bbox": bbox})  # fmt: skip
-    return out
-
-
 def export_dataset(
     images: Iterable[np.ndarray],
     masks: Iterable[Any],
@@ -269,12 +216,16 @@ def export_dataset(
     fmt: str | Sequence[str] = FORMATS,
     start: int | None = None,
     instances: str = "component",
+    merge: bool = True,
 ) -> ExportReport:
     """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
 
     images: ``(H, W, 3)`` uint8 or float in [0, 1] each (a ``(B, H, W, 3)`` array works); masks: ``(H, W)`` each,
     bool, float (> 0.5) or integer (0/1, 0/255). Both may be generators. start: the first index, which must be
-    free (default: one past the highest index already there).
+    free (default: the next free one). Each pair costs the same however large the dataset: its index is claimed
+    by creating its image file, its COCO record appended to this call's shard. merge: rebuild the COCO file from
+    the shards at the end (reads them all; pass False when exporting batch by batch and call ``merge_coco``
+    once at the end). Several processes may export into one ``out_dir`` at the same time.
     """
     formats = parse_formats(fmt)
     category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
@@ -282,6 +233,8 @@ def export_dataset(
         raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
     if hasattr(images, "__len__") and hasattr(masks, "__len__") and len(images) != len(masks):
         raise ValueError(f"masks: {len(masks)} masks for {len(images)} images; give one mask per image")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise ValueError(f"start must be an integer >= 0, got {start!r}")
     root = Path(out_dir)
     folder = root / category
     report = ExportReport(root, category, anomaly, formats)
@@ -289,57 +242,62 @@ def export_dataset(
         i for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
         for i in map(_index_of, os.listdir(folder / sub / anomaly)) if i is not None
     }  # fmt: skip
-    coco = None
+    shard = None
+    floor = 0
     if "coco" in formats:
         _rle_tools()  # fail before writing anything
-        report.coco = root / "annotations" / f"{category}.json"
-        coco = load_coco(report.coco, category)
-        for entry in coco["images"]:
-            parts = PurePosixPath(str(entry.get("file_name", ""))).parts
-            if parts[:3] == (category, "test", anomaly) and _index_of(parts[-1]) is not None:
-                taken.add(_index_of(parts[-1]))
-        image_id, ann_id = _next_id(coco["images"]), _next_id(coco["annotations"])
-        cat = next((c for c in coco["categories"] if c.get("name") == anomaly), None)
-        if cat is None:
-            cat = {"id": _next_id(coco["categories"]), "name": anomaly, "supercategory": category}
-            coco["categories"].append(cat)
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
-        raise ValueError(f"start must be an integer >= 0, got {start!r}")
-    index = max(taken, default=-1) + 1 if start is None else start
+        coco.adopt_legacy(root, category)  # also refuses a file that is not COCO, before anything is written
+        floor = coco.next_index(root, category, anomaly)
+    following = max(max(taken, default=-1) + 1, floor)
+    if start is not None and start in taken:
+        raise FileExistsError(f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
+                              f"{following}, or leave start unset")  # fmt: skip
+    index = following if start is None else start
     try:
         for image, mask in zip(images, masks, strict=True):
-            if index in taken:
-                raise FileExistsError(f"start={start}: pair {index:03d} already exists in {folder}; the next free "
-                                      f"index is {max(taken) + 1}, or leave start unset")  # fmt: skip
             rgb = np.round(as_float_image(image) * 255.0).astype(np.uint8)
             m = as_bool_mask(mask, rgb.shape[:2])
-            name = f"{index:03d}"
-            image_path = folder / "test" / anomaly / f"{name}.png"
-            write_new(image_path, encode_png(rgb))
-            taken.add(index)
+            index, image_path = _claim(folder, anomaly, index, encode_png(rgb), start is None, start)
             report.images.append(image_path)
+            name = f"{index:03d}"
             if "mvtec" in formats:
                 report.masks.append(folder / "ground_truth" / anomaly / f"{name}_mask.png")
                 write_new(report.masks[-1], encode_png(m.astype(np.uint8) * 255))
-            if coco is not None:
-                file_name = image_path.relative_to(root).as_posix()
-                coco["images"].append({"id": image_id, "file_name": file_name, "width": int(m.shape[1]),
-                                       "height": int(m.shape[0])})  # fmt: skip
-                for ann in coco_instances(m, instances):
-                    coco["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": cat["id"],
-                                                "iscrowd": 0, **ann})  # fmt: skip
-                    ann_id += 1
-                    report.annotations += 1
-                image_id += 1
+            if "coco" in formats:
+                if shard is None:
+                    shard = coco.ShardWriter(root, category)
+                anns = coco_instances(m, instances)
+                shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns)
+                report.annotations += len(anns)
             report.indices.append(index)
             report.empty_masks += int(not m.any())
             index += 1
     finally:
-        if coco is not None and report.indices:
-            write_replace(report.coco, json.dumps(coco, indent=1).encode("utf-8"))
+        if shard is not None:
+            shard.close()
+            coco.record_next_index(root, category, anomaly, max(report.indices) + 1)
+            if merge:
+                report.coco = coco.merge_coco(root, category)
+    if "coco" in formats and report.coco is None and merge:
+        report.coco = coco.coco_path(root, category)
     if report.empty_masks:
         log.warning("%d exported pair(s) have an empty mask; run the pair filter first", report.empty_masks)
     return report
+
+
+def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:
+    """Create the image of the first free index from ``index`` (only ``index`` itself when not ``search``): the
+    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice."""
+    while True:
+        path = folder / "test" / anomaly / f"{index:03d}.png"
+        try:
+            write_new(path, png)
+            return index, path
+        except FileExistsError:
+            if not search:
+                raise FileExistsError(f"start={start}: pair {index:03d} already exists in {folder}; leave start "
+                                      "unset to take the next free index") from None  # fmt: skip
+            index += 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -352,8 +310,11 @@ def _run(args: argparse.Namespace) -> int:
         for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
             group = list(group)
             report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
-                                    category, anomaly, formats, instances=args.instances)  # fmt: skip
+                                    category, anomaly, formats, instances=args.instances, merge=False)  # fmt: skip
             print(report.summary())
+        if "coco" in formats:
+            for category in sorted({p.category for p in pairs}):
+                print(f"COCO file {merge_coco(out, category)}")
     except (ValueError, ImportError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"anodiff export: error: {exc}", file=sys.stderr)
         return 2
@@ -385,6 +346,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 __all__ = [
     "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
-    "export_dataset", "find_pairs", "load_coco", "parse_formats", "read_mask", "read_rgb", "register", "write_new",
+    "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "register", "write_new",
     "write_replace",
 ]  # fmt: skip

@@ -365,3 +365,65 @@ def test_cli_filter_u2netp_foreground(tmp_path, u2netp_file, monkeypatch):
     runs = json.loads((tree / "filter_report.json").read_text())["runs"]
     assert runs[0]["dropped"] == [] and runs[1]["foreground"] == "u2netp"
     assert [(d["index"], d["reason"].split(" (")[0]) for d in runs[1]["dropped"]] == [(2, filtering.OFF_OBJECT)]
+
+
+# COCO shards: constant time per pair, concurrent writers, files from before shards
+
+
+EXPORTER = """
+import sys
+import numpy as np
+from anodiff import export
+rng = np.random.default_rng(int(sys.argv[2]))
+for k in range(4):  # batch by batch, as a generation loop would
+    image = rng.random((24, 32, 3)).astype(np.float32)
+    mask = np.zeros((24, 32), bool)
+    mask[4:10, 5 + k : 12 + k] = True
+    export.export_dataset([image], [mask], sys.argv[1], "bottle", "crack", merge=False)
+"""
+
+
+def test_concurrent_exporters_share_a_folder_and_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", EXPORTER, str(tmp_path), str(seed)], env=env,
+                              stderr=subprocess.PIPE, text=True) for seed in (0, 1)]  # fmt: skip
+    assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    names = sorted(p.name for p in (tmp_path / "bottle" / "test" / "crack").iterdir())
+    assert names == [f"{i:03d}.png" for i in range(8)]  # every pair got its own index, none overwritten
+    assert len(list((tmp_path / "annotations" / "bottle.parts").glob("*.jsonl"))) == 8
+    coco = COCO(str(export.merge_coco(tmp_path, "bottle")))
+    files = sorted(img["file_name"] for img in coco.loadImgs(coco.getImgIds()))
+    assert files == [f"bottle/test/crack/{i:03d}.png" for i in range(8)]
+    assert len(coco.getAnnIds()) == 8 and len({a["id"] for a in coco.loadAnns(coco.getAnnIds())}) == 8
+
+
+def test_an_export_call_never_reads_earlier_records(tmp_path):
+    images, masks = zip(*good_pairs())
+    export.export_dataset(images[:1], masks[:1], tmp_path, "bottle", "crack", merge=False)
+    (shard,) = (tmp_path / "annotations" / "bottle.parts").glob("*.jsonl")
+    shard.write_text("garbage that a reader would choke on\n")
+    report = export.export_dataset(images[1:2], masks[1:2], tmp_path, "bottle", "crack", merge=False)
+    assert report.indices == [1] and report.coco is None  # appended without parsing what was there
+    with pytest.raises(ValueError, match=r"line 1: not an export record"):
+        export.merge_coco(tmp_path, "bottle")
+
+
+def test_a_coco_file_from_before_shards_is_taken_over_once(tmp_path):
+    images, masks = zip(*good_pairs())
+    old = export.export_dataset(images[:2], masks[:2], tmp_path, "bottle", "crack")
+    legacy = json.loads(old.coco.read_text())
+    import shutil
+
+    shutil.rmtree(tmp_path / "annotations" / "bottle.parts")  # what an earlier version left: the JSON file only
+    (tmp_path / "bottle" / "test" / "crack" / "001.png").unlink()  # moved away: its index stays taken
+    (tmp_path / "bottle" / "ground_truth" / "crack" / "001_mask.png").unlink()
+    new = export.export_dataset(images[2:3], masks[2:3], tmp_path, "bottle", "crack")
+    assert new.indices == [2]
+    merged = json.loads(new.coco.read_text())
+    assert merged["images"][:2] == legacy["images"] and merged["annotations"][: len(legacy["annotations"])] == legacy[
+        "annotations"
+    ]
+    assert merged["images"][2]["file_name"] == "bottle/test/crack/002.png"
