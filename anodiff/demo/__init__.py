@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def _demo(args: argparse.Namespace) -> int:
     report = run_demo(
-        args.out, minutes=args.minutes, steps=args.steps, seed=args.seed, pairs=args.pairs, threads=args.threads
+        args.out, minutes=args.minutes, steps=args.steps, seed=args.seed, pairs=args.pairs, threads=args.threads,
+        mixed_precision=args.mixed_precision,
     )
     print(summary_table(report))
     print(f"wrote {args.out}: metrics.json, saim_vs_no_saim.png, sheet_saim.png, sheet_no_saim.png, mvtec/, fewshot/")
@@ -45,6 +46,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     demo.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default 2, or 1 when the machine is busy)"
     )
+    demo.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
+                      help="train and sample in bfloat16 (default no: fp32)")  # fmt: skip
     demo.set_defaults(func=_demo)
     return demo
 

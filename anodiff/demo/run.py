@@ -69,12 +69,14 @@ def run_demo(
     size: int = 24,
     sample_steps: int = 25,
     threads: int | None = None,
+    mixed_precision: str = "no",
 ) -> dict[str, Any]:
     """Run the whole demo into ``out`` and return the metrics (also written to ``out/metrics.json``).
 
     minutes: training budget per model (wall clock); steps: a fixed step count instead (reproducible, for tests).
     pairs: generated pairs per model; train_pairs: size of the synthetic few-shot set; threads: torch CPU threads
-    (default ``pick_threads``: 2, or 1 on a busy machine).
+    (default ``pick_threads``: 2, or 1 on a busy machine); mixed_precision: ``bf16`` trains and samples the
+    networks in bfloat16 (CPUs with AVX-512 BF16/AMX run it fast; elsewhere it is emulated and slower).
     """
     if steps is None and not minutes > 0:
         raise ValueError(f"minutes must be > 0 (or give steps), got {minutes}")
@@ -95,14 +97,16 @@ def run_demo(
     try:
         data = make_fewshot(train_pairs, size, seed)
         write_fewshot(out / "fewshot", data.images, data.masks)
-        settings = TrainSettings(steps=steps, seconds=None if steps is not None else minutes * 60.0, seed=seed)
+        settings = TrainSettings(steps=steps, seconds=None if steps is not None else minutes * 60.0, seed=seed,
+                                 mixed_precision=mixed_precision)  # fmt: skip
         reference = with_flips(list(data.masks)) if settings.flips else list(data.masks)
         results: dict[str, Any] = {}
         sheets: dict[str, np.ndarray] = {}
         generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, saim in MODELS:
             trained = train_model(data, saim, settings, desc="with SAIM" if saim else "without SAIM")
-            glob, part = ddim_sample(trained.model, pairs, size, sample_steps, settings.timesteps, seed=seed + 1)
+            glob, part = ddim_sample(trained.model, pairs, size, sample_steps, settings.timesteps, seed=seed + 1,
+                                     mixed_precision=mixed_precision)  # fmt: skip
             metrics, masks, _ = evaluate(glob, part, reference)
             metrics.update(
                 steps=trained.steps,

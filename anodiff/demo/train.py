@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..pairs import interleave, split
+from ..precision import autocast, grad_scaler, training_step
 from .data import FewShotSet
 from .model import DualUNet
 
@@ -40,6 +41,7 @@ class TrainSettings:
     timesteps: int = 200
     flips: bool = True
     seed: int = 0
+    mixed_precision: str = "no"
 
 
 @dataclass
@@ -107,6 +109,7 @@ def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str
     model = DualUNet(saim=saim)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = grad_scaler("cpu", settings.mixed_precision)
     alpha_bar = cosine_alphas_cumprod(settings.timesteps)
     pairs = training_pairs(data)
     losses: list[float] = []
@@ -128,12 +131,10 @@ def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         for group in opt.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(settings.warmup, 1))
-        loss = F.mse_loss(model(xt, t), x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with autocast("cpu", settings.mixed_precision):
+            pred = model(xt, t)
+        losses.append(training_step(F.mse_loss(pred.float(), x0), opt, scaler))
         _ema_update(ema, model, settings.ema if step >= settings.warmup else 0.0)
-        losses.append(loss.item())
         step += 1
         bar.update(1)
         if step % 25 == 0:
@@ -146,11 +147,13 @@ def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str
 
 @torch.no_grad()
 def ddim_sample(
-    model: DualUNet, n_pairs: int, size: int, steps: int = 25, timesteps: int = 200, seed: int = 0
+    model: DualUNet, n_pairs: int, size: int, steps: int = 25, timesteps: int = 200, seed: int = 0,
+    mixed_precision: str = "no",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic DDIM (eta = 0) from the x0-prediction: ``n_pairs`` (global, anomaly) image pairs.
 
-    Returns two (n_pairs, size, size, 3) arrays in [0, 1]. Every row starts from its own seeded noise.
+    Returns two (n_pairs, size, size, 3) arrays in [0, 1]. Every row starts from its own seeded noise; the
+    network runs in ``mixed_precision``, the DDIM arithmetic in fp32.
     """
     if not 1 <= steps <= timesteps:
         raise ValueError(f"sampling steps must be in [1, {timesteps}], got {steps}")
@@ -160,7 +163,8 @@ def ddim_sample(
     x = torch.randn((2 * n_pairs, 3, size, size), generator=gen)
     for i, t in enumerate(schedule):
         ab = alpha_bar[t]
-        x0 = model(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).clamp(-1, 1)
+        with autocast("cpu", mixed_precision):
+            x0 = model(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).float().clamp(-1, 1)
         if i == len(schedule) - 1:
             x = x0
             break

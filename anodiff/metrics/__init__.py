@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
             inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
             vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
             reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-            fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device,
+            fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device, mixed_precision=args.mixed_precision,
             loc={k: v for k, v in loc.items() if v is not None},
             classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
         )  # fmt: skip
@@ -111,6 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for KID subsets, IC-LPIPS shuffles and training")
     p.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no",
+                   help="precision of the localisation/classification training (FID, IS, LPIPS stay fp32)")
     p.add_argument("--loc-epochs", type=int, default=None, help="localisation epochs (default 200, as the authors)")
     p.add_argument("--loc-base-width", type=int, default=None, help="U-Net base width (default 64)")
     p.add_argument("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")

@@ -22,6 +22,7 @@ from sklearn.metrics import accuracy_score, recall_score
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..precision import autocast, grad_scaler, training_step
 from .localization import load_item
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ClassificationConfig:
     seed: int = 0
     weights: str | None = None
     device: str | None = None
+    mixed_precision: str = "no"
 
 
 @dataclass
@@ -127,6 +129,7 @@ def train_classifier(
     model, backbone = build_resnet34(len(types), config.weights)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = grad_scaler(device, config.mixed_precision)
     loader = DataLoader(_Images(train, config.size, True, config.seed), config.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
     history = []
@@ -134,15 +137,14 @@ def train_classifier(
         model.train()
         losses = []
         for images, labels in loader:
-            loss = torch.nn.functional.cross_entropy(model(images.to(device)), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            with autocast(device, config.mixed_precision):
+                logits = model(images.to(device))
+            losses.append(training_step(torch.nn.functional.cross_entropy(logits.float(), labels.to(device)),
+                                        optimizer, scaler))  # fmt: skip
         history.append(float(np.mean(losses)))
     model.eval()
     predicted = []
-    with torch.no_grad():
+    with torch.no_grad():  # scoring in fp32: cheap, and the accuracy does not depend on the training precision
         for images, _ in DataLoader(_Images(test, config.size, False, 0), config.batch_size):
             predicted.append(model(images.to(device)).argmax(1).cpu().numpy())
     truth, guess = np.array([k for _, k in test]), np.concatenate(predicted)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import read_image, read_mask
+from ..precision import autocast, grad_scaler, training_step
 from .detection import au_pro, auroc, average_precision, f1_max
 from .unet import DiscriminativeUNet, anomaly_probability, focal_loss, image_scores
 
@@ -49,6 +50,7 @@ class LocalizationConfig:
     val_normal_share: float = 0.1
     seed: int = 0
     device: str | None = None
+    mixed_precision: str = "no"
 
 
 @dataclass
@@ -120,7 +122,9 @@ def evaluate(model: torch.nn.Module, items: Sequence[Item], config: Localization
     model.eval()
     maps, masks, scores = [], [], []
     for images, targets in DataLoader(_Items(items, config.size), batch_size=config.batch_size):
-        prob = anomaly_probability(model(images.to(device)))
+        with torch.no_grad(), autocast(device, config.mixed_precision):
+            logits = model(images.to(device))
+        prob = anomaly_probability(logits.float())
         scores.append(image_scores(prob, config.pool).cpu().numpy())
         maps.append(prob.cpu().numpy())
         masks.append(targets[:, 0].numpy() > 0.5)
@@ -180,6 +184,7 @@ def train_localization(
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = DiscriminativeUNet(config.base_width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = grad_scaler(device, config.mixed_precision)
     milestones = [int(config.epochs * 0.8), int(config.epochs * 0.9)]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
     best, best_state, best_epoch, best_val, history = -np.inf, None, 0, {}, []
@@ -188,11 +193,10 @@ def train_localization(
         losses = []
         loader = DataLoader(_Items(epoch_items(data, config.samples_per_epoch, rng), config.size), config.batch_size)
         for images, masks in loader:
-            loss = focal_loss(model(images.to(device)), masks.to(device), gamma=config.gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            with autocast(device, config.mixed_precision):
+                logits = model(images.to(device))
+            loss = focal_loss(logits.float(), masks.to(device), gamma=config.gamma)
+            losses.append(training_step(loss, optimizer, scaler))
         scheduler.step()
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
         if epoch % config.val_every == 0 or epoch == config.epochs:

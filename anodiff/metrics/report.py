@@ -57,6 +57,9 @@ class EvalOptions:
     inception_score: bool = True
     lpips: bool = True
     device: str | None = None
+    mixed_precision: str = "no"
+    """Precision of the downstream trainings (localisation, classification); FID/KID, IS and LPIPS stay fp32 so
+    their numbers remain comparable with the papers'."""
     loc: dict = field(default_factory=dict)
     classification: bool = False
     cls: dict = field(default_factory=dict)
@@ -214,7 +217,8 @@ def evaluate(opts: EvalOptions) -> dict:
 
         try:
             items = classification_items(types, opts.real, category, opts.split)
-            config = ClassificationConfig(seed=opts.seed, device=opts.device, **opts.cls)
+            config = ClassificationConfig(seed=opts.seed, device=opts.device, mixed_precision=opts.mixed_precision,
+                                          **opts.cls)  # fmt: skip
             report["classification"] = train_classifier(*items, config, opts.progress).as_dict()
         except ValueError as exc:
             notes.append(f"classification skipped: {exc}")
@@ -233,7 +237,7 @@ def _means(rows: dict[str, dict]) -> dict[str, float]:
 def _localization(types: dict, opts: EvalOptions, category: str) -> dict:
     from .localization import LocalizationConfig, build_data, train_localization
 
-    config = LocalizationConfig(seed=opts.seed, device=opts.device, **opts.loc)
+    config = LocalizationConfig(seed=opts.seed, device=opts.device, mixed_precision=opts.mixed_precision, **opts.loc)
     data = build_data(types, opts.real, category, opts.split, config.val_normal_share, opts.seed)
     return train_localization(data, config, opts.progress).as_dict()
 

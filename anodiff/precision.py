@@ -1,0 +1,38 @@
+"""Mixed precision in one place: the names the command line takes and the autocast/scaler networks train under.
+
+``no`` is fp32; ``bf16`` runs on CPUs too (what the tests use); ``fp16`` needs a loss scaler on CUDA, which
+``grad_scaler`` provides (a disabled scaler elsewhere, so callers need no branch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> torch.autocast:
+    """Matmuls and convolutions in ``precision``'s dtype on ``device``; off for ``no``."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(check_precision(precision), torch.float32)
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=precision != "no")
+
+
+def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on CUDA (fp16 gradients underflow without it); a pass-through otherwise."""
+    device = torch.device(device)
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+def training_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:
+    """One optimiser step on ``loss`` through ``scaler``; returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
