@@ -67,28 +67,17 @@ def run_setting(name: str, config: dict, steps: int) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", default="64,128,256,256", help="UNet widths (SD1.5: 320,640,1280,1280)")
-    parser.add_argument("--context", type=int, default=768)
-    parser.add_argument("--resolution", type=int, default=64, help="pixels; the test VAE halves them (SD's: /8)")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        return worker(json.loads(args.worker))
-
+def measure(channels: tuple[int, ...], context: int, resolution: int, batch: int, rank: int, steps: int,
+            sd15_vae: bool = False) -> list[dict]:  # fmt: skip
+    """[authors' setting, ours]: seconds per step and peak bytes, each trained in its own process."""
     from test_train import write_fixed_defect_set
     from tiny_diffusers import save_tiny_sd15
 
-    channels = tuple(int(c) for c in args.channels.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        base = save_tiny_sd15(Path(tmp) / "sd15", channels=channels, context=args.context)
-        data = write_fixed_defect_set(Path(tmp) / "data", n=9, size=args.resolution)
-        common = dict(base=str(base), data=str(data), output=str(Path(tmp) / "out"), steps=10**6, batch_size=args.batch,
-                      resolution=args.resolution, rank=args.rank, text_rank=min(args.rank, 32), progress=False,
+        base = save_tiny_sd15(Path(tmp) / "sd15", channels=channels, context=context, sd15_vae=sd15_vae)
+        data = write_fixed_defect_set(Path(tmp) / "data", n=9, size=resolution)
+        common = dict(base=str(base), data=str(data), output=str(Path(tmp) / "out"), steps=10**6, batch_size=batch,
+                      resolution=resolution, rank=rank, text_rank=min(rank, 32), progress=False,
                       force=True)  # fmt: skip
         precision = "bf16" if bf16_available() else "no"
         settings = {
@@ -97,7 +86,25 @@ def main() -> None:
                 common, mixed_precision=precision, gradient_checkpointing=True
             ),
         }
-        results = [run_setting(name, config, args.steps) for name, config in settings.items()]
+        return [run_setting(name, config, steps) for name, config in settings.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", default="64,128,256,256", help="UNet widths (SD1.5: 320,640,1280,1280)")
+    parser.add_argument("--context", type=int, default=768)
+    parser.add_argument("--resolution", type=int, default=64, help="pixels; the test VAE halves them (SD's: /8)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--sd15-vae", action="store_true", help="SD1.5's VAE (8x) instead of the tiny 2x one")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(json.loads(args.worker))
+
+    channels = tuple(int(c) for c in args.channels.split(","))
+    results = measure(channels, args.context, args.resolution, args.batch, args.rank, args.steps, args.sd15_vae)
     authors, ours = results
     print(f"UNet widths {channels}, context {args.context}, {args.resolution}px, batch {args.batch} pairs, rank {args.rank}")
     for r in results:

@@ -70,17 +70,28 @@ def tiny_vae(seed: int = 0):
     )  # fmt: skip
 
 
-def save_tiny_sd15(folder: Path, channels: tuple[int, ...] = TINY_CHANNELS, context: int = TINY_CONTEXT) -> Path:
+def save_tiny_sd15(
+    folder: Path, channels: tuple[int, ...] = TINY_CHANNELS, context: int = TINY_CONTEXT, sd15_vae: bool = False
+) -> Path:
     """A diffusers-format folder with SD1.5's layout but tiny widths, loadable by ``anodiff.base.load_sd15``.
 
     The real SD1 tokenizer files come from the ComfyUI copy that ``scripts/fetch_assets.py`` unpacks.
+    ``sd15_vae``: SD1.5's VAE (random weights, 8x downsampling) instead of the tiny 2x one, for benchmarks.
     """
     from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
     tiny_unet(channels=channels, context=context).save_pretrained(folder / "unet")
-    tiny_vae().save_pretrained(folder / "vae")
+    if sd15_vae:
+        from diffusers import AutoencoderKL
+
+        from anodiff.sd15_config import VAE
+
+        torch.manual_seed(0)
+        AutoencoderKL.from_config({k: v for k, v in VAE.items() if not k.startswith("_")}).save_pretrained(folder / "vae")
+    else:
+        tiny_vae().save_pretrained(folder / "vae")
     tiny_text_encoder(hidden=context).save_pretrained(folder / "text_encoder")
     CLIPTokenizer(str(COMFY_TOKENIZER / "vocab.json"), str(COMFY_TOKENIZER / "merges.txt"), model_max_length=77).save_pretrained(
         folder / "tokenizer"
