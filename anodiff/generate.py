@@ -36,14 +36,15 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .composite import clip_mask
 from .imageio import read_rgb, write_png
 from .imageio import write_atomic as _write_atomic
 from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
+from .region_plan import RANDOM, make_plan, sample_group, write_region_pair
+from .sidecar import label_path, read_sidecar, sidecar_path, write_sidecar
+from .stitch import BLENDS
 from .weights import DualFile, load_dual
 
-RANDOM = "random"  # --region value: a region per pair on the object
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ DUAL_DEFAULTS = (100, 2.5)
 BCM_DEFAULTS = (50, 2.0)
 """... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
 SETTINGS_VERSION = 1
-LEGACY_SETTINGS = {"dtype": "fp32"}
+LEGACY_SETTINGS = {"dtype": "fp32", "context": None, "working": None, "blend": None, "defects": None, "region_ids": None}
 """Values of settings that records written before the setting existed were made with."""
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 
@@ -274,6 +275,11 @@ def generate(
     dtype: str = "auto",
     shard: str | tuple[int, int] | None = None,
     workers: int = 2,
+    context: float = 2.0,
+    working: int | None = None,
+    defects: int = 1,
+    blend: str = "feather",
+    region_ids: bool = False,
 ) -> GenerateReport:
     """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
 
@@ -284,6 +290,10 @@ def generate(
     different region in each pair.
     dtype: the UNet's dtype (``auto``: fp16 on CUDA, else fp32; the VAE always decodes in fp32). shard: ``"k/n"``
     or ``(k, n)``, default from RANK/WORLD_SIZE (module docstring). workers: threads for masks and PNG writes.
+    Region control works on each photo at its own size (``anodiff.region_plan``): source may be a folder (pair i
+    takes photo i % n), each defect is made in a crop window of ``context`` times its region at the ``working``
+    size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
+    or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.sidecar``).
     """
     _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
     shard = parse_shard(shard)
@@ -307,7 +317,10 @@ def generate(
         files = normal_images(Path(normal_dir))
     elif dual.config.bcm:
         log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
-    held = _region_files(source, region, size, seed, region_size)
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    working = size if working is None else working
+    plan = make_plan(source, region, seed, region_size, context, working, feather, blend, defects, region_ids)
     default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
@@ -318,6 +331,8 @@ def generate(
         source=str(Path(source).resolve()) if source else None,
         region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
         feather=feather, region_size=list(region_size), dtype=dtype_name,
+        **({"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
+           if plan else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))),
     )  # fmt: skip
     record = _record_path(folder, anomaly)
     from .jobs import SharedFileLock
@@ -335,6 +350,7 @@ def generate(
             continue
         present = sum(p.is_file() for p in pair_paths(folder, anomaly, i))
         if present == 3 and not force and i not in owed:
+            _check_source(sidecar_path(folder, anomaly, i), plan, i)
             report.skipped += 1
             continue
         if present and not force:
@@ -350,6 +366,8 @@ def generate(
     pipe = DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype), dual, device=device)
     u2net = U2NetP() if (mask_method == "u2netp" or files) else None
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
+    if plan is not None and u2net is not None:
+        plan.source.saliency = u2net
     _update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
 
     def finish(indices: list[int], futures: list[Future]) -> None:
@@ -366,17 +384,27 @@ def generate(
         ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anodiff-write") as pool,
     ):
         writing: deque[tuple[list[int], list[Future]]] = deque()
+        meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
+                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "anomaly": anomaly}  # fmt: skip
         for group in shard_batches(todo, batch_size, shard):
-            zones = [held.region_for(i) for i in group] if held else None
+            if plan is not None:
+                works = sample_group(pipe, plan, group, seed, background_for=backgrounds.for_pair if backgrounds else None,
+                                     steps=steps, cfg=cfg, scheduler=scheduler)  # fmt: skip
+                futures = [pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair), label_path(folder, anomaly, w.pair),
+                                       sidecar_path(folder, anomaly, w.pair), w, plan, mask_method, threshold, u2net,
+                                       {**meta, "pair": w.pair, "seed": seed + w.pair}) for w in works]  # fmt: skip
+                writing.append((group, futures))
+                while len(writing) > 1:
+                    finish(*writing.popleft())
+                continue
             batch = pipe(
                 len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
                 backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
-                source=held.photo if held else None, region=zones, feather=feather,
             )  # fmt: skip
             futures = [
                 pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
-                            zones[k] if zones else None)
-                for k, (i, image, part) in enumerate(zip(group, batch.images, batch.anomaly_parts))
+                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size]})
+                for i, image, part in zip(group, batch.images, batch.anomaly_parts)
             ]  # fmt: skip
             writing.append((group, futures))
             while len(writing) > 1:  # the GPU samples batch b while batch b - 1 is written
@@ -386,11 +414,10 @@ def generate(
     return report
 
 
-def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, zone) -> bool:
-    """Mask and the three PNGs of pair ``i`` (on a worker thread); True when the mask is empty."""
+def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
+    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread); True when the mask is empty."""
     mask = extract_mask(part, mask_method, threshold, model=u2net)
-    if zone is not None:
-        mask = clip_mask(mask, zone)
+    write_sidecar(sidecar_path(folder, anomaly, i), meta)
     image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
     write_png(image_path, image)
     write_png(part_path, part)
@@ -398,44 +425,14 @@ def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, 
     return not mask.any()
 
 
-@dataclass
-class HeldRegion:
-    """Region control inputs at the output size: one fixed region, or a random one per pair on the object."""
-
-    photo: np.ndarray
-    fixed: np.ndarray | None
-    foreground: np.ndarray | None
-    seed: int
-    size_range: tuple[float, float]
-
-    def region_for(self, pair: int) -> np.ndarray:
-        if self.fixed is not None:
-            return self.fixed
-        from .regions import sample_regions
-
-        return sample_regions(self.foreground, 1, size=self.size_range, seed=(self.seed, pair))[0]
-
-
-def _region_files(source, region, size: int, seed: int = 0, size_range=(0.05, 0.2), u2net=None) -> HeldRegion | None:
-    """Region control inputs read from files and brought to the output size, or None.
-
-    region: a mask image, or "random" for a region per pair sampled on the photo's U²-Net-P foreground.
-    """
-    if source is None and region is None:
-        return None
-    if source is None or region is None:
-        raise ValueError("region control needs both --source (a normal photo) and --region (a mask image or 'random')")
-    from .data import read_image, read_mask
-
-    photo = cv2.resize(read_image(source), (size, size), interpolation=cv2.INTER_AREA)
-    if str(region) == RANDOM:
-        from .regions import foreground_mask
-
-        return HeldRegion(photo, None, foreground_mask(photo, model=u2net, erode=2), seed, size_range)
-    mask = cv2.resize(read_mask(region), (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
-    if not mask.any():
-        raise ValueError(f"{region}: the region mask is empty; paint where the defect may go in white")
-    return HeldRegion(photo, mask, None, seed, size_range)
+def _check_source(path: Path, plan, pair: int) -> None:
+    """A kept pair must still get its photo: a folder whose listing changed would mix photos on resume."""
+    record = read_sidecar(path) if plan is not None else None
+    if record is not None and record.get("source") != plan.source.name_for(pair):
+        raise FileExistsError(
+            f"{path}: pair {pair} was made from {record.get('source')!r}, but --source now gives it "
+            f"{plan.source.name_for(pair)!r} (photos added or removed?); choose another --out, or --force"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -446,7 +443,8 @@ def _run(args: argparse.Namespace) -> int:
             size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
             background_every=args.background_every, force=args.force, device=args.device,
             source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
-            dtype=args.dtype, shard=args.shard, workers=args.workers,
+            dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
+            defects=args.defects, blend=args.blend, region_ids=args.region_ids,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         print(f"anodiff generate: error: {exc}", file=sys.stderr)
@@ -485,9 +483,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
     add("--normal-dir", default=None, metavar="DIR", help="normal images for BCM backgrounds (BCM files only)")
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
-    add("--source", default=None, metavar="IMAGE", help="region control: a normal photo to put the defect into")
+    add("--source", default=None, metavar="IMAGE|DIR",
+        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")
     add("--region", default=None, metavar="MASK",
-        help="region control: where the defect may go (white), or 'random' for a region per pair on the object")
+        help="region control: where the defect may go (white), or 'random' for regions on each photo's object")
+    add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
+    add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
+    add("--context", type=float, default=2.0,
+        help="crop window side as a multiple of the region's box, snapped to 64 px (default 2.0)")
+    add("--working", type=int, default=None, help="the crop's longer side when generating (default: --size)")
+    add("--blend", choices=BLENDS, default="feather",
+        help="paste back with a feathered edge or OpenCV Poisson blending (default feather)")
     add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
         help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
     add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")

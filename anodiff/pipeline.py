@@ -23,6 +23,7 @@ from .composite import composite
 from .masks import as_float_image
 from .pairs import interleave
 from .processor import DualAttnProcessor, DualPass, DualUNet
+from .region_inputs import region_inputs, region_mask  # noqa: F401 (region_mask: public here before)
 from .text import add_text_lora, load_text_lora
 from .weights import DualFile
 
@@ -63,35 +64,6 @@ class PairBatch:
 
 def _has_peft_layers(module: torch.nn.Module) -> bool:
     return any(hasattr(m, "lora_A") for m in module.modules())
-
-
-def region_mask(region: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) bool at the output size (nearest neighbour, so the region is never blurred)."""
-    mask = np.asarray(region, dtype=np.float32)
-    if mask.ndim != 2:
-        raise ValueError(f"region must be an (H, W) mask, got shape {mask.shape}")
-    if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return mask > 0.5
-
-
-def _region_inputs(source, region, num_pairs: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The photo at the output size and one (H, W) bool region per pair: ``region`` is one (H, W) mask for all
-    pairs, or one per pair (a list, or an (N, H, W) array) so a batch can hold a different region in each pair."""
-    if source is None or region is None:
-        raise ValueError("region control needs both a source photo and a region mask")
-    photo = as_float_image(np.asarray(source), "source")
-    if photo.shape[:2] != (height, width):
-        photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-    regions = [region] if isinstance(region, np.ndarray) and region.ndim == 2 else list(region)
-    if len(regions) not in (1, num_pairs):
-        raise ValueError(f"region: give one mask for all pairs or one per pair ({num_pairs}), got {len(regions)}")
-    masks = np.stack([region_mask(r, height, width) for r in regions])
-    for k, mask in enumerate(masks):
-        if not mask.any():
-            which = "region" if len(masks) == 1 else f"the region of pair {k}"
-            raise ValueError(f"{which} is empty: draw where the defect may go (white)")
-    return photo, np.broadcast_to(masks, (num_pairs, height, width))
 
 
 def _seeds(seed: int | Sequence[int], num_pairs: int) -> list[int]:
@@ -231,7 +203,8 @@ class DualAnoDiffPipeline:
         source + region (region control): an (H, W, 3) photo in [0, 1] and an (H, W) mask; at every step the
         latents outside the region are replaced by the photo (global rows) and the grey canvas (anomaly rows)
         noised to that step, and the decoded global image is pasted into the photo with a ``feather``-pixel edge,
-        so outside the grown region it is the photo exactly.
+        so outside the grown region it is the photo exactly. source may be one photo per pair (crops of
+        several photos in one batch); ``feather=None`` skips the paste (crop-and-stitch pastes at full size).
         """
         self._check_call(num_pairs, height, width, steps, cfg, scheduler)
         seeds = _seeds(seed, num_pairs)
@@ -269,8 +242,8 @@ class DualAnoDiffPipeline:
         run = DualPass(chunks=chunks)
         held = regions = None
         if source is not None or region is not None:
-            photo, regions = _region_inputs(source, region, num_pairs, height, width)
-            held = self._region_targets(photo, regions)
+            photos, regions = region_inputs(source, region, num_pairs, height, width)
+            held = self._region_targets(photos, regions)
         timesteps = list(sampler.timesteps)
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
             x = sampler.scale_model_input(latents, t)
@@ -290,9 +263,9 @@ class DualAnoDiffPipeline:
                     target = sampler.add_noise(target, noise, timesteps[i + 1].reshape(1))
                 latents = keep * latents + (1 - keep) * target
         pairs = self._decode(latents, seeds)
-        if held is not None:
-            pairs.images[:] = np.stack([composite(img, photo, mask, feather)
-                                        for img, mask in zip(pairs.images, regions)])  # fmt: skip
+        if held is not None and feather is not None:
+            pairs.images[:] = np.stack([composite(img, photos[k % len(photos)], mask, feather)
+                                        for k, (img, mask) in enumerate(zip(pairs.images, regions))])  # fmt: skip
         return pairs
 
     def autocast(self) -> torch.autocast:
@@ -300,17 +273,20 @@ class DualAnoDiffPipeline:
         dtype of the latents (fp32) and of the adapter (fp32 while training); with an fp32 UNet it is off."""
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
-    def _region_targets(self, photo: np.ndarray, regions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _region_targets(self, photos: list[np.ndarray], regions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows the latents are held to outside the regions, (2N, 1, h, w) per-row map: 1 where sampling is free).
 
-        Both rows of pair i share region i, so a batch may hold a different region in every pair."""
-        x = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        Both rows of pair i share region i (and photo i when one per pair is given), so a batch may hold a
+        different region in every pair; photos are encoded one at a time, so a pair is batch-independent."""
         scale = self.base.latent_scale
-        height, width = photo.shape[:2]
-        photo_latent = self._encode_image(x).float() * scale
+        height, width = photos[0].shape[:2]
+        encoded = [self._encode_image(torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None] * 2.0 - 1.0)
+                   for p in photos]  # fmt: skip
+        photo_latent = torch.cat(encoded).float() * scale
         grey = self._grey_latent(height, width).float() * scale
         num_pairs = regions.shape[0]
-        rows = interleave(photo_latent.expand(num_pairs, -1, -1, -1), grey.expand(num_pairs, -1, -1, -1))
+        rows = interleave(photo_latent.expand(num_pairs, -1, -1, -1) if len(photos) == 1 else photo_latent,
+                          grey.expand(num_pairs, -1, -1, -1))  # fmt: skip
         m = torch.from_numpy(regions.astype(np.float32))[:, None]
         keep = torch.nn.functional.adaptive_max_pool2d(m, rows.shape[-2:])  # a latent cell touching the region is free
         return rows.to(self.device), keep.repeat_interleave(2, dim=0).to(self.device)

@@ -1,0 +1,112 @@
+"""Crop-and-stitch on a 1600x1200 photo: the window stays inside the photo in multiples of 64, the output keeps the
+photo's size and bytes outside the grown region (feathered and Poisson), and the defect lands inside the region."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from anodiff.stitch import BLENDS, Window, crop, crop_window, grown_region, region_box, stitch, stitch_mask
+
+H, W = 1200, 1600
+
+
+def textured_photo(seed: int = 0) -> np.ndarray:
+    """A smooth gradient with fine noise: any resampling or blending outside the region would change its bytes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    base = np.stack([0.3 + 0.4 * xx, 0.5 - 0.2 * yy, 0.4 + 0.1 * xx * yy], -1)
+    return np.clip(base * 255 + rng.integers(-20, 21, (H, W, 3)), 0, 255).astype(np.uint8)
+
+
+def square_region(top: int, left: int, side: int = 120) -> np.ndarray:
+    region = np.zeros((H, W), bool)
+    region[top : top + side, left : left + side] = True
+    return region
+
+
+def fake_generate(photo_crop: np.ndarray, region_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 'defect': a dark blob in the middle of the region at the working size, and its mask."""
+    ys, xs = np.nonzero(region_crop)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    mask = np.zeros(region_crop.shape, np.uint8)
+    cv2.circle(mask, (cx, cy), max(2, (xs.max() - xs.min()) // 4), 1, -1)
+    out = photo_crop.copy()
+    out[mask > 0] = [0.05, 0.05, 0.05]
+    return out, mask > 0
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+def test_full_resolution_output_is_the_original_outside_the_grown_region(blend):
+    photo, region = textured_photo(), square_region(530, 910)
+    window = crop_window(region, context=2.0, working=512)
+    assert (window.width, window.height) == (256, 256) and (window.work_width, window.work_height) == (512, 512)
+    photo_crop, region_crop = crop(photo, region, window)
+    assert photo_crop.shape == (512, 512, 3) and region_crop.shape == (512, 512)
+    generated, mask = fake_generate(photo_crop, region_crop)
+    image, full_mask = stitch(photo, generated, region, window, mask=mask, feather=4, blend=blend)
+    assert image.shape == photo.shape and image.dtype == np.uint8 and full_mask.shape == (H, W)
+    outside = ~grown_region(region, 4)
+    assert image[outside].tobytes() == photo[outside].tobytes()  # byte for byte
+    assert full_mask.any() and not full_mask[~region].any()  # the mask at full size, inside the region
+    changed = np.abs(image.astype(int) - photo.astype(int)).max(axis=2) > 40
+    assert changed.any() and not changed[outside].any()
+    ys, xs = np.nonzero(full_mask)
+    assert 530 <= ys.min() and ys.max() < 650 and 910 <= xs.min() and xs.max() < 1030  # the defect is in the region
+    assert image[full_mask].mean() < 60  # and it is the dark blob, at full resolution
+
+
+def test_float_photos_keep_their_values_and_no_mask_means_the_region():
+    photo = textured_photo(1).astype(np.float32) / 255.0
+    region = square_region(100, 100, 90)
+    window = crop_window(region, 1.5, 256)
+    photo_crop, region_crop = crop(photo, region, window)
+    image, mask = stitch(photo, np.clip(photo_crop + 0.3, 0, 1), region, window, feather=0)
+    assert image.dtype == np.float32 and np.array_equal(image[~region], photo[~region])
+    assert np.array_equal(mask, region)
+
+
+def test_crop_window_never_leaves_the_photo_and_is_a_multiple_of_64():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        h, w = int(rng.integers(200, 2000)), int(rng.integers(200, 2000))
+        bh, bw = int(rng.integers(1, h // 2)), int(rng.integers(1, w // 2))
+        top, left = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        region = np.zeros((h, w), bool)
+        region[top : top + bh, left : left + bw] = True
+        win = crop_window(region, float(rng.uniform(1.0, 4.0)), 512)
+        assert win.x >= 0 and win.y >= 0 and win.x + win.width <= w and win.y + win.height <= h
+        assert win.width % 64 == 0 and win.height % 64 == 0
+        assert win.x <= left and win.y <= top and left + bw <= win.x + win.width and top + bh <= win.y + win.height
+        assert max(win.work_width, win.work_height) == 512 and win.work_width % 8 == 0 and win.work_height % 8 == 0
+        ratio = (win.width / win.height) / (win.work_width / win.work_height)
+        assert abs(ratio - 1) < 0.1  # the aspect is kept
+        assert Window.from_dict(win.to_dict()) == win
+
+
+def test_window_at_the_photo_edge_and_regions_too_big_for_a_multiple():
+    region = square_region(1100, 1500, 100)  # at the bottom-right corner
+    win = crop_window(region, 3.0)
+    assert (win.x + win.width, win.y + win.height) == (W, H) and win.width == win.height == 320
+    small = np.zeros((100, 90), bool)
+    small[10:90, 5:80] = True  # wider than the largest multiple of 64 inside the photo (64): the whole side
+    win = crop_window(small, 2.0, 64)
+    assert (win.x, win.y, win.width, win.height) == (0, 0, 90, 100)
+
+
+def test_bad_inputs_say_what_was_expected():
+    region = square_region(10, 10)
+    with pytest.raises(ValueError, match="context must be a number >= 1"):
+        crop_window(region, 0.5)
+    with pytest.raises(ValueError, match="region is empty"):
+        crop_window(np.zeros((64, 64), bool))
+    window = crop_window(region)
+    with pytest.raises(ValueError, match="must both have the size"):
+        crop(np.zeros((10, 10, 3), np.uint8), region, window)
+    with pytest.raises(ValueError, match="working size"):
+        stitch(textured_photo(), np.zeros((8, 8, 3), np.float32), region, window)
+    with pytest.raises(ValueError, match="blend must be one of"):
+        stitch(textured_photo(), np.zeros((8, 8, 3), np.float32), region, window, blend="alpha")
+    assert region_box(region) == (10, 10, 120, 120)
+    assert stitch_mask(np.ones(window.work_shape), region, window).sum() == region.sum()
