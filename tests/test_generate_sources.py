@@ -1,0 +1,154 @@
+"""anodiff generate on real-size photos: a folder of 5 photos of different sizes cycled over the pairs, recorded
+in per-pair sidecars, resumed byte-identically after an interruption; several random defects per photo with a
+label mask; a 1600x1200 photo keeps its size and bytes outside the grown region."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import anodiff.generate
+from anodiff.generate import generate
+from anodiff.sidecar import read_sidecar
+from anodiff.stitch import grown_region
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SIZES = [(120, 160), (100, 200), (128, 96), (150, 150), (90, 140)]  # (H, W) of the five photos
+FAST = {"batch_size": 2, "steps": 2, "scheduler": "ddim", "size": 64, "mask_method": "grey", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    from tiny_diffusers import save_tiny_sd15
+
+    return save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from test_pipeline import dual_file
+
+    return dual_file().save(tmp_path_factory.mktemp("w") / "dual.safetensors")
+
+
+class Disc:
+    """A stand-in for U²-Net-P: the object is the bright part of the photo."""
+
+    def saliency(self, image):
+        return (image.mean(axis=2) > 0.5).astype(np.float32)
+
+
+@pytest.fixture
+def disc_saliency(monkeypatch):
+    import anodiff.regions
+
+    original = anodiff.regions.foreground_mask
+    monkeypatch.setattr(anodiff.regions, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw))
+
+
+def disc_photo(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    photo = rng.integers(20, 60, (h, w, 3)).astype(np.uint8)
+    inside = ((yy - h / 2) / (0.42 * h)) ** 2 + ((xx - w / 2) / (0.42 * w)) ** 2 < 1
+    photo[inside] = rng.integers(180, 230, (int(inside.sum()), 3))
+    return photo
+
+
+def write_photos(folder: Path) -> list[str]:
+    folder.mkdir()
+    names = [f"part_{k}.png" for k in range(len(SIZES))]
+    for k, ((h, w), name) in enumerate(zip(SIZES, names)):
+        cv2.imwrite(str(folder / name), disc_photo(h, w, k)[..., ::-1])
+    return names
+
+
+def pngs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, weights, tmp_path, disc_saliency, monkeypatch):
+    names = write_photos(tmp_path / "photos")
+    kw = {**FAST, "source": tmp_path / "photos", "region": "random", "region_size": (0.15, 0.25), "feather": 2}
+    full = generate(sd_dir, weights, tmp_path / "full", 7, **kw)
+    assert full.written == 7
+    folder = tmp_path / "full" / "object"
+    for i in range(7):
+        meta = read_sidecar(folder / "meta" / "defect" / f"{i:03d}.json")
+        assert meta["source"] == names[i % 5] and meta["seed"] == i and meta["steps"] == 2 and meta["sampler"] == "ddim"
+        assert meta["model"] == str(Path(weights).resolve()) and len(meta["defects"]) == 1
+        h, w = SIZES[i % 5]
+        image = cv2.imread(str(folder / "test" / "defect" / f"{i:03d}.png"))[..., ::-1]
+        assert image.shape == (h, w, 3) and meta["size"] == [w, h]  # each photo keeps its own size
+        x, y, bw, bh = meta["defects"][0]["box"]
+        zone = np.zeros((h, w), bool)
+        zone[y : y + bh, x : x + bw] = True
+        outside = ~grown_region(zone, 2)
+        assert image[outside].tobytes() == disc_photo(h, w, i % 5)[outside].tobytes()
+        mask = cv2.imread(str(folder / "ground_truth" / "defect" / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        assert mask.shape == (h, w) and not mask[~zone].any()
+
+    real = anodiff.generate.write_region_pair
+
+    def crash_at_pair_5(paths, *args, **kwargs):
+        if paths[0].name == "005.png":
+            raise RuntimeError("interrupted")
+        return real(paths, *args, **kwargs)
+
+    monkeypatch.setattr(anodiff.generate, "write_region_pair", crash_at_pair_5)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        generate(sd_dir, weights, tmp_path / "resumed", 7, **kw)
+    monkeypatch.setattr(anodiff.generate, "write_region_pair", real)
+    record = json.loads((tmp_path / "resumed" / "object" / ".anodiff-generate-defect.json").read_text())
+    assert 5 in record["pending"]
+    again = generate(sd_dir, weights, tmp_path / "resumed", 7, **kw)
+    assert again.written >= 1 and again.written + again.skipped == 7
+    assert pngs(tmp_path / "resumed") == pngs(tmp_path / "full")  # the same bytes as one uninterrupted run
+
+    (tmp_path / "photos" / "part_0.png").rename(tmp_path / "photos" / "part_9.png")  # the cycle changes
+    with pytest.raises(FileExistsError, match="pair 0 was made from 'part_0.png', but --source now gives it 'part_1.png'"):
+        generate(sd_dir, weights, tmp_path / "full", 7, **kw)
+
+
+def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, weights, tmp_path, disc_saliency):
+    write_photos(tmp_path / "photos")
+    kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}
+    generate(sd_dir, weights, tmp_path / "out", 2, defects=3, blend="poisson", **kw)
+    folder = tmp_path / "out" / "object"
+    for i in range(2):
+        label = cv2.imread(str(folder / "labels" / "defect" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED)
+        meta = read_sidecar(folder / "meta" / "defect" / f"{i:03d}.json")
+        assert [d["id"] for d in meta["defects"]] == [1, 2, 3] and meta["defects"][0]["seed"] == i
+        assert len({d["seed"] for d in meta["defects"]}) == 3
+        mask = cv2.imread(str(folder / "ground_truth" / "defect" / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(mask > 0, label > 0)
+        for d in meta["defects"]:
+            x, y, bw, bh = d["box"]
+            ids = label == d["id"]
+            assert ids.sum() == d["mask_pixels"] and not ids[:y].any() and not ids[y + bh :].any()
+    with pytest.raises(ValueError, match="--defects applies to --region random"):
+        generate(sd_dir, weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
+
+
+def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, weights, tmp_path):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    region = np.zeros((1200, 1600), np.uint8)
+    region[700:820, 300:420] = 255
+    cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
+    cv2.imwrite(str(tmp_path / "region.png"), region)
+    report = generate(sd_dir, weights, tmp_path / "out", 1, source=tmp_path / "photo.png", region=tmp_path / "region.png",
+                      feather=4, **FAST)  # fmt: skip
+    assert report.written == 1
+    image = cv2.imread(str(tmp_path / "out" / "object" / "test" / "defect" / "000.png"))[..., ::-1]
+    assert image.shape == photo.shape
+    outside = ~grown_region(region > 0, 4)
+    assert image[outside].tobytes() == photo[outside].tobytes()
+    assert (image[region > 0] != photo[region > 0]).any()
+    meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "000.json")
+    window = meta["defects"][0]["window"]
+    assert (window["width"], window["height"], window["work_width"]) == (256, 256, 64)
