@@ -133,8 +133,12 @@ class ShardWriter:
         self.path = folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
         self._fh = _create(self.path)
 
-    def add(self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict]) -> None:
+    def add(self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict],
+            extra: dict | None = None) -> None:  # fmt: skip
+        """extra: more fields for the COCO image entry (e.g. ``anodiff``: the pair's sidecar)."""
         line = {"file_name": file_name, "width": width, "height": height, "anomaly": anomaly, "annotations": annotations}
+        if extra:
+            line["extra"] = extra
         self._fh.write(json.dumps(line) + "\n")
         self._fh.flush()
 
@@ -159,7 +163,7 @@ def merge_coco(root: str | Path, category: str) -> Path:
                 record = json.loads(line)
                 anomaly = record["anomaly"]
                 image = {"id": len(coco["images"]) + 1, "file_name": record["file_name"], "width": record["width"],
-                         "height": record["height"]}  # fmt: skip
+                         "height": record["height"], **record.get("extra", {})}  # fmt: skip
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{shard}, line {number}: not an export record ({exc}); move the file away") from exc
             if anomaly not in categories:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -39,6 +38,7 @@ from . import coco
 from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
 from .imageio import read_rgb
 from .masks import as_float_image
+from .sidecar import defect_instances, pair_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ def export_dataset(
     start: int | None = None,
     instances: str = "component",
     merge: bool = True,
+    sidecars: Iterable[tuple[dict | None, np.ndarray | None]] | None = None,
 ) -> ExportReport:
     """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
 
@@ -226,6 +227,9 @@ def export_dataset(
     by creating its image file, its COCO record appended to this call's shard. merge: rebuild the COCO file from
     the shards at the end (reads them all; pass False when exporting batch by batch and call ``merge_coco``
     once at the end). Several processes may export into one ``out_dir`` at the same time.
+    sidecars: per pair ``(record, label mask)`` from ``anodiff.sidecar`` (either may be None): the record goes into
+    the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
+    defect id instead of per component.
     """
     formats = parse_formats(fmt)
     category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
@@ -253,8 +257,10 @@ def export_dataset(
         raise FileExistsError(f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
                               f"{following}, or leave start unset")  # fmt: skip
     index = following if start is None else start
+    extras = iter(sidecars) if sidecars is not None else None
     try:
         for image, mask in zip(images, masks, strict=True):
+            meta, label = next(extras, (None, None)) if extras is not None else (None, None)
             rgb = np.round(as_float_image(image) * 255.0).astype(np.uint8)
             m = as_bool_mask(mask, rgb.shape[:2])
             index, image_path = _claim(folder, anomaly, index, encode_png(rgb), start is None, start)
@@ -266,8 +272,9 @@ def export_dataset(
             if "coco" in formats:
                 if shard is None:
                     shard = coco.ShardWriter(root, category)
-                anns = coco_instances(m, instances)
-                shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns)
+                anns = defect_instances(label, m) if label is not None else coco_instances(m, instances)
+                shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns,
+                          {"anodiff": meta} if meta else None)  # fmt: skip
                 report.annotations += len(anns)
             report.indices.append(index)
             report.empty_masks += int(not m.any())
@@ -310,7 +317,8 @@ def _run(args: argparse.Namespace) -> int:
         for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
             group = list(group)
             report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
-                                    category, anomaly, formats, instances=args.instances, merge=False)  # fmt: skip
+                                    category, anomaly, formats, instances=args.instances, merge=False,
+                                    sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
             print(report.summary())
         if "coco" in formats:
             for category in sorted({p.category for p in pairs}):

@@ -45,7 +45,6 @@ from .sidecar import label_path, read_sidecar, sidecar_path, write_sidecar
 from .stitch import BLENDS
 from .weights import DualFile, load_dual
 
-
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from .imageio import write_atomic
 
 VERSION = 1
@@ -50,4 +53,24 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return record
 
 
-__all__ = ["for_image", "label_path", "read_sidecar", "sidecar_path", "write_sidecar"]
+def pair_sidecar(image: Path) -> tuple[dict | None, np.ndarray | None]:
+    """The sidecar record and label mask of the pair whose image is ``image``, each None when not written."""
+    meta_path, label_file = for_image(image)
+    label = None
+    if label_file.is_file():
+        label = cv2.imdecode(np.fromfile(str(label_file), np.uint8), cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2:
+            raise ValueError(f"{label_file}: not a grey label mask (one id per defect); move it away")
+    return read_sidecar(meta_path), label
+
+
+def defect_instances(label: np.ndarray, mask: np.ndarray) -> list[dict]:
+    """COCO annotations, one per defect id of a label mask (several defects on one image), tagged ``defect_id``."""
+    from .coco import coco_instances
+
+    if label.shape != mask.shape:
+        raise ValueError(f"label mask {label.shape} and mask {mask.shape} of one pair differ in size")
+    return [{**ann, "defect_id": int(i)} for i in np.unique(label) if i for ann in coco_instances(label == i, "mask")]
+
+
+__all__ = ["defect_instances", "for_image", "label_path", "pair_sidecar", "read_sidecar", "sidecar_path", "write_sidecar"]

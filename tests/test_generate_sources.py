@@ -130,6 +130,21 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, weights, tmp_
             x, y, bw, bh = d["box"]
             ids = label == d["id"]
             assert ids.sum() == d["mask_pixels"] and not ids[:y].any() and not ids[y + bh :].any()
+    from pycocotools.coco import COCO
+    from pycocotools.mask import decode
+
+    from anodiff.cli import main
+
+    assert main(["export", "--from", str(tmp_path / "out"), "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0
+    coco = COCO(str(tmp_path / "coco" / "annotations" / "object.json"))
+    for image in coco.loadImgs(coco.getImgIds()):
+        i = image["anodiff"]["pair"]
+        assert image["anodiff"]["source"] == "part_3.png" and image["anodiff"]["seed"] == i  # traced to its photo
+        label = cv2.imread(str(folder / "labels" / "defect" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+        assert sorted(a["defect_id"] for a in anns) == sorted(set(np.unique(label)) - {0})  # one per defect
+        for ann in anns:
+            assert np.array_equal(decode(coco.annToRLE(ann)).astype(bool), label == ann["defect_id"])
     with pytest.raises(ValueError, match="--defects applies to --region random"):
         generate(sd_dir, weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
 
