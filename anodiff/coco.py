@@ -166,13 +166,17 @@ def merge_coco(root: str | Path, category: str) -> Path:
                          "height": record["height"], **record.get("extra", {})}  # fmt: skip
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{shard}, line {number}: not an export record ({exc}); move the file away") from exc
-            if anomaly not in categories:
-                categories[anomaly] = len(categories) + 1
-                coco["categories"].append({"id": categories[anomaly], "name": anomaly, "supercategory": category})
             coco["images"].append(image)
+            # several defect types on one image: each annotation names its own (its COCO category)
+            for name in [a.get("anomaly", anomaly) for a in record["annotations"]] or [anomaly]:
+                if name not in categories:
+                    categories[name] = len(categories) + 1
+                    coco["categories"].append({"id": categories[name], "name": name, "supercategory": category})
             for ann in record["annotations"]:
+                name = ann.get("anomaly", anomaly)
+                fields = {k: v for k, v in ann.items() if k != "anomaly"}
                 coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image["id"],
-                                            "category_id": categories[anomaly], "iscrowd": 0, **ann})  # fmt: skip
+                                            "category_id": categories[name], "iscrowd": 0, **fields})  # fmt: skip
     path = coco_path(root, category)
     write_atomic(path, json.dumps(coco, indent=1).encode("utf-8"))
     return path

@@ -64,13 +64,18 @@ def pair_sidecar(image: Path) -> tuple[dict | None, np.ndarray | None]:
     return read_sidecar(meta_path), label
 
 
-def defect_instances(label: np.ndarray, mask: np.ndarray) -> list[dict]:
-    """COCO annotations, one per defect id of a label mask (several defects on one image), tagged ``defect_id``."""
+def defect_instances(label: np.ndarray, mask: np.ndarray, types: list[str] | None = None) -> list[dict]:
+    """COCO annotations, one per defect id of a label mask (several defects on one image), tagged ``defect_id``;
+    with ``types`` (one per id) each names its own defect type, which becomes its COCO category."""
     from .coco import coco_instances
 
     if label.shape != mask.shape:
         raise ValueError(f"label mask {label.shape} and mask {mask.shape} of one pair differ in size")
-    return [{**ann, "defect_id": int(i)} for i in np.unique(label) if i for ann in coco_instances(label == i, "mask")]
+    ids = [int(i) for i in np.unique(label) if i]
+    if types is not None and ids and max(ids) > len(types):
+        raise ValueError(f"the label mask has defect id {max(ids)} but only {len(types)} defect type(s) were named")
+    named = (lambda i: {"anomaly": types[i - 1]}) if types else (lambda i: {})
+    return [{**ann, "defect_id": i, **named(i)} for i in ids for ann in coco_instances(label == i, "mask")]
 
 
 __all__ = ["defect_instances", "for_image", "label_path", "pair_sidecar", "read_sidecar", "sidecar_path", "write_sidecar"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from . import background, dataset, loader, mask, modular, region, region_control, sampler
+from . import defects, sources, stitch
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _module in (loader, background, sampler, modular, mask, region, region_control, dataset):
+for _module in (loader, background, sampler, modular, mask, region, region_control, stitch, defects, sources, dataset):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

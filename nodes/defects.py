@@ -1,0 +1,126 @@
+"""Defect Labels and Export Defects: several defects on one part merged into one label mask (id k for the k-th
+defect) and exported with one COCO annotation per defect, its defect type as the category (anodiff.multi_defect)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..anodiff import export
+from ..anodiff.multi_defect import check_disjoint, label_mask
+from ..anodiff.regions import PALETTE
+from .dataset import output_root
+
+log = logging.getLogger(__name__)
+SLOTS = 4
+
+
+def _mask(mask: torch.Tensor) -> np.ndarray:
+    m = mask.detach().to("cpu", torch.float32).numpy()
+    return m[None] if m.ndim == 2 else m
+
+
+def split_types(types: str, count: int, node: str) -> list[str]:
+    """``"crack, scratch"`` -> one defect type per id; a missing or unsafe name is an error naming the slot."""
+    names = [t.strip() for t in types.split(",")]
+    if len(names) != count or any(not n or n in (".", "..") or any(c in n for c in "/\\") for n in names):
+        raise ValueError(f"{node}: defect_types must name {count} defect type(s), comma-separated, one per connected "
+                         f"mask (plain names), got {types!r}")  # fmt: skip
+    return names
+
+
+class DualAnoDiffDefectLabels:
+    DESCRIPTION = (
+        "Merges the masks of several defects on one photo (e.g. from chained Stitch Region nodes) into one label "
+        "mask: 1 for mask_1, 2 for mask_2, ... Overlapping masks are refused, as the regions must not overlap."
+    )
+    CATEGORY = "DualAnoDiff/region"
+    FUNCTION = "merge"
+    RETURN_TYPES = ("MASK", "MASK", "IMAGE")
+    RETURN_NAMES = ("labels", "mask", "preview")
+    OUTPUT_TOOLTIPS = (
+        "Label mask: the defect's number (1, 2, ...) as the value, 0 elsewhere; feed to Export Defects.",
+        "All defects together, 0/1.",
+        "The defects tinted in distinct colours.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {f"mask_{k}": ("MASK", {"tooltip": f"Defect {k}'s mask at the photo's size (optional)."})
+                    for k in range(2, SLOTS + 1)}  # fmt: skip
+        return {"required": {"mask_1": ("MASK", {"tooltip": "The first defect's full-size mask (Stitch Region)."})},
+                "optional": optional}  # fmt: skip
+
+    def merge(self, mask_1, **more):
+        given = [mask_1] + [more[f"mask_{k}"] for k in range(2, SLOTS + 1) if more.get(f"mask_{k}") is not None]
+        masks = [_mask(m) for m in given]
+        if any(m.shape != masks[0].shape for m in masks):
+            raise ValueError(f"Defect Labels: masks differ in shape {[m.shape for m in masks]}; give full-size masks")
+        labels, previews = [], []
+        for b in range(masks[0].shape[0]):
+            each = [m[b] > 0.5 for m in masks]
+            try:
+                check_disjoint(each)
+            except ValueError as err:
+                raise ValueError(f"Defect Labels: {str(err).replace('regions', 'masks')}") from err
+            label = label_mask(each)
+            colour = np.zeros((*label.shape, 3), np.float32)
+            for k in range(len(each)):
+                colour[label == k + 1] = PALETTE[k % len(PALETTE)]
+            labels.append(label.astype(np.float32))
+            previews.append(colour)
+        out = torch.from_numpy(np.stack(labels))
+        return out, (out > 0).float(), torch.from_numpy(np.stack(previews))
+
+
+class DualAnoDiffExportDefects:
+    DESCRIPTION = (
+        "Adds photos with several defects to a dataset in ComfyUI's output folder: the image, the union mask "
+        "(MVTec) and one COCO annotation per defect, whose category is that defect's type. Never overwrites."
+    )
+    CATEGORY = "DualAnoDiff/dataset"
+    FUNCTION = "export"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("summary",)
+    OUTPUT_TOOLTIPS = ("What was written: the folder, the pair numbers and the COCO annotations added.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The full-size photos with their defects."}),
+                "labels": ("MASK", {"tooltip": "Label masks from Defect Labels (defect number as the value)."}),
+                "defect_types": ("STRING", {"default": "crack, scratch",
+                                            "tooltip": "One defect type per label number, comma-separated: the COCO "
+                                                       "category of each defect."}),
+                "output_dir": ("STRING", {"default": "dualanodiff_dataset",
+                                          "tooltip": "Dataset folder, relative to ComfyUI's output folder."}),
+                "category": ("STRING", {"default": "object", "tooltip": "The object category (COCO file name)."}),
+                "folder": ("STRING", {"default": "multi_defect",
+                                      "tooltip": "The MVTec sub-folder for these images (test/<folder>/NNN.png)."}),
+            }
+        }  # fmt: skip
+
+    def export(self, images, labels, defect_types, output_dir, category, folder):
+        node = "Export Defects"
+        pictures = images[..., :3].detach().to("cpu", torch.float32).numpy()
+        ids = np.rint(_mask(labels)).astype(np.uint8)
+        if ids.shape[0] != pictures.shape[0] or ids.shape[1:] != pictures.shape[1:3]:
+            raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
+                             f"{pictures.shape[:3]}")  # fmt: skip
+        types = split_types(defect_types, int(ids.max(initial=0)), node)
+        try:
+            report = export.export_dataset(pictures, ids > 0, output_root(output_dir), category, folder,
+                                           ("mvtec", "coco"), sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"{node}: {err}") from err
+        summary = report.summary()
+        log.info("%s: %s", node, summary)
+        return {"ui": {"text": [summary]}, "result": (summary,)}
+
+
+NODE_CLASS_MAPPINGS = {"DualAnoDiffDefectLabels": DualAnoDiffDefectLabels, "DualAnoDiffExportDefects": DualAnoDiffExportDefects}
+NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffDefectLabels": "Defect Labels", "DualAnoDiffExportDefects": "Export Defects"}

@@ -1,0 +1,56 @@
+"""Load Photo Folder: a folder of normal photos as a list (each at its own size) with their file names, so one
+workflow run puts defects into every photo (ComfyUI runs the nodes after it once per photo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..anodiff.sources import load_folder
+
+
+def resolve_folder(folder: str) -> Path:
+    """An absolute folder, or one relative to ComfyUI's input folder."""
+    import folder_paths
+
+    if not folder or not folder.strip():
+        raise ValueError("Load Photo Folder: folder is empty; give a folder of photos (absolute, or inside input/)")
+    path = Path(folder.strip()).expanduser()
+    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+
+
+class DualAnoDiffLoadPhotoFolder:
+    DESCRIPTION = (
+        "Loads every photo of a folder (sorted by name), each at its own size, with its file name. The outputs are "
+        "lists: the nodes after it run once per photo, e.g. Random Defect Region -> Crop Region -> ... -> Stitch."
+    )
+    CATEGORY = "DualAnoDiff/region"
+    FUNCTION = "load"
+    RETURN_TYPES = ("IMAGE", "STRING", "INT")
+    RETURN_NAMES = ("images", "names", "count")
+    OUTPUT_IS_LIST = (True, True, False)
+    OUTPUT_TOOLTIPS = ("The photos, one IMAGE each.", "Their file names, in the same order.", "How many were loaded.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "folder": ("STRING", {"default": "normal_photos",
+                                      "tooltip": "Folder of normal photos: absolute, or relative to ComfyUI's input folder."}),
+                "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
+                                  "tooltip": "First photo (by name order) to load; for working through a folder in parts."}),
+                "limit": ("INT", {"default": 0, "min": 0, "max": 100_000, "tooltip": "How many photos; 0 loads all."}),
+            }
+        }  # fmt: skip
+
+    def load(self, folder, start, limit):
+        try:
+            images, names = load_folder(resolve_folder(folder), int(start), int(limit))
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"Load Photo Folder: {err}") from err
+        return [torch.from_numpy(image)[None] for image in images], names, len(names)
+
+
+NODE_CLASS_MAPPINGS = {"DualAnoDiffLoadPhotoFolder": DualAnoDiffLoadPhotoFolder}
+NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffLoadPhotoFolder": "Load Photo Folder"}
