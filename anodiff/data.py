@@ -174,19 +174,24 @@ def _load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     if not sample.mask.is_file():
         raise DataError(f"no mask for image {sample.image}: expected {sample.mask}")
     mask = read_mask(sample.mask)
+    check_pair(image, mask, f"image {sample.image}", f"mask {sample.mask}")
+    return image, mask
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, image_label: str, mask_label: str) -> None:
+    """The rules every training pair obeys, from a folder or from memory: a ``DataError`` naming the labels."""
     if mask.shape != image.shape[:2]:
         raise DataError(
-            f"mask {sample.mask} is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} is "
+            f"{mask_label} is {mask.shape[1]}x{mask.shape[0]} but {image_label} is "
             f"{image.shape[1]}x{image.shape[0]} (width x height); they must match"
         )
     if not mask.any():
-        raise DataError(f"mask {sample.mask} is all zero: image {sample.image} has no anomaly pixels")
+        raise DataError(f"{mask_label} is all zero: {image_label} has no anomaly pixels")
     if not (mask > 0.5).any():
         raise DataError(
-            f"mask {sample.mask} has no pixel above half brightness (max {mask.max() * 255:.0f}/255), so it "
+            f"{mask_label} has no pixel above half brightness (max {mask.max() * 255:.0f}/255), so it "
             "binarises to nothing; if it is a 0/1 label map, save it as 0/255"
         )
-    return image, mask
 
 
 def validate_samples(samples: Sequence[Sample], strict: bool = True) -> list[Sample]:
@@ -280,6 +285,27 @@ def background_image(
     return blackened_background(image, alpha)
 
 
+def _check_settings(resolution: int, seed: int) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
+        raise ValueError(f"resolution must be a positive multiple of 8 pixels (the VAE's stride), got {resolution}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
+def _make_item(
+    image: np.ndarray, mask: np.ndarray, background: np.ndarray | None, resolution: int, mask_label: str
+) -> dict[str, torch.Tensor]:
+    """One training item (see ``FewShotDataset``) from a checked pair at full size."""
+    item = {"image": _resize(image, resolution) * 2.0 - 1.0}
+    item["mask"] = (_resize(mask, resolution) > 0.5).float()
+    if not item["mask"].any():
+        log.warning("%s vanishes at %d px: the anomaly branch sees only grey", mask_label, resolution)
+    item["anomaly"] = torch.where(item["mask"] > 0, item["image"], torch.zeros_like(item["image"]))
+    if background is not None:
+        item["background"] = _resize(background, resolution) * 2.0 - 1.0
+    return item
+
+
 class FewShotDataset(Dataset):
     """Training items for the two branches (and BCM), all decoded and resized once up front (a few images).
 
@@ -302,10 +328,7 @@ class FewShotDataset(Dataset):
         seed: int = 0,
         model: U2NetP | None = None,
     ) -> None:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
-            raise ValueError(f"resolution must be a positive multiple of 8 pixels (the VAE's stride), got {resolution}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        _check_settings(resolution, seed)
         if not samples:
             raise DataError("no training samples given")
         self.samples = list(samples)
@@ -321,16 +344,46 @@ class FewShotDataset(Dataset):
         self._items: list[dict[str, torch.Tensor]] = []
         for sample in self.samples:
             image, mask = _load_pair(sample)
-            item = {"image": _resize(image, resolution) * 2.0 - 1.0}
-            item["mask"] = (_resize(mask, resolution) > 0.5).float()
-            if not item["mask"].any():
-                log.warning("mask %s vanishes at %d px: the anomaly branch sees only grey", sample.mask, resolution)
-            item["anomaly"] = torch.where(item["mask"] > 0, item["image"], torch.zeros_like(item["image"]))
-            if background:
-                alpha = _object_mask(sample.image, image, cache_dir, get_model)
-                item["background"] = _resize(blackened_background(image, alpha), resolution) * 2.0 - 1.0
-            self._items.append(item)
+            bg = blackened_background(image, _object_mask(sample.image, image, cache_dir, get_model)) if background else None
+            self._items.append(_make_item(image, mask, bg, resolution, f"mask {sample.mask}"))
         log.info("loaded %d samples at %d px (flips %s, background %s)", len(self), resolution, flips, background)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        backgrounds: Sequence[np.ndarray] | None = None,
+        resolution: int = 512,
+        flips: bool = True,
+        seed: int = 0,
+    ) -> FewShotDataset:
+        """Pairs held in memory (e.g. a ComfyUI IMAGE/MASK batch), under the folder's rules and item layout.
+
+        images: ``(H, W, 3)`` float RGB in [0, 1]; masks: ``(H, W)`` in [0, 1]; backgrounds: the object-blackened
+        images (BCM) or None. Errors name the item by its position (``image 2``).
+        """
+        if not len(images):
+            raise DataError("no training samples given")
+        if len(masks) != len(images):
+            raise DataError(f"{len(images)} images but {len(masks)} masks: give one mask per image")
+        if backgrounds is not None and len(backgrounds) != len(images):
+            raise DataError(f"{len(images)} images but {len(backgrounds)} backgrounds: give one per image")
+        _check_settings(resolution, seed)
+        self = cls.__new__(cls)
+        self.samples, self.epoch = [], 0
+        self.resolution, self.flips, self.background, self.seed = resolution, flips, backgrounds is not None, seed
+        self._items = []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            image, mask = np.asarray(image, np.float32), np.asarray(mask, np.float32)
+            check_pair(image, mask, f"image {i}", f"mask {i}")
+            bg = None if backgrounds is None else np.asarray(backgrounds[i], np.float32)
+            self._items.append(_make_item(image, mask, bg, resolution, f"mask {i}"))
+        return self
+
+    def items(self) -> list[dict[str, torch.Tensor]]:
+        """The decoded items without flips (what the Load Defect Set node shows)."""
+        return [dict(item) for item in self._items]
 
     def __len__(self) -> int:
         return len(self._items)

@@ -57,5 +57,7 @@ class SAIM(nn.Module):
         x = _linear(self.proj_out, x)
         return rearrange(x, "(b n) f c -> (b f) n c", n=attn_out.shape[1])
 
-    def forward(self, attn_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    def forward(self, attn_out: torch.Tensor, strength: float = 1.0, inplace: bool = False) -> torch.Tensor:
+        """``inplace`` is accepted so a trainable SAIM can stand where a ``FoldedSAIM`` is called; it never writes
+        in place (autograd needs ``attn_out``)."""
         return attn_out + strength * self.delta(attn_out)

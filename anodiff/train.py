@@ -18,16 +18,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
 from .config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from .dual import DualAdapter
-from .pairs import interleave
 from .processor import DualPass, DualUNet
+from .step import (
+    apply_gradients,
+    cache_slots,
+    draw_batch,
+    interleave_rows,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    pair_loss,
+    step_generator,
+)
+from .step import make_optimizer as build_optimizer
 from .text import add_text_lora, load_text_lora, text_lora_state
 from .weights import load_dual, pack, save_dual
 
@@ -113,47 +121,12 @@ class DualTrainModel(nn.Module):
                               background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """The generator of every draw of one step on one process; rank 0 keeps the single-process stream."""
-    if rank == 0:
-        return torch.Generator().manual_seed(seed * 1_000_003 + step)
-    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-
-
 def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    use_8bit = config.adam8bit == "on" or (config.adam8bit == "auto" and device.type == "cuda")
-    if use_8bit:
-        try:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
-        except ImportError:
-            if config.adam8bit == "on":
-                raise ValueError("adam8bit=on needs bitsandbytes: pip install bitsandbytes") from None
-    return torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Optimiser state as flat tensors keyed by parameter position (safetensors holds no pickles)."""
-    out = {}
-    for i, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
-        for key, value in optimizer.state.get(param, {}).items():
-            out[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return out
-
-
-def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        param = params[int(index)]
-        state = optimizer.state.setdefault(param, {})
-        state[name] = value.to(param.device) if name != "step" else value.clone()
+    return build_optimizer(params, config.lr, config.weight_decay, config.adam8bit, device)
 
 
 def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
@@ -266,15 +239,8 @@ class Trainer:
         return self.accelerator.process_index
 
     def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """This process's batch of the step: pixels of each item plus ``index`` and ``flips`` (what the latent cache
-        is keyed by)."""
-        self.dataset.set_epoch(self.step)
-        index = torch.randint(len(self.dataset), (self.config.batch_size,), generator=g).tolist()
-        items = [self.dataset[i] for i in index]
-        out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        out["index"] = torch.tensor(index)
-        out["flips"] = torch.tensor([self.dataset.flips_for(i) for i in index])
-        return out
+        """This process's batch of the step (``step.draw_batch``)."""
+        return draw_batch(self.dataset, self.step, self.config.batch_size, g)
 
     def _posterior(self, step_batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
         """(B, 8, h, w) VAE posterior parameters (mean, log-variance) of ``step_batch[key]``, cached per
@@ -284,8 +250,7 @@ class Trainer:
             self.encodes += 1
             return self.sd.vae.encode(step_batch[key].to(device)).latent_dist.parameters
         rows = []
-        for k, (i, flips) in enumerate(zip(step_batch["index"].tolist(), step_batch["flips"].tolist())):
-            slot = (key, i, *flips)
+        for k, slot in enumerate(cache_slots(step_batch, key)):
             if slot not in self._posteriors:
                 self.encodes += 1
                 self._posteriors[slot] = self.sd.vae.encode(step_batch[key][k : k + 1].to(device)).latent_dist.parameters
@@ -296,36 +261,19 @@ class Trainer:
         """Posterior samples of the rows ``keys`` interleaved, drawn from ``g`` exactly as ``latent_dist.sample``."""
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-        params = [self._posterior(step_batch, key) for key in keys]
-        params = interleave(*params) if len(params) == 2 else params[0]
+        params = interleave_rows([self._posterior(step_batch, key) for key in keys])
         return DiagonalGaussianDistribution(params).sample(generator=g)
 
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        device = self.accelerator.device
-        scheduler = self.sd.scheduler
-        with torch.no_grad():
-            latents = self._sample_latents(step_batch, ("image", "anomaly"), g) * self.sd.latent_scale
-        pairs = latents.shape[0] // 2
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (pairs,), generator=g)
-        timesteps = t.repeat_interleave(2).to(device)
-        noise = torch.randn(latents.shape, generator=g).to(device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        background = None
-        if self.config.bcm:
-            with torch.no_grad():
-                bg = self._sample_latents(step_batch, ("background",), g)  # unscaled (authors)
-            background = scheduler.add_noise(bg, torch.randn(bg.shape, generator=g).to(device), t.to(device))
-        pred = self.model(noisy, timesteps, background)
-        return F.mse_loss(pred.float(), noise.float())
+        return pair_loss(step_batch, g, self._sample_latents, self.model, self.sd.scheduler.alphas_cumprod,
+                         self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
 
     def train_step(self) -> float:
         g = step_generator(self.config.seed, self.step, self.rank)
         loss = self.loss_at(self.batch(g), g)
-        self.accelerator.backward(loss)
-        if self.accelerator.sync_gradients:
-            self.accelerator.clip_grad_norm_(trainable_parameters(self._unwrapped), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
+        apply_gradients(loss, trainable_parameters(self._unwrapped), self.optimizer, self.config.max_grad_norm,
+                        backward=self.accelerator.backward, clip=clip)  # fmt: skip
         self.step += 1
         return float(loss.detach())
 

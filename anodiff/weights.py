@@ -45,7 +45,7 @@ TEXT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 META_FIELDS = (
     "format", "format_version", "base_model", "unet_channels", "context_dim", "rank", "alpha", "has_saim",
     "saim_zero_init", "has_bcm", "text_rank", "text_alpha", "text_hidden", "text_layers", "prompt_global",
-    "prompt_anomaly", "steps", "resolution", "source",
+    "prompt_anomaly", "steps", "resolution", "source", "seed", "train_images",
 )  # fmt: skip
 
 

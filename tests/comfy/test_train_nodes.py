@@ -1,0 +1,214 @@
+"""Issue 14 in-process: Load Defect Set, Train Dual LoRA, Save Dual LoRA / Loss Graph, and exact resume, on the
+tiny SD1.5-layout ComfyUI model (32 px training images -> 4x4 latents through the tiny TAESD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny import build_tiny_sd15
+
+RES = 32
+
+
+@pytest.fixture(scope="module")
+def nodes(comfyui_root):
+    from pack import import_pack
+
+    return import_pack().nodes
+
+
+@pytest.fixture
+def models_dir(tmp_path, comfyui_root, monkeypatch):
+    import folder_paths
+
+    (tmp_path / "dualanodiff").mkdir()
+    for name in ("dualanodiff", "dualanodiff_state"):
+        monkeypatch.setitem(
+            folder_paths.folder_names_and_paths, name, ([str(tmp_path / name)], {".safetensors", ".bin"})
+        )
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {}, raising=False)
+    return tmp_path / "dualanodiff"
+
+
+def training_pairs(n=3, size=40, seed=0):
+    """IMAGE (n, size, size, 3) and MASK (n, size, size): noisy photos with a bright square defect each."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, size, size, 3, generator=g) * 0.5
+    masks = torch.zeros(n, size, size)
+    for i in range(n):
+        masks[i, 8 + 4 * i : 20 + 4 * i, 10:24] = 1.0
+    images = torch.where(masks[..., None] > 0, torch.ones_like(images), images)
+    return images, masks
+
+
+def train(nodes, model, clip, vae, images, masks, steps, **kw):
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffTrain"]()
+    args = {"learning_rate": 1e-3, "rank": 4, "batch_size": 2, "seed": 5, "bcm": False, "train_text_encoder": True,
+                "gradient_checkpointing": False, "resolution": RES, "preview_every": 0}  # fmt: skip
+    args.update(kw)
+    return node.train(model, clip, vae, images, masks, steps, **args)
+
+
+def state_of(model):
+    return {k: v.clone() for k, v in model.model.state_dict().items()}
+
+
+def leftovers(model, clip):
+    """Anything training could have left on the user's models: overrides, weight functions, grad flags."""
+    found = [n for n, m in model.model.named_modules() if "forward" in m.__dict__]
+    found += [n for n, m in model.model.named_modules() if getattr(m, "weight_function", [])]
+    found += [n for n, m in clip.cond_stage_model.named_modules() if getattr(m, "weight_function", [])]
+    return found
+
+
+def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path):
+    import cv2
+
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadTrainingSet"]()
+    images, masks = training_pairs()
+    out_i, out_m, _, report = node.load("", "", "", "floor", RES, False, images=images, masks=masks)
+    assert out_i.shape == (3, RES, RES, 3) and out_m.shape == (3, RES, RES)
+    assert set(out_m.unique().tolist()) == {0.0, 1.0} and "3 training pairs" in report
+    with pytest.raises(ValueError, match="mask 1 is all zero"):
+        node.load(
+            "", "", "", "floor", RES, False, images=images, masks=torch.cat([masks[:1], masks[:1] * 0, masks[2:]])
+        )
+    with pytest.raises(ValueError, match="connect both images and masks"):
+        node.load("", "", "", "floor", RES, False, images=images)
+    # a folder with images/ + masks/: the same split rule as anodiff train (floor(6/3) = 2 of 6, in name order)
+    root = tmp_path / "plain"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(6):
+        picture, mask = training_pairs(1, 40, seed=i)
+        cv2.imwrite(str(root / "images" / f"{i:03d}.png"), (picture[0].numpy()[..., ::-1] * 255).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), (mask[0].numpy() * 255).astype(np.uint8))
+    out_i, out_m, _, report = node.load(str(root), "", "", "floor", RES, False)
+    assert out_i.shape[0] == 2 and "plain" in report
+    first = cv2.imread(str(root / "images" / "000.png"))[..., ::-1].astype(np.float32) / 255
+    expected = torch.nn.functional.interpolate(torch.from_numpy(first.copy()).permute(2, 0, 1)[None], size=(RES, RES),
+                                               mode="bilinear", antialias=True)[0].permute(1, 2, 0)  # fmt: skip
+    torch.testing.assert_close(out_i[0], expected.clamp(0, 1), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        node.load(str(tmp_path / "missing"), "", "", "floor", RES, False)
+
+
+def test_training_lowers_the_loss_and_leaves_the_user_models_untouched(nodes, models_dir):
+    model, clip, vae = build_tiny_sd15()
+    before, clip_before = state_of(model), {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
+    images, masks = training_pairs()
+    new_model, new_clip, trained, loss = train(nodes, model, clip, vae, images, masks, 12, batch_size=3)
+    assert len(loss["loss"]) == 12 and trained.steps == 12
+    early, late = np.mean(loss["loss"][:3]), np.mean(loss["loss"][-3:])
+    assert late < early, loss["loss"]
+    for key, value in state_of(model).items():
+        assert torch.equal(value, before[key]), key
+    for key, value in clip.cond_stage_model.state_dict().items():
+        assert torch.equal(value, clip_before[key]), key
+    assert not leftovers(model, clip)
+    assert new_model is not model and new_clip is not clip
+    assert not model.model_options["transformer_options"].get("patches")
+
+
+def test_trained_model_samples_like_saved_and_reloaded_weights(nodes, models_dir):
+    from test_nodes import NEG, POS_A, POS_G
+
+    model, clip, vae = build_tiny_sd15()
+    images, masks = training_pairs()
+    new_model, _, trained, _ = train(nodes, model, clip, vae, images, masks, 3, train_text_encoder=False)
+    saved = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(trained, "run", resumable=True)
+    name = saved["result"][0]
+    assert name == "run_00001.safetensors" and (models_dir / name).is_file()
+    again = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(trained, "run", resumable=True)["result"][0]
+    assert again == "run_00002.safetensors"  # never overwrites
+    assert name in nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"].INPUT_TYPES()["required"]["lora_name"][0]
+    from anodiff.weights import load_dual
+
+    meta = load_dual(models_dir / name, sd15_only=False).metadata
+    assert meta["steps"] == "3" and meta["train_images"] == "3" and meta["prompt_anomaly"] == "sks"
+    loaded, _ = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]().load(model, None, name, 1.0, 1.0, 1.0)
+    sampler = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSampler"]()
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    a = sampler.sample(new_model, POS_G, POS_A, NEG, latent, 9, 3, 2.0, "euler", "normal", 1.0)
+    b = sampler.sample(loaded, POS_G, POS_A, NEG, latent, 9, 3, 2.0, "euler", "normal", 1.0)
+    for x, y in zip(a[:2], b[:2]):
+        torch.testing.assert_close(x["samples"], y["samples"], atol=1e-5, rtol=1e-5)
+    picture = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLossGraph"]().draw({"loss": [1.0, 0.5, 0.7, 0.2]}, 300, 200)[0]
+    assert picture.shape == (1, 200, 300, 3) and picture.min() < 0.5 < picture.max()
+
+
+def test_resume_from_a_saved_file_equals_one_longer_run(nodes, models_dir):
+    model, clip, vae = build_tiny_sd15()
+    images, masks = training_pairs()
+    _, _, longer, _ = train(nodes, model, clip, vae, images, masks, 5)
+    _, _, first, _ = train(nodes, model, clip, vae, images, masks, 3)
+    name = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part", resumable=True)["result"][0]
+    _, _, resumed, loss = train(nodes, model, clip, vae, images, masks, 2, resume_file=name)
+    assert resumed.steps == 5
+    assert set(resumed.dual.tensors) == set(longer.dual.tensors)
+    for key, value in longer.dual.tensors.items():
+        torch.testing.assert_close(resumed.dual.tensors[key], value, atol=1e-6, rtol=1e-5, msg=key)
+    assert len(loss["loss"]) == 5  # the history travels in the state file
+    torch.testing.assert_close(torch.tensor(loss["loss"]), torch.tensor(longer.losses), atol=1e-6, rtol=1e-5)
+    # in memory too, and the cached result of the first run is not changed by continuing it
+    snapshot = {k: v.clone() for k, v in first.dual.tensors.items()}
+    _, _, resumed2, _ = train(nodes, model, clip, vae, images, masks, 2, resume=first)
+    for key, value in longer.dual.tensors.items():
+        torch.testing.assert_close(resumed2.dual.tensors[key], value, atol=1e-6, rtol=1e-5, msg=key)
+        assert torch.equal(first.dual.tensors[key], snapshot[key])
+    with pytest.raises(ValueError, match="rank"):
+        train(nodes, model, clip, vae, images, masks, 1, resume=first, rank=2)
+
+
+def test_interrupt_stops_after_the_step_and_leaves_nothing_patched(nodes, models_dir, monkeypatch):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    model, clip, vae = build_tiny_sd15()
+    before = state_of(model)
+    images, masks = training_pairs()
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append((value, preview))
+        if value == 2:
+            mm.interrupt_current_processing(True)
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    with pytest.raises(mm.InterruptProcessingException):
+        train(nodes, model, clip, vae, images, masks, 6, preview_every=1)
+    assert [v for v, _ in seen] == [1, 2]
+    assert seen[0][1] is not None and seen[0][1][0] == "JPEG"  # a preview pair on the progress bar
+    assert not mm.processing_interrupted()
+    for key, value in state_of(model).items():
+        assert torch.equal(value, before[key]), key
+    assert not leftovers(model, clip)
+    assert not [m for m in mm.current_loaded_models if m.model is not None and m.model.model is model.model
+                and m.model is not model and m.model.get_wrappers("diffusion_model", "dualanodiff")]  # fmt: skip
+
+
+def test_gradient_checkpointing_and_bcm_give_the_same_step(nodes, models_dir):
+    model, clip, vae = build_tiny_sd15()
+    images, masks = training_pairs()
+    backgrounds = images * (1 - masks[..., None])
+    runs = [train(nodes, model, clip, vae, images, masks, 2, bcm=True, backgrounds=backgrounds,
+                  gradient_checkpointing=on)[2] for on in (False, True)]  # fmt: skip
+    assert runs[0].dual.config.bcm
+    for key, value in runs[0].dual.tensors.items():
+        torch.testing.assert_close(runs[1].dual.tensors[key], value, atol=1e-6, rtol=1e-5, msg=key)
+    with pytest.raises(ValueError, match="no backgrounds"):
+        train(nodes, model, clip, vae, images, masks, 1, bcm=True)
+
+
+def test_weights_made_in_inference_mode_still_train(nodes, models_dir):
+    """A checkpoint loader runs under torch.inference_mode: its weights cannot be saved for backward as they are."""
+    with torch.inference_mode():
+        model, clip, vae = build_tiny_sd15()
+        images, masks = training_pairs()
+    before = state_of(model)
+    _, _, trained, loss = train(nodes, model, clip, vae, images, masks, 2)
+    assert trained.steps == 2 and all(np.isfinite(loss["loss"]))
+    for key, value in state_of(model).items():
+        assert torch.equal(value, before[key]), key
+    assert not leftovers(model, clip)
