@@ -212,3 +212,33 @@ def test_weights_made_in_inference_mode_still_train(nodes, models_dir):
     for key, value in state_of(model).items():
         assert torch.equal(value, before[key]), key
     assert not leftovers(model, clip)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_train_in_their_dtype(nodes, models_dir, dtype):
+    """The UNet computes in the dtype ComfyUI chose (fp16 with a gradient scaler); the factors stay float32."""
+    from tiny import build_tiny_model
+
+    _, clip, vae = build_tiny_sd15()
+    model = build_tiny_model(dtype=dtype)
+    images, masks = training_pairs()
+    _, _, half, loss = train(nodes, model, clip, vae, images, masks, 3, batch_size=3)
+    _, _, full, full_loss = train(nodes, build_tiny_model(), clip, vae, images, masks, 3, batch_size=3)
+    assert all(np.isfinite(loss["loss"]))
+    np.testing.assert_allclose(loss["loss"][0], full_loss["loss"][0], rtol=2e-2)
+    moved = [k for k, v in half.dual.tensors.items() if not torch.equal(v, full.dual.tensors[k])]
+    assert all(v.dtype == torch.float32 for v in half.dual.tensors.values()) and moved
+
+
+def test_load_defect_set_makes_bcm_backgrounds(nodes, models_dir):
+    from anodiff.assets import u2netp_path
+
+    try:
+        u2netp_path()
+    except FileNotFoundError:
+        pytest.skip("u2netp.onnx not fetched (scripts/fetch_assets.py)")
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadTrainingSet"]()
+    images, masks = training_pairs(2)
+    pictures, _, backgrounds, _ = node.load("", "", "", "floor", RES, True, images=images, masks=masks)
+    assert backgrounds.shape == pictures.shape
+    assert (backgrounds <= pictures + 1e-5).all() and backgrounds.sum() < pictures.sum()  # the object goes dark
