@@ -23,11 +23,11 @@ def _mask(mask: torch.Tensor) -> np.ndarray:
 
 
 def split_types(types: str, count: int, node: str) -> list[str]:
-    """``"crack, scratch"`` -> one defect type per id; a missing or unsafe name is an error naming the slot."""
+    """``"crack, scratch"`` -> the defect type of id 1, 2, ...; too few or unsafe names are an error."""
     names = [t.strip() for t in types.split(",")]
-    if len(names) != count or any(not n or n in (".", "..") or any(c in n for c in "/\\") for n in names):
-        raise ValueError(f"{node}: defect_types must name {count} defect type(s), comma-separated, one per connected "
-                         f"mask (plain names), got {types!r}")  # fmt: skip
+    if len(names) < count or any(not n or n in (".", "..") or any(c in n for c in "/\\") for n in names):
+        raise ValueError(f"{node}: defect_types must name a defect type for each of the {count} label(s), "
+                         f"comma-separated, in the order of Defect Labels' masks (plain names), got {types!r}")  # fmt: skip
     return names
 
 

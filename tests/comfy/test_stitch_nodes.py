@@ -86,7 +86,7 @@ def test_two_defect_types_on_one_part_give_labels_and_coco(nodes, tiny_sd15, tmp
     coco = COCO(str(tmp_path / "output" / "set" / "annotations" / "part.json"))
     anns = coco.loadAnns(coco.getAnnIds())
     assert sorted(coco.loadCats(a["category_id"])[0]["name"] for a in anns) == ["crack", "scratch"]
-    with pytest.raises(ValueError, match="defect_types must name 2"):
+    with pytest.raises(ValueError, match="defect_types must name a defect type for each of the 2"):
         nodes["DualAnoDiffExportDefects"]().export(second, labels, "crack", "set", "part", "mixed")
     with pytest.raises(ValueError, match="masks 1 and 2 overlap"):
         nodes["DualAnoDiffDefectLabels"]().merge(mask_1, mask_2=mask_1)
