@@ -167,3 +167,24 @@ def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, weights, tmp_path):
     meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "000.json")
     window = meta["defects"][0]["window"]
     assert (window["width"], window["height"], window["work_width"]) == (256, 256, 64)
+
+
+def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, weights, tmp_path):
+    photo = disc_photo(150, 200, 0)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
+    label = np.zeros((150, 200), np.uint8)
+    label[30:60, 40:80] = 1
+    label[90:120, 120:170] = 2
+    cv2.imwrite(str(tmp_path / "labels.png"), label)
+    kw = {**FAST, "source": tmp_path / "photo.png", "region": tmp_path / "labels.png", "region_ids": True, "feather": 2}
+    assert generate(sd_dir, weights, tmp_path / "out", 1, **kw).written == 1
+    folder = tmp_path / "out" / "object"
+    meta = read_sidecar(folder / "meta" / "defect" / "000.json")
+    assert [d["box"] for d in meta["defects"]] == [[40, 30, 40, 30], [120, 90, 50, 30]]
+    written = cv2.imread(str(folder / "labels" / "defect" / "000.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(written)) <= {0, 1, 2} and not written[label == 0].any()
+    assert (written[label == 1] != 2).all() and (written[label == 2] != 1).all()
+    label[55:95, 70:130] = 2  # region 2 now touches region 1
+    cv2.imwrite(str(tmp_path / "labels.png"), label)
+    with pytest.raises(ValueError, match="regions 1 and 2 overlap|within the feather"):
+        generate(sd_dir, weights, tmp_path / "out2", 1, **kw)
