@@ -130,7 +130,8 @@ def test_api_workflow_validates_against_input_types(path, classes):
     assert validate_api(api, classes) == []
     used = {n["class_type"] for n in api.values()}
     sampling = {"DualAnoDiffSampler"} if "DualAnoDiffSampler" in used else MODULAR_NODES  # one path or the other
-    assert OUR_NODES - {"DualAnoDiffBackgroundCompensation", "DualAnoDiffSampler"} | sampling <= used
+    source = {"DualAnoDiffTrain"} if "DualAnoDiffTrain" in used else {"DualAnoDiffLoadLoRA"}  # trained or loaded
+    assert OUR_NODES - {"DualAnoDiffBackgroundCompensation", "DualAnoDiffSampler", "DualAnoDiffLoadLoRA"} | sampling | source <= used
     assert not set(nodes_of(api, "Note")), "Note nodes are frontend-only"
 
 

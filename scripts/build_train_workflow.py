@@ -1,0 +1,146 @@
+"""Write workflows/dualanodiff_train_and_generate.json (UI) and workflows/api/ (API) from the graph below.
+
+The whole loop in one graph: Load Defect Set -> Train Dual LoRA -> Save Dual LoRA (+ Loss Graph), then the
+trained MODEL/CLIP straight into Dual Sampler -> VAE Decode -> Extract Anomaly Mask -> Filter Pairs -> Export
+Dataset. Run with the test venv: ``.venv-test/bin/python scripts/build_train_workflow.py`` (needs ComfyUI).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "dualanodiff_train_and_generate"
+SOCKETS = {  # node type -> (inputs [(name, type)], outputs [(name, type)])
+    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "DualAnoDiffLoadTrainingSet": ([("images", "IMAGE"), ("masks", "MASK")],
+                                   [("images", "IMAGE"), ("masks", "MASK"), ("backgrounds", "IMAGE"), ("report", "STRING")]),
+    "DualAnoDiffTrain": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("images", "IMAGE"), ("masks", "MASK"),
+                          ("backgrounds", "IMAGE"), ("resume", "DUAL_ANODIFF_WEIGHTS")],
+                         [("model", "MODEL"), ("clip", "CLIP"), ("dual_weights", "DUAL_ANODIFF_WEIGHTS"),
+                          ("loss", "LOSS_MAP")]),
+    "DualAnoDiffSaveModel": ([("dual_weights", "DUAL_ANODIFF_WEIGHTS")], [("filename", "STRING")]),
+    "DualAnoDiffLossGraph": ([("loss", "LOSS_MAP")], [("IMAGE", "IMAGE")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "EmptyLatentImage": ([], [("LATENT", "LATENT")]),
+    "DualAnoDiffSampler": ([("model", "MODEL"), ("positive_global", "CONDITIONING"), ("positive_anomaly", "CONDITIONING"),
+                            ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+                           [("global", "LATENT"), ("anomaly", "LATENT"), ("pairs", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "DualAnoDiffExtractMask": ([("anomaly", "IMAGE")], [("mask", "MASK"), ("overlay", "IMAGE")]),
+    "DualAnoDiffFilterPairs": ([("image", "IMAGE"), ("mask", "MASK"), ("source", "IMAGE"), ("foreground", "MASK")],
+                               [("images", "IMAGE"), ("masks", "MASK"), ("report", "STRING")]),
+    "DualAnoDiffExportDataset": ([("images", "IMAGE"), ("masks", "MASK")], [("summary", "STRING")]),
+    "PreviewImage": ([("images", "IMAGE")], []),
+}  # fmt: skip
+TRAIN = [5000, 2e-5, 32, 4, 32, "fixed", False, True, False, 512, True, 500, "none"]
+# id: (type, title or None, widgets, {input: (source id, output index)}, group, (x, y))
+GRAPH = {
+    1: ("CheckpointLoaderSimple", None, ["v1-5-pruned-emaonly.safetensors"], {}, 1, (40, 120)),
+    2: ("DualAnoDiffLoadTrainingSet", None, ["mvtec_ad", "bottle", "broken_large", "floor", 512, False], {}, 1,
+        (40, 300)),
+    3: ("DualAnoDiffTrain", None, TRAIN,
+        {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "images": (2, 0), "masks": (2, 1)}, 2, (460, 120)),
+    4: ("DualAnoDiffSaveModel", None, ["bottle_broken_large", True], {"dual_weights": (3, 2)}, 2, (460, 620)),
+    5: ("DualAnoDiffLossGraph", None, [768, 384], {"loss": (3, 3)}, 2, (460, 780)),
+    6: ("PreviewImage", "Loss curve", [], {"images": (5, 0)}, 2, (460, 940)),
+    7: ("CLIPTextEncode", "Prompt: global", ["a vfx with sks"], {"clip": (3, 1)}, 3, (900, 120)),
+    8: ("CLIPTextEncode", "Prompt: anomaly", ["sks"], {"clip": (3, 1)}, 3, (900, 300)),
+    9: ("CLIPTextEncode", "Prompt: negative", [""], {"clip": (3, 1)}, 3, (900, 480)),
+    10: ("EmptyLatentImage", None, [512, 512, 4], {}, 3, (900, 660)),
+    11: ("DualAnoDiffSampler", None, [42, "randomize", 30, 2.5, "euler", "normal", 1.0],
+         {"model": (3, 0), "positive_global": (7, 0), "positive_anomaly": (8, 0), "negative": (9, 0),
+          "latent_image": (10, 0)}, 3, (900, 820)),
+    12: ("VAEDecode", "Decode global", [], {"samples": (11, 0), "vae": (1, 2)}, 4, (1340, 120)),
+    13: ("VAEDecode", "Decode anomaly", [], {"samples": (11, 1), "vae": (1, 2)}, 4, (1340, 240)),
+    14: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (13, 0)}, 4, (1340, 360)),
+    15: ("DualAnoDiffFilterPairs", None, [0.5, 0.5, 0.3, 0.1], {"image": (12, 0), "mask": (14, 0)}, 4, (1340, 560)),
+    16: ("PreviewImage", "Preview pairs", [], {"images": (12, 0)}, 4, (1340, 800)),
+    17: ("DualAnoDiffExportDataset", None, ["dualanodiff_dataset", "bottle", "broken_large", "mvtec+coco"],
+         {"images": (15, 0), "masks": (15, 1)}, 5, (1780, 120)),
+}  # fmt: skip
+GROUPS = {
+    1: ("1. Checkpoint and defect photos", "#3f789e"),
+    2: ("2. Train, save, loss", "#b06634"),
+    3: ("3. Sample pairs with the trained model", "#8A8"),
+    4: ("4. Masks and filtering", "#a1309b"),
+    5: ("5. Dataset", "#88A"),
+}
+NOTES = {
+    1: (("Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly type, "
+        "or a folder with images/ and masks/, and keeps the training third exactly as `anodiff train` does. Connect "
+        "Load Image (image + mask) to its optional inputs to train on your own photos instead."), (40, 520)),
+    2: (("Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On one "
+        "modern GPU (fp16, rank 32, batch 4) that is roughly 1-2 hours; gradient_checkpointing trades about a third "
+        "more time for much less memory. The progress bar shows a sampled pair every preview_every steps; Cancel "
+        "stops after the current step and leaves the checkpoint untouched. Save Dual LoRA writes "
+        "models/dualanodiff/bottle_broken_large_00001.safetensors (plus its optimiser state, so resume_file can "
+        "continue it exactly)."), (460, 1100)),
+    3: (("Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later runs "
+        "can start from Load Dual LoRA with the saved file instead of training again (mute groups 1-2)."), (900, 1140)),
+    5: (("Dataset\n\nFilter Pairs drops pairs whose mask cannot be trusted; Export Dataset adds the rest to "
+        "output/dualanodiff_dataset in the MVTec layout with COCO annotations, never overwriting."), (1780, 300)),
+}  # fmt: skip
+
+
+def build_ui() -> dict:
+    """The UI-format workflow (nodes with positions and widget values, links, groups, notes)."""
+    nodes, links = [], []
+    outputs: dict[tuple[int, int], list[int]] = {}
+    for nid, (kind, _, _, wired, _, _) in GRAPH.items():
+        names = [n for n, _ in SOCKETS[kind][0]]
+        for name, (src, slot) in wired.items():
+            link = [len(links) + 1, src, slot, nid, names.index(name), dict(SOCKETS[kind][0])[name]]
+            links.append(link)
+            outputs.setdefault((src, slot), []).append(link[0])
+    by_target = {(link[3], link[4]): link[0] for link in links}
+    for order, (nid, (kind, title, widgets, _, _, pos)) in enumerate(GRAPH.items()):
+        ins, outs = SOCKETS[kind]
+        node = {"id": nid, "type": kind, "pos": list(pos), "size": [320, 120], "flags": {}, "order": order, "mode": 0,
+                "inputs": [{"name": n, "type": t, "link": by_target.get((nid, k))} for k, (n, t) in enumerate(ins)],
+                "outputs": [{"name": n, "type": t, "links": outputs.get((nid, k), []), "slot_index": k}
+                            for k, (n, t) in enumerate(outs)],
+                "properties": {"Node name for S&R": kind}, "widgets_values": widgets}  # fmt: skip
+        if title:
+            node["title"] = title
+        nodes.append(node)
+    group_of = {nid: spec[4] for nid, spec in GRAPH.items()}
+    for k, (group, (text, pos)) in enumerate(NOTES.items()):
+        nid = 100 + k
+        group_of[nid] = group
+        nodes.append({"id": nid, "type": "Note", "pos": list(pos), "size": [320, 220], "flags": {},
+                      "order": len(GRAPH) + k, "mode": 0, "inputs": [], "outputs": [], "properties": {"text": ""},
+                      "color": "#432", "bgcolor": "#653", "widgets_values": [text]})  # fmt: skip
+    groups = []
+    for gid, (title, colour) in GROUPS.items():  # each box: its nodes plus a margin and the title bar
+        boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in nodes if group_of[n["id"]] == gid]  # fmt: skip
+        x0, y0 = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 70
+        x1, y1 = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
+        groups.append({"id": gid, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": colour,
+                       "font_size": 24, "flags": {}})  # fmt: skip
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": groups, "config": {}, "extra": {"ds": {"scale": 0.55, "offset": [60, 40]}}, "version": 0.4}  # fmt: skip
+
+
+def main() -> None:
+    sys.path[:0] = [str(ROOT / "tests" / "comfy"), str(ROOT / "tests")]
+    from pack import import_pack
+    from tiny import init_comfy
+    from workflow_tools import node_classes, ui_to_api, validate_api
+
+    init_comfy(cpu=True)
+    ui = build_ui()
+    classes, names = node_classes(import_pack())
+    api = ui_to_api(ui, classes, names)
+    problems = validate_api(api, classes)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    (ROOT / "workflows" / f"{NAME}.json").write_text(json.dumps(ui, indent=2) + "\n")
+    (ROOT / "workflows" / "api" / f"{NAME}.json").write_text(json.dumps(api, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
