@@ -42,3 +42,26 @@ def add_branch_lora(
         out.baddbmm_(hidden, up_rows.transpose(1, 2))
         return base
     return torch.baddbmm(out, hidden, up_rows.transpose(1, 2)).view(base.shape)
+
+
+def merge_pays(tokens: int, in_features: int, out_features: int, branches: int = 2) -> bool:
+    """Whether merging the LoRA into per-branch weights (``branches * in * out * rank`` multiply-adds, once per
+    call) is cheaper than the rank path over ``tokens`` rows (``tokens * (in + out) * rank``)."""
+    return branches * in_features * out_features < tokens * (in_features + out_features)
+
+
+def merged_branch_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, branch_ids: list[int], down: torch.Tensor,
+    up: torch.Tensor, row_scale: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """``F.linear(x, weight, bias)`` plus each row's branch LoRA, with the LoRA merged into one weight per branch:
+    no extra work per token at all (inference; ``x``: (R, N, in), ``branch_ids``: R ints)."""
+    scaled_up = cast_like(up, x) * cast_like(row_scale, x).view(-1, 1, 1)
+    merged = torch.baddbmm(weight.expand(up.shape[0], -1, -1), scaled_up, cast_like(down, x))  # (F, out, in)
+    out = torch.empty(*x.shape[:-1], weight.shape[0], device=x.device, dtype=x.dtype)
+    for row, branch in enumerate(branch_ids):
+        if bias is None:
+            torch.mm(x[row], merged[branch].T, out=out[row])
+        else:
+            torch.addmm(bias, x[row], merged[branch].T, out=out[row])
+    return out

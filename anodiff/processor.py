@@ -14,7 +14,7 @@ from torch import nn
 
 from .dual import DualAdapter, DualAttention
 from .lora import BranchLoRA
-from .lora_fused import add_branch_lora
+from .lora_fused import add_branch_lora, merge_pays, merged_branch_linear
 from .pairs import branch_ids, check_rows
 from .saim_fold import FoldCache
 from .sites import SD15_BY_DIFFUSERS, AttnSite
@@ -56,11 +56,17 @@ class DualAttnProcessor:
         self._folds = FoldCache()
         self._scales: dict[tuple, torch.Tensor] = {}
 
-    def _lora(self, base: torch.Tensor, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, strengths) -> torch.Tensor:
+    def _project(self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, strengths) -> torch.Tensor:
+        """Inference: ``linear(x)`` plus the branch LoRA, merged into the weights where that is cheaper (many
+        tokens: self-attention at 64x64 and 32x32), else added inside the rank-r GEMM."""
         key = (tuple(float(v) for v in strengths), lora.scale, x.device, x.dtype)
         if key not in self._scales:  # strength x alpha/rank per branch, on the device once
             self._scales[key] = (torch.tensor(key[0], dtype=torch.float32) * lora.scale).to(x)
-        return add_branch_lora(base, x, ids, lora.down, lora.up, self._scales[key])
+        scale = self._scales[key]
+        plain = type(linear) is nn.Linear and x.dim() == 3 and linear.weight.dtype == x.dtype
+        if plain and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features):
+            return merged_branch_linear(x, linear.weight, linear.bias, ids.tolist(), lora.down, lora.up, scale)
+        return add_branch_lora(linear(x), x, ids, lora.down, lora.up, scale)
 
     def __call__(
         self,
@@ -97,9 +103,9 @@ class DualAttnProcessor:
         s = run.strengths
         fast = not torch.is_grad_enabled()  # inference: LoRA adds fused into their GEMMs, SAIM folded
         if fast:
-            query = self._lora(attn.to_q(hidden_states), hidden_states, layer.to_q, ids, s)
-            key = self._lora(attn.to_k(kv), kv, layer.to_k, ids, s)
-            value = self._lora(attn.to_v(kv), kv, layer.to_v, ids, s)
+            query = self._project(attn.to_q, hidden_states, layer.to_q, ids, s)
+            key = self._project(attn.to_k, kv, layer.to_k, ids, s)
+            value = self._project(attn.to_v, kv, layer.to_v, ids, s)
         else:
             query = attn.to_q(hidden_states) + layer.to_q(hidden_states, ids, s)
             key = attn.to_k(kv) + layer.to_k(kv, ids, s)
@@ -115,7 +121,7 @@ class DualAttnProcessor:
         out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
 
         if fast:
-            out = self._lora(attn.to_out[0](out), out, layer.to_out, ids, s)
+            out = self._project(attn.to_out[0], out, layer.to_out, ids, s)
         else:
             out = attn.to_out[0](out) + layer.to_out(out, ids, s)
         out = attn.to_out[1](out)

@@ -17,7 +17,7 @@ import torch
 
 from ..anodiff.dual import PROJECTIONS, DualAdapter, DualAttention
 from ..anodiff.lora import BranchLoRA
-from ..anodiff.lora_fused import add_branch_lora
+from ..anodiff.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
 from ..anodiff.pairs import branch_ids
 from ..anodiff.saim_fold import inference_adapter
 from ..anodiff.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
@@ -87,6 +87,7 @@ class DualPatch(Shared):
             ids = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         else:
             ids = branch_ids(x.shape[0], len(options.get("cond_or_uncond") or [0]), x.device)
+        id_list = ids.tolist()
         installed = []
         try:
             for site in SD15_SITES:
@@ -94,7 +95,7 @@ class DualPatch(Shared):
                 for proj in PROJECTIONS:
                     module = unet.get_submodule(f"{site.ldm}.{'to_out.0' if proj == 'to_out' else proj}")
                     previous = module.__dict__.get("forward")
-                    module.forward = _branch_forward(module, previous, self, layer.lora(proj), ids)
+                    module.forward = _branch_forward(module, previous, self, layer.lora(proj), ids, id_list)
                     installed.append((module, previous))
             return executor(x, *args, **kwargs)
         finally:
@@ -123,13 +124,37 @@ def _transformer_options(args: tuple, kwargs: dict) -> dict:
     return args[4] if len(args) > 4 else {}
 
 
-def _branch_forward(module, previous, patch: DualPatch, lora: BranchLoRA, ids: torch.Tensor) -> Callable:
+def _plain_linear(module, x: torch.Tensor) -> bool:
+    """ComfyUI's Linear would run a plain ``F.linear`` on its own weights: no casting, streaming, weight patches."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(weight) is torch.nn.Parameter and weight.device == x.device and weight.dtype == x.dtype
+        and not getattr(module, "comfy_cast_weights", False)
+        and not getattr(module, "weight_function", None) and not getattr(module, "bias_function", None)
+    )  # fmt: skip
+
+
+def _branch_forward(module, previous, patch: DualPatch, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int]) -> Callable:
     base = previous if previous is not None else functools.partial(type(module).forward, module)
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return add_branch_lora(base(x, *args, **kwargs), x, ids, lora.down, lora.up, patch.branch_scales(lora.scale, x))
+        scales = patch.branch_scales(lora.scale, x)
+        if (previous is None and not args and not kwargs and x.dim() == 3 and not torch.is_grad_enabled()
+                and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features) and _plain_linear(module, x)):  # fmt: skip
+            _run_every_op()
+            return merged_branch_linear(x, module.weight, module.bias, id_list, lora.down, lora.up, scales)
+        return add_branch_lora(base(x, *args, **kwargs), x, ids, lora.down, lora.up, scales)
 
     return forward
+
+
+def _run_every_op() -> None:
+    """What ComfyUI's own Linear.forward does first (interrupt checks), for the merged path that replaces it."""
+    import comfy.ops
+
+    hook = getattr(comfy.ops, "run_every_op", None)
+    if hook is not None:
+        hook()
 
 
 class SAIMPatch(Shared):

@@ -36,3 +36,20 @@ def test_fused_add_keeps_gradients_and_mixed_dtypes():
     assert up.grad.abs().sum() > 0 and base.grad is not None
     half = add_branch_lora(torch.zeros(2, 5, 8, dtype=torch.bfloat16), x, torch.tensor([0, 1]), down.detach(), up.detach(), torch.ones(2))
     assert half.dtype == torch.bfloat16
+
+
+def test_merged_weights_equal_the_rank_path():
+    from anodiff.lora_fused import merge_pays, merged_branch_linear
+
+    g = torch.Generator().manual_seed(2)
+    linear = torch.nn.Linear(16, 24)
+    x = torch.randn(4, 50, 16, generator=g)
+    down, up = torch.randn(2, 3, 16, generator=g), torch.randn(2, 24, 3, generator=g)
+    ids, scale = torch.tensor([0, 1, 0, 1]), torch.tensor([0.7, 1.3])
+    with torch.no_grad():
+        want = linear(x) + branch_lora_delta(x, ids, down, up, scale)
+        got = merged_branch_linear(x, linear.weight, linear.bias, ids.tolist(), down, up, scale)
+        no_bias = merged_branch_linear(x, linear.weight, None, [0, 0, 0, 0], down, up, scale)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(no_bias, x @ (linear.weight + 0.7 * up[0] @ down[0]).T, atol=1e-5, rtol=1e-5)
+    assert merge_pays(4 * 4096, 320, 320) and not merge_pays(4 * 77, 768, 320) and not merge_pays(4 * 256, 1280, 1280)
