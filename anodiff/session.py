@@ -157,6 +157,10 @@ class TrainingSession:
                 raise ValueError(f"{dual.source} has no text-encoder LoRA: turn train_text_encoder off to continue it")
             self.text.load(dual.text_tensors())
         self.step, self.losses = start.steps, list(start.losses)
+        seed = dual.metadata.get("seed")
+        if seed is not None and seed != str(self.config.seed):
+            log.warning("%s was trained with seed %s, continued with %d: not the run one longer training would give",
+                        dual.source, seed, self.config.seed)  # fmt: skip
 
     def train_step(self, forward: Forward, sample_latents: SampleLatents, alphas_cumprod: torch.Tensor,
                    latent_scale: float, scaler: torch.amp.GradScaler | None = None) -> float:  # fmt: skip

@@ -205,7 +205,8 @@ class Trainer:
         text = self._text_state()
         c = self.config
         return pack(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
-                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly)  # fmt: skip
+                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
+                    seed=c.seed, train_images=len(self.samples))  # fmt: skip
 
     def save_checkpoint(self) -> Path:
         if not self.accelerator.is_main_process:

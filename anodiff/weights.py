@@ -47,6 +47,8 @@ META_FIELDS = (
     "saim_zero_init", "has_bcm", "text_rank", "text_alpha", "text_hidden", "text_layers", "prompt_global",
     "prompt_anomaly", "steps", "resolution", "source", "seed", "train_images",
 )  # fmt: skip
+OPTIONAL_META_FIELDS = ("seed", "train_images")
+"""Written by a training run only (its seed, how many photos it trained on); every other field is always there."""
 
 
 class DualWeightsError(ValueError):

@@ -115,7 +115,7 @@ class DualAnoDiffTrain:
                                train_text_encoder=train_text_encoder, resolution=resolution,
                                prompt_global=prompts[0], prompt_anomaly=prompts[1])  # fmt: skip
         dataset = build_dataset(images, masks, backgrounds if bcm else None, resolution, flips, seed)
-        options = RunOptions(steps, gradient_checkpointing, flips, preview_every)
+        options = RunOptions(steps, gradient_checkpointing, preview_every)
         result = run_training(model, clip, vae, dataset, config, options, start, preview_pair(vae, config, seed))
         new_model, new_clip = attach(model, clip, result.dual)
         return new_model, new_clip, result, {"loss": list(result.losses)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..anodiff.data import FewShotDataset
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 class RunOptions:
     steps: int
     gradient_checkpointing: bool = False
-    flips: bool = True
     preview_every: int = 0
 
 
@@ -130,7 +128,3 @@ def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfi
 def as_image_batch(items: list[dict], key: str) -> torch.Tensor:
     """(B, R, R, 3) IMAGE in [0, 1] from ``FewShotDataset.items()``' (3, R, R) tensors in [-1, 1]."""
     return torch.stack([(it[key].permute(1, 2, 0) + 1.0) / 2.0 for it in items]).clamp(0.0, 1.0)
-
-
-def as_numpy_images(batch: torch.Tensor) -> list[np.ndarray]:
-    return [b[..., :3].float().cpu().numpy() for b in batch]

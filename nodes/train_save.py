@@ -97,8 +97,9 @@ def load_trained(name: str) -> TrainedDual | None:
         state = None
     if state is not None and state.is_file():
         with safe_open(str(state), "pt") as f:
-            if f.metadata().get("steps") != dual.metadata.get("steps"):
-                raise ValueError(f"{state}: optimiser state of step {f.metadata().get('steps')}, but {name} is at "
+            steps = (f.metadata() or {}).get("steps")
+            if steps != dual.metadata.get("steps"):
+                raise ValueError(f"{state}: optimiser state of step {steps}, but {name} is at "
                                  f"step {dual.metadata.get('steps')}; the two files do not belong together")  # fmt: skip
             optimizer = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     losses = optimizer.pop(LOSSES, torch.zeros(0)).tolist()

@@ -62,7 +62,7 @@ def test_train_and_generate_workflow_runs_end_to_end(pack_server):
     for name in ("DualAnoDiffLoadTrainingSet", "DualAnoDiffTrain", "DualAnoDiffSaveModel", "DualAnoDiffLossGraph"):
         node = info[name]
         assert node["category"].startswith("DualAnoDiff") and node["description"]
-        for kind, inputs in node["input"].items():
+        for inputs in node["input"].values():
             for input_name, spec in inputs.items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
     tiny_outputs = info["TinySD15Loader"]["output"]

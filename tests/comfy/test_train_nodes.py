@@ -242,3 +242,41 @@ def test_load_defect_set_makes_bcm_backgrounds(nodes, models_dir):
     pictures, _, backgrounds, _ = node.load("", "", "", "floor", RES, True, images=images, masks=masks)
     assert backgrounds.shape == pictures.shape
     assert (backgrounds <= pictures + 1e-5).all() and backgrounds.sum() < pictures.sum()  # the object goes dark
+
+
+@pytest.mark.parametrize("bcm", [False, True])
+def test_comfyui_training_forward_matches_the_diffusers_trainer_forward(nodes, models_dir, bcm):
+    """The node's forward (ComfyUI UNet + trainable patches) against ``anodiff train``'s (diffusers DualUNet) on the
+    same weights and inputs: the same prediction and the same gradients for every trained factor."""
+    import sys
+
+    from dual_files import CHANNELS, CONTEXT
+    from test_nodes import diffusers_twin
+    from tiny import build_tiny_model
+
+    from anodiff import DualAdapter, DualConfig
+    from anodiff.processor import DualUNet
+
+    train_patch = sys.modules[nodes.__name__ + ".train_patch"]
+    model = build_tiny_model()
+    g = torch.Generator().manual_seed(11)
+    adapter = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    twin = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)
+    twin.load_state_dict(adapter.state_dict())
+    noisy, ctx = torch.randn(4, 4, 8, 8, generator=g), torch.randn(2, 77, CONTEXT, generator=g)
+    timesteps = torch.tensor([900, 900, 40, 40])
+    background = torch.randn(2, 4, 8, 8, generator=g) if bcm else None
+
+    m = train_patch.training_model(model, adapter)
+    ours = train_patch.unet_forward(m, lambda: ctx)(noisy, timesteps, background)
+    reference = DualUNet(diffusers_twin(model), twin)(noisy, timesteps, ctx.repeat(2, 1, 1), background=background)
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=1e-4)
+    (ours.square().mean()).backward()
+    (reference.square().mean()).backward()
+    for (name, p), q in zip(adapter.named_parameters(), twin.parameters()):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=2e-3, msg=name)
+    assert not [n for n, mod in model.model.named_modules() if "forward" in mod.__dict__]
