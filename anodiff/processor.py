@@ -55,6 +55,7 @@ class DualAttnProcessor:
         self.site, self.layer, self.fold_saim = site, layer, fold_saim
         self._folds = FoldCache()
         self._scales: dict[tuple, torch.Tensor] = {}
+        self._id_list: list[int] = []
 
     def _project(self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, strengths) -> torch.Tensor:
         """Inference: ``linear(x)`` plus the branch LoRA, merged into the weights where that is cheaper (many
@@ -65,7 +66,7 @@ class DualAttnProcessor:
         scale = self._scales[key]
         plain = type(linear) is nn.Linear and x.dim() == 3 and linear.weight.dtype == x.dtype
         if plain and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features):
-            return merged_branch_linear(x, linear.weight, linear.bias, ids.tolist(), lora.down, lora.up, scale)
+            return merged_branch_linear(x, linear.weight, linear.bias, self._id_list, lora.down, lora.up, scale)
         return add_branch_lora(linear(x), x, ids, lora.down, lora.up, scale)
 
     def __call__(
@@ -102,6 +103,7 @@ class DualAttnProcessor:
 
         s = run.strengths
         fast = not torch.is_grad_enabled()  # inference: LoRA adds fused into their GEMMs, SAIM folded
+        self._id_list = [0] * rows if write else [(r % (rows // run.chunks)) % 2 for r in range(rows)]  # no sync
         if fast:
             query = self._project(attn.to_q, hidden_states, layer.to_q, ids, s)
             key = self._project(attn.to_k, kv, layer.to_k, ids, s)

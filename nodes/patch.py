@@ -83,11 +83,12 @@ class DualPatch(Shared):
         unet = executor.class_obj
         options = _transformer_options(args, kwargs)
         refuse_control(args[3] if len(args) > 3 else kwargs.get("control"))
+        rows, chunks = x.shape[0], len(options.get("cond_or_uncond") or [0])
         if options.get(MODE) == "write":
-            ids = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            ids, id_list = torch.zeros(rows, dtype=torch.long, device=x.device), [0] * rows
         else:
-            ids = branch_ids(x.shape[0], len(options.get("cond_or_uncond") or [0]), x.device)
-        id_list = ids.tolist()
+            ids = branch_ids(rows, chunks, x.device)
+            id_list = [(r % (rows // chunks)) % 2 for r in range(rows)]  # the same, without a device sync
         installed = []
         try:
             for site in SD15_SITES:
