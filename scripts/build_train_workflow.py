@@ -43,9 +43,9 @@ GRAPH = {
         (40, 300)),
     3: ("DualAnoDiffTrain", None, TRAIN,
         {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "images": (2, 0), "masks": (2, 1)}, 2, (460, 120)),
-    4: ("DualAnoDiffSaveModel", None, ["bottle_broken_large", True], {"dual_weights": (3, 2)}, 2, (460, 620)),
-    5: ("DualAnoDiffLossGraph", None, [768, 384], {"loss": (3, 3)}, 2, (460, 780)),
-    6: ("PreviewImage", "Loss curve", [], {"images": (5, 0)}, 2, (460, 940)),
+    4: ("DualAnoDiffSaveModel", None, ["bottle_broken_large", True], {"dual_weights": (3, 2)}, 2, (460, 720)),
+    5: ("DualAnoDiffLossGraph", None, [768, 384], {"loss": (3, 3)}, 2, (460, 880)),
+    6: ("PreviewImage", "Loss curve", [], {"images": (5, 0)}, 2, (460, 1040)),
     7: ("CLIPTextEncode", "Prompt: global", ["a vfx with sks"], {"clip": (3, 1)}, 3, (900, 120)),
     8: ("CLIPTextEncode", "Prompt: anomaly", ["sks"], {"clip": (3, 1)}, 3, (900, 300)),
     9: ("CLIPTextEncode", "Prompt: negative", [""], {"clip": (3, 1)}, 3, (900, 480)),
@@ -54,10 +54,10 @@ GRAPH = {
          {"model": (3, 0), "positive_global": (7, 0), "positive_anomaly": (8, 0), "negative": (9, 0),
           "latent_image": (10, 0)}, 3, (900, 820)),
     12: ("VAEDecode", "Decode global", [], {"samples": (11, 0), "vae": (1, 2)}, 4, (1340, 120)),
-    13: ("VAEDecode", "Decode anomaly", [], {"samples": (11, 1), "vae": (1, 2)}, 4, (1340, 240)),
-    14: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (13, 0)}, 4, (1340, 360)),
-    15: ("DualAnoDiffFilterPairs", None, [0.5, 0.5, 0.3, 0.1], {"image": (12, 0), "mask": (14, 0)}, 4, (1340, 560)),
-    16: ("PreviewImage", "Preview pairs", [], {"images": (12, 0)}, 4, (1340, 800)),
+    13: ("VAEDecode", "Decode anomaly", [], {"samples": (11, 1), "vae": (1, 2)}, 4, (1340, 270)),
+    14: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (13, 0)}, 4, (1340, 420)),
+    15: ("DualAnoDiffFilterPairs", None, [0.5, 0.5, 0.3, 0.1], {"image": (12, 0), "mask": (14, 0)}, 4, (1340, 640)),
+    16: ("PreviewImage", "Preview pairs", [], {"images": (12, 0)}, 4, (1340, 940)),
     17: ("DualAnoDiffExportDataset", None, ["dualanodiff_dataset", "bottle", "broken_large", "mvtec+coco"],
          {"images": (15, 0), "masks": (15, 1)}, 5, (1780, 120)),
 }  # fmt: skip
@@ -71,15 +71,15 @@ GROUPS = {
 NOTES = {
     1: (("Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly type, "
         "or a folder with images/ and masks/, and keeps the training third exactly as `anodiff train` does. Connect "
-        "Load Image (image + mask) to its optional inputs to train on your own photos instead."), (40, 520)),
+        "Load Image (image + mask) to its optional inputs to train on your own photos instead."), (40, 640)),
     2: (("Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On one "
         "modern GPU (fp16, rank 32, batch 4) that is roughly 1-2 hours; gradient_checkpointing trades about a third "
         "more time for much less memory. The progress bar shows a sampled pair every preview_every steps; Cancel "
         "stops after the current step and leaves the checkpoint untouched. Save Dual LoRA writes "
         "models/dualanodiff/bottle_broken_large_00001.safetensors (plus its optimiser state, so resume_file can "
-        "continue it exactly)."), (460, 1100)),
+        "continue it exactly)."), (460, 1300)),
     3: (("Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later runs "
-        "can start from Load Dual LoRA with the saved file instead of training again (mute groups 1-2)."), (900, 1140)),
+        "can start from Load Dual LoRA with the saved file instead of training again (mute groups 1-2)."), (900, 1220)),
     5: (("Dataset\n\nFilter Pairs drops pairs whose mask cannot be trusted; Export Dataset adds the rest to "
         "output/dualanodiff_dataset in the MVTec layout with COCO annotations, never overwriting."), (1780, 300)),
 }  # fmt: skip
