@@ -140,16 +140,15 @@ class TrainingSession:
             log.warning("no optimiser state in the model to continue: AdamW starts afresh (not an exact resume)")
 
     def _load(self, start: TrainedDual) -> None:
-        dual = start.dual
-        if (
-            dual.config.rank != self.config.rank
-            or dual.config.bcm != self.config.bcm
-            or dual.config.saim != self.config.saim
-        ):
+        dual, c = start.dual, self.config
+        theirs = (dual.config.rank, dual.config.bcm, dual.config.saim)
+        if theirs != (c.rank, c.bcm, c.saim) or (dual.has_text_lora and dual.config.text_rank != c.text_rank):
             raise ValueError(
-                f"{dual.source}: trained with rank {dual.config.rank}, bcm {dual.config.bcm}, saim {dual.config.saim}; "
-                f"set the same on Train Dual LoRA to continue it (got rank {self.config.rank}, bcm {self.config.bcm})"
+                f"{dual.source}: trained with rank {dual.config.rank} (text {dual.config.text_rank}), bcm "
+                f"{dual.config.bcm}, saim {dual.config.saim}; set the same to continue it (got rank {c.rank}, bcm {c.bcm})"
             )
+        if dual.has_text_lora and self.text is None:
+            raise ValueError(f"{dual.source} has a text-encoder LoRA: turn train_text_encoder on to continue it")
         dual.check_unet(self.adapter.channels, self.adapter.context_dim)
         self.adapter.load_state_dict(dual.adapter().state_dict())
         if self.text is not None:

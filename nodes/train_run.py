@@ -40,6 +40,8 @@ class RunOptions:
 def build_dataset(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None, resolution: int,
                   flips: bool, seed: int) -> FewShotDataset:  # fmt: skip
     """IMAGE (B, H, W, C) / MASK (B, H, W) batches -> the few-shot dataset under ``anodiff.data``'s rules."""
+    if images.dim() != 4 or images.shape[-1] not in (3, 4):
+        raise ValueError(f"images must be an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}")
     if masks.dim() == 2:
         masks = masks[None]
     if masks.shape[0] == 1 and images.shape[0] > 1:

@@ -32,7 +32,10 @@ def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolut
     root = resolve_folder(folder)
     samples = data.split_train(data.find_samples(root, category or None, anomaly or None), split)
     data.validate_samples(samples)
-    model = load_u2netp() if background else None
+    try:
+        model = load_u2netp() if background else None
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"Load Defect Set: background needs U2-Net-P ({err})") from err
     dataset = data.FewShotDataset(samples, resolution=resolution, flips=False, background=background, model=model)
     return dataset, f"{detect_layout(root).name} layout: {len(samples)} training pairs ({split} split) from {root}"
 

@@ -116,7 +116,7 @@ def test_trained_model_samples_like_saved_and_reloaded_weights(nodes, models_dir
 
     model, clip, vae = build_tiny_sd15()
     images, masks = training_pairs()
-    new_model, _, trained, _ = train(nodes, model, clip, vae, images, masks, 3, train_text_encoder=False)
+    new_model, new_clip, trained, _ = train(nodes, model, clip, vae, images, masks, 3)
     saved = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(trained, "run", resumable=True)
     name = saved["result"][0]
     assert name == "run_00001.safetensors" and (models_dir / name).is_file()
@@ -127,7 +127,11 @@ def test_trained_model_samples_like_saved_and_reloaded_weights(nodes, models_dir
 
     meta = load_dual(models_dir / name, sd15_only=False).metadata
     assert meta["steps"] == "3" and meta["train_images"] == "3" and meta["prompt_anomaly"] == "sks"
-    loaded, _ = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]().load(model, None, name, 1.0, 1.0, 1.0)
+    loaded, loaded_clip = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]().load(model, clip, name, 1.0, 1.0, 1.0)
+    tokens = clip.tokenize("a vfx with sks")
+    trained_text, plain_text = new_clip.encode_from_tokens(tokens), clip.encode_from_tokens(tokens)
+    torch.testing.assert_close(trained_text, loaded_clip.encode_from_tokens(tokens), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(trained_text, plain_text, atol=1e-4)  # the text LoRA trained and is on the CLIP
     sampler = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSampler"]()
     latent = {"samples": torch.zeros(2, 4, 8, 8)}
     a = sampler.sample(new_model, POS_G, POS_A, NEG, latent, 9, 3, 2.0, "euler", "normal", 1.0)
@@ -159,6 +163,8 @@ def test_resume_from_a_saved_file_equals_one_longer_run(nodes, models_dir):
         assert torch.equal(first.dual.tensors[key], snapshot[key])
     with pytest.raises(ValueError, match="rank"):
         train(nodes, model, clip, vae, images, masks, 1, resume=first, rank=2)
+    with pytest.raises(ValueError, match="turn train_text_encoder on"):
+        train(nodes, model, clip, vae, images, masks, 1, resume=first, train_text_encoder=False)
 
 
 def test_interrupt_stops_after_the_step_and_leaves_nothing_patched(nodes, models_dir, monkeypatch):
