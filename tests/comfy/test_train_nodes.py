@@ -92,6 +92,9 @@ def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path):
     torch.testing.assert_close(out_i[0], expected.clamp(0, 1), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="does not exist"):
         node.load(str(tmp_path / "missing"), "", "", "floor", RES, False)
+    (root / "masks" / "001.png").unlink()  # the errors of anodiff train, naming the file
+    with pytest.raises(ValueError, match=r"no mask for image .*001\.png"):
+        node.load(str(root), "", "", "floor", RES, False)
 
 
 def test_training_lowers_the_loss_and_leaves_the_user_models_untouched(nodes, models_dir):
