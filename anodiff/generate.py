@@ -5,6 +5,8 @@ Layout, under ``<out>/<category>/``::
     test/<anomaly>/000.png                whole anomaly image
     ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
     anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
+    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (anodiff.sidecar)
+    labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k
     .anodiff-generate-<anomaly>.json      the settings the pairs were made with
 
 Resuming: pair ``i`` (seed ``seed + i``) is skipped when its three files exist, and generated again (with a
@@ -17,7 +19,8 @@ so concurrent shards never clobber each other's pending pairs. Masks and PNGs ar
 while the next batch samples. Existing pairs are only resumed when the settings file
 matches the current settings; folders that hold files this command did not write, or pairs made with other
 settings, are an error unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any
-older pair above them pending. Nothing is ever deleted.
+older pair above them pending. Nothing is ever deleted. The sidecar is written before the PNGs, so a complete
+pair has one; a kept pair whose sidecar names another photo than ``--source`` now gives it is refused.
 """
 
 from __future__ import annotations

@@ -42,12 +42,18 @@ def check_disjoint(regions: Sequence[np.ndarray], feather: int = 0) -> None:
     masks = [np.asarray(r) > 0.5 for r in regions]
     for a in range(len(masks)):
         if masks[a].shape != masks[0].shape:
-            raise ValueError(f"region {a + 1} is {masks[a].shape}, region 1 is {masks[0].shape}: give masks of one size")
+            raise ValueError(
+                f"region {a + 1} is {masks[a].shape}, region 1 is {masks[0].shape}: give masks of one size"
+            )
         grown = grow_mask(masks[a], feather) if feather else masks[a]
         for b in range(a + 1, len(masks)):
             if (grown & masks[b]).any():
-                how = "overlap" if (masks[a] & masks[b]).any() else f"lie within the feather ({feather} px) of each other"
-                raise ValueError(f"regions {a + 1} and {b + 1} {how}: separate them, or use one region for both defects")
+                how = (
+                    "overlap" if (masks[a] & masks[b]).any() else f"lie within the feather ({feather} px) of each other"
+                )
+                raise ValueError(
+                    f"regions {a + 1} and {b + 1} {how}: separate them, or use one region for both defects"
+                )
 
 
 def sample_disjoint(
@@ -64,7 +70,9 @@ def sample_disjoint(
         for earlier in out:
             room &= ~grow_mask(earlier, 2 * feather + 1)
         if not room.any():
-            raise ValueError(f"no room left on the object for defect {k + 1} of {count}: lower --defects or --region-size")
+            raise ValueError(
+                f"no room left on the object for defect {k + 1} of {count}: lower --defects or --region-size"
+            )
         key = tuple(seed) if k == 0 else (*seed, k)
         out.append(regions.sample_regions(room, 1, size=size, seed=key, **kwargs)[0])
     return out
@@ -126,10 +134,14 @@ def add_defects(
     if callable(generators):
         generators = [generators] * len(regions)
     if len(generators) != len(regions):
-        raise ValueError(f"generators: give one for all regions or one per region ({len(regions)}), got {len(generators)}")
+        raise ValueError(
+            f"generators: give one for all regions or one per region ({len(regions)}), got {len(generators)}"
+        )
     for k, r in enumerate(regions):
         if r.shape != np.asarray(photo).shape[:2]:
-            raise ValueError(f"region {k + 1} is {r.shape}, the photo {np.asarray(photo).shape[:2]}: give masks of the photo's size")
+            raise ValueError(
+                f"region {k + 1} is {r.shape}, the photo {np.asarray(photo).shape[:2]}: give masks of the photo's size"
+            )
     check_disjoint(regions, feather)
     image, masks, out = np.asarray(photo), [], Defects(np.asarray(photo), np.zeros(0, np.uint8))
     for k, (region, make) in enumerate(zip(regions, generators)):
@@ -144,14 +156,18 @@ def add_defects(
     return out
 
 
-def pipeline_generator(pipe: Any, seed: int, mask_method: str = "u2netp", threshold: float = 0.5, **kwargs: Any) -> Generator:
+def pipeline_generator(
+    pipe: Any, seed: int, mask_method: str = "u2netp", threshold: float = 0.5, **kwargs: Any
+) -> Generator:
     """A ``Generator`` over a ``DualAnoDiffPipeline``: defect k uses ``seed + k``; its mask comes from the
     anomaly part (``anodiff.masks.extract_mask``)."""
     from .masks import extract_mask
 
     def make(photo_crop: np.ndarray, region_crop: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         h, w = region_crop.shape
-        pair = pipe(1, h, w, seed=[seed + k], source=photo_crop, region=region_crop, feather=None, progress=False, **kwargs)
+        pair = pipe(
+            1, h, w, seed=[seed + k], source=photo_crop, region=region_crop, feather=None, progress=False, **kwargs
+        )
         return pair.images[0], extract_mask(pair.anomaly_parts[0], mask_method, threshold)
 
     return make

@@ -10,7 +10,10 @@ full resolution before the next defect is cut out. Defect 0 of pair i uses seed 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -59,22 +62,28 @@ class RegionPlan:
         return zones
 
 
-def make_plan(source, region, seed: int, size_range, context: float, working: int, feather: int, blend: str,
-              defects: int = 1, region_ids: bool = False) -> RegionPlan | None:  # fmt: skip
+def make_plan(
+    source: str | os.PathLike | None, region: str | os.PathLike | None, seed: int, size_range: Sequence[float],
+    context: float, working: int, feather: int, blend: str, defects: int = 1, region_ids: bool = False,
+) -> RegionPlan | None:  # fmt: skip
     """The plan for ``generate``'s region options, or None without region control; bad options name the flag."""
     from .multi_defect import check_disjoint, regions_from_labels
 
     if source is None and region is None:
         return None
     if source is None or region is None:
-        raise ValueError("region control needs both --source (a normal photo or folder) and --region (a mask image or 'random')")
+        raise ValueError(
+            "region control needs both --source (a normal photo or folder) and --region (a mask image or 'random')"
+        )
     if isinstance(defects, bool) or not isinstance(defects, int) or defects < 1:
         raise ValueError(f"--defects must be an integer >= 1, got {defects!r}")
     photos = PhotoSource(source)
     if str(region) == RANDOM:
         return RegionPlan(photos, None, defects, seed, tuple(size_range), context, working, feather, blend)
     if defects != 1:
-        raise ValueError("--defects applies to --region random; for fixed regions draw them in a label image (--region-ids)")
+        raise ValueError(
+            "--defects applies to --region random; for fixed regions draw them in a label image (--region-ids)"
+        )
     from .data import read_mask
 
     if region_ids:
@@ -103,7 +112,14 @@ class PairWork:
     seeds: list[int] = field(default_factory=list)
 
 
-def sample_group(pipe: Any, plan: RegionPlan, group: list[int], seed: int, background_for=None, **kwargs: Any) -> list[PairWork]:
+def sample_group(
+    pipe: Any,
+    plan: RegionPlan,
+    group: list[int],
+    seed: int,
+    background_for: Callable[[int], np.ndarray] | None = None,
+    **kwargs: Any,
+) -> list[PairWork]:
     """The defects of the pairs ``group``: defect k of every pair, then k + 1 on the stitched photos; pairs whose
     windows share a working size share a call, in the group's order (so a shard gets the same result).
     background_for: pair -> BCM background, or None."""
@@ -122,14 +138,18 @@ def sample_group(pipe: Any, plan: RegionPlan, group: list[int], seed: int, backg
                          backgrounds=[background_for(w.pair) for w in sub] if background_for else None, **kwargs)  # fmt: skip
             for j, w in enumerate(sub):
                 window = crops[w.pair][0]
-                w.image = stitch(w.image, batch.images[j], w.regions[k], window, feather=plan.feather, blend=plan.blend)[0]
+                w.image = stitch(
+                    w.image, batch.images[j], w.regions[k], window, feather=plan.feather, blend=plan.blend
+                )[0]
                 w.windows.append(window)
                 w.parts.append(batch.anomaly_parts[j])
                 w.seeds.append(seeds[j])
     return works
 
 
-def finish_pair(work: PairWork, plan: RegionPlan, mask_method: str, threshold: float, model: Any = None):
+def finish_pair(
+    work: PairWork, plan: RegionPlan, mask_method: str, threshold: float, model: Any = None
+) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
     """(full-size anomaly part on grey, per-defect full-size masks, sidecar entries): the masks come from each
     defect's anomaly part at the working size, put back in its window and clipped to its region."""
     from .masks import extract_mask
@@ -147,7 +167,7 @@ def finish_pair(work: PairWork, plan: RegionPlan, mask_method: str, threshold: f
 __all__ = ["RANDOM", "PairWork", "RegionPlan", "defect_seed", "finish_pair", "make_plan", "sample_group"]
 
 
-def write_region_pair(paths, label_file, sidecar_file, work: PairWork, plan: RegionPlan, mask_method: str,
+def write_region_pair(paths: tuple[Path, Path, Path], label_file: Path, sidecar_file: Path, work: PairWork, plan: RegionPlan, mask_method: str,
                       threshold: float, model: Any, meta: dict) -> bool:  # fmt: skip
     """On a writer thread: masks, then the sidecar, then the PNGs (image, mask, part; the label mask with several
     defects), each atomic, so three PNGs on disk mean the sidecar is there too. True when the mask is empty."""

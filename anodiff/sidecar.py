@@ -49,7 +49,9 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         if not isinstance(record, dict):
             raise TypeError("expected a JSON object")
     except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: not a pair sidecar ({exc}); move it away or regenerate the pair with --force") from exc
+        raise ValueError(
+            f"{path}: not a pair sidecar ({exc}); move it away or regenerate the pair with --force"
+        ) from exc
     return record
 
 
@@ -78,4 +80,12 @@ def defect_instances(label: np.ndarray, mask: np.ndarray, types: list[str] | Non
     return [{**ann, "defect_id": i, **named(i)} for i in ids for ann in coco_instances(label == i, "mask")]
 
 
-__all__ = ["defect_instances", "for_image", "label_path", "pair_sidecar", "read_sidecar", "sidecar_path", "write_sidecar"]
+__all__ = [
+    "defect_instances",
+    "for_image",
+    "label_path",
+    "pair_sidecar",
+    "read_sidecar",
+    "sidecar_path",
+    "write_sidecar",
+]

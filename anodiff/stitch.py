@@ -57,7 +57,9 @@ class Window:
         try:
             return cls(**{k: int(data[k]) for k in cls.__dataclass_fields__})
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a crop window record ({exc}); expected keys {', '.join(cls.__dataclass_fields__)}") from exc
+            raise ValueError(
+                f"not a crop window record ({exc}); expected keys {', '.join(cls.__dataclass_fields__)}"
+            ) from exc
 
 
 def region_box(region: np.ndarray, name: str = "region") -> tuple[int, int, int, int]:
@@ -179,7 +181,9 @@ def stitch(
     _check_sizes(photo, region, window)
     generated = as_unit(generated, "generated")
     if generated.shape[:2] != window.work_shape:
-        raise ValueError(f"generated image {generated.shape[:2]} must have the window's working size {window.work_shape}")
+        raise ValueError(
+            f"generated image {generated.shape[:2]} must have the window's working size {window.work_shape}"
+        )
     photo = np.asarray(photo)[..., :3]
     x, y, w, h = window.box
     zone = np.asarray(region) > 0.5
@@ -216,4 +220,15 @@ def grown_region(region: np.ndarray, feather: int) -> np.ndarray:
     return feather_weights(np.asarray(region) > 0.5, feather) > 0
 
 
-__all__ = ["BLENDS", "MULTIPLE", "Window", "as_unit", "crop", "crop_window", "grown_region", "region_box", "stitch", "stitch_mask"]
+__all__ = [
+    "BLENDS",
+    "MULTIPLE",
+    "Window",
+    "as_unit",
+    "crop",
+    "crop_window",
+    "grown_region",
+    "region_box",
+    "stitch",
+    "stitch_mask",
+]

@@ -122,5 +122,8 @@ class DualAnoDiffExportDefects:
         return {"ui": {"text": [summary]}, "result": (summary,)}
 
 
-NODE_CLASS_MAPPINGS = {"DualAnoDiffDefectLabels": DualAnoDiffDefectLabels, "DualAnoDiffExportDefects": DualAnoDiffExportDefects}
+NODE_CLASS_MAPPINGS = {
+    "DualAnoDiffDefectLabels": DualAnoDiffDefectLabels,
+    "DualAnoDiffExportDefects": DualAnoDiffExportDefects,
+}
 NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffDefectLabels": "Defect Labels", "DualAnoDiffExportDefects": "Export Defects"}

@@ -134,7 +134,9 @@ class DualAnoDiffStitchRegion:
             m = None if masks is None else masks[b % len(masks)]
             if m is not None and m.shape != windows[k].work_shape:
                 raise ValueError(f"Stitch Region: mask {m.shape} is not the window's size {windows[k].work_shape}")
-            pasted, defect = stitch_one(photos[k].numpy(), generated[b], regions[k].numpy(), windows[k], m, feather, blend)
+            pasted, defect = stitch_one(
+                photos[k].numpy(), generated[b], regions[k].numpy(), windows[k], m, feather, blend
+            )
             out.append(torch.from_numpy(pasted))
             full.append(torch.from_numpy(defect.astype(np.float32)))
         return torch.stack(out).to(image), torch.stack(full).to(image)
@@ -148,5 +150,8 @@ def stitch_one(photo, generated, region, window, mask, feather, blend):
     return stitch(photo, generated, region, window, mask=mask, feather=int(feather), blend=blend)
 
 
-NODE_CLASS_MAPPINGS = {"DualAnoDiffCropRegion": DualAnoDiffCropRegion, "DualAnoDiffStitchRegion": DualAnoDiffStitchRegion}
+NODE_CLASS_MAPPINGS = {
+    "DualAnoDiffCropRegion": DualAnoDiffCropRegion,
+    "DualAnoDiffStitchRegion": DualAnoDiffStitchRegion,
+}
 NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffCropRegion": "Crop Region", "DualAnoDiffStitchRegion": "Stitch Region"}

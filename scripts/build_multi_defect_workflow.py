@@ -20,20 +20,35 @@ SOCKETS = {  # node type -> (inputs [(name, type)], outputs [(name, type)])
     "DualAnoDiffLoadLoRA": ([("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
     "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
     "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
-    "DualAnoDiffRandomRegion": ([("image", "IMAGE"), ("foreground", "MASK")],
-                                [("regions", "MASK"), ("foreground", "MASK"), ("preview", "IMAGE")]),
-    "DualAnoDiffCropRegion": ([("image", "IMAGE"), ("region", "MASK")],
-                              [("image", "IMAGE"), ("region", "MASK"), ("stitch", "DUALANODIFF_STITCH")]),
+    "DualAnoDiffRandomRegion": (
+        [("image", "IMAGE"), ("foreground", "MASK")],
+        [("regions", "MASK"), ("foreground", "MASK"), ("preview", "IMAGE")],
+    ),
+    "DualAnoDiffCropRegion": (
+        [("image", "IMAGE"), ("region", "MASK")],
+        [("image", "IMAGE"), ("region", "MASK"), ("stitch", "DUALANODIFF_STITCH")],
+    ),
     "DualAnoDiffRegionLatent": ([("vae", "VAE"), ("source", "IMAGE"), ("region", "MASK")], [("LATENT", "LATENT")]),
-    "DualAnoDiffSampler": ([("model", "MODEL"), ("positive_global", "CONDITIONING"), ("positive_anomaly", "CONDITIONING"),
-                            ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
-                           [("global", "LATENT"), ("anomaly", "LATENT"), ("pairs", "LATENT")]),
+    "DualAnoDiffSampler": (
+        [
+            ("model", "MODEL"),
+            ("positive_global", "CONDITIONING"),
+            ("positive_anomaly", "CONDITIONING"),
+            ("negative", "CONDITIONING"),
+            ("latent_image", "LATENT"),
+        ],
+        [("global", "LATENT"), ("anomaly", "LATENT"), ("pairs", "LATENT")],
+    ),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "DualAnoDiffExtractMask": ([("anomaly", "IMAGE")], [("mask", "MASK"), ("overlay", "IMAGE")]),
-    "DualAnoDiffStitchRegion": ([("image", "IMAGE"), ("stitch", "DUALANODIFF_STITCH"), ("mask", "MASK")],
-                                [("image", "IMAGE"), ("mask", "MASK")]),
-    "DualAnoDiffDefectLabels": ([("mask_1", "MASK"), ("mask_2", "MASK")],
-                                [("labels", "MASK"), ("mask", "MASK"), ("preview", "IMAGE")]),
+    "DualAnoDiffStitchRegion": (
+        [("image", "IMAGE"), ("stitch", "DUALANODIFF_STITCH"), ("mask", "MASK")],
+        [("image", "IMAGE"), ("mask", "MASK")],
+    ),
+    "DualAnoDiffDefectLabels": (
+        [("mask_1", "MASK"), ("mask_2", "MASK")],
+        [("labels", "MASK"), ("mask", "MASK"), ("preview", "IMAGE")],
+    ),
     "DualAnoDiffExportDefects": ([("images", "IMAGE"), ("labels", "MASK")], [("summary", "STRING")]),
     "SaveImage": ([("images", "IMAGE")], []),
     "PreviewImage": ([("images", "IMAGE")], []),
@@ -43,10 +58,22 @@ SAMPLER = [42, "randomize", 30, 2.5, "euler", "normal", 1.0]
 # id: (type, title or None, widgets, {input: (source id, output index)}, group, (x, y))
 GRAPH = {
     1: ("CheckpointLoaderSimple", None, ["v1-5-pruned-emaonly.safetensors"], {}, 1, (40, 120)),
-    2: ("DualAnoDiffLoadLoRA", "Dual LoRA: defect type 1 (crack)", ["crack.safetensors", 1.0, 1.0, 1.0, True],
-        {"model": (1, 0), "clip": (1, 1)}, 1, (40, 280)),
-    3: ("DualAnoDiffLoadLoRA", "Dual LoRA: defect type 2 (scratch)", ["scratch.safetensors", 1.0, 1.0, 1.0, True],
-        {"model": (1, 0), "clip": (1, 1)}, 1, (40, 470)),
+    2: (
+        "DualAnoDiffLoadLoRA",
+        "Dual LoRA: defect type 1 (crack)",
+        ["crack.safetensors", 1.0, 1.0, 1.0, True],
+        {"model": (1, 0), "clip": (1, 1)},
+        1,
+        (40, 280),
+    ),
+    3: (
+        "DualAnoDiffLoadLoRA",
+        "Dual LoRA: defect type 2 (scratch)",
+        ["scratch.safetensors", 1.0, 1.0, 1.0, True],
+        {"model": (1, 0), "clip": (1, 1)},
+        1,
+        (40, 470),
+    ),
     4: ("CLIPTextEncode", "Crack prompt: global", ["a vfx with sks"], {"clip": (2, 1)}, 2, (420, 120)),
     5: ("CLIPTextEncode", "Crack prompt: anomaly", ["sks"], {"clip": (2, 1)}, 2, (420, 300)),
     6: ("CLIPTextEncode", "Crack prompt: negative", [""], {"clip": (2, 1)}, 2, (420, 480)),
@@ -54,36 +81,96 @@ GRAPH = {
     8: ("CLIPTextEncode", "Scratch prompt: anomaly", ["sks"], {"clip": (3, 1)}, 2, (420, 840)),
     9: ("CLIPTextEncode", "Scratch prompt: negative", [""], {"clip": (3, 1)}, 2, (420, 1020)),
     10: ("LoadImage", "Normal photo (full resolution)", ["normal_product.png", "image"], {}, 3, (900, 120)),
-    11: ("DualAnoDiffRandomRegion", None, [2, 0.06, 0.12, 0.5, 2.0, "ellipse", 7, "fixed", 4, 0.5, 0],
-         {"image": (10, 0)}, 3, (900, 460)),
+    11: (
+        "DualAnoDiffRandomRegion",
+        None,
+        [2, 0.06, 0.12, 0.5, 2.0, "ellipse", 7, "fixed", 4, 0.5, 0],
+        {"image": (10, 0)},
+        3,
+        (900, 460),
+    ),
     12: ("PreviewImage", "Preview regions", [], {"images": (11, 2)}, 3, (900, 900)),
-    13: ("DualAnoDiffCropRegion", "Crop Region: defect 1", [2.0, 512, 0], {"image": (10, 0), "region": (11, 0)}, 4, (1340, 120)),
+    13: (
+        "DualAnoDiffCropRegion",
+        "Crop Region: defect 1",
+        [2.0, 512, 0],
+        {"image": (10, 0), "region": (11, 0)},
+        4,
+        (1340, 120),
+    ),
     14: ("DualAnoDiffRegionLatent", None, [1], {"vae": (1, 2), "source": (13, 0), "region": (13, 1)}, 4, (1340, 320)),
-    15: ("DualAnoDiffSampler", "Dual Sampler: crack", SAMPLER,
-         {"model": (2, 0), "positive_global": (4, 0), "positive_anomaly": (5, 0), "negative": (6, 0), "latent_image": (14, 0)},
-         4, (1340, 480)),
+    15: (
+        "DualAnoDiffSampler",
+        "Dual Sampler: crack",
+        SAMPLER,
+        {
+            "model": (2, 0),
+            "positive_global": (4, 0),
+            "positive_anomaly": (5, 0),
+            "negative": (6, 0),
+            "latent_image": (14, 0),
+        },
+        4,
+        (1340, 480),
+    ),
     16: ("VAEDecode", "Decode crack (global)", [], {"samples": (15, 0), "vae": (1, 2)}, 4, (1340, 820)),
     17: ("VAEDecode", "Decode crack (anomaly)", [], {"samples": (15, 1), "vae": (1, 2)}, 4, (1340, 920)),
     18: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (17, 0)}, 4, (1340, 1020)),
-    19: ("DualAnoDiffStitchRegion", "Stitch Region: defect 1", [4, "feather"],
-         {"image": (16, 0), "stitch": (13, 2), "mask": (18, 0)}, 4, (1340, 1220)),
-    20: ("DualAnoDiffCropRegion", "Crop Region: defect 2", [2.0, 512, 1], {"image": (19, 0), "region": (11, 0)}, 5, (1780, 120)),
+    19: (
+        "DualAnoDiffStitchRegion",
+        "Stitch Region: defect 1",
+        [4, "feather"],
+        {"image": (16, 0), "stitch": (13, 2), "mask": (18, 0)},
+        4,
+        (1340, 1220),
+    ),
+    20: (
+        "DualAnoDiffCropRegion",
+        "Crop Region: defect 2",
+        [2.0, 512, 1],
+        {"image": (19, 0), "region": (11, 0)},
+        5,
+        (1780, 120),
+    ),
     21: ("DualAnoDiffRegionLatent", None, [1], {"vae": (1, 2), "source": (20, 0), "region": (20, 1)}, 5, (1780, 320)),
-    22: ("DualAnoDiffSampler", "Dual Sampler: scratch", SAMPLER,
-         {"model": (3, 0), "positive_global": (7, 0), "positive_anomaly": (8, 0), "negative": (9, 0), "latent_image": (21, 0)},
-         5, (1780, 480)),
+    22: (
+        "DualAnoDiffSampler",
+        "Dual Sampler: scratch",
+        SAMPLER,
+        {
+            "model": (3, 0),
+            "positive_global": (7, 0),
+            "positive_anomaly": (8, 0),
+            "negative": (9, 0),
+            "latent_image": (21, 0),
+        },
+        5,
+        (1780, 480),
+    ),
     23: ("VAEDecode", "Decode scratch (global)", [], {"samples": (22, 0), "vae": (1, 2)}, 5, (1780, 820)),
     24: ("VAEDecode", "Decode scratch (anomaly)", [], {"samples": (22, 1), "vae": (1, 2)}, 5, (1780, 920)),
     25: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (24, 0)}, 5, (1780, 1020)),
-    26: ("DualAnoDiffStitchRegion", "Stitch Region: defect 2", [4, "feather"],
-         {"image": (23, 0), "stitch": (20, 2), "mask": (25, 0)}, 5, (1780, 1220)),
+    26: (
+        "DualAnoDiffStitchRegion",
+        "Stitch Region: defect 2",
+        [4, "feather"],
+        {"image": (23, 0), "stitch": (20, 2), "mask": (25, 0)},
+        5,
+        (1780, 1220),
+    ),
     27: ("DualAnoDiffDefectLabels", None, [], {"mask_1": (19, 1), "mask_2": (26, 1)}, 6, (2220, 120)),
     28: ("SaveImage", "Save image", ["dualanodiff/multi_defect"], {"images": (26, 0)}, 6, (2220, 320)),
     29: ("MaskToImage", None, [], {"mask": (27, 1)}, 6, (2220, 620)),
     30: ("SaveImage", "Save mask", ["dualanodiff/multi_defect_mask"], {"images": (29, 0)}, 6, (2220, 720)),
     31: ("PreviewImage", "Preview labels", [], {"images": (27, 2)}, 6, (2220, 1020)),
-    32: ("DualAnoDiffExportDefects", None, ["crack, scratch", "dualanodiff_dataset", "object", "multi_defect"],
-         {"images": (26, 0), "labels": (27, 0)}, 6, (2660, 120)),
+    32: (
+        "DualAnoDiffExportDefects",
+        None,
+        ["crack, scratch", "dualanodiff_dataset", "object", "multi_defect"],
+        {"images": (26, 0), "labels": (27, 0)},
+        6,
+        (2660, 120),
+    ),
 }
 GROUPS = {
     1: ("1. Two Dual LoRAs (one per defect type)", "#3f789e"),
@@ -94,22 +181,46 @@ GROUPS = {
     6: ("6. Labels, save, export", "#88A"),
 }
 NOTES = {
-    1: ("Two defect types on one part\n\nEach Load Dual LoRA holds one trained defect type (here crack and scratch, "
-        "files in models/dualanodiff). Both sit on the same SD1.5 checkpoint. The first defect is made with the first "
-        "model, the second with the second; use the same file twice for two defects of one type.", (40, 660)),
-    3: ("Regions\n\nRandom Defect Region draws count=2 regions on the object of the full-resolution photo (no resize: "
-        "Crop Region does that per defect). The regions must not overlap: Crop Region refuses overlapping ones, so "
-        "change the seed or lower the sizes if it does. Draw your own regions as a MASK batch instead if you like.",
-        (900, 980)),
-    4: ("Crop and stitch\n\nCrop Region cuts a window of context x the region's box (snapped to 64 px, inside the "
-        "photo) and resizes it so its longer side is working_size (512 for SD1.5). After sampling, Stitch Region "
-        "pastes the window back at full resolution: outside the region grown by the feather the photo is unchanged, "
-        "pixel for pixel; blend=poisson matches the lighting instead of feathering.", (1340, 1300)),
-    5: ("Defect 2\n\nThe second Crop Region takes the stitched photo from defect 1 and region_index 1, so the second "
-        "defect is added to the same part, next to the first one, by the second model.", (1780, 1300)),
-    6: ("Labels and export\n\nDefect Labels merges the two full-size masks into one label mask: 1 for the crack, 2 "
-        "for the scratch. Export Defects adds the image, its union mask (MVTec) and one COCO annotation per defect, "
-        "whose category is the type named in defect_types, to output/dualanodiff_dataset.", (2660, 420)),
+    1: (
+        (
+            "Two defect types on one part\n\nEach Load Dual LoRA holds one trained defect type (here crack and scratch, "
+            "files in models/dualanodiff). Both sit on the same SD1.5 checkpoint. The first defect is made with the first "
+            "model, the second with the second; use the same file twice for two defects of one type."
+        ),
+        (40, 660),
+    ),
+    3: (
+        (
+            "Regions\n\nRandom Defect Region draws count=2 regions on the object of the full-resolution photo (no resize: "
+            "Crop Region does that per defect). The regions must not overlap: Crop Region refuses overlapping ones, so "
+            "change the seed or lower the sizes if it does. Draw your own regions as a MASK batch instead if you like."
+        ),
+        (900, 980),
+    ),
+    4: (
+        (
+            "Crop and stitch\n\nCrop Region cuts a window of context x the region's box (snapped to 64 px, inside the "
+            "photo) and resizes it so its longer side is working_size (512 for SD1.5). After sampling, Stitch Region "
+            "pastes the window back at full resolution: outside the region grown by the feather the photo is unchanged, "
+            "pixel for pixel; blend=poisson matches the lighting instead of feathering."
+        ),
+        (1340, 1300),
+    ),
+    5: (
+        (
+            "Defect 2\n\nThe second Crop Region takes the stitched photo from defect 1 and region_index 1, so the second "
+            "defect is added to the same part, next to the first one, by the second model."
+        ),
+        (1780, 1300),
+    ),
+    6: (
+        (
+            "Labels and export\n\nDefect Labels merges the two full-size masks into one label mask: 1 for the crack, 2 "
+            "for the scratch. Export Defects adds the image, its union mask (MVTec) and one COCO annotation per defect, "
+            "whose category is the type named in defect_types, to output/dualanodiff_dataset."
+        ),
+        (2660, 420),
+    ),
 }
 
 
@@ -125,19 +236,44 @@ def build_ui() -> dict:
     by_target = {(l[3], l[4]): l[0] for l in links}
     for nid, (kind, title, widgets, wired, group, pos) in GRAPH.items():
         ins, outs = SOCKETS[kind]
-        node = {"id": nid, "type": kind, "pos": list(pos), "size": [320, 120], "flags": {}, "order": order, "mode": 0,
-                "inputs": [{"name": n, "type": t, "link": by_target.get((nid, k))} for k, (n, t) in enumerate(ins)],
-                "outputs": [{"name": n, "type": t, "links": outputs.get((nid, k), []), "slot_index": k}
-                            for k, (n, t) in enumerate(outs)],
-                "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
+        node = {
+            "id": nid,
+            "type": kind,
+            "pos": list(pos),
+            "size": [320, 120],
+            "flags": {},
+            "order": order,
+            "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": by_target.get((nid, k))} for k, (n, t) in enumerate(ins)],
+            "outputs": [
+                {"name": n, "type": t, "links": outputs.get((nid, k), []), "slot_index": k}
+                for k, (n, t) in enumerate(outs)
+            ],
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": widgets,
+        }
         if title:
             node["title"] = title
         nodes.append(node)
         order += 1
     for k, (group, (text, pos)) in enumerate(NOTES.items()):
-        nodes.append({"id": 100 + k, "type": "Note", "pos": list(pos), "size": [320, 220], "flags": {}, "order": order,
-                      "mode": 0, "inputs": [], "outputs": [], "properties": {"text": ""}, "color": "#432",
-                      "bgcolor": "#653", "widgets_values": [text]})
+        nodes.append(
+            {
+                "id": 100 + k,
+                "type": "Note",
+                "pos": list(pos),
+                "size": [320, 220],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "properties": {"text": ""},
+                "color": "#432",
+                "bgcolor": "#653",
+                "widgets_values": [text],
+            }
+        )
         order += 1
     members: dict[int, list[dict]] = {}
     for node in nodes:
@@ -145,13 +281,31 @@ def build_ui() -> dict:
         members.setdefault(gid, []).append(node)
     groups = []
     for gid, (title, colour) in GROUPS.items():  # each group's box: its nodes plus a margin and the title bar
-        boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in members[gid]]
+        boxes = [
+            (n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in members[gid]
+        ]
         x0, y0 = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 70
         x1, y1 = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
-        groups.append({"id": gid, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": colour,
-                       "font_size": 24, "flags": {}})
-    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": groups, "config": {}, "extra": {"ds": {"scale": 0.55, "offset": [60, 40]}}, "version": 0.4}
+        groups.append(
+            {
+                "id": gid,
+                "title": title,
+                "bounding": [x0, y0, x1 - x0, y1 - y0],
+                "color": colour,
+                "font_size": 24,
+                "flags": {},
+            }
+        )
+    return {
+        "last_node_id": max(n["id"] for n in nodes),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": groups,
+        "config": {},
+        "extra": {"ds": {"scale": 0.55, "offset": [60, 40]}},
+        "version": 0.4,
+    }
 
 
 def main() -> None:

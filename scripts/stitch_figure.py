@@ -44,7 +44,12 @@ def stand_in_scratch(photo_crop: np.ndarray, region_crop: np.ndarray, seed: int 
     points = []
     for t in np.linspace(-1, 1, 40):
         wobble = 6 * np.sin(3 * t + rng.uniform(0, 0.3))
-        points.append((x + t * reach * np.cos(angle) - wobble * np.sin(angle), y + t * reach * np.sin(angle) + wobble * np.cos(angle)))
+        points.append(
+            (
+                x + t * reach * np.cos(angle) - wobble * np.sin(angle),
+                y + t * reach * np.sin(angle) + wobble * np.cos(angle),
+            )
+        )
     line = np.round(np.array(points)).astype(np.int32)
     mask = np.zeros(region_crop.shape, np.uint8)
     cv2.polylines(mask, [line], False, 1, 9, cv2.LINE_AA)
@@ -53,6 +58,10 @@ def stand_in_scratch(photo_crop: np.ndarray, region_crop: np.ndarray, seed: int 
     groove = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2.0)
     out = photo_crop * (1 - 0.75 * groove[..., None]) + 0.25 * cv2.GaussianBlur(rim, (0, 0), 1.5)[..., None]
     return np.clip(out, 0, 1), (mask > 0) & region_crop
+
+
+def zoom(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (512, 512), interpolation=cv2.INTER_NEAREST)
 
 
 def main(out_dir: Path) -> None:
@@ -76,7 +85,6 @@ def main(out_dir: Path) -> None:
     diff_rgb = np.stack([diff, diff // 3, diff // 3], -1)
     contours, _ = cv2.findContours((~outside).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(diff_rgb, contours, -1, (0, 255, 120), 2)
-    zoom = lambda im: cv2.resize(im, (512, 512), interpolation=cv2.INTER_NEAREST)  # noqa: E731
     work = np.round(generated * 255).astype(np.uint8)
     panels = [cv2.resize(boxed, (683, 512), interpolation=cv2.INTER_AREA), work,
               zoom(diff_rgb[y : y + h, x : x + w]), zoom(np.where(full_mask[..., None], 255, 0).astype(np.uint8).repeat(3, 2)[y : y + h, x : x + w])]  # fmt: skip

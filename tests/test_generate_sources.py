@@ -47,7 +47,9 @@ def disc_saliency(monkeypatch):
     import anodiff.regions
 
     original = anodiff.regions.foreground_mask
-    monkeypatch.setattr(anodiff.regions, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw))
+    monkeypatch.setattr(
+        anodiff.regions, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw)
+    )
 
 
 def disc_photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -110,7 +112,9 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, weights, tmp_path
     assert pngs(tmp_path / "resumed") == pngs(tmp_path / "full")  # the same bytes as one uninterrupted run
 
     (tmp_path / "photos" / "part_0.png").rename(tmp_path / "photos" / "part_9.png")  # the cycle changes
-    with pytest.raises(FileExistsError, match="pair 0 was made from 'part_0.png', but --source now gives it 'part_1.png'"):
+    with pytest.raises(
+        FileExistsError, match="pair 0 was made from 'part_0.png', but --source now gives it 'part_1.png'"
+    ):
         generate(sd_dir, weights, tmp_path / "full", 7, **kw)
 
 
@@ -127,7 +131,7 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, weights, tmp_
         mask = cv2.imread(str(folder / "ground_truth" / "defect" / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(mask > 0, label > 0)
         for d in meta["defects"]:
-            x, y, bw, bh = d["box"]
+            _, y, _, bh = d["box"]
             ids = label == d["id"]
             assert ids.sum() == d["mask_pixels"] and not ids[:y].any() and not ids[y + bh :].any()
     from pycocotools.coco import COCO
@@ -188,3 +192,14 @@ def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, 
     cv2.imwrite(str(tmp_path / "labels.png"), label)
     with pytest.raises(ValueError, match="regions 1 and 2 overlap|within the feather"):
         generate(sd_dir, weights, tmp_path / "out2", 1, **kw)
+
+
+def test_pairs_without_region_control_get_a_sidecar_too(sd_dir, weights, tmp_path):
+    generate(sd_dir, weights, tmp_path, 2, **FAST)
+    for i in range(2):
+        meta = read_sidecar(tmp_path / "object" / "meta" / "defect" / f"{i:03d}.json")
+        assert (meta["pair"], meta["seed"], meta["source"], meta["size"], meta["cfg"]) == (i, i, None, [64, 64], 2.5)
+    assert read_sidecar(tmp_path / "object" / "meta" / "defect" / "007.json") is None
+    (tmp_path / "object" / "meta" / "defect" / "001.json").write_text("{not json")
+    with pytest.raises(ValueError, match="001.json: not a pair sidecar"):
+        read_sidecar(tmp_path / "object" / "meta" / "defect" / "001.json")

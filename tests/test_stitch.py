@@ -61,7 +61,7 @@ def test_float_photos_keep_their_values_and_no_mask_means_the_region():
     photo = textured_photo(1).astype(np.float32) / 255.0
     region = square_region(100, 100, 90)
     window = crop_window(region, 1.5, 256)
-    photo_crop, region_crop = crop(photo, region, window)
+    photo_crop, _ = crop(photo, region, window)
     image, mask = stitch(photo, np.clip(photo_crop + 0.3, 0, 1), region, window, feather=0)
     assert image.dtype == np.float32 and np.array_equal(image[~region], photo[~region])
     assert np.array_equal(mask, region)

@@ -21,10 +21,11 @@ from anodiff.stitch import grown_region
 def nodes(comfyui_root, tmp_path, monkeypatch):
     import folder_paths
 
+    pack = import_pack()  # first: the pack registers models/dualanodiff, which the patch below must restore, not drop
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "dualanodiff", ([str(tmp_path)], {".safetensors"}))
     write_dual_weights(tmp_path / "crack.safetensors", seed=3)
     write_dual_weights(tmp_path / "scratch.safetensors", seed=8)
-    return import_pack().nodes.NODE_CLASS_MAPPINGS
+    return pack.nodes.NODE_CLASS_MAPPINGS
 
 
 def big_photo(h=480, w=640):
@@ -79,7 +80,7 @@ def test_two_defect_types_on_one_part_give_labels_and_coco(nodes, tiny_sd15, tmp
     both = torch.from_numpy(grown_region(zones[0].numpy(), 4) | grown_region(zones[1].numpy(), 4))
     assert torch.equal(second[0][~both], photo[0][~both])
     assert torch.equal(second[0][zones[0] > 0], first[0][zones[0] > 0])  # the second paste leaves the first defect
-    labels, union, preview = nodes["DualAnoDiffDefectLabels"]().merge(mask_1, mask_2=mask_2)
+    labels, _, preview = nodes["DualAnoDiffDefectLabels"]().merge(mask_1, mask_2=mask_2)
     assert set(labels.unique().tolist()) == {0.0, 1.0, 2.0} and preview.shape == (1, 480, 640, 3)
     out = nodes["DualAnoDiffExportDefects"]().export(second, labels, "crack, scratch", "set", "part", "mixed")
     assert "1 mixed pair" in out["result"][0]
@@ -121,3 +122,16 @@ def test_load_photo_folder_gives_each_photo_at_its_size_with_its_name(nodes, tmp
     assert names == ["b.png"]
     with pytest.raises(ValueError, match="folder not found"):
         nodes["DualAnoDiffLoadPhotoFolder"]().load("nowhere", 0, 0)
+
+
+@pytest.mark.parametrize("blend", ["feather", "poisson"])
+def test_stitch_node_blends_only_inside_the_grown_region(nodes, blend):
+    photo, zones = big_photo(), regions()
+    image, zone, stitch = nodes["DualAnoDiffCropRegion"]().crop(photo, zones[1:], 1.5, 128, -1)
+    brighter = (image + 0.3 * zone[..., None]).clamp(0, 1)  # a stand-in for the decoded window
+    out, mask = nodes["DualAnoDiffStitchRegion"]().stitch(brighter, stitch, 3, blend)
+    outside = torch.from_numpy(~grown_region(zones[1].numpy(), 3))
+    assert torch.equal(out[0][outside], photo[0][outside]) and torch.equal(mask[0], zones[1])
+    assert (out[0][zones[1] > 0] - photo[0][zones[1] > 0]).mean() > 0.05
+    with pytest.raises(ValueError, match="not the window's size"):
+        nodes["DualAnoDiffStitchRegion"]().stitch(brighter[:, :64], stitch, 3, blend)
