@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from test_pipeline import FAST, dual_file
-from test_train import config, write_fixed_defect_set
+from test_train import base, config, data, fresh_accelerate_state  # noqa: F401  (fixtures)
 from tiny_diffusers import save_tiny_sd15
 
 from anodiff import load_dual
@@ -16,24 +16,6 @@ from anodiff.pipeline import DualAnoDiffPipeline
 from anodiff.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_tiny_sd15(tmp_path_factory.mktemp("sd15"))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_fixed_defect_set(tmp_path_factory.mktemp("data"))
 
 
 def test_bf16_training_previews_every_step_and_resumes_across_a_preview(base, data, tmp_path):

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import write_fixed_defect_set
-from tiny_diffusers import save_tiny_sd15
+from test_train import base, data, mvtec_root  # noqa: F401  (fixtures and the tree builder)
 
 from anodiff import load_dual
 
@@ -21,16 +20,6 @@ WORKER = Path(__file__).parent / "multiprocess" / "train_worker.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_tiny_sd15(tmp_path_factory.mktemp("sd15"))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_fixed_defect_set(tmp_path_factory.mktemp("data"))
 
 
 def torchrun(*args: str, procs: int = 2, timeout: float = 300) -> None:
@@ -64,22 +53,8 @@ def test_two_process_training_divides_the_work_writes_once_and_resumes_exactly(b
         torch.testing.assert_close(x.tensors[key], y.tensors[key], atol=1e-6, rtol=1e-5)
 
 
-def mvtec_root(tmp_path: Path, anomalies=("crack", "hole", "scratch")) -> Path:
-    root = tmp_path / "mvtec"
-    for anomaly in anomalies:
-        write_fixed_defect_set(tmp_path / anomaly, n=3)
-        (root / "bottle" / "test" / anomaly).mkdir(parents=True)
-        (root / "bottle" / "ground_truth" / anomaly).mkdir(parents=True)
-        for i in range(3):
-            (tmp_path / anomaly / "images" / f"{i:03d}.png").rename(root / "bottle" / "test" / anomaly / f"{i:03d}.png")
-            (tmp_path / anomaly / "masks" / f"{i:03d}.png").rename(
-                root / "bottle" / "ground_truth" / anomaly / f"{i:03d}_mask.png"
-            )
-    return root
-
-
 def test_train_all_in_two_independent_processes_trains_every_job_once(base, tmp_path):
-    root = mvtec_root(tmp_path)
+    root = mvtec_root(tmp_path, ("crack", "hole", "scratch"))
     cmd = [sys.executable, "-m", "anodiff.cli", "train", "--all", "--base", str(base), "--data", str(root),
            "--output", str(tmp_path / "runs"), "--steps", "2", "--batch-size", "1", "--resolution", "32",
            "--rank", "2", "--text-rank", "2"]  # fmt: skip

@@ -165,11 +165,10 @@ def test_generate_from_a_trained_model_writes_the_tree(base, data, tmp_path):
         assert ((mask > 0) != again).mean() < 0.02
 
 
-def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
-    from anodiff.cli import main
-
+def mvtec_root(tmp_path: Path, anomalies=("crack", "hole")) -> Path:
+    """An MVTec-layout root ``tmp_path/mvtec`` with category bottle and three pairs per anomaly type."""
     root = tmp_path / "mvtec"
-    for anomaly in ("crack", "hole"):
+    for anomaly in anomalies:
         write_fixed_defect_set(tmp_path / anomaly, n=3)
         (root / "bottle" / "test" / anomaly).mkdir(parents=True)
         (root / "bottle" / "ground_truth" / anomaly).mkdir(parents=True)
@@ -178,6 +177,13 @@ def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
             (tmp_path / anomaly / "masks" / f"{i:03d}.png").rename(
                 root / "bottle" / "ground_truth" / anomaly / f"{i:03d}_mask.png"
             )
+    return root
+
+
+def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
+    from anodiff.cli import main
+
+    root = mvtec_root(tmp_path)
     argv = ["train", "--all", "--base", str(base), "--data", str(root), "--output", str(tmp_path / "runs"),
             "--steps", "1", "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2"]  # fmt: skip
     assert main(argv) == 0
