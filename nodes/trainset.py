@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import torch
 
@@ -90,6 +92,16 @@ class DualAnoDiffLoadTrainingSet:
                 "masks": ("MASK", {"tooltip": "One defect mask per connected image (white = defect)."}),
             },
         }  # fmt: skip
+
+    @classmethod
+    def IS_CHANGED(cls, folder="", **_):
+        """Re-read the folder when a file in it is added, removed or rewritten (ComfyUI caches on the inputs)."""
+        try:
+            root = Path(resolve_folder(folder))
+        except (ValueError, ImportError):
+            return ""
+        stamps = sorted((str(p), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+        return hashlib.sha256(repr(stamps).encode()).hexdigest()
 
     def load(self, folder, category, anomaly, split, resolution, background, images=None, masks=None):
         if (images is None) != (masks is None):

@@ -86,6 +86,11 @@ def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path):
         cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), (mask[0].numpy() * 255).astype(np.uint8))
     out_i, out_m, _, report = node.load(str(root), "", "", "floor", RES, False)
     assert out_i.shape[0] == 2 and "plain" in report
+    stamp = type(node).IS_CHANGED(folder=str(root))
+    assert stamp == type(node).IS_CHANGED(folder=str(root))
+    cv2.imwrite(str(root / "images" / "006.png"), np.zeros((8, 8, 3), np.uint8))
+    assert type(node).IS_CHANGED(folder=str(root)) != stamp  # ComfyUI re-runs the node when the folder changes
+    (root / "images" / "006.png").unlink()
     first = cv2.imread(str(root / "images" / "000.png"))[..., ::-1].astype(np.float32) / 255
     expected = torch.nn.functional.interpolate(torch.from_numpy(first.copy()).permute(2, 0, 1)[None], size=(RES, RES),
                                                mode="bilinear", antialias=True)[0].permute(1, 2, 0)  # fmt: skip
