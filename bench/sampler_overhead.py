@@ -40,17 +40,18 @@ def build_model(size: str, device: str):
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, run in turn ``repeats`` times after one warm-up each."""
+def interleaved_medians(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) median seconds per call of each function, run in turn ``repeats`` times after one warm-up each.
+    CPU time counts this process only: the steadier figure on a shared machine (use one thread)."""
     for fn in fns.values():
         fn()  # warm-up: loading, the SAIM fold, kernel selection
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append((time.perf_counter() - start, time.process_time() - start_cpu))
+    return {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in times.items()}
 
 
 def main() -> None:
@@ -62,7 +63,12 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=2.0, help="1.0 runs the cond chunk only (half the rows)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="use CUDA when present (default: CPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     init_comfy(cpu=not args.gpu)
     import comfy.model_management as mm
@@ -106,11 +112,13 @@ def main() -> None:
     params = sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6
     extra = sum(p.numel() for p in adapter.parameters()) / 1e6
     medians = interleaved_medians({"plain": plain, "dual": paired}, args.repeats)
-    t_plain, t_dual = medians["plain"] / args.steps, medians["dual"] / args.steps
+    (w_plain, c_plain), (w_dual, c_dual) = medians["plain"], medians["dual"]
     print(f"device {device}, {torch.get_num_threads()} threads, UNet {params:.1f} M params (+{extra:.1f} M dual file), "
           f"{2 * n} latents of {side}x{side}, cfg {args.cfg}, median of {args.repeats} interleaved repeats")
-    print(f"plain KSampler step {t_plain * 1000:.1f} ms, Dual Sampler step {t_dual * 1000:.1f} ms")
-    print(f"ratio dual/plain = {t_dual / t_plain:.2f}")
+    steps = args.steps
+    print(f"plain KSampler step: wall {w_plain / steps:.2f} s, CPU {c_plain / steps:.2f} s; "
+          f"Dual Sampler step: wall {w_dual / steps:.2f} s, CPU {c_dual / steps:.2f} s")  # fmt: skip
+    print(f"ratio dual/plain = {w_dual / w_plain:.3f} (wall), {c_dual / c_plain:.3f} (CPU time)")
 
 
 if __name__ == "__main__":
