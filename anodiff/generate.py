@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,8 @@ from .imageio import read_rgb, write_png
 from .imageio import write_atomic as _write_atomic
 from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
-from .region_plan import RANDOM, make_plan, sample_group, write_region_pair
-from .sidecar import label_path, read_sidecar, sidecar_path, write_sidecar
+from .region_plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
+from .sidecar import label_path, sidecar_path, write_sidecar
 from .stitch import BLENDS
 from .weights import DualFile, load_dual
 
@@ -56,7 +57,7 @@ DUAL_DEFAULTS = (100, 2.5)
 BCM_DEFAULTS = (50, 2.0)
 """... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
 SETTINGS_VERSION = 1
-LEGACY_SETTINGS = {"dtype": "fp32", "context": None, "working": None, "blend": None, "defects": None, "region_ids": None}
+LEGACY_SETTINGS = {"dtype": "fp32", **dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))}
 """Values of settings that records written before the setting existed were made with."""
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 
@@ -252,7 +253,7 @@ def resolve_dtype(dtype: str, device: str) -> object:
 
 def generate(
     base_path: str | os.PathLike,
-    weights_path: str | os.PathLike,
+    weights_path: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     count: int,
     category: str = "object",
@@ -308,10 +309,12 @@ def generate(
     dtype_name = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}[str(torch_dtype)]
     folder = Path(out_dir) / _check_name(category, "category")
     _check_name(anomaly, "anomaly")
-    base_path, weights_path = Path(base_path), Path(weights_path)
+    several = [Path(w) for w in weights_path] if isinstance(weights_path, (list, tuple)) else [Path(weights_path)]
+    base_path, weights_path = Path(base_path), several[0]
     if not base_path.exists():
         raise FileNotFoundError(f"base model not found: {base_path}")
     dual = load_dual(weights_path)
+    more = [load_dual(w) for w in several[1:]]  # a defect type per model: defect k uses model k % n
     files = None
     if normal_dir is not None:
         if not dual.config.bcm:
@@ -323,6 +326,8 @@ def generate(
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     working = size if working is None else working
     plan = make_plan(source, region, seed, region_size, context, working, feather, blend, defects, region_ids)
+    if more:
+        check_models(several, [dual, *more], plan, files is not None)
     default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
@@ -336,6 +341,8 @@ def generate(
         **({"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
            if plan else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))),
     )  # fmt: skip
+    if more:  # one file keeps the record's old form
+        settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
     record = _record_path(folder, anomaly)
     from .jobs import SharedFileLock
 
@@ -352,7 +359,7 @@ def generate(
             continue
         present = sum(p.is_file() for p in pair_paths(folder, anomaly, i))
         if present == 3 and not force and i not in owed:
-            _check_source(sidecar_path(folder, anomaly, i), plan, i)
+            check_source(sidecar_path(folder, anomaly, i), plan, i)
             report.skipped += 1
             continue
         if present and not force:
@@ -365,7 +372,7 @@ def generate(
     from .base import load_sd15
     from .pipeline import DualAnoDiffPipeline
 
-    pipe = DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype), dual, device=device)
+    pipe = [DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype), d, device=device) for d in (dual, *more)]
     u2net = U2NetP() if (mask_method == "u2netp" or files) else None
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
     if plan is not None and u2net is not None:
@@ -390,16 +397,20 @@ def generate(
                 "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "anomaly": anomaly}  # fmt: skip
         for group in shard_batches(todo, batch_size, shard):
             if plan is not None:
-                works = sample_group(pipe, plan, group, seed, background_for=backgrounds.for_pair if backgrounds else None,
-                                     steps=steps, cfg=cfg, scheduler=scheduler)  # fmt: skip
-                futures = [pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair), label_path(folder, anomaly, w.pair),
-                                       sidecar_path(folder, anomaly, w.pair), w, plan, mask_method, threshold, u2net,
-                                       {**meta, "pair": w.pair, "seed": seed + w.pair}) for w in works]  # fmt: skip
+                works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
+                                     background_for=backgrounds.for_pair if backgrounds else None)  # fmt: skip
+                futures = [
+                    pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
+                                label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
+                                mask_method, threshold, u2net,
+                                {**meta, "pair": w.pair, "seed": seed + w.pair})
+                    for w in works
+                ]  # fmt: skip
                 writing.append((group, futures))
                 while len(writing) > 1:
                     finish(*writing.popleft())
                 continue
-            batch = pipe(
+            batch = pipe[0](
                 len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
                 backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
             )  # fmt: skip
@@ -427,20 +438,11 @@ def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, 
     return not mask.any()
 
 
-def _check_source(path: Path, plan, pair: int) -> None:
-    """A kept pair must still get its photo: a folder whose listing changed would mix photos on resume."""
-    record = read_sidecar(path) if plan is not None else None
-    if record is not None and record.get("source") != plan.source.name_for(pair):
-        raise FileExistsError(
-            f"{path}: pair {pair} was made from {record.get('source')!r}, but --source now gives it "
-            f"{plan.source.name_for(pair)!r} (photos added or removed?); choose another --out, or --force"
-        )
-
-
 def _run(args: argparse.Namespace) -> int:
     try:
         report = generate(
-            args.base, args.weights, args.out, args.count, category=args.category, anomaly=args.anomaly,
+            args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
+            category=args.category, anomaly=args.anomaly,
             batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
             size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
             background_every=args.background_every, force=args.force, device=args.device,
@@ -470,7 +472,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add = p.add_argument
     add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
-    add("--weights", required=True, metavar="FILE", help="DualAnoDiff .safetensors (or the authors' .bin)")
+    add("--weights", required=True, nargs="+", metavar="FILE",
+        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")
     add("--out", required=True, metavar="DIR", help="root of the generated dataset")
     add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
     add("--category", default="object", help="MVTec category folder name (default: object)")

@@ -46,6 +46,9 @@ class RegionPlan:
     working: int
     feather: int
     blend: str
+    models: list[str] = field(default_factory=list)
+    """With several weight files: defect k comes from ``models[k % n]``, of defect type ``types[k % n]``."""
+    types: list[str] = field(default_factory=list)
 
     def regions_for(self, pair: int) -> list[np.ndarray]:
         photo = self.source.photo(pair)
@@ -113,7 +116,7 @@ class PairWork:
 
 
 def sample_group(
-    pipe: Any,
+    pipe: Any | Sequence[Any],
     plan: RegionPlan,
     group: list[int],
     seed: int,
@@ -122,7 +125,8 @@ def sample_group(
 ) -> list[PairWork]:
     """The defects of the pairs ``group``: defect k of every pair, then k + 1 on the stitched photos; pairs whose
     windows share a working size share a call, in the group's order (so a shard gets the same result).
-    background_for: pair -> BCM background, or None."""
+    background_for: pair -> BCM background, or None. pipe: one pipeline, or one per model (defect k uses k % n)."""
+    pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
     works = [PairWork(i, plan.source.photo(i), plan.regions_for(i)) for i in group]
     for k in range(max(len(w.regions) for w in works)):
         active = [w for w in works if k < len(w.regions)]
@@ -133,9 +137,11 @@ def sample_group(
         for shape in dict.fromkeys(crops[w.pair][0].work_shape for w in active):
             sub = [w for w in active if crops[w.pair][0].work_shape == shape]
             seeds = [defect_seed(seed, w.pair, k) for w in sub]
-            batch = pipe(len(sub), shape[0], shape[1], seed=seeds, source=[crops[w.pair][1] for w in sub],
-                         region=[crops[w.pair][2] for w in sub], feather=None, progress=False,
-                         backgrounds=[background_for(w.pair) for w in sub] if background_for else None, **kwargs)  # fmt: skip
+            batch = pipes[k % len(pipes)](
+                len(sub), shape[0], shape[1], seed=seeds, source=[crops[w.pair][1] for w in sub],
+                region=[crops[w.pair][2] for w in sub], feather=None, progress=False,
+                backgrounds=[background_for(w.pair) for w in sub] if background_for else None, **kwargs,
+            )  # fmt: skip
             for j, w in enumerate(sub):
                 window = crops[w.pair][0]
                 w.image = stitch(
@@ -161,14 +167,15 @@ def finish_pair(
         masks.append(stitch_mask(extract_mask(piece, mask_method, threshold, model=model), zone, window))
         entries.append({"id": k + 1, "seed": work.seeds[k], "box": list(region_box(zone)), "window": window.to_dict(),
                         "mask_pixels": int(masks[-1].sum())})  # fmt: skip
+        if plan.models:
+            entries[-1].update(model=plan.models[k % len(plan.models)], type=plan.types[k % len(plan.types)])
     return part, masks, entries
 
 
-__all__ = ["RANDOM", "PairWork", "RegionPlan", "defect_seed", "finish_pair", "make_plan", "sample_group"]
-
-
-def write_region_pair(paths: tuple[Path, Path, Path], label_file: Path, sidecar_file: Path, work: PairWork, plan: RegionPlan, mask_method: str,
-                      threshold: float, model: Any, meta: dict) -> bool:  # fmt: skip
+def write_region_pair(
+    paths: tuple[Path, Path, Path], label_file: Path, sidecar_file: Path, work: PairWork, plan: RegionPlan,
+    mask_method: str, threshold: float, model: Any, meta: dict,
+) -> bool:  # fmt: skip
     """On a writer thread: masks, then the sidecar, then the PNGs (image, mask, part; the label mask with several
     defects), each atomic, so three PNGs on disk mean the sidecar is there too. True when the mask is empty."""
     from .imageio import write_png
@@ -178,8 +185,11 @@ def write_region_pair(paths: tuple[Path, Path, Path], label_file: Path, sidecar_
     part, masks, entries = finish_pair(work, plan, mask_method, threshold, model)
     label = label_mask(masks)
     source = plan.source
-    write_sidecar(sidecar_file, {**meta, "source": source.name_for(work.pair), "source_root": str(source.root.resolve()),
-                                 "size": [int(work.image.shape[1]), int(work.image.shape[0])], "defects": entries})  # fmt: skip
+    if plan.types:
+        meta = {**meta, "defect_types": [e["type"] for e in entries]}  # export: one COCO category per defect type
+    size = [int(work.image.shape[1]), int(work.image.shape[0])]
+    where = {"source": source.name_for(work.pair), "source_root": str(source.root.resolve())}
+    write_sidecar(sidecar_file, {**meta, **where, "size": size, "defects": entries})
     image_path, mask_path, part_path = paths
     if len(masks) > 1:
         write_png(label_file, label)
@@ -187,3 +197,34 @@ def write_region_pair(paths: tuple[Path, Path, Path], label_file: Path, sidecar_
     write_png(part_path, part)
     write_png(mask_path, (label > 0).astype(np.uint8) * 255)
     return not label.any()
+
+
+def check_models(files: list[Path], duals: list[Any], plan: RegionPlan | None, bcm: bool) -> None:
+    """Several weight files: defect k of every image comes from file k % n, named by the file's stem."""
+    if plan is None:
+        raise ValueError("several --weights need region control (--source and --region): defect k uses weights k % n")
+    if plan.defects < len(files):
+        raise ValueError(f"{len(files)} --weights but {plan.defects} defect(s) per image; raise --defects so each "
+                         "model draws at least one")  # fmt: skip
+    if bcm and not all(d.config.bcm for d in duals):
+        raise ValueError("normal_dir given, but not every --weights file was trained with BCM")
+    plan.models = [str(f.resolve()) for f in files]
+    plan.types = [f.stem for f in files]
+
+
+def check_source(path: Path, plan: RegionPlan | None, pair: int) -> None:
+    """A kept pair must still get its photo: a folder whose listing changed would mix photos on resume."""
+    from .sidecar import read_sidecar
+
+    record = read_sidecar(path) if plan is not None else None
+    if record is not None and record.get("source") != plan.source.name_for(pair):
+        raise FileExistsError(
+            f"{path}: pair {pair} was made from {record.get('source')!r}, but --source now gives it "
+            f"{plan.source.name_for(pair)!r} (photos added or removed?); choose another --out, or --force"
+        )
+
+
+__all__ = [
+    "RANDOM", "PairWork", "RegionPlan", "check_models", "check_source", "defect_seed", "finish_pair", "make_plan",
+    "sample_group", "write_region_pair",
+]  # fmt: skip

@@ -203,3 +203,33 @@ def test_pairs_without_region_control_get_a_sidecar_too(sd_dir, weights, tmp_pat
     (tmp_path / "object" / "meta" / "defect" / "001.json").write_text("{not json")
     with pytest.raises(ValueError, match="001.json: not a pair sidecar"):
         read_sidecar(tmp_path / "object" / "meta" / "defect" / "001.json")
+
+
+def test_two_weight_files_give_a_defect_type_per_region(sd_dir, weights, tmp_path, disc_saliency):
+    from pycocotools.coco import COCO
+    from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_
+
+    from anodiff import DualAdapter, DualConfig, pack
+    from anodiff.cli import main
+
+    scratch = pack(randomize_(DualAdapter(DualConfig(rank=4), TINY_CHANNELS, TINY_CONTEXT), std=0.1, seed=11))
+    scratch_file = scratch.save(tmp_path / "scratch.safetensors")
+    write_photos(tmp_path / "photos")
+    kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}
+    generate(sd_dir, [weights, scratch_file], tmp_path / "out", 2, defects=3, **kw)
+    folder = tmp_path / "out" / "object"
+    stems = [Path(weights).stem, "scratch"]
+    for i in range(2):
+        meta = read_sidecar(folder / "meta" / "defect" / f"{i:03d}.json")
+        assert [d["type"] for d in meta["defects"]] == [stems[0], "scratch", stems[0]] == meta["defect_types"]
+        assert meta["defects"][1]["model"] == str(scratch_file.resolve())
+    with pytest.raises(ValueError, match="2 --weights but 1 defect"):
+        generate(sd_dir, [weights, scratch_file], tmp_path / "o2", 1, **kw)
+    with pytest.raises(ValueError, match="several --weights need region control"):
+        generate(sd_dir, [weights, scratch_file], tmp_path / "o3", 1, **FAST)
+    record = json.loads((folder / ".anodiff-generate-defect.json").read_text())
+    assert record["weights"] == [str(Path(weights).resolve()), str(scratch_file.resolve())]
+    assert main(["export", "--from", str(tmp_path / "out"), "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0
+    coco = COCO(str(tmp_path / "coco" / "annotations" / "object.json"))
+    names = {coco.loadCats(a["category_id"])[0]["name"] for a in coco.loadAnns(coco.getAnnIds())}
+    assert names <= set(stems) and "scratch" in names  # each defect's COCO category is its model's defect type
