@@ -294,3 +294,22 @@ def test_comfyui_training_forward_matches_the_diffusers_trainer_forward(nodes, m
         assert p.grad is not None, name
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=2e-3, msg=name)
     assert not [n for n, mod in model.model.named_modules() if "forward" in mod.__dict__]
+
+
+def test_bad_inputs_get_messages_naming_the_input(nodes, models_dir):
+    from dual_files import write_dual_weights
+
+    model, clip, vae = build_tiny_sd15()
+    images, masks = training_pairs()
+    with pytest.raises(ValueError, match="3 images but 2 masks"):
+        train(nodes, model, clip, vae, images, masks[:2], 1)
+    with pytest.raises(ValueError, match=r"images must be an IMAGE batch"):
+        train(nodes, model, clip, vae, images[0], masks, 1)
+    write_dual_weights(models_dir / "dual.safetensors")
+    dual_model, _ = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]().load(model, None, "dual.safetensors", 1, 1, 1)
+    with pytest.raises(ValueError, match="already has a Dual LoRA"):
+        train(nodes, dual_model, clip, vae, images, masks, 1)
+    with pytest.raises(ValueError, match="filename_prefix"):
+        nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(None, "../outside", True)
+    with pytest.raises(ValueError, match="Loss Graph"):
+        nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLossGraph"]().draw({"loss": []}, 300, 200)
