@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..anodiff.sources import load_folder
+
+MODES = ("list", "batch")
 
 
 def resolve_folder(folder: str) -> Path:
@@ -30,7 +33,11 @@ class DualAnoDiffLoadPhotoFolder:
     RETURN_TYPES = ("IMAGE", "STRING", "INT")
     RETURN_NAMES = ("images", "names", "count")
     OUTPUT_IS_LIST = (True, True, False)
-    OUTPUT_TOOLTIPS = ("The photos, one IMAGE each.", "Their file names, in the same order.", "How many were loaded.")
+    OUTPUT_TOOLTIPS = (
+        "The photos: one IMAGE each (list), or one batch (batch).",
+        "Their file names in the same order (batch: one string, a name per line).",
+        "How many were loaded.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -41,15 +48,25 @@ class DualAnoDiffLoadPhotoFolder:
                 "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                   "tooltip": "First photo (by name order) to load; for working through a folder in parts."}),
                 "limit": ("INT", {"default": 0, "min": 0, "max": 100_000, "tooltip": "How many photos; 0 loads all."}),
+                "output": (list(MODES), {"default": "list",
+                                         "tooltip": "list: one IMAGE per photo, any sizes (later nodes run per photo). "
+                                                    "batch: one IMAGE batch of same-size photos, names one per line."}),
             }
         }  # fmt: skip
 
-    def load(self, folder, start, limit):
+    def load(self, folder, start, limit, output="list"):
         try:
             images, names = load_folder(resolve_folder(folder), int(start), int(limit))
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"Load Photo Folder: {err}") from err
-        return [torch.from_numpy(image)[None] for image in images], names, len(names)
+        if output == "list":
+            return [torch.from_numpy(image)[None] for image in images], names, len(names)
+        for image, name in zip(images, names):
+            if image.shape != images[0].shape:
+                raise ValueError(f"Load Photo Folder: batch needs photos of one size, but {name} is "
+                                 f"{image.shape[1]}x{image.shape[0]} and {names[0]} {images[0].shape[1]}x"
+                                 f"{images[0].shape[0]}; use output=list")  # fmt: skip
+        return [torch.from_numpy(np.stack(images))], ["\n".join(names)], len(names)
 
 
 NODE_CLASS_MAPPINGS = {"DualAnoDiffLoadPhotoFolder": DualAnoDiffLoadPhotoFolder}

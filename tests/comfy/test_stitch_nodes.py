@@ -122,6 +122,10 @@ def test_load_photo_folder_gives_each_photo_at_its_size_with_its_name(nodes, tmp
     assert names == ["b.png"]
     with pytest.raises(ValueError, match="folder not found"):
         nodes["DualAnoDiffLoadPhotoFolder"]().load("nowhere", 0, 0)
+    with pytest.raises(ValueError, match="b.png is 70x50 and a.jpg 64x64; use output=list"):
+        nodes["DualAnoDiffLoadPhotoFolder"]().load("photos", 0, 0, "batch")
+    (batch,), (listed,), count = nodes["DualAnoDiffLoadPhotoFolder"]().load("photos", 1, 1, "batch")
+    assert batch.shape == (1, 50, 70, 3) and listed == "b.png" and count == 1
 
 
 @pytest.mark.parametrize("blend", ["feather", "poisson"])
