@@ -173,11 +173,11 @@ GRAPH = {
     ),
 }
 GROUPS = {
-    1: ("1. Two Dual LoRAs (one per defect type)", "#3f789e"),
-    2: ("2. Prompts of each model", "#8A8"),
-    3: ("3. Photo and two regions", "#2a7b6f"),
-    4: ("4. Defect 1: crop, sample, stitch", "#b06634"),
-    5: ("5. Defect 2 on the stitched photo", "#a1309b"),
+    1: ("1. Two Dual LoRAs", "#3f789e"),
+    2: ("2. Prompts per model", "#8A8"),
+    3: ("3. Photo, two regions", "#2a7b6f"),
+    4: ("4. Defect 1", "#b06634"),
+    5: ("5. Defect 2 (on defect 1)", "#a1309b"),
     6: ("6. Labels, save, export", "#88A"),
 }
 NOTES = {
@@ -224,6 +224,30 @@ NOTES = {
 }
 
 
+HEIGHTS = {  # node body heights as the frontend draws them, so stacked nodes never overlap
+    "CheckpointLoaderSimple": 100, "DualAnoDiffLoadLoRA": 190, "CLIPTextEncode": 130, "LoadImage": 320,
+    "DualAnoDiffRandomRegion": 330, "PreviewImage": 250, "DualAnoDiffCropRegion": 150, "DualAnoDiffRegionLatent": 100,
+    "DualAnoDiffSampler": 290, "VAEDecode": 50, "DualAnoDiffExtractMask": 150, "DualAnoDiffStitchRegion": 120,
+    "DualAnoDiffDefectLabels": 120, "SaveImage": 270, "MaskToImage": 30, "DualAnoDiffExportDefects": 170, "Note": 200,
+}  # fmt: skip
+GAP, TOP = 50, 110
+
+
+def stack(nodes: list[dict]) -> None:
+    """Place each column's nodes (same group and x; notes under their group's first column) one below another."""
+    columns: dict[tuple[int, int], list[dict]] = {}
+    for node in nodes:
+        group = GRAPH[node["id"]][4] if node["id"] in GRAPH else list(NOTES)[node["id"] - 100]
+        x = node["pos"][0] if node["id"] in GRAPH else min(GRAPH[n][5][0] for n in GRAPH if GRAPH[n][4] == group)
+        node["pos"][0] = x
+        columns.setdefault((group, x), []).append(node)
+    for column in columns.values():
+        y = TOP
+        for node in sorted(column, key=lambda n: (n["type"] == "Note", n["pos"][1])):
+            node["pos"][1] = y
+            y += node["size"][1] + GAP
+
+
 def build_ui() -> dict:
     nodes, links, order = [], [], 0
     outputs: dict[tuple[int, int], list[int]] = {}
@@ -240,7 +264,7 @@ def build_ui() -> dict:
             "id": nid,
             "type": kind,
             "pos": list(pos),
-            "size": [320, 120],
+            "size": [320, HEIGHTS[kind]],
             "flags": {},
             "order": order,
             "mode": 0,
@@ -262,7 +286,7 @@ def build_ui() -> dict:
                 "id": 100 + k,
                 "type": "Note",
                 "pos": list(pos),
-                "size": [320, 220],
+                "size": [320, HEIGHTS["Note"]],
                 "flags": {},
                 "order": order,
                 "mode": 0,
@@ -275,6 +299,7 @@ def build_ui() -> dict:
             }
         )
         order += 1
+    stack(nodes)
     members: dict[int, list[dict]] = {}
     for node in nodes:
         gid = GRAPH[node["id"]][4] if node["id"] in GRAPH else list(NOTES)[node["id"] - 100]
