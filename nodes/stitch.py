@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..anodiff.multi_defect import check_disjoint
-from ..anodiff.stitch import BLENDS, crop, crop_window, stitch
+from ..anodiff.stitch import BLENDS, Window, crop, crop_window, stitch
 
 STITCH = "DUALANODIFF_STITCH"
 
@@ -142,7 +142,15 @@ class DualAnoDiffStitchRegion:
         return torch.stack(out).to(image), torch.stack(full).to(image)
 
 
-def stitch_one(photo, generated, region, window, mask, feather, blend):
+def stitch_one(
+    photo: np.ndarray,
+    generated: np.ndarray,
+    region: np.ndarray,
+    window: Window,
+    mask: np.ndarray | None,
+    feather: int,
+    blend: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """One window pasted back; the photo's float values are kept exactly outside the grown region."""
     if generated.shape[:2] != window.work_shape:
         raise ValueError(f"Stitch Region: image {generated.shape[:2]} is not the window's size {window.work_shape}; "
