@@ -89,9 +89,10 @@ def pair_loss(
     """MSE between the noise and the prediction on both branches: one timestep per pair, shared by its two rows.
 
     The background latents (BCM) stay unscaled, as in the authors' code, and are noised at the pair's timestep.
+    Latents may come from any device (a host's VAE cache on the CPU); everything the forward sees is on ``device``.
     """
     with torch.no_grad():
-        latents = sample_latents(step_batch, PAIR_KEYS, g) * latent_scale
+        latents = sample_latents(step_batch, PAIR_KEYS, g).to(device) * latent_scale
     pairs = latents.shape[0] // 2
     t = torch.randint(0, alphas_cumprod.shape[0], (pairs,), generator=g)
     timesteps = t.repeat_interleave(2).to(device)
@@ -100,7 +101,7 @@ def pair_loss(
     background = None
     if bcm:
         with torch.no_grad():
-            bg = sample_latents(step_batch, BACKGROUND_KEYS, g)
+            bg = sample_latents(step_batch, BACKGROUND_KEYS, g).to(device)
         background = add_noise(alphas_cumprod, bg, torch.randn(bg.shape, generator=g).to(device), t.to(device))
     pred = forward(noisy, timesteps, background)
     return F.mse_loss(pred.float(), noise.float())

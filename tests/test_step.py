@@ -70,3 +70,19 @@ def test_optimizer_state_round_trip_continues_identically():
     part = run(3)
     resumed, _ = run(2, part)
     torch.testing.assert_close(resumed, whole, atol=0, rtol=0)
+
+
+def test_forward_inputs_are_on_the_training_device_whatever_the_latents_device():
+    seen = {}
+
+    def forward(noisy, timesteps, background):
+        seen.update(noisy=noisy.device, timesteps=timesteps.device, background=background.device)
+        return noisy
+
+    def cpu_latents(step_batch, keys, g):
+        return torch.zeros(4 if len(keys) == 2 else 2, 4, 2, 2)
+
+    meta = torch.device("meta")
+    pair_loss({}, torch.Generator().manual_seed(0), cpu_latents, forward, sd15_scheduler().alphas_cumprod, 0.18215,
+              meta, bcm=True)  # fmt: skip
+    assert seen == {"noisy": meta, "timesteps": meta, "background": meta}
