@@ -26,7 +26,6 @@ pair has one; a kept pair whose sidecar names another photo than ``--source`` no
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -40,14 +39,14 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .generate_record import open_record, parse_shard, settings_of, shard_batches, update_pending
 from .imageio import read_rgb, write_png
-from .imageio import write_atomic as _write_atomic
 from .masks import METHODS, U2NetP, as_float_image, extract_mask
 from .pipeline import SCHEDULERS
 from .region_plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
 from .sidecar import label_path, sidecar_path, write_sidecar
 from .stitch import BLENDS
-from .weights import DualFile, load_dual
+from .weights import load_dual
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,6 @@ DUAL_DEFAULTS = (100, 2.5)
 """The authors' steps and guidance for the dual model (``inference_mvtec_split.py``: PNDM, 100 steps, CFG 2.5)."""
 BCM_DEFAULTS = (50, 2.0)
 """... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
-SETTINGS_VERSION = 1
-LEGACY_SETTINGS = {"dtype": "fp32", **dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))}
-"""Values of settings that records written before the setting existed were made with."""
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 
 
@@ -138,108 +134,6 @@ def _check_args(
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
 
 
-def _settings(base: Path, weights: Path, dual: DualFile, **values: object) -> dict:
-    return {
-        "version": SETTINGS_VERSION,
-        "base": str(base.resolve()),
-        "weights": str(weights.resolve()),
-        "prompts": list(dual.prompts),
-        **values,
-    }
-
-
-def _existing_files(folder: Path, anomaly: str) -> list[Path]:
-    dirs = [folder / sub / anomaly for sub in ("test", "ground_truth", "anomaly_part")]
-    return [p for d in dirs if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
-
-
-def _pair_index(path: Path) -> int | None:
-    head = path.name.split(".")[0].split("_")[0]
-    return int(head) if head.isdigit() else None
-
-
-def _record_path(folder: Path, anomaly: str) -> Path:
-    return folder / f".anodiff-generate-{anomaly}.json"
-
-
-def _write_record(record: Path, settings: dict, pending: set[int]) -> None:
-    _write_atomic(record, json.dumps({**settings, "pending": sorted(pending)}, indent=2).encode("utf-8"))
-
-
-def check_resume(folder: Path, anomaly: str, settings: dict, force: bool) -> tuple[Path, set[int]]:
-    """Refuse to mix or overwrite pairs made by someone else or with other settings.
-
-    Returns the settings file and the pairs an earlier run still owes: ones it had not finished, or (with
-    ``force``) every pair on disk, so that old pairs numbered ``count`` or above are redone by a later run.
-    """
-    record = _record_path(folder, anomaly)
-    found = _existing_files(folder, anomaly)
-    if force:
-        return record, {i for i in map(_pair_index, found) if i is not None}
-    if not record.is_file():
-        if found:
-            raise FileExistsError(
-                f"{found[0].parent} holds files that anodiff generate did not write (e.g. {found[0].name}); "
-                "choose another --out, or pass --force to write over them"
-            )
-        return record, set()
-    try:
-        previous = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FileExistsError(f"{record}: unreadable ({exc}); remove it or pass --force") from exc
-    for key, value in settings.items():
-        before = previous.get(key, LEGACY_SETTINGS.get(key))
-        if before != value:
-            raise FileExistsError(
-                f"{folder}: the existing {anomaly!r} pairs were made with {key}={before!r}, not {value!r}; "
-                "choose another --out, or pass --force to regenerate them"
-            )
-    return record, set(previous.get("pending", []))
-
-
-def _update_pending(record: Path, settings: dict, add: set[int] = frozenset(), done: set[int] = frozenset()) -> None:
-    """Read, change and write the pending pairs under the record's lock: shards share one record."""
-    from .jobs import SharedFileLock
-
-    with SharedFileLock(record.with_name(record.name + ".lock")):
-        _write_record(record, settings, (_read_pending(record) | set(add)) - set(done))
-
-
-def _read_pending(record: Path) -> set[int]:
-    try:
-        return set(json.loads(record.read_text(encoding="utf-8")).get("pending", []))
-    except (OSError, ValueError):
-        return set()
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
-    """``(k, n)``: this process's shard of ``n``. From ``"k/n"``, or from RANK/WORLD_SIZE (set by torchrun and
-    accelerate launch), else ``(0, 1)``."""
-    if shard is None:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if isinstance(shard, str):
-        try:
-            k, n = (int(v) for v in shard.split("/"))
-        except ValueError:
-            raise ValueError(f"shard must look like k/n (e.g. 0/4), got {shard!r}") from None
-    else:
-        k, n = shard
-    if not 0 <= k < n:
-        raise ValueError(f"shard k/n needs 0 <= k < n, got {k}/{n}")
-    return k, n
-
-
-def shard_batches(todo: list[int], batch_size: int, shard: tuple[int, int]) -> list[list[int]]:
-    """The batches this shard samples: pair i lies in batch i // batch_size whatever the shard count, so every
-    pair is computed with the same batch mates as in a single process (bitwise the same result)."""
-    k, n = shard
-    batches: dict[int, list[int]] = {}
-    for i in todo:
-        if (i // batch_size) % n == k:
-            batches.setdefault(i // batch_size, []).append(i)
-    return [batches[b] for b in sorted(batches)]
-
-
 def resolve_dtype(dtype: str, device: str) -> object:
     """The UNet's torch dtype: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
     import torch
@@ -303,7 +197,7 @@ def generate(
     if device is None:
         import torch
 
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device)
     dtype_name = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}[str(torch_dtype)]
@@ -331,7 +225,7 @@ def generate(
     default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
-    settings = _settings(
+    settings = settings_of(
         base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
         mask_method=mask_method, threshold=threshold, background_every=background_every,
         normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
@@ -343,13 +237,7 @@ def generate(
     )  # fmt: skip
     if more:  # one file keeps the record's old form
         settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
-    record = _record_path(folder, anomaly)
-    from .jobs import SharedFileLock
-
-    with SharedFileLock(record.with_name(record.name + ".lock")):  # one shard at a time creates or checks it
-        record, owed = check_resume(folder, anomaly, settings, force)
-        if not record.is_file() or force:
-            _write_record(record, settings, _read_pending(record))
+    record, owed = open_record(folder, anomaly, settings, force)
 
     report = GenerateReport(folder)
     todo = []
@@ -377,7 +265,7 @@ def generate(
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
     if plan is not None and u2net is not None:
         plan.source.saliency = u2net
-    _update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
+    update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
 
     def finish(indices: list[int], futures: list[Future]) -> None:
         for i, done in zip(indices, futures):
@@ -385,7 +273,7 @@ def generate(
             report.written += 1
             report.empty_masks += int(empty)
             report.indices.append(i)
-        _update_pending(record, settings, done=set(indices))
+        update_pending(record, settings, done=set(indices))
         bar.update(len(indices))
 
     with (

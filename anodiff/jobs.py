@@ -70,11 +70,9 @@ class JobLock:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return False
-        owner = self.holder()
-        if owner and owner.get("host") == self.owner["host"] and isinstance(owner.get("pid"), int):
-            if not _alive(owner["pid"]):
-                return True
-        return age > self.stale_after
+        owner = self.holder() or {}
+        here = owner.get("host") == self.owner["host"] and isinstance(owner.get("pid"), int)
+        return (here and not _alive(owner["pid"])) or age > self.stale_after
 
     def _break_stale(self) -> None:
         guard = self.path.with_name(self.path.name + ".break")

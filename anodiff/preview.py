@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import masks
-from .generate import write_png
+from .imageio import write_png
 
 
 def render_preview(sd, dual_unet, prompts: tuple[str, str], resolution: int, seed: int, path: Path,
