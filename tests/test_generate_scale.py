@@ -22,20 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    from tiny_diffusers import save_tiny_sd15
-
-    return save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from test_pipeline import dual_file
-
-    return dual_file().save(tmp_path_factory.mktemp("w") / "dual.safetensors")
-
-
-@pytest.fixture(scope="module")
 def pipe(sd_dir):
     from test_pipeline import dual_file
 
@@ -82,7 +68,7 @@ def test_shard_batches_and_specs(monkeypatch):
         parse_shard("4/4")
 
 
-def test_shards_union_is_the_single_process_file_set_with_random_regions_batched(sd_dir, weights, tmp_path,
+def test_shards_union_is_the_single_process_file_set_with_random_regions_batched(sd_dir, plain_weights, tmp_path,
                                                                                   monkeypatch):  # fmt: skip
     import anodiff.regions
 
@@ -103,10 +89,10 @@ def test_shards_union_is_the_single_process_file_set_with_random_regions_batched
     monkeypatch.setattr(DualAnoDiffPipeline, "__call__", counting)
     kw = {"batch_size": 2, "steps": 2, "scheduler": "ddim", "size": SIZE, "mask_method": "grey", "progress": False,
           "source": tmp_path / "photo.png", "region": "random", "region_size": (0.2, 0.3)}  # fmt: skip
-    single = generate(sd_dir, weights, tmp_path / "one", 5, shard="0/1", **kw)
+    single = generate(sd_dir, plain_weights, tmp_path / "one", 5, shard="0/1", **kw)
     assert single.written == 5 and calls == [2, 2, 1]  # random regions no longer force one pair per call
-    first = generate(sd_dir, weights, tmp_path / "two", 5, shard="0/2", **kw)
-    second = generate(sd_dir, weights, tmp_path / "two", 5, shard="1/2", **kw)
+    first = generate(sd_dir, plain_weights, tmp_path / "two", 5, shard="0/2", **kw)
+    second = generate(sd_dir, plain_weights, tmp_path / "two", 5, shard="1/2", **kw)
     assert (first.indices, second.indices) == ([0, 1, 4], [2, 3])
     assert files(tmp_path / "one") == files(tmp_path / "two")
     record = json.loads((tmp_path / "two" / "object" / ".anodiff-generate-defect.json").read_text())
@@ -114,8 +100,8 @@ def test_shards_union_is_the_single_process_file_set_with_random_regions_batched
 
 
 @pytest.mark.slow
-def test_two_torchrun_processes_write_exactly_the_single_process_files(sd_dir, weights, tmp_path):
-    args = ["generate", "--base", str(sd_dir), "--weights", str(weights), "--count", "8", "--batch-size", "2",
+def test_two_torchrun_processes_write_exactly_the_single_process_files(sd_dir, plain_weights, tmp_path):
+    args = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--count", "8", "--batch-size", "2",
             "--steps", "2", "--scheduler", "ddim", "--size", str(SIZE), "--mask-method", "grey"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     one = subprocess.run([sys.executable, "-m", "anodiff.cli", *args, "--out", str(tmp_path / "one")], cwd=ROOT,
@@ -131,10 +117,10 @@ def test_two_torchrun_processes_write_exactly_the_single_process_files(sd_dir, w
     assert record["pending"] == []
 
 
-def test_dtype_is_recorded_and_a_resume_in_another_dtype_is_refused(sd_dir, weights, tmp_path):
+def test_dtype_is_recorded_and_a_resume_in_another_dtype_is_refused(sd_dir, plain_weights, tmp_path):
     kw = {"batch_size": 2, "steps": 1, "scheduler": "ddim", "size": SIZE, "mask_method": "grey", "progress": False}
-    assert generate(sd_dir, weights, tmp_path, 2, dtype="bf16", **kw).written == 2
+    assert generate(sd_dir, plain_weights, tmp_path, 2, dtype="bf16", **kw).written == 2
     with pytest.raises(FileExistsError, match="dtype='bf16', not 'fp32'"):
-        generate(sd_dir, weights, tmp_path, 3, dtype="fp32", **kw)
+        generate(sd_dir, plain_weights, tmp_path, 3, dtype="fp32", **kw)
     with pytest.raises(ValueError, match="dtype must be one of"):
-        generate(sd_dir, weights, tmp_path / "x", 1, dtype="fp8", **kw)
+        generate(sd_dir, plain_weights, tmp_path / "x", 1, dtype="fp8", **kw)

@@ -21,20 +21,6 @@ SIZES = [(120, 160), (100, 200), (128, 96), (150, 150), (90, 140)]  # (H, W) of 
 FAST = {"batch_size": 2, "steps": 2, "scheduler": "ddim", "size": 64, "mask_method": "grey", "progress": False}
 
 
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    from tiny_diffusers import save_tiny_sd15
-
-    return save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from test_pipeline import dual_file
-
-    return dual_file().save(tmp_path_factory.mktemp("w") / "dual.safetensors")
-
-
 class Disc:
     """A stand-in for U²-Net-P: the object is the bright part of the photo."""
 
@@ -73,16 +59,16 @@ def pngs(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
 
 
-def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, weights, tmp_path, disc_saliency, monkeypatch):
+def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, plain_weights, tmp_path, disc_saliency, monkeypatch):
     names = write_photos(tmp_path / "photos")
     kw = {**FAST, "source": tmp_path / "photos", "region": "random", "region_size": (0.15, 0.25), "feather": 2}
-    full = generate(sd_dir, weights, tmp_path / "full", 7, **kw)
+    full = generate(sd_dir, plain_weights, tmp_path / "full", 7, **kw)
     assert full.written == 7
     folder = tmp_path / "full" / "object"
     for i in range(7):
         meta = read_sidecar(folder / "meta" / "defect" / f"{i:03d}.json")
         assert meta["source"] == names[i % 5] and meta["seed"] == i and meta["steps"] == 2 and meta["sampler"] == "ddim"
-        assert meta["model"] == str(Path(weights).resolve()) and len(meta["defects"]) == 1
+        assert meta["model"] == str(Path(plain_weights).resolve()) and len(meta["defects"]) == 1
         h, w = SIZES[i % 5]
         image = cv2.imread(str(folder / "test" / "defect" / f"{i:03d}.png"))[..., ::-1]
         assert image.shape == (h, w, 3) and meta["size"] == [w, h]  # each photo keeps its own size
@@ -103,11 +89,11 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, weights, tmp_path
 
     monkeypatch.setattr(anodiff.generate, "write_region_pair", crash_at_pair_5)
     with pytest.raises(RuntimeError, match="interrupted"):
-        generate(sd_dir, weights, tmp_path / "resumed", 7, **kw)
+        generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
     monkeypatch.setattr(anodiff.generate, "write_region_pair", real)
     record = json.loads((tmp_path / "resumed" / "object" / ".anodiff-generate-defect.json").read_text())
     assert 5 in record["pending"]
-    again = generate(sd_dir, weights, tmp_path / "resumed", 7, **kw)
+    again = generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
     assert again.written >= 1 and again.written + again.skipped == 7
     assert pngs(tmp_path / "resumed") == pngs(tmp_path / "full")  # the same bytes as one uninterrupted run
 
@@ -115,13 +101,13 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, weights, tmp_path
     with pytest.raises(
         FileExistsError, match="pair 0 was made from 'part_0.png', but --source now gives it 'part_1.png'"
     ):
-        generate(sd_dir, weights, tmp_path / "full", 7, **kw)
+        generate(sd_dir, plain_weights, tmp_path / "full", 7, **kw)
 
 
-def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, weights, tmp_path, disc_saliency):
+def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, plain_weights, tmp_path, disc_saliency):
     write_photos(tmp_path / "photos")
     kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}
-    generate(sd_dir, weights, tmp_path / "out", 2, defects=3, blend="poisson", **kw)
+    generate(sd_dir, plain_weights, tmp_path / "out", 2, defects=3, blend="poisson", **kw)
     folder = tmp_path / "out" / "object"
     for i in range(2):
         label = cv2.imread(str(folder / "labels" / "defect" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED)
@@ -150,17 +136,17 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, weights, tmp_
         for ann in anns:
             assert np.array_equal(decode(coco.annToRLE(ann)).astype(bool), label == ann["defect_id"])
     with pytest.raises(ValueError, match="--defects applies to --region random"):
-        generate(sd_dir, weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
+        generate(sd_dir, plain_weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
 
 
-def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, weights, tmp_path):
+def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, plain_weights, tmp_path):
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
     region = np.zeros((1200, 1600), np.uint8)
     region[700:820, 300:420] = 255
     cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
     cv2.imwrite(str(tmp_path / "region.png"), region)
-    report = generate(sd_dir, weights, tmp_path / "out", 1, source=tmp_path / "photo.png", region=tmp_path / "region.png",
+    report = generate(sd_dir, plain_weights, tmp_path / "out", 1, source=tmp_path / "photo.png", region=tmp_path / "region.png",
                       feather=4, **FAST)  # fmt: skip
     assert report.written == 1
     image = cv2.imread(str(tmp_path / "out" / "object" / "test" / "defect" / "000.png"))[..., ::-1]
@@ -173,7 +159,7 @@ def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, weights, tmp_path):
     assert (window["width"], window["height"], window["work_width"]) == (256, 256, 64)
 
 
-def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, weights, tmp_path):
+def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, plain_weights, tmp_path):
     photo = disc_photo(150, 200, 0)
     cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
     label = np.zeros((150, 200), np.uint8)
@@ -181,7 +167,7 @@ def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, 
     label[90:120, 120:170] = 2
     cv2.imwrite(str(tmp_path / "labels.png"), label)
     kw = {**FAST, "source": tmp_path / "photo.png", "region": tmp_path / "labels.png", "region_ids": True, "feather": 2}
-    assert generate(sd_dir, weights, tmp_path / "out", 1, **kw).written == 1
+    assert generate(sd_dir, plain_weights, tmp_path / "out", 1, **kw).written == 1
     folder = tmp_path / "out" / "object"
     meta = read_sidecar(folder / "meta" / "defect" / "000.json")
     assert [d["box"] for d in meta["defects"]] == [[40, 30, 40, 30], [120, 90, 50, 30]]
@@ -191,11 +177,11 @@ def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, 
     label[55:95, 70:130] = 2  # region 2 now touches region 1
     cv2.imwrite(str(tmp_path / "labels.png"), label)
     with pytest.raises(ValueError, match="regions 1 and 2 overlap|within the feather"):
-        generate(sd_dir, weights, tmp_path / "out2", 1, **kw)
+        generate(sd_dir, plain_weights, tmp_path / "out2", 1, **kw)
 
 
-def test_pairs_without_region_control_get_a_sidecar_too(sd_dir, weights, tmp_path):
-    generate(sd_dir, weights, tmp_path, 2, **FAST)
+def test_pairs_without_region_control_get_a_sidecar_too(sd_dir, plain_weights, tmp_path):
+    generate(sd_dir, plain_weights, tmp_path, 2, **FAST)
     for i in range(2):
         meta = read_sidecar(tmp_path / "object" / "meta" / "defect" / f"{i:03d}.json")
         assert (meta["pair"], meta["seed"], meta["source"], meta["size"], meta["cfg"]) == (i, i, None, [64, 64], 2.5)
@@ -205,7 +191,7 @@ def test_pairs_without_region_control_get_a_sidecar_too(sd_dir, weights, tmp_pat
         read_sidecar(tmp_path / "object" / "meta" / "defect" / "001.json")
 
 
-def test_two_weight_files_give_a_defect_type_per_region(sd_dir, weights, tmp_path, disc_saliency):
+def test_two_weight_files_give_a_defect_type_per_region(sd_dir, plain_weights, tmp_path, disc_saliency):
     from pycocotools.coco import COCO
     from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_
 
@@ -216,19 +202,19 @@ def test_two_weight_files_give_a_defect_type_per_region(sd_dir, weights, tmp_pat
     scratch_file = scratch.save(tmp_path / "scratch.safetensors")
     write_photos(tmp_path / "photos")
     kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}
-    generate(sd_dir, [weights, scratch_file], tmp_path / "out", 2, defects=3, **kw)
+    generate(sd_dir, [plain_weights, scratch_file], tmp_path / "out", 2, defects=3, **kw)
     folder = tmp_path / "out" / "object"
-    stems = [Path(weights).stem, "scratch"]
+    stems = [Path(plain_weights).stem, "scratch"]
     for i in range(2):
         meta = read_sidecar(folder / "meta" / "defect" / f"{i:03d}.json")
         assert [d["type"] for d in meta["defects"]] == [stems[0], "scratch", stems[0]] == meta["defect_types"]
         assert meta["defects"][1]["model"] == str(scratch_file.resolve())
     with pytest.raises(ValueError, match="2 --weights but 1 defect"):
-        generate(sd_dir, [weights, scratch_file], tmp_path / "o2", 1, **kw)
+        generate(sd_dir, [plain_weights, scratch_file], tmp_path / "o2", 1, **kw)
     with pytest.raises(ValueError, match="several --weights need region control"):
-        generate(sd_dir, [weights, scratch_file], tmp_path / "o3", 1, **FAST)
+        generate(sd_dir, [plain_weights, scratch_file], tmp_path / "o3", 1, **FAST)
     record = json.loads((folder / ".anodiff-generate-defect.json").read_text())
-    assert record["weights"] == [str(Path(weights).resolve()), str(scratch_file.resolve())]
+    assert record["weights"] == [str(Path(plain_weights).resolve()), str(scratch_file.resolve())]
     assert main(["export", "--from", str(tmp_path / "out"), "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0
     coco = COCO(str(tmp_path / "coco" / "annotations" / "object.json"))
     names = {coco.loadCats(a["category_id"])[0]["name"] for a in coco.loadAnns(coco.getAnnIds())}

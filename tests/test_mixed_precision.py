@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from test_pipeline import FAST, dual_file
-from test_train import base, config, data, fresh_accelerate_state  # noqa: F401  (fixtures)
+from test_train import config
 from tiny_diffusers import save_tiny_sd15
 
 from anodiff import load_dual
@@ -15,7 +15,7 @@ from anodiff.base import load_sd15
 from anodiff.pipeline import DualAnoDiffPipeline
 from anodiff.train import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_accelerate_state")
 
 
 def test_bf16_training_previews_every_step_and_resumes_across_a_preview(base, data, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import base, data, mvtec_root  # noqa: F401  (fixtures and the tree builder)
+from test_train import mvtec_root
 
 from anodiff import load_dual
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, save_tiny_sd15, tiny_text_encoder
+from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_text_encoder
 
 from anodiff import DualAdapter, DualConfig, DualWeightsError, pack
 from anodiff.base import load_sd15
@@ -32,11 +32,6 @@ def dual_file(bcm: bool = False, channels: tuple[int, ...] = TINY_CHANNELS):
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
 
 
 @pytest.fixture(scope="module")

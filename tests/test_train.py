@@ -11,27 +11,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_diffusers import save_tiny_sd15
 
 from anodiff import load_dual
 from anodiff.base import BaseModelError, load_sd15
 from anodiff.train import TrainConfig, Trainer, step_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state; tests switch mixed precision, a real run never does."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-
-
-@pytest.fixture(scope="session")
-def base(tmp_path_factory):
-    return save_tiny_sd15(tmp_path_factory.mktemp("sd15"))
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def write_fixed_defect_set(folder: Path, n: int = 9, size: int = 32) -> Path:
@@ -47,11 +33,6 @@ def write_fixed_defect_set(folder: Path, n: int = 9, size: int = 32) -> Path:
         cv2.imwrite(str(folder / "images" / f"{i:03d}.png"), image)
         cv2.imwrite(str(folder / "masks" / f"{i:03d}.png"), mask)
     return folder
-
-
-@pytest.fixture(scope="session")
-def data(tmp_path_factory):
-    return write_fixed_defect_set(tmp_path_factory.mktemp("data"))
 
 
 def config(base, data, out, **kw):
