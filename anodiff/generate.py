@@ -80,14 +80,24 @@ def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path
     )
 
 
-def normal_images(folder: Path) -> list[Path]:
-    """Images of a folder, sorted by name (the authors' unsorted listing made runs irreproducible)."""
+def normal_images(folder: Path, category: str | None = None) -> list[Path]:
+    """BCM backgrounds, sorted by name (the authors' unsorted listing made runs irreproducible): the images of a
+    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.layouts``), the defect-free training
+    images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"normal images folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from")
-    return files
+    if files:
+        return files
+    from .data import normal_images as dataset_normals
+
+    try:
+        return dataset_normals(folder, category)
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
+        raise FileNotFoundError(
+            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from, and not a dataset root "
+            f"with normal images of category {category!r} ({exc})"
+        ) from exc
 
 
 class Backgrounds:
@@ -213,7 +223,7 @@ def generate(
     if normal_dir is not None:
         if not dual.config.bcm:
             raise ValueError(f"normal_dir given, but {weights_path} was trained without BCM; drop --normal-dir")
-        files = normal_images(Path(normal_dir))
+        files = normal_images(Path(normal_dir), category)
     elif dual.config.bcm:
         log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
     if blend not in BLENDS:
@@ -374,7 +384,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--size", type=int, default=512, help="image side in pixels (default: 512)")
     add("--mask-method", choices=METHODS, default="u2netp", help="mask from the anomaly part (default: u2netp)")
     add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
-    add("--normal-dir", default=None, metavar="DIR", help="normal images for BCM backgrounds (BCM files only)")
+    add("--normal-dir", default=None, metavar="DIR",
+        help="BCM backgrounds (BCM files only): a folder of normal images, or a dataset root (MVTec AD, MPDD, BTAD, "
+             "VisA) whose --category training normals are used")  # fmt: skip
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
     add("--source", default=None, metavar="IMAGE|DIR",
         help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")

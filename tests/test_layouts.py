@@ -186,3 +186,21 @@ def test_training_reads_a_visa_tree(tmp_path):
     trainer = Trainer(config)
     assert [s.image.name for s in trainer.samples] == ["000.JPG"]
     assert trainer.run().is_file()
+
+
+def test_generation_takes_bcm_backgrounds_from_a_dataset_root(tmp_path, sd_dir):
+    """--normal-dir accepts a VisA root: the category's training normals (the split CSV's train rows) only."""
+    from test_pipeline import dual_file
+
+    from anodiff.generate import generate, normal_images
+
+    root = visa(tmp_path / "visa", categories=("candle",), normals=6)
+    assert [p.name for p in normal_images(root, "candle")] == ["0000.JPG", "0001.JPG", "0002.JPG", "0003.JPG"]
+    folder = root / "candle" / "Data" / "Images" / "Normal"
+    assert len(normal_images(folder)) == 6  # a plain folder: every image in it
+    with pytest.raises(FileNotFoundError, match="not a dataset root with normal images of category 'nope'"):
+        normal_images(root, "nope")
+    bcm = dual_file(bcm=True).save(tmp_path / "bcm.safetensors")
+    report = generate(sd_dir, bcm, tmp_path / "out", 1, category="candle", normal_dir=root, steps=1, scheduler="ddim",
+                      size=32, mask_method="grey", progress=False)  # fmt: skip
+    assert report.written == 1
