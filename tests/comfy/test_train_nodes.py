@@ -102,14 +102,57 @@ def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path):
         node.load(str(root), "", "", "floor", RES, False)
 
 
+def test_load_defect_set_reads_one_anomaly_type_of_an_mvtec_category(nodes, models_dir, tmp_path, monkeypatch):
+    import cv2
+    import folder_paths
+
+    root, rng = tmp_path / "mvtec", np.random.default_rng(3)
+    pictures, defects = {}, {}
+    for anomaly, n in (("crack", 6), ("hole", 3)):  # hole's pictures must not leak into crack's set
+        (root / "bottle" / "test" / anomaly).mkdir(parents=True)
+        (root / "bottle" / "ground_truth" / anomaly).mkdir(parents=True)
+        for i in range(n):
+            picture = rng.integers(0, 256, (RES, RES, 3), dtype=np.uint8)
+            mask = np.zeros((RES, RES), np.uint8)
+            mask[2 + 3 * i : 12 + 3 * i, 4:20] = 255  # a different defect per file: order is checked too
+            cv2.imwrite(str(root / "bottle" / "test" / anomaly / f"{i:03d}.png"), picture[..., ::-1])
+            cv2.imwrite(str(root / "bottle" / "ground_truth" / anomaly / f"{i:03d}_mask.png"), mask)
+            pictures[anomaly, i], defects[anomaly, i] = picture, mask
+    for split in ("train", "test"):  # normal photos have no masks and never train
+        (root / "bottle" / split / "good").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "bottle" / split / "good" / "000.png"), np.full((RES, RES, 3), 128, np.uint8))
+    node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadTrainingSet"]()
+    out_i, out_m, _, report = node.load(str(root), "bottle", "crack", "floor", RES, False)
+    assert out_i.shape == (2, RES, RES, 3) and out_m.shape == (2, RES, RES)  # floor(6/3) = 2, in name order
+    assert report.startswith("mvtec layout: 2 training pairs (floor split)"), report
+    for i in range(2):
+        torch.testing.assert_close(out_i[i], torch.from_numpy(pictures["crack", i] / 255.0).float(), atol=1e-5, rtol=0)
+        assert torch.equal(out_m[i], torch.from_numpy(defects["crack", i] / 255.0).float())
+    out_i, _, _, report = node.load(str(root), "bottle", "crack", "authors", RES, False)
+    assert out_i.shape[0] == 3 and "3 training pairs (authors split)" in report  # floor(6/3) + 1
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    out_i, _, _, _ = node.load("mvtec", "bottle", "hole", "floor", RES, False)  # relative to ComfyUI's input
+    assert out_i.shape[0] == 1
+    torch.testing.assert_close(out_i[0], torch.from_numpy(pictures["hole", 0] / 255.0).float(), atol=1e-5, rtol=0)
+    with pytest.raises(FileNotFoundError, match="no anomaly type 'scratch'.*crack, hole"):
+        node.load(str(root), "bottle", "scratch", "floor", RES, False)
+    with pytest.raises(ValueError, match="pick a category"):
+        node.load(str(root), "", "", "floor", RES, False)
+
+
 def test_training_lowers_the_loss_and_leaves_the_user_models_untouched(nodes, models_dir):
     model, clip, vae = build_tiny_sd15()
     before, clip_before = state_of(model), {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
     images, masks = training_pairs()
-    new_model, new_clip, trained, loss = train(nodes, model, clip, vae, images, masks, 12, batch_size=3)
+    new_model, new_clip, trained, loss = train(nodes, model, clip, vae, images, masks, 12, batch_size=3,
+                                               learning_rate=1e-2)  # fmt: skip
     assert len(loss["loss"]) == 12 and trained.steps == 12
-    early, late = np.mean(loss["loss"][:3]), np.mean(loss["loss"][-3:])
-    assert late < early, loss["loss"]
+    # The same seed draws the same batch, flips, timesteps and noise at every step, so a run that does not learn
+    # (lr 0) scores the untrained model on exactly the draws the trained run is scored on: paired, not random.
+    *_, untrained = train(nodes, model, clip, vae, images, masks, 12, batch_size=3, learning_rate=0.0)
+    trained_loss, fixed_loss = np.array(loss["loss"]), np.array(untrained["loss"])
+    assert trained_loss[0] == fixed_loss[0]  # step 0: the same init on the same draw
+    assert trained_loss[6:].mean() < 0.97 * fixed_loss[6:].mean(), (trained_loss - fixed_loss).tolist()
     for key, value in state_of(model).items():
         assert torch.equal(value, before[key]), key
     for key, value in clip.cond_stage_model.state_dict().items():
@@ -200,6 +243,20 @@ def test_interrupt_stops_after_the_step_and_leaves_nothing_patched(nodes, models
     assert not leftovers(model, clip)
     assert not [m for m in mm.current_loaded_models if m.model is not None and m.model.model is model.model
                 and m.model is not model and m.model.get_wrappers("diffusion_model", "dualanodiff")]  # fmt: skip
+
+
+def test_previews_come_every_preview_every_steps(nodes, models_dir, monkeypatch):
+    import comfy.utils
+
+    model, clip, vae = build_tiny_sd15()
+    images, masks = training_pairs()
+    seen = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        seen.append((value, total, preview)))  # fmt: skip
+    train(nodes, model, clip, vae, images, masks, 5, preview_every=2)
+    assert [(v, t) for v, t, _ in seen] == [(k, 5) for k in range(1, 6)]  # the bar moves every step
+    assert [v for v, _, p in seen if p is not None] == [2, 4]  # a preview at steps K and 2K only
+    assert all(p[0] == "JPEG" and p[1].size == (2 * RES, RES) for _, _, p in seen if p is not None)
 
 
 def test_gradient_checkpointing_and_bcm_give_the_same_step(nodes, models_dir):
