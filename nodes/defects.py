@@ -34,7 +34,8 @@ def split_types(types: str, count: int, node: str) -> list[str]:
 class DualAnoDiffDefectLabels:
     DESCRIPTION = (
         "Merges the masks of several defects on one photo (e.g. from chained Stitch Region nodes) into one label "
-        "mask: 1 for mask_1, 2 for mask_2, ... Overlapping masks are refused, as the regions must not overlap."
+        "mask: 1 for mask_1, 2 for mask_2, ... Masks that overlap or lie within the feather of one another are "
+        "refused: the later paste, grown by the feather, would have changed the earlier defect."
     )
     CATEGORY = "DualAnoDiff/region"
     FUNCTION = "merge"
@@ -50,10 +51,13 @@ class DualAnoDiffDefectLabels:
     def INPUT_TYPES(cls):
         optional = {f"mask_{k}": ("MASK", {"tooltip": f"Defect {k}'s mask at the photo's size (optional)."})
                     for k in range(2, SLOTS + 1)}  # fmt: skip
+        optional["feather"] = ("INT", {"default": 4, "min": 0, "max": 256,
+                                       "tooltip": "Stitch Region's feather: masks closer than this to one another "
+                                                  "are refused."})  # fmt: skip
         return {"required": {"mask_1": ("MASK", {"tooltip": "The first defect's full-size mask (Stitch Region)."})},
                 "optional": optional}  # fmt: skip
 
-    def merge(self, mask_1, **more):
+    def merge(self, mask_1, feather=4, **more):
         given = [mask_1] + [more[f"mask_{k}"] for k in range(2, SLOTS + 1) if more.get(f"mask_{k}") is not None]
         masks = [_mask(m) for m in given]
         if any(m.shape != masks[0].shape for m in masks):
@@ -62,7 +66,7 @@ class DualAnoDiffDefectLabels:
         for b in range(masks[0].shape[0]):
             each = [m[b] > 0.5 for m in masks]
             try:
-                check_disjoint(each)
+                check_disjoint(each, int(feather))
             except ValueError as err:
                 raise ValueError(f"Defect Labels: {str(err).replace('regions', 'masks')}") from err
             label = label_mask(each)

@@ -52,13 +52,14 @@ class DualAnoDiffCropRegion:
                                          "tooltip": "The window's longer side when generating (SD1.5: 512)."}),
                 "region_index": ("INT", {"default": -1, "min": -1, "max": 255,
                                          "tooltip": "-1: region k for photo k. 0, 1, ...: take that region of the "
-                                                    "batch (several defects on one part); the regions must not overlap."}),
+                                                    "batch (several defects on one part); the regions must not overlap "
+                                                    "nor come within Stitch Region's feather of one another."}),
             }
         }  # fmt: skip
 
     def crop(self, image, region, context, working_size, region_index=-1):
         photos = image[..., :3].detach().to("cpu", torch.float32).numpy()
-        masks = _masks(region)
+        masks = batch = _masks(region)
         if masks.shape[1:] != photos.shape[1:3]:
             raise ValueError(f"Crop Region: region {masks.shape[1:]} and photo {photos.shape[1:3]} differ in size; "
                              "draw the region on the photo itself")  # fmt: skip
@@ -69,7 +70,7 @@ class DualAnoDiffCropRegion:
                 check_disjoint(list(masks))
             except ValueError as err:
                 raise ValueError(f"Crop Region: {err} (try another seed)") from err
-            masks = masks[region_index : region_index + 1]
+            masks = masks[region_index : region_index + 1]  # Stitch Region checks the batch again with its feather
         if len(masks) not in (1, len(photos)):
             raise ValueError(f"Crop Region: {len(masks)} regions for {len(photos)} photos; give one, one per photo, "
                              "or pick one with region_index")  # fmt: skip
@@ -84,7 +85,8 @@ class DualAnoDiffCropRegion:
             crops.append(piece)
             zones.append(small)
         info = {"windows": windows, "photos": image[..., :3].detach().cpu(), "regions": torch.from_numpy(
-            np.stack([masks[k % len(masks)] for k in range(len(photos))]))}  # fmt: skip
+            np.stack([masks[k % len(masks)] for k in range(len(photos))])),
+            "batch": torch.from_numpy(batch) if region_index >= 0 else None}  # fmt: skip
         out = torch.from_numpy(np.stack(crops)).to(image)
         return out, torch.from_numpy(np.stack(zones).astype(np.float32)).to(image), info
 
@@ -108,7 +110,8 @@ class DualAnoDiffStitchRegion:
                 "image": ("IMAGE", {"tooltip": "Decoded global images of the window (Dual Sampler -> VAE Decode)."}),
                 "stitch": (STITCH, {"tooltip": "From the Crop Region that made the window."}),
                 "feather": ("INT", {"default": 4, "min": 0, "max": 256,
-                                    "tooltip": "Soft edge in full-size pixels, outside the region."}),
+                                    "tooltip": "Soft edge in full-size pixels, outside the region. Regions picked "
+                                               "from one batch (region_index) closer than this are refused."}),
                 "blend": (list(BLENDS), {"default": "feather",
                                          "tooltip": "feather: soft edge; poisson: OpenCV seamless cloning (matches "
                                                     "lighting), still only inside the grown region."}),
@@ -121,6 +124,14 @@ class DualAnoDiffStitchRegion:
 
     def stitch(self, image, stitch, feather, blend, mask=None):
         windows, photos, regions = stitch["windows"], stitch["photos"], stitch["regions"]
+        if stitch.get("batch") is not None:  # one of several defect regions: the grown paste must miss the others
+            try:
+                check_disjoint(list(stitch["batch"].numpy()), int(feather))
+            except ValueError as err:
+                raise ValueError(
+                    f"Stitch Region: {err} (the paste reaches {int(feather)} px beyond its region and "
+                    "would change the other defect; lower feather or try another seed)"
+                ) from err
         count = image.shape[0]
         if len(windows) not in (1, count):
             raise ValueError(f"Stitch Region: {count} images for {len(windows)} cropped photos; give one per photo")

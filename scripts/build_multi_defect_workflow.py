@@ -158,7 +158,7 @@ GRAPH = {
         5,
         (1780, 1220),
     ),
-    27: ("DualAnoDiffDefectLabels", None, [], {"mask_1": (19, 1), "mask_2": (26, 1)}, 6, (2220, 120)),
+    27: ("DualAnoDiffDefectLabels", None, [4], {"mask_1": (19, 1), "mask_2": (26, 1)}, 6, (2220, 120)),
     28: ("SaveImage", "Save image", ["dualanodiff/multi_defect"], {"images": (26, 0)}, 6, (2220, 320)),
     29: ("MaskToImage", None, [], {"mask": (27, 1)}, 6, (2220, 620)),
     30: ("SaveImage", "Save mask", ["dualanodiff/multi_defect_mask"], {"images": (29, 0)}, 6, (2220, 720)),

@@ -13,11 +13,13 @@ import pytest
 
 import anodiff.generate
 from anodiff.generate import generate
+from anodiff.regions import _template, foreground_mask
 from anodiff.sidecar import read_sidecar
 from anodiff.stitch import grown_region
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZES = [(120, 160), (100, 200), (128, 96), (150, 150), (90, 140)]  # (H, W) of the five photos
+SHIFTS = [-0.2, 0.2, -0.2, 0.0, 0.2]  # where each photo's object sits (x offset, fraction of the width)
 FAST = {"batch_size": 2, "steps": 2, "scheduler": "ddim", "size": 64, "mask_method": "grey", "progress": False}
 
 
@@ -38,11 +40,11 @@ def disc_saliency(monkeypatch):
     )
 
 
-def disc_photo(h: int, w: int, seed: int) -> np.ndarray:
+def disc_photo(h: int, w: int, seed: int, shift: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     photo = rng.integers(20, 60, (h, w, 3)).astype(np.uint8)
-    inside = ((yy - h / 2) / (0.42 * h)) ** 2 + ((xx - w / 2) / (0.42 * w)) ** 2 < 1
+    inside = ((yy - h / 2) / (0.42 * h)) ** 2 + ((xx - w * (0.5 + shift)) / (0.42 * w)) ** 2 < 1
     photo[inside] = rng.integers(180, 230, (int(inside.sum()), 3))
     return photo
 
@@ -51,8 +53,16 @@ def write_photos(folder: Path) -> list[str]:
     folder.mkdir()
     names = [f"part_{k}.png" for k in range(len(SIZES))]
     for k, ((h, w), name) in enumerate(zip(SIZES, names)):
-        cv2.imwrite(str(folder / name), disc_photo(h, w, k)[..., ::-1])
+        cv2.imwrite(str(folder / name), disc_photo(h, w, k, SHIFTS[k])[..., ::-1])
     return names
+
+
+def random_region(box: list[int], h: int, w: int) -> np.ndarray:
+    """The random region a sidecar's box stands for: the ellipse filling the box (anodiff.regions' default)."""
+    x, y, bw, bh = box
+    zone = np.zeros((h, w), bool)
+    zone[y : y + bh, x : x + bw] = _template(bh, bw, "ellipse")
+    return zone
 
 
 def pngs(root: Path) -> dict[str, bytes]:
@@ -76,9 +86,13 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, plain_weights, tm
         zone = np.zeros((h, w), bool)
         zone[y : y + bh, x : x + bw] = True
         outside = ~grown_region(zone, 2)
-        assert image[outside].tobytes() == disc_photo(h, w, i % 5)[outside].tobytes()
+        photo = disc_photo(h, w, i % 5, SHIFTS[i % 5])
+        assert image[outside].tobytes() == photo[outside].tobytes()
         mask = cv2.imread(str(folder / "ground_truth" / "defect" / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
         assert mask.shape == (h, w) and not mask[~zone].any()
+        own = foreground_mask(photo / 255.0, Disc(), erode=2)  # PhotoSource's default erosion
+        assert not random_region(meta["defects"][0]["box"], h, w)[~own].any()  # on its own photo's object, which
+        # sits elsewhere in each photo
 
     real = anodiff.generate.write_region_pair
 
@@ -116,6 +130,12 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, plain_weights
         assert len({d["seed"] for d in meta["defects"]}) == 3
         mask = cv2.imread(str(folder / "ground_truth" / "defect" / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(mask > 0, label > 0)
+        image = cv2.imread(str(folder / "test" / "defect" / f"{i:03d}.png"))[..., ::-1]
+        grown = np.zeros((150, 150), bool)
+        for d in meta["defects"]:
+            grown |= grown_region(random_region(d["box"], 150, 150), 4)  # generate's default feather
+        assert image[~grown].tobytes() == disc_photo(150, 150, 3)[~grown].tobytes()  # Poisson stays inside
+        assert (image[grown] != disc_photo(150, 150, 3)[grown]).any()
         for d in meta["defects"]:
             _, y, _, bh = d["box"]
             ids = label == d["id"]

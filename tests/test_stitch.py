@@ -57,6 +57,33 @@ def test_full_resolution_output_is_the_original_outside_the_grown_region(blend):
     assert image[full_mask].mean() < 60  # and it is the dark blob, at full resolution
 
 
+def test_poisson_matches_the_lighting_at_the_seam_unlike_a_hard_paste():
+    """A window generated 0.25 too bright: Poisson (seamlessClone) carries its gradients but takes its boundary from
+    the photo, so the seam band matches the photo and the inside loses the offset; a hard paste of the same window
+    (what a stubbed-out ``_poisson`` would give) keeps the step. Outside the grown region: the photo's bytes."""
+    photo, region = textured_photo(2), square_region(530, 910)
+    window = crop_window(region, context=2.0, working=512)
+    photo_crop, region_crop = crop(photo, region, window)
+    generated, _ = fake_generate(np.clip(photo_crop + 0.25, 0, 1), region_crop)
+    image, _ = stitch(photo, generated, region, window, feather=4, blend="poisson")
+    grown = grown_region(region, 4)
+    assert image[~grown].tobytes() == photo[~grown].tobytes()
+    x, y, w, h = window.box
+    back = np.round(np.clip(cv2.resize(generated, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1) * 255).astype(np.uint8)
+    hard = photo.copy()
+    hard[y : y + h, x : x + w][grown[y : y + h, x : x + w]] = back[grown[y : y + h, x : x + w]]
+    seam = grown & ~cv2.erode(grown.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # 2 px inner band
+
+    def error(picture, where):
+        return np.abs(picture[where].astype(float) - photo[where].astype(float)).mean()
+
+    assert error(hard, seam) > 40 and error(image, seam) < 0.5 * error(hard, seam)  # no step at the seam
+    assert np.abs(image[grown].astype(float) - hard[grown].astype(float)).mean() > 30  # not a hard paste inside
+    dark = np.zeros(photo.shape[:2], bool)
+    dark[y : y + h, x : x + w] = cv2.resize(generated, (w, h)).mean(axis=2) < 0.1
+    assert image[dark].mean() < image[grown & ~dark].mean() - 40  # the defect itself is still there
+
+
 def test_float_photos_keep_their_values_and_no_mask_means_the_region():
     photo = textured_photo(1).astype(np.float32) / 255.0
     region = square_region(100, 100, 90)

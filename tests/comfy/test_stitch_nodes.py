@@ -100,6 +100,18 @@ def test_crop_refuses_overlapping_regions_and_every_input_has_a_tooltip(nodes):
         nodes["DualAnoDiffCropRegion"]().crop(big_photo(), zones, 2.0, 64, 0)
     with pytest.raises(ValueError, match="differ in size"):
         nodes["DualAnoDiffCropRegion"]().crop(big_photo(), zones[:, :100], 2.0, 64, -1)
+    near = regions()
+    near[1, 163:190, 150:200] = 1  # 3 px below region 1: disjoint, but inside a 4 px feather of it
+    image, zone, stitch = nodes["DualAnoDiffCropRegion"]().crop(big_photo(), near, 2.0, 64, 1)
+    for feather in (4, 10):  # the paste, grown by the feather, would change defect 1
+        with pytest.raises(ValueError, match=rf"Stitch Region: regions 1 and 2 lie within the feather \({feather} px"):
+            nodes["DualAnoDiffStitchRegion"]().stitch(image, stitch, feather, "feather", mask=zone)
+    out, _ = nodes["DualAnoDiffStitchRegion"]().stitch(image, stitch, 2, "feather", mask=zone)  # 2 px: clear of it
+    assert torch.equal(out[0][near[0] > 0], big_photo()[0][near[0] > 0])
+    labels = nodes["DualAnoDiffDefectLabels"]()
+    with pytest.raises(ValueError, match=r"Defect Labels: masks 1 and 2 lie within the feather \(4 px\)"):
+        labels.merge(near[:1], mask_2=near[1:])  # the default feather is Stitch Region's, 4 px
+    assert labels.merge(near[:1], mask_2=near[1:], feather=2)[0].unique().tolist() == [0.0, 1.0, 2.0]
     for name in ("DualAnoDiffCropRegion", "DualAnoDiffStitchRegion", "DualAnoDiffDefectLabels",
                  "DualAnoDiffExportDefects", "DualAnoDiffLoadPhotoFolder"):  # fmt: skip
         for section in nodes[name].INPUT_TYPES().values():
