@@ -37,7 +37,10 @@ def add_branch_lora(
     hidden = torch.bmm(x.reshape(rows, -1, x.shape[-1]), cast_like(down, x).index_select(0, ids).transpose(1, 2))
     up_rows = cast_like(up, x).index_select(0, ids) * cast_like(row_scale, x).index_select(0, ids).view(-1, 1, 1)
     out = base.reshape(rows, -1, base.shape[-1])
-    in_place = not (torch.is_grad_enabled() and (base.requires_grad or hidden.requires_grad)) and out.data_ptr() == base.data_ptr()
+    in_place = (
+        not (torch.is_grad_enabled() and (base.requires_grad or hidden.requires_grad))
+        and out.data_ptr() == base.data_ptr()
+    )
     if in_place:
         out.baddbmm_(hidden, up_rows.transpose(1, 2))
         return base

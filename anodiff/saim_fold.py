@@ -30,7 +30,9 @@ class FoldedSAIM(nn.Module):
     ``z W_vo' + c_vo`` with ``W_vo' = diag(g) V^T`` for ``z = n + p (n_partner - n)``.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, dim: int, eps: float = 1e-6, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.dim, self.eps = dim, eps
         new = {"device": device, "dtype": dtype}

@@ -32,11 +32,10 @@ def child(mode: str, size: str, latent: int, out: str) -> None:
     import comfy.cli_args
 
     setattr(comfy.cli_args.args, mode, mode != "normal")
+    import comfy.model_management as mm
     import torch
     from pack import import_pack
     from sampler_overhead import build_model
-
-    import comfy.model_management as mm
 
     import_pack()
     from dualanodiff_pack.anodiff import DualAdapter, DualConfig
@@ -83,7 +82,7 @@ def main() -> None:
         for mode in MODES:
             out = str(Path(tmp) / f"{mode}.pt")
             done = subprocess.run([sys.executable, __file__, "--run", mode, "--out", out, "--size", args.size,
-                                   "--latent", str(args.latent)], capture_output=True, text=True)  # fmt: skip
+                                   "--latent", str(args.latent)], check=False, capture_output=True, text=True)  # fmt: skip
             if done.returncode:
                 print(f"{mode}: FAILED\n{done.stderr[-3000:]}")
                 failed = True

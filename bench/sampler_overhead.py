@@ -37,7 +37,9 @@ def build_model(size: str, device: str):
     model_config.set_inference_dtype(torch.float16 if device == "cuda" else torch.float32, None)
     model = model_config.get_model({})
     fill_deterministic(model.diffusion_model, 0)
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
 
 
 def interleaved_medians(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -113,8 +115,10 @@ def main() -> None:
     extra = sum(p.numel() for p in adapter.parameters()) / 1e6
     medians = interleaved_medians({"plain": plain, "dual": paired}, args.repeats)
     (w_plain, c_plain), (w_dual, c_dual) = medians["plain"], medians["dual"]
-    print(f"device {device}, {torch.get_num_threads()} threads, UNet {params:.1f} M params (+{extra:.1f} M dual file), "
-          f"{2 * n} latents of {side}x{side}, cfg {args.cfg}, median of {args.repeats} interleaved repeats")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, UNet {params:.1f} M params (+{extra:.1f} M dual file), "
+        f"{2 * n} latents of {side}x{side}, cfg {args.cfg}, median of {args.repeats} interleaved repeats"
+    )
     steps = args.steps
     print(f"plain KSampler step: wall {w_plain / steps:.2f} s, CPU {c_plain / steps:.2f} s; "
           f"Dual Sampler step: wall {w_dual / steps:.2f} s, CPU {c_dual / steps:.2f} s")  # fmt: skip

@@ -2,6 +2,7 @@
 
     .venv-test/bin/python bench/unet_overhead.py                 # SD1.5's real configuration, 64x64 latents, CPU fp32
     .venv-test/bin/python bench/unet_overhead.py --size tiny     # seconds, for a smoke test
+    .venv-test/bin/python bench/unet_overhead.py --before 467855d  # also the processor as it was at that commit
 
 Same random SD1.5 UNet (diffusers, SD1.5's config), same 2N rows (N pairs, no CFG), the vanilla run with diffusers'
 own ``AttnProcessor2_0``. Timings are medians of interleaved repeats (vanilla, folded, unfolded, vanilla, ...), so
@@ -21,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anodiff import DualAdapter, DualConfig  # noqa: E402
-from anodiff.processor import DualPass, install  # noqa: E402
-from anodiff.sd15_config import UNET  # noqa: E402
+from anodiff import DualAdapter, DualConfig
+from anodiff.processor import DualPass, install
+from anodiff.sd15_config import UNET
 
 TINY = {"block_out_channels": [32, 64, 64, 64], "cross_attention_dim": 32}
 
@@ -46,21 +47,48 @@ def build(size: str, device: str | torch.device = "cpu"):
     return unet, adapter
 
 
-class Variants:
-    """Switches one UNet between the vanilla processors and the dual ones (folded / unfolded)."""
+def load_before(commit: str):
+    """This repository's ``anodiff`` as it was at ``commit``, importable as ``anodiff_before`` (git archive)."""
+    import importlib
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
 
-    def __init__(self, unet, adapter) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="anodiff_before_"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "anodiff"], check=True, capture_output=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "anodiff").rename(folder / "anodiff_before")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("anodiff_before.processor"), importlib.import_module("anodiff_before")
+
+
+class Variants:
+    """Switches one UNet between the vanilla processors and the dual ones (folded / unfolded / ``before``)."""
+
+    def __init__(self, unet, adapter, before=None, device: str = "cpu") -> None:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
-        self.unet, self.vanilla = unet, AttnProcessor2_0()
+        self.unet, self.vanilla, self.before = unet, AttnProcessor2_0(), before
         self.dual = {fold: dict(install(unet, adapter, fold_saim=fold)) for fold in (True, False)}
+        if before is not None:  # the same weights in the old package's adapter
+            processor, package = before
+            old = package.DualAdapter(
+                package.DualConfig(rank=adapter.config.rank), adapter.channels, adapter.context_dim
+            )
+            if device != "meta":
+                old.load_state_dict(adapter.state_dict())
+            self.dual["before"] = dict(processor.install(unet, old.to(device).requires_grad_(False)))
 
     def run(self, name: str, x, t, ctx):
         if name == "vanilla":
             self.unet.set_attn_processor(self.vanilla)
             return self.unet(x, t, ctx, return_dict=False)[0]
-        self.unet.set_attn_processor(dict(self.dual[name == "folded"]))
-        return self.unet(x, t, ctx, cross_attention_kwargs={"dual": DualPass()}, return_dict=False)[0]
+        key = "before" if name == "before" else name == "folded"
+        self.unet.set_attn_processor(dict(self.dual[key]))
+        run = self.before[0].DualPass() if name == "before" else DualPass()
+        return self.unet(x, t, ctx, cross_attention_kwargs={"dual": run}, return_dict=False)[0]
 
 
 def inputs(pairs: int, latent: int, context: int, device="cpu"):
@@ -70,13 +98,14 @@ def inputs(pairs: int, latent: int, context: int, device="cpu"):
     return x, torch.tensor(500, device=device), ctx
 
 
-def flops(size: str, pairs: int, latent: int) -> dict[str, int]:
+def flops(size: str, pairs: int, latent: int, before=None, names=("vanilla", "folded", "unfolded")) -> dict[str, int]:
     """FLOPs of one forward per variant, counted on meta tensors (no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     unet, adapter = build(size, "meta")
-    variants = Variants(unet, adapter)
+    variants = Variants(unet, adapter, before, "meta")
     x, t, ctx = inputs(pairs, latent, unet.config.cross_attention_dim, "meta")
+
     def addmm_(_, a, b, *args, out_shape=None, **kwargs) -> int:  # shapes, like the counter's own formulas
         return 2 * a[0] * a[1] * b[1]
 
@@ -86,7 +115,7 @@ def flops(size: str, pairs: int, latent: int) -> dict[str, int]:
     aten = torch.ops.aten
     in_place = {aten.addmm_: addmm_, aten.baddbmm_: baddbmm_}  # the counter only knows the out-of-place ops
     counted = {}
-    for name in ("vanilla", "folded", "unfolded"):
+    for name in names:
         with torch.no_grad():
             variants.run(name, x, t, ctx)  # folds SAIM once: not part of a forward's cost
         counter = FlopCounterMode(display=False, custom_mapping=in_place)
@@ -103,21 +132,25 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=64, help="latent side (64 = 512 px)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
+    parser.add_argument("--before", help="a commit: also time the dual processor of anodiff as it was there")
+    parser.add_argument("--reverse", action="store_true", help="run the variants in reverse order in each round")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    counted = flops(args.size, args.pairs, args.latent)
+    before = load_before(args.before) if args.before else None
+    names = ("vanilla", "folded", "unfolded", "before") if before else ("vanilla", "folded", "unfolded")
+    counted = flops(args.size, args.pairs, args.latent, before, names)
     unet, adapter = build(args.size)
-    variants = Variants(unet, adapter)
+    variants = Variants(unet, adapter, before)
     x, t, ctx = inputs(args.pairs, args.latent, unet.config.cross_attention_dim)
-    names = ("vanilla", "folded", "unfolded")
+    order = tuple(reversed(names)) if args.reverse else names
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
         outputs = {name: variants.run(name, x, t, ctx) for name in names}  # warm-up; folds SAIM once
         for _ in range(args.repeats):
-            for name in names:
+            for name in order:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 variants.run(name, x, t, ctx)
                 wall[name].append(time.perf_counter() - start)

@@ -59,7 +59,9 @@ def split_pairs(latent: dict) -> tuple[dict, dict]:
             f"Split Pairs: the latent has {samples.shape[0]} rows; a paired latent has 2 per pair (use Pair Latent)"
         )
     glob, anomaly = split(samples)
-    plain = {k: v for k, v in latent.items() if k not in ("samples", PAIRED, ANOMALY_SAMPLES, "noise_mask", "batch_index")}
+    plain = {
+        k: v for k, v in latent.items() if k not in ("samples", PAIRED, ANOMALY_SAMPLES, "noise_mask", "batch_index")
+    }
     mask = latent.get("noise_mask")
     if mask is not None:
         plain["noise_mask"] = mask[0::2] if mask.shape[0] == samples.shape[0] else mask
@@ -89,7 +91,7 @@ def _same(a, b) -> bool:
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
     try:
         return bool(a == b)
-    except Exception:  # objects without a usable ==
+    except (RuntimeError, TypeError, ValueError):  # objects without a usable == (tensors inside containers)
         return a is b
 
 
@@ -101,7 +103,12 @@ def merge_options(g_opts: dict, a_opts: dict) -> dict:
         g, a = g_opts.get(key), a_opts.get(key)
         if _same(g, a):
             merged[key] = g
-        elif isinstance(g, torch.Tensor) and isinstance(a, torch.Tensor) and g.shape[0] == a.shape[0] == 1 and g.shape[1:] == a.shape[1:]:
+        elif (
+            isinstance(g, torch.Tensor)
+            and isinstance(a, torch.Tensor)
+            and g.shape[0] == a.shape[0] == 1
+            and g.shape[1:] == a.shape[1:]
+        ):
             merged[key] = torch.cat([g, a])
         else:
             raise ValueError(
@@ -130,5 +137,7 @@ def pair_conditioning(positive_global: list, positive_anomaly: list) -> list:
         if g.shape[0] != 1 or a.shape[0] != 1:
             raise ValueError("each positive prompt must be a single conditioning (batch 1), not a batch")
         length = math.lcm(g.shape[1], a.shape[1])
-        paired.append([torch.cat([_repeat_tokens(g, length), _repeat_tokens(a, length)]), merge_options(g_opts, a_opts)])
+        paired.append(
+            [torch.cat([_repeat_tokens(g, length), _repeat_tokens(a, length)]), merge_options(g_opts, a_opts)]
+        )
     return paired

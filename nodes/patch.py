@@ -135,7 +135,9 @@ def _plain_linear(module, x: torch.Tensor) -> bool:
     )  # fmt: skip
 
 
-def _branch_forward(module, previous, patch: DualPatch, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int]) -> Callable:
+def _branch_forward(
+    module, previous, patch: DualPatch, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int]
+) -> Callable:
     base = previous if previous is not None else functools.partial(type(module).forward, module)
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

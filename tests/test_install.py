@@ -13,9 +13,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMFYUI_PROVIDES = {"torch", "numpy", "PIL", "comfy", "comfy_execution", "folder_paths", "latent_preview", "node_helpers"}
+COMFYUI_PROVIDES = {
+    "torch",
+    "numpy",
+    "PIL",
+    "comfy",
+    "comfy_execution",
+    "folder_paths",
+    "latent_preview",
+    "node_helpers",
+}
 INSTALL_PY_PROVIDES = {"onnxruntime": "onnxruntime", "cv2": "opencv"}
-IMPORT_TO_REQUIREMENT = {"safetensors": "safetensors", "einops": "einops", "numpy": "numpy", "pycocotools": "pycocotools"}
+IMPORT_TO_REQUIREMENT = {
+    "safetensors": "safetensors",
+    "einops": "einops",
+    "numpy": "numpy",
+    "pycocotools": "pycocotools",
+}
 
 
 def requirement_names() -> set[str]:
@@ -57,7 +71,7 @@ def test_requirements_list_only_what_the_nodes_import():
     uncovered = imports - COMFYUI_PROVIDES - set(INSTALL_PY_PROVIDES) - set(IMPORT_TO_REQUIREMENT)
     assert not uncovered, f"nodes import {sorted(uncovered)}, which requirements.txt does not list"
     needed = {IMPORT_TO_REQUIREMENT[m] for m in imports if m in IMPORT_TO_REQUIREMENT}
-    assert needed - {"numpy"} <= names and names <= needed
+    assert needed - {"numpy"} <= names <= needed
 
 
 def stub_distribution(site: Path, name: str, version: str = "1.20.0") -> None:
@@ -75,12 +89,18 @@ def bare_venv(tmp_path):
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env)
     python = env / "bin" / "python"
-    site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     return python, site
 
 
 def run_install(python: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([python, str(ROOT / "install.py"), "--no-model", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [python, str(ROOT / "install.py"), "--no-model", *args], check=False, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_existing_onnxruntime_gpu_and_opencv_are_left_alone(bare_venv):
@@ -104,4 +124,7 @@ def test_only_the_missing_family_is_installed(bare_venv):
     stub_distribution(site, "opencv-python", "4.9.0")
     (site / "onnxruntime_gpu-1.20.0.dist-info").rename(site / "gone")
     plan = run_install(python, "--dry-run")
-    assert "onnxruntime>=1.17" in plan.stdout.split("would run: ", 1)[1] and "opencv" not in plan.stdout.split("would run: ", 1)[1]
+    assert (
+        "onnxruntime>=1.17" in plan.stdout.split("would run: ", 1)[1]
+        and "opencv" not in plan.stdout.split("would run: ", 1)[1]
+    )

@@ -34,7 +34,9 @@ def test_fused_add_keeps_gradients_and_mixed_dtypes():
     out = add_branch_lora(base, x, torch.tensor([0, 1]), down, up, torch.ones(2))
     out.sum().backward()
     assert up.grad.abs().sum() > 0 and base.grad is not None
-    half = add_branch_lora(torch.zeros(2, 5, 8, dtype=torch.bfloat16), x, torch.tensor([0, 1]), down.detach(), up.detach(), torch.ones(2))
+    half = add_branch_lora(
+        torch.zeros(2, 5, 8, dtype=torch.bfloat16), x, torch.tensor([0, 1]), down.detach(), up.detach(), torch.ones(2)
+    )
     assert half.dtype == torch.bfloat16
 
 

@@ -73,7 +73,9 @@ def test_processor_folds_at_inference_only_and_equals_unfolded():
     with torch.no_grad():
         folded = folded_unet(x, 250, ctx, run=DualPass())
         unfolded = plain_unet(x, 250, ctx, cross_attention_kwargs={"dual": DualPass()}, return_dict=False)[0]
-        exact = exact_unet(x.double(), 250, ctx.double(), cross_attention_kwargs={"dual": DualPass()}, return_dict=False)[0]
+        exact = exact_unet(
+            x.double(), 250, ctx.double(), cross_attention_kwargs={"dual": DualPass()}, return_dict=False
+        )[0]
         no_saim = folded_unet(x, 250, ctx, run=DualPass(saim=False))
     torch.testing.assert_close(folded, unfolded, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(folded.double(), exact, atol=1e-5, rtol=1e-5)

@@ -74,7 +74,9 @@ def test_load_and_detach_callbacks_move_the_dual_model_with_the_unet(loader):
     model, _ = loader.load(build_tiny_model(), None, "dual.safetensors", 1.0, 1.0, 1.0)
     dual = find_dual(model)
     calls = model.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_LOAD)
-    assert dual.on_load in calls and dual.on_detach in model.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)
+    assert dual.on_load in calls and dual.on_detach in model.get_all_callbacks(
+        comfy.patcher_extension.CallbacksMP.ON_DETACH
+    )
 
     class Stub:  # a patcher: where it offloads to, and whether its last load was partial (--lowvram)
         offload_device = torch.device("cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dual_files import CONTEXT, write_dual_weights
+from dual_files import CONTEXT
 from pack import import_pack
 from tiny import build_tiny_model, encode_prompt
 from workflow_tools import node_classes, run_node
@@ -26,7 +26,6 @@ def cond(seed: int, **options) -> list:
 
 def test_batch_index_gives_every_row_its_own_noise(pack_nodes, classes):
     import comfy.sample
-
     from dualanodiff_pack.nodes.pairing import pair_latent
 
     samples = torch.zeros(3, 4, 8, 8)
@@ -117,7 +116,6 @@ def test_control_residuals_reaching_a_dual_model_are_refused(pack_nodes, tmp_pat
 
 def test_bcm_noise_follows_the_sampler_seed(pack_nodes):
     import comfy.sample
-
     from dualanodiff_pack.nodes.bcm_patch import SEED, noise_seed, outer_sample_wrapper
 
     model = build_tiny_model().clone()
@@ -127,7 +125,9 @@ def test_bcm_noise_follows_the_sampler_seed(pack_nodes):
     for seed in (123, 2**64 - 1):
         seen.clear()
         noise = comfy.sample.prepare_noise(torch.zeros(2, 4, 8, 8), seed)
-        comfy.sample.sample(model, noise, 1, 1.0, "euler", "normal", cond(1), cond(2), torch.zeros(2, 4, 8, 8), seed=seed)
+        comfy.sample.sample(
+            model, noise, 1, 1.0, "euler", "normal", cond(1), cond(2), torch.zeros(2, 4, 8, 8), seed=seed
+        )
         assert seen and set(seen) == {seed}
     assert SEED not in model.model_options["transformer_options"]  # set on the run's copy only
     t = torch.tensor([3.5])
