@@ -282,7 +282,8 @@ def export_dataset(
     finally:
         if shard is not None:
             shard.close()
-            coco.record_next_index(root, category, anomaly, max(report.indices) + 1)
+            if report.indices:  # a failure before the first pair finished must not hide its own error
+                coco.record_next_index(root, category, anomaly, max(report.indices) + 1)
             if merge:
                 report.coco = coco.merge_coco(root, category)
     if "coco" in formats and report.coco is None and merge:
