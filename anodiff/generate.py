@@ -144,15 +144,13 @@ def _check_args(
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
 
 
-def resolve_dtype(dtype: str, device: str) -> object:
-    """The UNet's torch dtype: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
-    import torch
-
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The UNet's dtype name: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype == "auto":
-        dtype = "fp16" if str(device).startswith("cuda") else "fp32"
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        return "fp16" if str(device).startswith("cuda") else "fp32"
+    return dtype
 
 
 def generate(
@@ -209,8 +207,7 @@ def generate(
 
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    torch_dtype = resolve_dtype(dtype, device)
-    dtype_name = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}[str(torch_dtype)]
+    dtype_name = resolve_dtype(dtype, device)
     folder = Path(out_dir) / _check_name(category, "category")
     _check_name(anomaly, "anomaly")
     several = [Path(w) for w in weights_path] if isinstance(weights_path, (list, tuple)) else [Path(weights_path)]
@@ -269,8 +266,9 @@ def generate(
 
     from .base import load_sd15
     from .pipeline import DualAnoDiffPipeline
+    from .precision import torch_dtype
 
-    pipe = [DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype), d, device=device) for d in (dual, *more)]
+    pipe = [DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype(dtype_name)), d, device=device) for d in (dual, *more)]
     u2net = U2NetP() if (mask_method == "u2netp" or files) else None
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
     if plan is not None and u2net is not None:

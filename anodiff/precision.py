@@ -9,6 +9,14 @@ from __future__ import annotations
 import torch
 
 PRECISIONS = ("no", "fp16", "bf16")
+DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a precision name (``no`` and ``fp32`` are fp32): one table for every command."""
+    if name not in DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
 def check_precision(precision: str) -> str:
@@ -19,7 +27,7 @@ def check_precision(precision: str) -> str:
 
 def autocast(device: torch.device | str, precision: str) -> torch.autocast:
     """Matmuls and convolutions in ``precision``'s dtype on ``device``; off for ``no``."""
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(check_precision(precision), torch.float32)
+    dtype = torch_dtype(check_precision(precision))
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=precision != "no")
 
 

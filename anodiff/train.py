@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from .dual import DualAdapter
+from .precision import torch_dtype
 from .processor import DualPass, DualUNet
 from .step import (
     apply_gradients,
@@ -165,7 +166,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
         device = self.accelerator.device
         self.sd = load_sd15(config.base)
-        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+        weight_dtype = torch_dtype(config.mixed_precision)
         self.sd.vae.to(device, dtype=torch.float32)
         self.sd.unet.to(device, dtype=weight_dtype)
         channels, context = self.sd.widths
