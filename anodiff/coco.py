@@ -17,12 +17,13 @@ import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .imageio import write_atomic
+from .jobs import open_exclusive
 
 LEGACY_SHARD = "00000000T000000Z-legacy.jsonl"
 INSTANCES = ("component", "mask")
@@ -110,17 +111,12 @@ def adopt_legacy(root: Path, category: str) -> None:
         lines.append(json.dumps({**record, "anomaly": anomaly, "annotations": anns.get(entry["id"], [])}))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        _create(folder / LEGACY_SHARD).close()
+        open_exclusive(folder / LEGACY_SHARD).close()
     except FileExistsError:
         return  # another writer took it over at the same moment
     write_atomic(folder / LEGACY_SHARD, "".join(line + "\n" for line in lines).encode("utf-8"))
     for anomaly, index in nexts.items():
         record_next_index(root, category, anomaly, index)
-
-
-def _create(path: Path) -> TextIO:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 class ShardWriter:
@@ -131,7 +127,7 @@ class ShardWriter:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"{time.time_ns() % 1_000_000_000:09d}Z"
         self.path = folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
-        self._fh = _create(self.path)
+        self._fh = open_exclusive(self.path)
 
     def add(self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict],
             extra: dict | None = None) -> None:  # fmt: skip

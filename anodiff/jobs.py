@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0
@@ -32,12 +33,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def open_exclusive(path: Path) -> TextIO:
+    """A new text file opened for writing; ``FileExistsError`` if ``path`` exists (the atomic claim)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 def _create(path: Path, text: str) -> bool:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fh = open_exclusive(path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with fh:
         fh.write(text)
     return True
 
