@@ -70,9 +70,9 @@ def install_providers(dry_run: bool = False) -> int:
 
 
 def load_assets():
-    """``anodiff/assets.py`` loaded on its own: it needs only the standard library, whereas importing the
+    """``anodiff/common/assets.py`` loaded on its own: it needs only the standard library, whereas importing the
     ``anodiff`` package would pull in torch, which may not be importable yet in this interpreter."""
-    spec = importlib.util.spec_from_file_location("dualanodiff_install_assets", PACK_DIR / "anodiff" / "assets.py")
+    spec = importlib.util.spec_from_file_location("dualanodiff_install_assets", PACK_DIR / "anodiff" / "common" / "assets.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .bcm import BackgroundCompensation
-from .config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
-from .dual import DualAdapter, DualAttention
-from .lora import BranchLoRA
-from .pairs import ANOMALY, GLOBAL, branch_ids, interleave, split
-from .saim import SAIM
-from .sites import SD15_SITES, AttnSite
-from .weights import DualFile, DualWeightsError, load_dual, pack
+from . import legacy
+
+legacy.install(__name__)
+
+from .model.bcm import BackgroundCompensation
+from .model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
+from .model.dual import DualAdapter, DualAttention
+from .model.lora import BranchLoRA
+from .model.pairs import ANOMALY, GLOBAL, branch_ids, interleave, split
+from .model.saim import SAIM
+from .model.sites import SD15_SITES, AttnSite
+from .weights.load import load_dual
+from .weights.schema import DualFile, DualWeightsError, pack
 
 __all__ = [
     "ANOMALY", "GLOBAL", "PROMPT_ANOMALY", "PROMPT_GLOBAL", "SAIM", "SD15_SITES", "AttnSite", "BackgroundCompensation",

@@ -9,12 +9,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__, metrics
+from .dataset.export import register as register_export
+from .dataset.filter import register as register_filter
 from .demo import register as register_demo
-from .export import register as register_export
-from .filtering import register as register_filter
-from .generate import register as register_generate
-from .train import TrainConfig
-from .weights import DualWeightsError, load_dual
+from .generate.run import register as register_generate
+from .train.trainer import TrainConfig
+from .weights.load import load_dual
+from .weights.schema import DualWeightsError
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -53,7 +54,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _fetch_models(args: argparse.Namespace) -> int:
-    from .assets import ENV_VAR, PACK_MODELS_DIR, install_u2netp
+    from .common.assets import ENV_VAR, PACK_MODELS_DIR, install_u2netp
 
     target = Path(args.dir) if args.dir else PACK_MODELS_DIR
     try:
@@ -75,13 +76,13 @@ def _train_config(args: argparse.Namespace, **override) -> TrainConfig:
 
 def _say_layout(data: str) -> None:
     """Print the dataset layout ``--data`` was read as (MVTec AD, MPDD, BTAD, VisA, plain)."""
-    from .layouts import detect_layout
+    from .data.layouts import detect_layout
 
     print(f"--data: {detect_layout(data).describe()}")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import data as fewshot
+    from .data import fewshot
 
     if args.all:
         return _train_all(args)
@@ -92,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         fewshot.validate_samples(samples)
         print(fewshot.describe(samples))
         return 0
-    from .train import Trainer
+    from .train.trainer import Trainer
 
     trainer = Trainer(config)
     try:
@@ -112,9 +113,9 @@ def _train_all(args: argparse.Namespace) -> int:
     output folder) drain the list together, each job trained once."""
     import os
 
-    from . import data as fewshot
-    from .jobs import JobLock
-    from .train import train
+    from .common.jobs import JobLock
+    from .data import fewshot
+    from .train.trainer import train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(

@@ -83,8 +83,8 @@ def generate_rate(size: dict, device: str, dtype) -> str:
     from tiny_diffusers import randomize_, save_tiny_sd15
 
     from anodiff import DualAdapter, DualConfig, pack
-    from anodiff.base import load_sd15
-    from anodiff.pipeline import DualAnoDiffPipeline
+    from anodiff.sd15.load import load_sd15
+    from anodiff.sd15.pipeline import DualAnoDiffPipeline
 
     dual = pack(randomize_(DualAdapter(DualConfig(rank=32), size["channels"], size["context"]), std=0.02), None)
 

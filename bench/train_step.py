@@ -34,7 +34,7 @@ def bf16_available() -> bool:
 def worker(spec: dict) -> None:
     import torch
 
-    from anodiff.train import TrainConfig, Trainer
+    from anodiff.train.trainer import TrainConfig, Trainer
 
     config = TrainConfig(**spec["config"])
     trainer = Trainer(config)

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from anodiff import DualAdapter, DualConfig
-from anodiff.processor import DualPass, install
-from anodiff.sd15_config import UNET
+from anodiff.sd15.config import UNET
+from anodiff.sd15.processor import DualPass, install
 
 TINY = {"block_out_channels": [32, 64, 64, 64], "cross_attention_dim": 32}
 

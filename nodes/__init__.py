@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from . import background, dataset, loader, mask, modular, region, region_control, sampler
-from . import defects, sources, stitch
-from . import train, train_save, trainset
+from . import (
+    background,
+    dataset,
+    defects,
+    loader,
+    mask,
+    modular,
+    region,
+    region_control,
+    sampler,
+    sources,
+    stitch,
+    train,
+    train_save,
+    trainset,
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ..anodiff import export
-from ..anodiff.multi_defect import check_disjoint, label_mask
-from ..anodiff.regions import PALETTE
+from ..anodiff.regions.multi_defect import check_disjoint, label_mask
+from ..anodiff.regions.placement import PALETTE
 from .dataset import output_root
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..anodiff import masks
-from ..anodiff.assets import u2netp_path
+from ..anodiff.common.assets import u2netp_path
 
 try:
     import folder_paths

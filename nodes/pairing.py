@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..anodiff.pairs import interleave, split
+from ..anodiff.model.pairs import interleave, split
 from .region_control import ANOMALY_SAMPLES
 
 PAIRED = "anodiff_pairs"  # LATENT entry: True when "samples" holds interleaved pairs

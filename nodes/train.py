@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..anodiff.config import PROMPT_ANOMALY, PROMPT_GLOBAL
-from ..anodiff.session import SessionConfig, TrainedDual
+from ..anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
+from ..anodiff.train.session import SessionConfig, TrainedDual
 from .train_patch import attach
 from .train_run import RunOptions, build_dataset, run_training
 from .train_save import load_trained, resumable_files

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.utils.checkpoint
 
-from ..anodiff.dual import DualAdapter
-from ..anodiff.session import TextLoRA
+from ..anodiff.model.dual import DualAdapter
+from ..anodiff.train.session import TextLoRA
 from .bcm_patch import BCMPatch
 from .patch import BANK, MODE, DualPatch, apply_dual, apply_text_lora, compute_dtype
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from ..anodiff.export import write_new
-from ..anodiff.loss_plot import loss_picture
-from ..anodiff.session import TrainedDual
-from ..anodiff.weights import load_dual
+from ..anodiff.dataset.export import write_new
+from ..anodiff.train.loss_plot import loss_picture
+from ..anodiff.train.session import TrainedDual
+from ..anodiff.weights.load import load_dual
 from .loader import FOLDER
 
 STATE_FOLDER = "dualanodiff_state"

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..anodiff import data
-from ..anodiff.layouts import detect_layout
+from ..anodiff.data.layouts import detect_layout
 from .train_run import as_image_batch, build_dataset
 
 

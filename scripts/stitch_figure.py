@@ -1,7 +1,7 @@
 """Render the README's crop-and-stitch figures from a synthetic 1600x1200 inspection photo.
 
 No SD1.5 weights exist offline, so the defect is drawn by a stand-in generator (an OpenCV scratch at the working
-size, where the dual model would sample); everything else is anodiff.stitch as the CLI and nodes run it: the
+size, where the dual model would sample); everything else is anodiff.regions.stitch as the CLI and nodes run it: the
 window, its resize to 512 px, the paste back at full resolution, and the check that the photo is unchanged outside
 the region grown by the feather. Usage: ``python scripts/stitch_figure.py [OUT_DIR]`` (default docs/).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anodiff.stitch import crop, crop_window, grown_region, stitch
+from anodiff.regions.stitch import crop, crop_window, grown_region, stitch
 
 H, W, FEATHER = 1200, 1600, 4
 

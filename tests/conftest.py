@@ -24,7 +24,8 @@ def text_encoder():
 @pytest.fixture(scope="session")
 def u2net():
     """The real U²-Net-P (fetched by scripts/fetch_assets.py): skipped locally when absent, a failure under CI."""
-    from anodiff import assets, masks
+    from anodiff.common import assets
+    from anodiff.data import masks
 
     try:
         path = assets.u2netp_path()
@@ -48,7 +49,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def base(tmp_path_factory):
-    """A tiny SD1.5-layout diffusers folder, loaded by ``anodiff.base.load_sd15`` (the trainer's tests)."""
+    """A tiny SD1.5-layout diffusers folder, loaded by ``anodiff.sd15.load.load_sd15`` (the trainer's tests)."""
     from tiny_diffusers import save_tiny_sd15
 
     return save_tiny_sd15(tmp_path_factory.mktemp("sd15"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anodiff.bcm import BackgroundCompensation
+from anodiff.model.bcm import BackgroundCompensation
 
 
 def make(dim=8, a=0.3):

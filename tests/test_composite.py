@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anodiff.composite import clip_mask, composite, feather_weights
+from anodiff.regions.composite import clip_mask, composite, feather_weights
 
 
 def region(h=40, w=50):

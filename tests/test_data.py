@@ -1,4 +1,4 @@
-"""Few-shot training data (``anodiff.data``) on tiny MVTec-like and plain folders written in ``tmp_path``."""
+"""Few-shot training data (``anodiff.data.fewshot``) on tiny MVTec-like and plain folders written in ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from anodiff import data
-from anodiff.data import DataError, FewShotDataset, Sample
+from anodiff.data import fewshot as data
+from anodiff.data.fewshot import DataError, FewShotDataset, Sample
 
 S = 32  # image side; datasets below use resolution=S so pixels map one to one
 

@@ -19,7 +19,7 @@ from anodiff.demo.metrics import chance_iou, defect_region, iou, novelty_share, 
 from anodiff.demo.model import DualUNet
 from anodiff.demo.run import METRIC_KEYS
 from anodiff.demo.train import cosine_alphas_cumprod
-from anodiff.pairs import interleave
+from anodiff.model.pairs import interleave
 
 
 def box(y0: int, x0: int, y1: int, x1: int, size: int = 8) -> np.ndarray:

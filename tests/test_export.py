@@ -1,4 +1,4 @@
-"""Pair filter (``anodiff.filtering``) and dataset export (``anodiff.export``) on constructed pairs and fake trees."""
+"""Pair filter (``anodiff.dataset.filter``) and dataset export (``anodiff.dataset.export``) on constructed pairs and fake trees."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 from pycocotools import mask as rle_tools
 from pycocotools.coco import COCO
 
-from anodiff import assets, export, filtering
-from anodiff.masks import U2NetP
+from anodiff.common import assets
+from anodiff.data.masks import U2NetP
+from anodiff.dataset import export
+from anodiff.dataset import filter as filtering
 
 H, W = 96, 128
 CENTRE, RADIUS = (64, 48), 34
@@ -373,7 +375,7 @@ def test_cli_filter_u2netp_foreground(tmp_path, u2netp_file, monkeypatch):
 EXPORTER = """
 import sys
 import numpy as np
-from anodiff import export
+from anodiff.dataset import export
 rng = np.random.default_rng(int(sys.argv[2]))
 for k in range(4):  # batch by batch, as a generation loop would
     image = rng.random((24, 32, 3)).astype(np.float32)

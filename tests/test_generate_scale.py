@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_pipeline import FAST, SIZE
 
-from anodiff.generate import generate, parse_shard, shard_batches
-from anodiff.pipeline import DualAnoDiffPipeline
+from anodiff.generate.run import generate, parse_shard, shard_batches
+from anodiff.sd15.pipeline import DualAnoDiffPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def pipe(sd_dir):
     from test_pipeline import dual_file
 
-    from anodiff.base import load_sd15
+    from anodiff.sd15.load import load_sd15
 
     return DualAnoDiffPipeline(load_sd15(sd_dir), dual_file())
 
@@ -70,14 +70,14 @@ def test_shard_batches_and_specs(monkeypatch):
 
 def test_shards_union_is_the_single_process_file_set_with_random_regions_batched(sd_dir, plain_weights, tmp_path,
                                                                                   monkeypatch):  # fmt: skip
-    import anodiff.regions
+    import anodiff.regions.placement
 
     class Disc:  # a stand-in for U²-Net-P: the object is the bright disc
         def saliency(self, image):
             return (image.mean(axis=2) > 0.6).astype(np.float32)
 
-    original = anodiff.regions.foreground_mask
-    monkeypatch.setattr(anodiff.regions, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw))
+    original = anodiff.regions.placement.foreground_mask
+    monkeypatch.setattr(anodiff.regions.placement, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw))
     cv2.imwrite(str(tmp_path / "photo.png"), (disc_photo() * 255).astype(np.uint8))
     calls = []
     real_call = DualAnoDiffPipeline.__call__

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-import anodiff.generate
-from anodiff.generate import generate
-from anodiff.regions import _template, foreground_mask
-from anodiff.sidecar import read_sidecar
-from anodiff.stitch import grown_region
+import anodiff.generate.run
+from anodiff.dataset.sidecar import read_sidecar
+from anodiff.generate.run import generate
+from anodiff.regions.placement import _template, foreground_mask
+from anodiff.regions.stitch import grown_region
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZES = [(120, 160), (100, 200), (128, 96), (150, 150), (90, 140)]  # (H, W) of the five photos
@@ -32,11 +32,11 @@ class Disc:
 
 @pytest.fixture
 def disc_saliency(monkeypatch):
-    import anodiff.regions
+    import anodiff.regions.placement
 
-    original = anodiff.regions.foreground_mask
+    original = anodiff.regions.placement.foreground_mask
     monkeypatch.setattr(
-        anodiff.regions, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw)
+        anodiff.regions.placement, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw)
     )
 
 
@@ -58,7 +58,7 @@ def write_photos(folder: Path) -> list[str]:
 
 
 def random_region(box: list[int], h: int, w: int) -> np.ndarray:
-    """The random region a sidecar's box stands for: the ellipse filling the box (anodiff.regions' default)."""
+    """The random region a sidecar's box stands for: the ellipse filling the box (anodiff.regions.placement' default)."""
     x, y, bw, bh = box
     zone = np.zeros((h, w), bool)
     zone[y : y + bh, x : x + bw] = _template(bh, bw, "ellipse")
@@ -94,17 +94,17 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, plain_weights, tm
         assert not random_region(meta["defects"][0]["box"], h, w)[~own].any()  # on its own photo's object, which
         # sits elsewhere in each photo
 
-    real = anodiff.generate.write_region_pair
+    real = anodiff.generate.run.write_region_pair
 
     def crash_at_pair_5(paths, *args, **kwargs):
         if paths[0].name == "005.png":
             raise RuntimeError("interrupted")
         return real(paths, *args, **kwargs)
 
-    monkeypatch.setattr(anodiff.generate, "write_region_pair", crash_at_pair_5)
+    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", crash_at_pair_5)
     with pytest.raises(RuntimeError, match="interrupted"):
         generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
-    monkeypatch.setattr(anodiff.generate, "write_region_pair", real)
+    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", real)
     record = json.loads((tmp_path / "resumed" / "object" / ".anodiff-generate-defect.json").read_text())
     assert 5 in record["pending"]
     again = generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from anodiff.jobs import JobLock
+from anodiff.common.jobs import JobLock
 
 
 def test_a_claim_is_exclusive_and_released(tmp_path):

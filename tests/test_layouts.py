@@ -1,4 +1,4 @@
-"""Dataset layouts (``anodiff.layouts``) on tiny synthetic trees: MVTec AD, MPDD, BTAD, VisA (with and without its
+"""Dataset layouts (``anodiff.data.layouts``) on tiny synthetic trees: MVTec AD, MPDD, BTAD, VisA (with and without its
 split CSV) and plain; detection, the pairs each yields, normal images, and the messages for unreadable folders."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from anodiff import data
-from anodiff.data import DataError, Sample
-from anodiff.layouts import detect_layout
+from anodiff.data import fewshot as data
+from anodiff.data.fewshot import DataError, Sample
+from anodiff.data.layouts import detect_layout
 
 S = 32
 
@@ -176,7 +176,7 @@ def test_training_reads_a_visa_tree(tmp_path):
     from accelerate.state import AcceleratorState
     from tiny_diffusers import save_tiny_sd15
 
-    from anodiff.train import TrainConfig, Trainer
+    from anodiff.train.trainer import TrainConfig, Trainer
 
     AcceleratorState._reset_state(True)
     root = visa(tmp_path / "visa", categories=("candle",), n=3)
@@ -192,7 +192,7 @@ def test_generation_takes_bcm_backgrounds_from_a_dataset_root(tmp_path, sd_dir):
     """--normal-dir accepts a VisA root: the category's training normals (the split CSV's train rows) only."""
     from test_pipeline import dual_file
 
-    from anodiff.generate import generate, normal_images
+    from anodiff.generate.run import generate, normal_images
 
     root = visa(tmp_path / "visa", categories=("candle",), normals=6)
     assert [p.name for p in normal_images(root, "candle")] == ["0000.JPG", "0001.JPG", "0002.JPG", "0003.JPG"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anodiff.lora import BranchLoRA
-from anodiff.pairs import branch_ids
+from anodiff.model.lora import BranchLoRA
+from anodiff.model.pairs import branch_ids
 
 
 def naive_delta(lora: BranchLoRA, x: torch.Tensor, ids: torch.Tensor, strengths) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anodiff.lora import branch_lora_delta
-from anodiff.lora_fused import add_branch_lora
+from anodiff.model.lora import branch_lora_delta
+from anodiff.model.lora_fused import add_branch_lora
 
 
 @pytest.mark.parametrize("shape", [(4, 9, 16), (6, 3, 5, 16), (2, 16)])
@@ -41,7 +41,7 @@ def test_fused_add_keeps_gradients_and_mixed_dtypes():
 
 
 def test_merged_weights_equal_the_rank_path():
-    from anodiff.lora_fused import merge_pays, merged_branch_linear
+    from anodiff.model.lora_fused import merge_pays, merged_branch_linear
 
     g = torch.Generator().manual_seed(2)
     linear = torch.nn.Linear(16, 24)

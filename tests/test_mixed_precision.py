@@ -11,9 +11,9 @@ from test_train import config
 from tiny_diffusers import save_tiny_sd15
 
 from anodiff import load_dual
-from anodiff.base import load_sd15
-from anodiff.pipeline import DualAnoDiffPipeline
-from anodiff.train import Trainer
+from anodiff.sd15.load import load_sd15
+from anodiff.sd15.pipeline import DualAnoDiffPipeline
+from anodiff.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_accelerate_state")
 

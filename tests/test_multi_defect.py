@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_pipeline import dual_file
 
-from anodiff.multi_defect import (
+from anodiff.regions.multi_defect import (
     add_defects,
     check_disjoint,
     defects_coco,
@@ -18,7 +18,7 @@ from anodiff.multi_defect import (
     regions_from_labels,
     sample_disjoint,
 )
-from anodiff.stitch import grown_region
+from anodiff.regions.stitch import grown_region
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,8 +28,8 @@ def two_pipes(tmp_path_factory):
     from tiny_diffusers import randomize_, save_tiny_sd15
 
     from anodiff import DualAdapter, DualConfig, pack
-    from anodiff.base import load_sd15
-    from anodiff.pipeline import DualAnoDiffPipeline
+    from anodiff.sd15.load import load_sd15
+    from anodiff.sd15.pipeline import DualAnoDiffPipeline
 
     sd = save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
     first = dual_file()

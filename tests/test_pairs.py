@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anodiff.pairs import ANOMALY, GLOBAL, branch_ids, check_rows, interleave, pair_index, split
+from anodiff.model.pairs import ANOMALY, GLOBAL, branch_ids, check_rows, interleave, pair_index, split
 
 
 def test_interleave_order_and_split_roundtrip():

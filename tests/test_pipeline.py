@@ -9,10 +9,10 @@ import torch
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_text_encoder
 
 from anodiff import DualAdapter, DualConfig, DualWeightsError, pack
-from anodiff.base import load_sd15
-from anodiff.generate import generate, register
-from anodiff.pipeline import SCHEDULERS, DualAnoDiffPipeline
-from anodiff.text import add_text_lora, text_lora_state
+from anodiff.generate.run import generate, register
+from anodiff.sd15.load import load_sd15
+from anodiff.sd15.pipeline import SCHEDULERS, DualAnoDiffPipeline
+from anodiff.weights.text import add_text_lora, text_lora_state
 
 SIZE = 32
 FAST = {"height": SIZE, "width": SIZE, "steps": 2, "scheduler": "ddim", "progress": False}
@@ -272,7 +272,7 @@ def test_generate_with_a_region_writes_clipped_masks(sd_dir, weights, tmp_path):
 
 
 def test_generate_with_random_regions_on_the_object(sd_dir, weights, tmp_path):
-    from anodiff.regions import foreground_mask, sample_regions
+    from anodiff.regions.placement import foreground_mask, sample_regions
 
     class Disc:  # a stand-in for U²-Net-P: the object is the bright disc
         def saliency(self, image):
@@ -282,16 +282,16 @@ def test_generate_with_random_regions_on_the_object(sd_dir, weights, tmp_path):
     photo = np.full((32, 32, 3), 0.2, np.float32)
     photo[(yy - 16) ** 2 + (xx - 16) ** 2 < 12**2] = 0.8
     cv2.imwrite(str(tmp_path / "photo.png"), (photo * 255).astype(np.uint8))
-    import anodiff.regions
+    import anodiff.regions.placement
 
-    original = anodiff.regions.foreground_mask
-    anodiff.regions.foreground_mask = lambda image, model=None, **kw: original(image, model=Disc(), **kw)
+    original = anodiff.regions.placement.foreground_mask
+    anodiff.regions.placement.foreground_mask = lambda image, model=None, **kw: original(image, model=Disc(), **kw)
     try:
         report = generate(sd_dir, weights[0], tmp_path / "out", 2, batch_size=2, steps=2, scheduler="ddim", size=32,
                           mask_method="grey", progress=False, source=tmp_path / "photo.png", region="random",
                           region_size=(0.2, 0.3))  # fmt: skip
     finally:
-        anodiff.regions.foreground_mask = original
+        anodiff.regions.placement.foreground_mask = original
     assert report.written == 2
     fg = foreground_mask(photo, model=Disc(), erode=2)
     for i in range(2):

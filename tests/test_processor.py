@@ -7,8 +7,8 @@ import torch
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_unet
 
 from anodiff import DualAdapter, DualConfig
-from anodiff.processor import DualPass, DualUNet, install
-from anodiff.sites import SD15_SITES
+from anodiff.model.sites import SD15_SITES
+from anodiff.sd15.processor import DualPass, DualUNet, install
 
 
 def inputs(pairs=2, seed=0, hw=(8, 8)):

@@ -1,4 +1,4 @@
-"""Defect placement (``anodiff.regions``): random regions wholly on the object, reproducible, in the asked ranges."""
+"""Defect placement (``anodiff.regions.placement``): random regions wholly on the object, reproducible, in the asked ranges."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anodiff import regions
+from anodiff.regions import placement as regions
 
 H, W = 120, 160
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from anodiff.saim import SAIM
+from anodiff.model.saim import SAIM
 
 
 def naive_saim_delta(m: SAIM, out: torch.Tensor) -> torch.Tensor:

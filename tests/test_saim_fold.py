@@ -1,4 +1,4 @@
-"""SAIM folded for inference (anodiff.saim_fold) against the unfolded SAIM the trainer uses."""
+"""SAIM folded for inference (anodiff.model.saim_fold) against the unfolded SAIM the trainer uses."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from official_reference import install_official
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_unet
 
 from anodiff import DualAdapter, DualConfig, load_dual
-from anodiff.processor import DualPass, DualUNet
-from anodiff.saim import SAIM
-from anodiff.saim_fold import FoldCache, FoldedSAIM, inference_adapter
+from anodiff.model.saim import SAIM
+from anodiff.model.saim_fold import FoldCache, FoldedSAIM, inference_adapter
+from anodiff.sd15.processor import DualPass, DualUNet
 
 HALF_TOLERANCE = {torch.float16: 3e-3, torch.bfloat16: 2e-2}
 """Stated tolerance: max |folded half - unfolded fp32| / max |unfolded fp32 delta| at width 320 with PyTorch's
@@ -62,7 +62,7 @@ def test_folded_half_precision_stays_close_to_fp32_unfolded(dtype):
 def test_processor_folds_at_inference_only_and_equals_unfolded():
     import copy
 
-    from anodiff.processor import install
+    from anodiff.sd15.processor import install
 
     adapter = randomize_(DualAdapter(DualConfig(rank=4), TINY_CHANNELS, TINY_CONTEXT), std=0.05)
     g = torch.Generator().manual_seed(0)

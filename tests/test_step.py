@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
-from anodiff.step import add_noise, load_optimizer_tensors, make_optimizer, optimizer_tensors, pair_loss
+from anodiff.train.step import add_noise, load_optimizer_tensors, make_optimizer, optimizer_tensors, pair_loss
 
 
 def sd15_scheduler() -> DDPMScheduler:

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anodiff.stitch import BLENDS, Window, crop, crop_window, grown_region, region_box, stitch, stitch_mask
+from anodiff.regions.stitch import BLENDS, Window, crop, crop_window, grown_region, region_box, stitch, stitch_mask
 
 H, W = 1200, 1600
 

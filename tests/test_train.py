@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from anodiff import load_dual
-from anodiff.base import BaseModelError, load_sd15
-from anodiff.train import TrainConfig, Trainer, step_generator
+from anodiff.sd15.load import BaseModelError, load_sd15
+from anodiff.train.trainer import TrainConfig, Trainer, step_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -128,7 +128,7 @@ def test_dry_run_lists_the_split(base, data, capsys):
 def test_generate_from_a_trained_model_writes_the_tree(base, data, tmp_path):
     """Quality is the demo's job (a from-scratch model); here: a trained file goes through generate end to end."""
     from anodiff.cli import main
-    from anodiff.masks import extract_mask
+    from anodiff.data.masks import extract_mask
 
     model = Trainer(config(base, data, tmp_path / "run", steps=4, lr=3e-3)).run()
     out = tmp_path / "gen"
@@ -189,7 +189,7 @@ def test_latent_cache_gives_the_uncached_losses_with_far_fewer_encodes(base, dat
 
 
 def test_ranks_draw_different_batches_and_rank_zero_keeps_the_single_process_stream():
-    from anodiff.train import step_generator
+    from anodiff.train.trainer import step_generator
 
     draws = [torch.randint(1000, (8,), generator=step_generator(32, 5, rank)).tolist() for rank in range(3)]
     assert len({tuple(d) for d in draws}) == 3

@@ -8,9 +8,9 @@ from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_text_en
 
 from anodiff import DualAdapter, DualConfig, DualWeightsError, load_dual, pack
 from anodiff.cli import main as cli
-from anodiff.processor import DualPass, DualUNet
-from anodiff.text import add_text_lora, load_text_lora, text_lora_state
-from anodiff.weights import META_FIELDS, OPTIONAL_META_FIELDS
+from anodiff.sd15.processor import DualPass, DualUNet
+from anodiff.weights.schema import META_FIELDS, OPTIONAL_META_FIELDS
+from anodiff.weights.text import add_text_lora, load_text_lora, text_lora_state
 
 
 def inputs(seed=0):

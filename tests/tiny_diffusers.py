@@ -73,7 +73,7 @@ def tiny_vae(seed: int = 0):
 def save_tiny_sd15(
     folder: Path, channels: tuple[int, ...] = TINY_CHANNELS, context: int = TINY_CONTEXT, sd15_vae: bool = False
 ) -> Path:
-    """A diffusers-format folder with SD1.5's layout but tiny widths, loadable by ``anodiff.base.load_sd15``.
+    """A diffusers-format folder with SD1.5's layout but tiny widths, loadable by ``anodiff.sd15.load.load_sd15``.
 
     The real SD1 tokenizer files come from the ComfyUI copy that ``scripts/fetch_assets.py`` unpacks.
     ``sd15_vae``: SD1.5's VAE (random weights, 8x downsampling) instead of the tiny 2x one, for benchmarks.
@@ -86,7 +86,7 @@ def save_tiny_sd15(
     if sd15_vae:
         from diffusers import AutoencoderKL
 
-        from anodiff.sd15_config import VAE
+        from anodiff.sd15.config import VAE
 
         torch.manual_seed(0)
         AutoencoderKL.from_config({k: v for k, v in VAE.items() if not k.startswith("_")}).save_pretrained(folder / "vae")
@@ -100,7 +100,7 @@ def save_tiny_sd15(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         steps_offset=1, clip_sample=False,
     ).save_pretrained(folder / "scheduler")  # fmt: skip
-    from anodiff.sd15_config import MODEL_INDEX
+    from anodiff.sd15.config import MODEL_INDEX
 
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX))  # also usable as a single-file config folder
     return folder

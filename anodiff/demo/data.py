@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..masks import CANVAS
+from ..data.masks import CANVAS
 
 KINDS = ("scratch", "blob", "crack")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as OpenCV's RGB->grey

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..masks import overlay
+from ..data.masks import overlay
 
 CATEGORY = "synthetic"
 DEFECT = "defect"

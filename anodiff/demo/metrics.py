@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..masks import extract_mask, remove_small
+from ..data.masks import extract_mask, remove_small
 from .data import DARK_LUMA, luminance
 
 MIN_AREA = 3

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..pairs import BRANCHES, branch_ids
-from ..saim import SAIM
+from ..model.pairs import BRANCHES, branch_ids
+from ..model.saim import SAIM
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

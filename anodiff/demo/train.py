@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..pairs import interleave, split
-from ..precision import autocast, grad_scaler, training_step
+from ..common.precision import autocast, grad_scaler, training_step
+from ..model.pairs import interleave, split
 from .data import FewShotSet
 from .model import DualUNet
 

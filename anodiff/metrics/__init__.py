@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from ..assets import PACK_MODELS_DIR
+    from ..common.assets import PACK_MODELS_DIR
     from .assets import INCEPTION, INCEPTION_LOGITS, LPIPS_HEADS, VGG16, hint, install
 
     target = Path(args.models_dir) if args.models_dir else PACK_MODELS_DIR

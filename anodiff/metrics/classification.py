@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, recall_score
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..precision import autocast, grad_scaler, training_step
+from ..common.precision import autocast, grad_scaler, training_step
 from .localization import load_item
 
 log = logging.getLogger(__name__)

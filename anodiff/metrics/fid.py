@@ -28,7 +28,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric
 from tqdm.auto import tqdm
 
-from ..masks import as_float_image
+from ..common.imageio import as_float_image
 from .assets import INCEPTION, hint, inception_path
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
 def _load(item: ImageLike) -> np.ndarray:
     if isinstance(item, np.ndarray):
         return item
-    from ..data import read_image
+    from ..data.fewshot import read_image
 
     return read_image(item)
 

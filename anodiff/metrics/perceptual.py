@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..masks import as_float_image
+from ..common.imageio import as_float_image
 from .assets import LPIPS_HEADS, VGG16, hint, lpips_heads_path, vgg16_path
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import read_image, read_mask
+from ..data.fewshot import read_image, read_mask
 from . import alignment as al
 from .assets import inception_path
 from .tree import generated_folder, generated_pairs, real_normals, real_split
@@ -186,7 +186,7 @@ def evaluate(opts: EvalOptions) -> dict:
         raise ValueError(
             f"split must be floor/authors and reference one of {REFERENCES}, got {opts.split}, {opts.reference}"
         )
-    from ..layouts import detect_layout
+    from ..data.layouts import detect_layout
 
     layout = detect_layout(opts.real)
     folder, category = generated_folder(opts.generated, opts.category)

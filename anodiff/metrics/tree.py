@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import IMAGE_EXTENSIONS, DataError, find_samples, split_train
-from ..layouts import detect_layout
+from ..data.fewshot import IMAGE_EXTENSIONS, DataError, find_samples, split_train
+from ..data.layouts import detect_layout
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ RUN_TIMEOUT = 45.0
 
 
 def u2netp_available() -> bool:
-    from anodiff.assets import u2netp_path
+    from anodiff.common.assets import u2netp_path
 
     try:
         u2netp_path()

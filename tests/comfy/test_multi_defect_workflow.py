@@ -30,7 +30,7 @@ def test_two_defect_types_on_one_part_run_headless(server, tmp_path):  # noqa: F
     import torch
     from pack import import_pack
 
-    from anodiff.stitch import grown_region
+    from anodiff.regions.stitch import grown_region
 
     need_u2netp()
     from dual_files import write_dual_weights

@@ -11,7 +11,7 @@ from pack import import_pack
 from tiny import TINY_UNET_CONFIG, build_tiny_model
 
 from anodiff import DualAdapter, DualConfig, interleave, pack
-from anodiff.processor import DualPass, DualUNet
+from anodiff.sd15.processor import DualPass, DualUNet
 
 
 def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):

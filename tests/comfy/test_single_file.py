@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, save_tiny_sd15
 
-from anodiff.base import BaseModelError, load_sd15
-from anodiff.sd15_config import UNET, find_tokenizer, write_config_folder
+from anodiff.sd15.config import UNET, find_tokenizer, write_config_folder
+from anodiff.sd15.load import BaseModelError, load_sd15
 
 
 def ldm_checkpoint(sd, path):

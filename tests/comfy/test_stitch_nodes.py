@@ -14,7 +14,7 @@ from dual_files import write_dual_weights
 from pack import import_pack
 from tiny import build_tiny_model
 
-from anodiff.stitch import grown_region
+from anodiff.regions.stitch import grown_region
 
 
 @pytest.fixture

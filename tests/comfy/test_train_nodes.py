@@ -174,7 +174,7 @@ def test_trained_model_samples_like_saved_and_reloaded_weights(nodes, models_dir
     again = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(trained, "run", resumable=True)["result"][0]
     assert again == "run_00002.safetensors"  # never overwrites
     assert name in nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"].INPUT_TYPES()["required"]["lora_name"][0]
-    from anodiff.weights import load_dual
+    from anodiff.weights.load import load_dual
 
     meta = load_dual(models_dir / name, sd15_only=False).metadata
     assert meta["steps"] == "3" and meta["train_images"] == "3" and meta["prompt_anomaly"] == "sks"
@@ -323,7 +323,7 @@ def test_comfyui_training_forward_matches_the_diffusers_trainer_forward(nodes, m
     from tiny import build_tiny_model
 
     from anodiff import DualAdapter, DualConfig
-    from anodiff.processor import DualUNet
+    from anodiff.sd15.processor import DualUNet
 
     train_patch = sys.modules[nodes.__name__ + ".train_patch"]
     model = build_tiny_model()

@@ -15,7 +15,7 @@ import torch
 torch.set_num_threads(1)
 
 from anodiff import weights  # noqa: E402
-from anodiff.train import TrainConfig, Trainer  # noqa: E402
+from anodiff.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:

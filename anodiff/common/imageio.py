@@ -1,0 +1,140 @@
+"""Image files, the one place that reads and writes them: listing, decoding to float RGB in [0, 1], checking an
+in-memory image, and atomic PNG writes (a crash never leaves half a file)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_RANGE_TOLERANCE = 1e-3
+
+
+class DataError(ValueError):
+    """Training data that cannot be used, with the offending file or folder named."""
+
+
+def as_float_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``(H, W, 3)`` float32 in [0, 1] from a ``uint8`` or float RGB image; raises on anything else.
+
+    Float values a rounding error outside [0, 1] (VAE decodes) are clipped; values further out are an error,
+    because they usually mean a [-1, 1] image was passed.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array (H, W, 3), got {type(image).__name__}; convert a torch tensor with "
+            ".cpu().numpy() and pass one image of a batch"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        hint = " (a grey image: stack it to 3 channels)" if image.ndim == 2 else ""
+        hint = " (drop alpha with image[..., :3])" if image.ndim == 3 and image.shape[2] == 4 else hint
+        hint = " (a batch: pass one image at a time)" if image.ndim == 4 else hint
+        raise ValueError(f"{name} must be an RGB image of shape (H, W, 3), got shape {image.shape}{hint}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {image.shape})")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"{name} must be uint8 or float in [0, 1], got dtype {image.dtype}")
+    out = image.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -_RANGE_TOLERANCE or hi > 1.0 + _RANGE_TOLERANCE:
+        raise ValueError(
+            f"{name} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; map a [-1, 1] image with (x + 1) / 2"
+        )
+    return np.clip(out, 0.0, 1.0)
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    images = sorted((p for p in folder.iterdir() if is_image(p)), key=lambda p: p.name)
+    if not images:
+        raise DataError(f"folder {folder} holds no images (expected {', '.join(IMAGE_EXTENSIONS)} files)")
+    return images
+
+
+def _decode(path: Path, what: str) -> np.ndarray:
+    """Raw pixels as stored (cv2 order, any depth); ``np.fromfile`` + ``imdecode`` copes with non-ASCII paths."""
+    try:
+        raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error) as err:
+        raise DataError(f"cannot read {what} {path}: {err}") from err
+    if raw is None or raw.size == 0:
+        raise DataError(f"cannot read {what} {path}: not a readable image file")
+    return raw
+
+
+def _to_unit(raw: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / 255.0
+    if raw.dtype == np.uint16:
+        return raw.astype(np.float32) / 65535.0
+    if np.issubdtype(raw.dtype, np.floating) and np.isfinite(raw).all():
+        return np.clip(raw.astype(np.float32), 0.0, 1.0)
+    raise DataError(f"{what} {path} has pixel type {raw.dtype}; expected 8-bit, 16-bit or float in [0, 1]")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """``(H, W, 3)`` float32 RGB in [0, 1]; grey is replicated, alpha dropped, 16-bit scaled."""
+    path = Path(path)
+    x = _to_unit(_decode(path, "image"), path, "image")
+    if x.ndim == 2 or x.shape[2] in (1, 2):
+        grey = x if x.ndim == 2 else x[..., 0]
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    return np.ascontiguousarray(x[..., 2::-1])  # BGR(A) -> RGB
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """``(H, W)`` float32 in [0, 1]; a colour mask counts its brightest channel."""
+    path = Path(path)
+    x = _to_unit(_decode(path, "mask"), path, "mask")
+    return x if x.ndim == 2 else np.ascontiguousarray(x[..., :3].max(axis=2))
+
+
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Atomic PNG write: encode, write a temporary file beside the target, rename over it.
+
+    image: (H, W, 3) float in [0, 1] or uint8 RGB, or (H, W) uint8 grey.
+    """
+    if image.dtype != np.uint8:
+        image = np.round(as_float_image(image, str(path)) * 255.0).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_atomic(path, data.tobytes())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; decoded from bytes so non-ASCII paths work on every OS."""
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

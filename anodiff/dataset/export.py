@@ -1,0 +1,359 @@
+"""Export (image, mask) pairs as a dataset that detectors and anomaly-detection code read: MVTec AD and COCO.
+
+Layout, under ``out_dir``::
+
+    <category>/test/<anomaly>/000.png                the image (every format)
+    <category>/ground_truth/<anomaly>/000_mask.png   the mask, 0/255 ("mvtec")
+    annotations/<category>.json                      COCO instances ("coco"); one file per object category,
+                                                     its COCO categories are the anomaly types
+
+Exports add, never replace: numbering continues after the highest index already in the folders or the COCO
+file, a file is created only if its name is free (hard link from a temporary file, which fails instead of
+overwriting), and each call's COCO records go to a JSON-lines shard of its own that ``merge_coco`` turns into the
+COCO file (``anodiff.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
+``out_dir``. Each 8-connected component of a mask is one annotation (``instances="component"``, what detectors
+train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
+and bbox come from pycocotools.
+
+``register`` adds ``anodiff export``, which reads a tree written by ``anodiff generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..common.imageio import as_float_image, read_rgb
+from . import coco
+from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
+from .sidecar import defect_instances, pair_sidecar
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("mvtec", "coco")
+
+
+@dataclass(frozen=True)
+class TreePair:
+    """One pair of an MVTec-style tree; ``part`` is the anomaly branch's image when the tree has one."""
+
+    category: str
+    anomaly: str
+    index: int
+    image: Path
+    mask: Path
+    part: Path | None = None
+
+
+@dataclass
+class ExportReport:
+    """What one ``export_dataset`` call wrote: pair indices, files, and the COCO file and its new annotations."""
+
+    root: Path
+    category: str
+    anomaly: str
+    formats: tuple[str, ...]
+    indices: list[int] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    masks: list[Path] = field(default_factory=list)
+    coco: Path | None = None
+    annotations: int = 0
+    empty_masks: int = 0
+
+    def summary(self) -> str:
+        if not self.indices:
+            return f"{self.category}/{self.anomaly}: nothing to export"
+        span = f"{self.indices[0]:03d}-{self.indices[-1]:03d}"
+        coco = f", {self.annotations} COCO annotation(s) in {self.coco}" if self.coco else ""
+        empty = f", {self.empty_masks} with an empty mask" if self.empty_masks else ""
+        return f"{self.root / self.category}: {len(self.indices)} {self.anomaly} pair(s) as {span}{coco}{empty}"
+
+
+def parse_formats(fmt: str | Sequence[str]) -> tuple[str, ...]:
+    """``("mvtec", "coco")`` from ``"mvtec,coco"``, ``"mvtec+coco"`` or a sequence; unknown names are an error."""
+    names = fmt.replace("+", ",").split(",") if isinstance(fmt, str) else list(fmt)
+    names = [n.strip().lower() for n in names if n.strip()]
+    bad = [n for n in names if n not in FORMATS]
+    if bad or not names:
+        raise ValueError(f"fmt must name one or more of {', '.join(FORMATS)}, got {fmt!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def as_bool_mask(mask: Any, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """``(H, W)`` bool from a bool, float (> 0.5) or integer (0/1 or 0/255) mask of the given ``(H, W)``."""
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[..., 0]
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name} must have the image's size {tuple(shape)}, got shape {m.shape}")
+    if m.dtype == bool:
+        return m
+    if np.issubdtype(m.dtype, np.integer):
+        return m > (127 if m.max(initial=0) > 1 else 0)
+    if np.issubdtype(m.dtype, np.floating):
+        return m > 0.5
+    raise TypeError(f"{name} must be bool, float or integer, got dtype {m.dtype}")
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or value.strip() in ("", ".", "..") or any(c in value for c in "/\\"):
+        raise ValueError(f"{what} must be a plain folder name, got {value!r}")
+    return value.strip()
+
+
+def _index_of(name: str) -> int | None:
+    head = name.split(".")[0].split("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _write(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write to a temporary file beside ``path``, then rename over it (``overwrite``) or hard-link it, which
+    fails when ``path`` exists; the check-then-rename fall-back is for file systems without hard links."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists; export never overwrites a file") from None
+        except OSError:
+            if path.exists():
+                raise FileExistsError(f"{path} exists; export never overwrites a file") from None
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` atomically; ``FileExistsError`` if it exists."""
+    _write(path, data, overwrite=False)
+
+
+def write_replace(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically (temporary file, then ``os.replace``)."""
+    _write(path, data, overwrite=True)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` RGB image (uint8 or float in [0, 1]) or an ``(H, W)`` uint8 mask."""
+    if image.ndim == 3:
+        if image.dtype != np.uint8:
+            image = np.round(as_float_image(image) * 255.0).astype(np.uint8)
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return data.tobytes()
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
+    mask = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ValueError(f"{path}: not a readable mask")
+    return mask > (127 if mask.max(initial=0) > 1 else 0)
+
+
+def find_pairs(root: str | Path, category: str | None = None, anomaly: str | None = None) -> list[TreePair]:
+    """The pairs of an MVTec-style tree, sorted by category, anomaly and index: ``test/<anomaly>/NNN.png`` with
+    ``ground_truth/<anomaly>/NNN_mask.png``. Folders without masks (MVTec's ``good``) are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    categories = [category] if category else sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
+    pairs = []
+    for cat in categories:
+        test = root / cat / "test"
+        if not test.is_dir():
+            raise FileNotFoundError(f"{test} not found: no category {cat!r} in {root}")
+        anomalies = [anomaly] if anomaly else sorted(p.name for p in test.iterdir() if p.is_dir())
+        for anom in anomalies:
+            folder = test / anom
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} not found: no anomaly type {anom!r} in {cat}")
+            found = []
+            for image in sorted(folder.glob("*.png")):
+                index = _index_of(image.name)
+                mask = root / cat / "ground_truth" / anom / f"{image.stem}_mask.png"
+                if index is None or image.name.startswith("."):
+                    continue
+                if not mask.is_file():
+                    log.warning("%s has no mask %s: skipped", image, mask.name)
+                    continue
+                part = root / cat / "anomaly_part" / anom / image.name
+                found.append(TreePair(cat, anom, index, image, mask, part if part.is_file() else None))
+            pairs += sorted(found, key=lambda p: p.index)
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no pairs (<category>/test/<anomaly>/NNN.png with ground_truth masks)")
+    return pairs
+
+
+def export_dataset(
+    images: Iterable[np.ndarray],
+    masks: Iterable[Any],
+    out_dir: str | Path,
+    category: str,
+    anomaly: str,
+    fmt: str | Sequence[str] = FORMATS,
+    start: int | None = None,
+    instances: str = "component",
+    merge: bool = True,
+    sidecars: Iterable[tuple[dict | None, np.ndarray | None]] | None = None,
+) -> ExportReport:
+    """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
+
+    images: ``(H, W, 3)`` uint8 or float in [0, 1] each (a ``(B, H, W, 3)`` array works); masks: ``(H, W)`` each,
+    bool, float (> 0.5) or integer (0/1, 0/255). Both may be generators. start: the first index, which must be
+    free (default: the next free one). Each pair costs the same however large the dataset: its index is claimed
+    by creating its image file, its COCO record appended to this call's shard. merge: rebuild the COCO file from
+    the shards at the end (reads them all; pass False when exporting batch by batch and call ``merge_coco``
+    once at the end). Several processes may export into one ``out_dir`` at the same time.
+    sidecars: per pair ``(record, label mask)`` from ``anodiff.sidecar`` (either may be None): the record goes into
+    the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
+    defect id instead of per component.
+    """
+    formats = parse_formats(fmt)
+    category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
+    if instances not in INSTANCES:
+        raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
+    if hasattr(images, "__len__") and hasattr(masks, "__len__") and len(images) != len(masks):
+        raise ValueError(f"masks: {len(masks)} masks for {len(images)} images; give one mask per image")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+    root = Path(out_dir)
+    folder = root / category
+    report = ExportReport(root, category, anomaly, formats)
+    taken = {
+        i for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
+        for i in map(_index_of, os.listdir(folder / sub / anomaly)) if i is not None
+    }  # fmt: skip
+    shard = None
+    floor = 0
+    if "coco" in formats:
+        _rle_tools()  # fail before writing anything
+        coco.adopt_legacy(root, category)  # also refuses a file that is not COCO, before anything is written
+        floor = coco.next_index(root, category, anomaly)
+    following = max(max(taken, default=-1) + 1, floor)
+    if start is not None and start in taken:
+        raise FileExistsError(f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
+                              f"{following}, or leave start unset")  # fmt: skip
+    index = following if start is None else start
+    extras = iter(sidecars) if sidecars is not None else None
+    try:
+        for image, mask in zip(images, masks, strict=True):
+            meta, label = next(extras, (None, None)) if extras is not None else (None, None)
+            rgb = np.round(as_float_image(image) * 255.0).astype(np.uint8)
+            m = as_bool_mask(mask, rgb.shape[:2])
+            index, image_path = _claim(folder, anomaly, index, encode_png(rgb), start is None, start)
+            report.images.append(image_path)
+            name = f"{index:03d}"
+            if "mvtec" in formats:
+                report.masks.append(folder / "ground_truth" / anomaly / f"{name}_mask.png")
+                write_new(report.masks[-1], encode_png(m.astype(np.uint8) * 255))
+            if "coco" in formats:
+                if shard is None:
+                    shard = coco.ShardWriter(root, category)
+                anns = defect_instances(label, m, (meta or {}).get("defect_types")) if label is not None else coco_instances(m, instances)
+                shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns,
+                          {"anodiff": meta} if meta else None)  # fmt: skip
+                report.annotations += len(anns)
+            report.indices.append(index)
+            report.empty_masks += int(not m.any())
+            index += 1
+    finally:
+        if shard is not None:
+            shard.close()
+            if report.indices:  # a failure before the first pair finished must not hide its own error
+                coco.record_next_index(root, category, anomaly, max(report.indices) + 1)
+            if merge:
+                report.coco = coco.merge_coco(root, category)
+    if "coco" in formats and report.coco is None and merge:
+        report.coco = coco.coco_path(root, category)
+    if report.empty_masks:
+        log.warning("%d exported pair(s) have an empty mask; run the pair filter first", report.empty_masks)
+    return report
+
+
+def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:
+    """Create the image of the first free index from ``index`` (only ``index`` itself when not ``search``): the
+    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice."""
+    while True:
+        path = folder / "test" / anomaly / f"{index:03d}.png"
+        try:
+            write_new(path, png)
+            return index, path
+        except FileExistsError:
+            if not search:
+                raise FileExistsError(f"start={start}: pair {index:03d} already exists in {folder}; leave start "
+                                      "unset to take the next free index") from None  # fmt: skip
+            index += 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        formats = parse_formats(args.format)
+        source, out = Path(args.from_dir), Path(args.out)
+        if out.resolve() == source.resolve():
+            raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
+        pairs = find_pairs(source, args.category, args.anomaly)
+        for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
+            group = list(group)
+            report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
+                                    category, anomaly, formats, instances=args.instances, merge=False,
+                                    sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
+            print(report.summary())
+        if "coco" in formats:
+            for category in sorted({p.category for p in pairs}):
+                print(f"COCO file {merge_coco(out, category)}")
+    except (ValueError, ImportError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"anodiff export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``export`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a generated tree as an MVTec AD tree and/or COCO instance annotations",
+        description=(
+            "Adds every pair (test/<anomaly>/NNN.png with its ground_truth mask) of a tree written by anodiff "
+            "generate to OUT: numbering continues after what OUT already holds, nothing is overwritten, and "
+            "OUT/annotations/<category>.json gains the new images and annotations."
+        ),
+    )
+    add = p.add_argument
+    add("--from", dest="from_dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
+    add("--format", default="mvtec,coco", help="mvtec, coco or mvtec,coco (default: both)")
+    add("--category", default=None, help="only this category (default: all)")
+    add("--anomaly", default=None, help="only this anomaly type (default: all)")
+    add("--instances", choices=INSTANCES, default="component",
+        help="one COCO annotation per connected component (default) or per mask")  # fmt: skip
+    p.set_defaults(func=_run)
+    return p
+
+
+__all__ = [
+    "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
+    "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "register", "write_new",
+    "write_replace",
+]  # fmt: skip

@@ -1,0 +1,411 @@
+"""``anodiff generate``: a synthetic MVTec-style anomaly set (image, mask, anomaly part) from one weight file.
+
+Layout, under ``<out>/<category>/``::
+
+    test/<anomaly>/000.png                whole anomaly image
+    ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
+    anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
+    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (anodiff.sidecar)
+    labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k
+    .anodiff-generate-<anomaly>.json      the settings the pairs were made with
+
+Resuming: pair ``i`` (seed ``seed + i``) is skipped when its three files exist, and generated again (with a
+warning) when only some do or the settings file lists it as pending; every file is written to a temporary
+name and renamed, so none is ever half written. Dataset scale: ``shard=(k, n)`` (or torchrun/accelerate
+launch's RANK and WORLD_SIZE) takes batches ``b`` with ``b % n == k`` of the fixed batches
+``[b * batch_size, (b + 1) * batch_size)``, so every pair is computed in the same batch as in one process and
+the shards' union is byte-identical to a single run; the settings file is read and updated under a short lock,
+so concurrent shards never clobber each other's pending pairs. Masks and PNGs are written by a thread pool
+while the next batch samples. Existing pairs are only resumed when the settings file
+matches the current settings; folders that hold files this command did not write, or pairs made with other
+settings, are an error unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any
+older pair above them pending. Nothing is ever deleted. The sidecar is written before the PNGs, so a complete
+pair has one; a kept pair whose sidecar names another photo than ``--source`` now gives it is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..common.imageio import as_float_image, read_rgb, write_png
+from ..data.masks import METHODS, U2NetP, extract_mask
+from ..dataset.sidecar import label_path, sidecar_path, write_sidecar
+from ..regions.stitch import BLENDS
+from ..sd15.pipeline import SCHEDULERS
+from ..weights.load import load_dual
+from .plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
+from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DUAL_DEFAULTS = (100, 2.5)
+"""The authors' steps and guidance for the dual model (``inference_mvtec_split.py``: PNDM, 100 steps, CFG 2.5)."""
+BCM_DEFAULTS = (50, 2.0)
+"""... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+@dataclass
+class GenerateReport:
+    """What one ``generate`` call did; ``written``/``skipped``/``redone`` count pairs."""
+
+    folder: Path
+    written: int = 0
+    skipped: int = 0
+    redone: int = 0
+    empty_masks: int = 0
+    indices: list[int] = field(default_factory=list)
+
+
+def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path]:
+    """(whole image, mask, anomaly part) of pair ``index`` under ``<out>/<category>``."""
+    name = f"{index:03d}"
+    return (
+        folder / "test" / anomaly / f"{name}.png",
+        folder / "ground_truth" / anomaly / f"{name}_mask.png",
+        folder / "anomaly_part" / anomaly / f"{name}.png",
+    )
+
+
+def normal_images(folder: Path, category: str | None = None) -> list[Path]:
+    """BCM backgrounds, sorted by name (the authors' unsorted listing made runs irreproducible): the images of a
+    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.layouts``), the defect-free training
+    images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"normal images folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if files:
+        return files
+    from ..data.fewshot import normal_images as dataset_normals
+
+    try:
+        return dataset_normals(folder, category)
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
+        raise FileNotFoundError(
+            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from, and not a dataset root "
+            f"with normal images of category {category!r} ({exc})"
+        ) from exc
+
+
+class Backgrounds:
+    """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
+
+    Pair ``i`` gets image ``(i // every) % n``, so a resumed run gives a pair the background it had.
+    """
+
+    def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
+        self.files, self.size, self.every, self.saliency = files, size, every, saliency
+        self._cache: dict[int, np.ndarray] = {}
+
+    def for_pair(self, index: int) -> np.ndarray:
+        k = (index // self.every) % len(self.files)
+        if k not in self._cache:
+            image = as_float_image(read_rgb(self.files[k]))
+            shrink = image.shape[0] * image.shape[1] > self.size * self.size
+            image = cv2.resize(
+                image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+            self._cache[k] = image * (1.0 - self.saliency.saliency(image)[..., None])
+        return self._cache[k]
+
+
+def _check_name(value: str, what: str) -> str:
+    if not value or value in (".", "..") or any(c in value for c in "/\\"):
+        raise ValueError(f"{what} must be a plain folder name, got {value!r}")
+    return value
+
+
+def _check_args(
+    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int
+) -> None:
+    for name, value in (("count", count), ("batch_size", batch_size), ("background_every", every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 8:
+        raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if mask_method not in METHODS:
+        raise ValueError(f"mask_method must be one of {', '.join(METHODS)}, got {mask_method!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The UNet's dtype name: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        return "fp16" if str(device).startswith("cuda") else "fp32"
+    return dtype
+
+
+def generate(
+    base_path: str | os.PathLike,
+    weights_path: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    count: int,
+    category: str = "object",
+    anomaly: str = "defect",
+    batch_size: int = 4,
+    seed: int = 0,
+    steps: int | None = None,
+    cfg: float | None = None,
+    scheduler: str = "pndm",
+    size: int = 512,
+    mask_method: str = "u2netp",
+    threshold: float = 0.5,
+    normal_dir: str | os.PathLike | None = None,
+    background_every: int = 50,
+    force: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    source: str | os.PathLike | None = None,
+    region: str | os.PathLike | None = None,
+    feather: int = 4,
+    region_size: tuple[float, float] = (0.05, 0.2),
+    dtype: str = "auto",
+    shard: str | tuple[int, int] | None = None,
+    workers: int = 2,
+    context: float = 2.0,
+    working: int | None = None,
+    defects: int = 1,
+    blend: str = "feather",
+    region_ids: bool = False,
+) -> GenerateReport:
+    """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
+
+    steps/cfg default to the authors' settings: 100 / 2.5, or 50 / 2.0 with ``normal_dir`` (BCM backgrounds).
+    source + region (image files): region control; the defect only inside the region, the photo elsewhere, the
+    mask clipped to the region. region="random": pair i gets its own region on the photo's object (U²-Net-P),
+    sampled from seed + i with sides in ``region_size`` (fractions of the image side); a batch holds a
+    different region in each pair.
+    dtype: the UNet's dtype (``auto``: fp16 on CUDA, else fp32; the VAE always decodes in fp32). shard: ``"k/n"``
+    or ``(k, n)``, default from RANK/WORLD_SIZE (module docstring). workers: threads for masks and PNG writes.
+    Region control works on each photo at its own size (``anodiff.region_plan``): source may be a folder (pair i
+    takes photo i % n), each defect is made in a crop window of ``context`` times its region at the ``working``
+    size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
+    or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.sidecar``).
+    """
+    _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
+    shard = parse_shard(shard)
+    if device is None:
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dtype_name = resolve_dtype(dtype, device)
+    folder = Path(out_dir) / _check_name(category, "category")
+    _check_name(anomaly, "anomaly")
+    several = [Path(w) for w in weights_path] if isinstance(weights_path, (list, tuple)) else [Path(weights_path)]
+    base_path, weights_path = Path(base_path), several[0]
+    if not base_path.exists():
+        raise FileNotFoundError(f"base model not found: {base_path}")
+    dual = load_dual(weights_path)
+    more = [load_dual(w) for w in several[1:]]  # a defect type per model: defect k uses model k % n
+    files = None
+    if normal_dir is not None:
+        if not dual.config.bcm:
+            raise ValueError(f"normal_dir given, but {weights_path} was trained without BCM; drop --normal-dir")
+        files = normal_images(Path(normal_dir), category)
+    elif dual.config.bcm:
+        log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    working = size if working is None else working
+    plan = make_plan(source, region, seed, region_size, context, working, feather, blend, defects, region_ids)
+    if more:
+        check_models(several, [dual, *more], plan, files is not None)
+    default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
+    steps = default_steps if steps is None else steps
+    cfg = default_cfg if cfg is None else float(cfg)
+    settings = settings_of(
+        base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
+        mask_method=mask_method, threshold=threshold, background_every=background_every,
+        normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
+        source=str(Path(source).resolve()) if source else None,
+        region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
+        feather=feather, region_size=list(region_size), dtype=dtype_name,
+        **({"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
+           if plan else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))),
+    )  # fmt: skip
+    if more:  # one file keeps the record's old form
+        settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
+    record, owed = open_record(folder, anomaly, settings, force)
+
+    report = GenerateReport(folder)
+    todo = []
+    mine = {i for batch in shard_batches(list(range(count)) + sorted(owed), batch_size, shard) for i in batch}
+    for i in range(count):
+        if i not in mine:
+            continue
+        present = sum(p.is_file() for p in pair_paths(folder, anomaly, i))
+        if present == 3 and not force and i not in owed:
+            check_source(sidecar_path(folder, anomaly, i), plan, i)
+            report.skipped += 1
+            continue
+        if present and not force:
+            log.warning("pair %d was left unfinished (%d of 3 files): generating it again", i, present)
+            report.redone += 1
+        todo.append(i)
+    if not todo:
+        return report
+
+    from ..common.precision import torch_dtype
+    from ..sd15.load import load_sd15
+    from ..sd15.pipeline import DualAnoDiffPipeline
+
+    pipe = [DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype(dtype_name)), d, device=device) for d in (dual, *more)]
+    u2net = U2NetP() if (mask_method == "u2netp" or files) else None
+    backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
+    if plan is not None and u2net is not None:
+        plan.source.saliency = u2net
+    update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
+
+    def finish(indices: list[int], futures: list[Future]) -> None:
+        for i, done in zip(indices, futures):
+            empty = done.result()
+            report.written += 1
+            report.empty_masks += int(empty)
+            report.indices.append(i)
+        update_pending(record, settings, done=set(indices))
+        bar.update(len(indices))
+
+    with (
+        tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anodiff-write") as pool,
+    ):
+        writing: deque[tuple[list[int], list[Future]]] = deque()
+        meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
+                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "anomaly": anomaly}  # fmt: skip
+        for group in shard_batches(todo, batch_size, shard):
+            if plan is not None:
+                works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
+                                     background_for=backgrounds.for_pair if backgrounds else None)  # fmt: skip
+                futures = [
+                    pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
+                                label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
+                                mask_method, threshold, u2net,
+                                {**meta, "pair": w.pair, "seed": seed + w.pair})
+                    for w in works
+                ]  # fmt: skip
+                writing.append((group, futures))
+                while len(writing) > 1:
+                    finish(*writing.popleft())
+                continue
+            batch = pipe[0](
+                len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
+                backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
+            )  # fmt: skip
+            futures = [
+                pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
+                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size]})
+                for i, image, part in zip(group, batch.images, batch.anomaly_parts)
+            ]  # fmt: skip
+            writing.append((group, futures))
+            while len(writing) > 1:  # the GPU samples batch b while batch b - 1 is written
+                finish(*writing.popleft())
+        while writing:
+            finish(*writing.popleft())
+    return report
+
+
+def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
+    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread); True when the mask is empty."""
+    mask = extract_mask(part, mask_method, threshold, model=u2net)
+    write_sidecar(sidecar_path(folder, anomaly, i), meta)
+    image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
+    write_png(image_path, image)
+    write_png(part_path, part)
+    write_png(mask_path, mask.astype(np.uint8) * 255)
+    return not mask.any()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        report = generate(
+            args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
+            category=args.category, anomaly=args.anomaly,
+            batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
+            size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
+            background_every=args.background_every, force=args.force, device=args.device,
+            source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
+            dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
+            defects=args.defects, blend=args.blend, region_ids=args.region_ids,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"anodiff generate: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
+        f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``generate`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "generate",
+        help="generate an MVTec-style set of anomaly images, masks and anomaly parts",
+        description=(
+            "Writes <out>/<category>/{test,ground_truth,anomaly_part}/<anomaly>/. Resumable: pairs whose three "
+            "files exist are skipped, so running again with a larger --count adds pairs; pair i always uses seed+i."
+        ),
+    )
+    add = p.add_argument
+    add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
+    add("--weights", required=True, nargs="+", metavar="FILE",
+        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")
+    add("--out", required=True, metavar="DIR", help="root of the generated dataset")
+    add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
+    add("--category", default="object", help="MVTec category folder name (default: object)")
+    add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
+    add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
+    add("--seed", type=int, default=0, help="pair i uses seed + i (default: 0)")
+    add("--steps", type=int, default=None, help="denoising steps (default, as the authors: 100; 50 with --normal-dir)")
+    add("--cfg", type=float, default=None, help="guidance (default, as the authors: 2.5; 2.0 with --normal-dir)")
+    add("--scheduler", choices=SCHEDULERS, default="pndm", help="sampler (default: pndm, as the authors)")
+    add("--size", type=int, default=512, help="image side in pixels (default: 512)")
+    add("--mask-method", choices=METHODS, default="u2netp", help="mask from the anomaly part (default: u2netp)")
+    add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
+    add("--normal-dir", default=None, metavar="DIR",
+        help="BCM backgrounds (BCM files only): a folder of normal images, or a dataset root (MVTec AD, MPDD, BTAD, "
+             "VisA) whose --category training normals are used")  # fmt: skip
+    add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
+    add("--source", default=None, metavar="IMAGE|DIR",
+        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")
+    add("--region", default=None, metavar="MASK",
+        help="region control: where the defect may go (white), or 'random' for regions on each photo's object")
+    add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
+    add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
+    add("--context", type=float, default=2.0,
+        help="crop window side as a multiple of the region's box, snapped to 64 px (default 2.0)")
+    add("--working", type=int, default=None, help="the crop's longer side when generating (default: --size)")
+    add("--blend", choices=BLENDS, default="feather",
+        help="paste back with a feathered edge or OpenCV Poisson blending (default feather)")
+    add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
+        help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
+    add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
+    add("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    add("--dtype", choices=DTYPES, default="auto",
+        help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU); the VAE always decodes in fp32")
+    add("--shard", default=None, metavar="K/N",
+        help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
+    add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
+    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
+    p.set_defaults(func=_run)
+    return p

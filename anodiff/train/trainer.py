@@ -1,0 +1,345 @@
+"""Few-shot DualAnoDiff training: per-branch UNet LoRA + SAIM (+ BCM) + shared text-encoder LoRA on frozen SD1.5.
+
+Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) comes from a generator seeded with
+``(seed, k, rank)``, so a run resumed from a checkpoint continues exactly like the uninterrupted run, and under
+``accelerate launch``/``torchrun`` each process trains on its own batch (data parallel: the effective batch is
+``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
+VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
+encode would. Checkpoints (two safetensors files written atomically by the main process: the model in the
+weight-file schema, usable as it is, and the optimiser state), previews and the final file are written once. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from ..common.precision import torch_dtype
+from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
+from ..model.dual import DualAdapter
+from ..sd15.processor import DualPass, DualUNet
+from ..weights.load import load_dual
+from ..weights.schema import pack, save_dual
+from ..weights.text import add_text_lora, load_text_lora, text_lora_state
+from .step import (
+    apply_gradients,
+    cache_slots,
+    draw_batch,
+    interleave_rows,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    pair_loss,
+    step_generator,
+)
+from .step import make_optimizer as build_optimizer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
+
+    base: str = field(metadata={"help": "SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint."})
+    data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
+    output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
+    category: str | None = None
+    anomaly: str | None = None
+    name: str | None = field(default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."})
+    steps: int = 5000
+    batch_size: int = 4
+    lr: float = 2e-5
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    rank: int = 32
+    text_rank: int = 32
+    train_text_encoder: bool = True
+    saim: bool = True
+    saim_zero_init: bool = False
+    bcm: bool = False
+    resolution: int = 512
+    flips: bool = True
+    split: str = "floor"
+    prompt_global: str = PROMPT_GLOBAL
+    prompt_anomaly: str = PROMPT_ANOMALY
+    seed: int = 32
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
+    gradient_checkpointing: bool = False
+    adam8bit: str = field(default="auto", metadata={"help": "auto (bitsandbytes on CUDA when installed), on, off."})
+    cache_latents: bool = field(default=True, metadata={"help": "Encode each (image, flips) once, not every step."})
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("floor", "authors"):
+            raise ValueError(f"split must be 'floor' or 'authors', got {self.split!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for key in ("steps", "batch_size", "checkpoint_every", "preview_every", "resolution"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+    @property
+    def model_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = [p for p in (self.category, self.anomaly) if p]
+        return "_".join(parts) or "dualanodiff"
+
+    @property
+    def dual_config(self) -> DualConfig:
+        return DualConfig(
+            rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm, text_rank=self.text_rank
+        )
+
+
+class DualTrainModel(nn.Module):
+    """The trainable model behind one forward (what accelerate/DDP wrap): frozen UNet + adapter + text encoder."""
+
+    def __init__(self, dual_unet: DualUNet, text_encoder: nn.Module, prompt_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.dual_unet, self.text_encoder = dual_unet, text_encoder
+        self.register_buffer("prompt_ids", prompt_ids, persistent=False)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy: (2B, 4, h, w) interleaved pairs; timesteps: (2B,); background: (B, 4, h, w) noised, or None."""
+        pairs = noisy.shape[0] // 2
+        context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
+        context = context.repeat(pairs, 1, 1)
+        return self.dual_unet(noisy, timesteps, context, run=DualPass(), background=background,
+                              background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
+
+
+def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    return build_optimizer(params, config.lr, config.weight_decay, config.adam8bit, device)
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """The newest step whose model and optimiser files both exist (an interrupted write leaves only temp files)."""
+    found = []
+    for path in folder.glob("step-*.safetensors"):
+        m = CHECKPOINT.match(path.name)
+        if m and path.with_suffix(".state.safetensors").is_file():
+            found.append((int(m[1]), path))
+    return max(found) if found else None
+
+
+class Trainer:
+    """Builds the model and data from a ``TrainConfig`` and runs (or resumes) the loop."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate import Accelerator
+
+        from ..data import fewshot
+        from ..sd15.load import load_sd15
+
+        self.config = config
+        self.out = Path(config.output)
+        self.final = self.out / f"{config.model_name}.safetensors"
+        self.ckpt_dir = self.out / "checkpoints"
+        if self.final.exists() and not (config.force or config.resume):
+            raise FileExistsError(f"{self.final} exists; pass --force to train again or --resume to continue")
+        samples = fewshot.find_samples(config.data, config.category, config.anomaly)
+        self.samples = fewshot.split_train(samples, config.split)
+        fewshot.validate_samples(self.samples)
+        self.dataset = fewshot.FewShotDataset(
+            self.samples, resolution=config.resolution, flips=config.flips, background=config.bcm, seed=config.seed
+        )
+        # cpu=True is what makes accelerate pick gloo (MULTI_CPU) for several processes without a GPU
+        gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
+        device = self.accelerator.device
+        self.sd = load_sd15(config.base)
+        weight_dtype = torch_dtype(config.mixed_precision)
+        self.sd.vae.to(device, dtype=torch.float32)
+        self.sd.unet.to(device, dtype=weight_dtype)
+        channels, context = self.sd.widths
+        torch.manual_seed(config.seed)
+        self.adapter = DualAdapter(config.dual_config, channels, context).to(device)
+        text_encoder = self.sd.text_encoder.to(device)
+        if config.train_text_encoder:
+            add_text_lora(text_encoder, config.text_rank, float(config.text_rank))
+        if config.gradient_checkpointing:
+            self.sd.unet.enable_gradient_checkpointing()
+            if config.train_text_encoder:
+                text_encoder.gradient_checkpointing_enable()
+        ids = self.sd.tokenizer([config.prompt_global, config.prompt_anomaly], padding="max_length",
+                                max_length=min(self.sd.tokenizer.model_max_length, 77), truncation=True,
+                                return_tensors="pt").input_ids  # fmt: skip
+        self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
+        self.optimizer = make_optimizer(trainable_parameters(self.model), config, device)
+        self.step = 0
+        self._posteriors: dict[tuple, torch.Tensor] = {}
+        self.encodes = 0  # VAE encoder calls: what the latent cache saves
+        if config.resume:
+            self._resume()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self._stop = False
+        self.interrupted = False
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def _text_state(self) -> dict[str, torch.Tensor] | None:
+        return text_lora_state(self._unwrapped.text_encoder) if self.config.train_text_encoder else None
+
+    @property
+    def _unwrapped(self) -> DualTrainModel:
+        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+
+    def model_file(self):
+        text = self._text_state()
+        c = self.config
+        return pack(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
+                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
+                    seed=c.seed, train_images=len(self.samples))  # fmt: skip
+
+    def save_checkpoint(self) -> Path:
+        if not self.accelerator.is_main_process:
+            return self.ckpt_dir
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.ckpt_dir / f"step-{self.step:06d}"
+        save_dual(stem.with_suffix(".state.safetensors"), optimizer_tensors(self.optimizer), {"step": str(self.step)})
+        self.model_file().save(stem.with_suffix(".safetensors"))
+        log.info("checkpoint %s", stem)
+        return stem.with_suffix(".safetensors")
+
+    def _resume(self) -> None:
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s; starting at step 0", self.ckpt_dir)
+            return
+        step, path = found
+        dual = load_dual(path)
+        self.adapter.load_state_dict(dual.adapter().state_dict())
+        if self.config.train_text_encoder:
+            load_text_lora(self.model.text_encoder, dual.text_tensors())
+        with safe_open(str(path.with_suffix(".state.safetensors")), "pt") as f:
+            load_optimizer_tensors(self.optimizer, {k: f.get_tensor(k) for k in f.keys()})
+        self.step = step
+        log.info("resumed from %s at step %d", path, step)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """This process's batch of the step (``step.draw_batch``)."""
+        return draw_batch(self.dataset, self.step, self.config.batch_size, g)
+
+    def _posterior(self, step_batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """(B, 8, h, w) VAE posterior parameters (mean, log-variance) of ``step_batch[key]``, cached per
+        (key, image, flips) when ``cache_latents``: the few-shot set holds a few images, each seen in 4 flips."""
+        device = self.accelerator.device
+        if not self.config.cache_latents:
+            self.encodes += 1
+            return self.sd.vae.encode(step_batch[key].to(device)).latent_dist.parameters
+        rows = []
+        for k, slot in enumerate(cache_slots(step_batch, key)):
+            if slot not in self._posteriors:
+                self.encodes += 1
+                self._posteriors[slot] = self.sd.vae.encode(step_batch[key][k : k + 1].to(device)).latent_dist.parameters
+            rows.append(self._posteriors[slot])
+        return torch.cat(rows)
+
+    def _sample_latents(self, step_batch: dict[str, torch.Tensor], keys: tuple[str, ...], g) -> torch.Tensor:
+        """Posterior samples of the rows ``keys`` interleaved, drawn from ``g`` exactly as ``latent_dist.sample``."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        params = interleave_rows([self._posterior(step_batch, key) for key in keys])
+        return DiagonalGaussianDistribution(params).sample(generator=g)
+
+    def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        return pair_loss(step_batch, g, self._sample_latents, self.model, self.sd.scheduler.alphas_cumprod,
+                         self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
+
+    def train_step(self) -> float:
+        g = step_generator(self.config.seed, self.step, self.rank)
+        loss = self.loss_at(self.batch(g), g)
+        clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
+        apply_gradients(loss, trainable_parameters(self._unwrapped), self.optimizer, self.config.max_grad_norm,
+                        backward=self.accelerator.backward, clip=clip)  # fmt: skip
+        self.step += 1
+        return float(loss.detach())
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        log.warning("interrupted: finishing step %d and writing a checkpoint (Ctrl-C again to abort)", self.step)
+        self._stop = True
+
+    def run(self, until: int | None = None) -> Path:
+        """Train to ``config.steps`` (or ``until``); returns the final file, or the checkpoint written on Ctrl-C."""
+        from tqdm.auto import tqdm
+
+        target = min(until or self.config.steps, self.config.steps)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name, disable=not self.config.progress)
+        history = []
+        try:
+            while self.step < target:
+                start = time.perf_counter()
+                loss = self.train_step()
+                history.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", s_per_step=f"{time.perf_counter() - start:.2f}")
+                if self._stop:
+                    self.interrupted = True
+                    return self.save_checkpoint()
+                if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
+                    self.save_checkpoint()
+                if self.step % self.config.preview_every == 0:
+                    self.write_preview()
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous)
+        self.losses = history
+        if self.step >= self.config.steps:
+            if self.accelerator.is_main_process:
+                self.model_file().save(self.final)
+            self.accelerator.wait_for_everyone()
+            return self.final
+        return self.save_checkpoint()
+
+    def close(self) -> None:
+        """End the run: under torchrun/accelerate launch this closes the process group (gloo hangs otherwise)."""
+        self.accelerator.end_training()
+
+    def write_preview(self) -> Path | None:
+        """global | anomaly part | mask of one sample at the current step, next to the checkpoints."""
+        from .preview import render_preview
+
+        if not self.accelerator.is_main_process:
+            return None
+        path = self.ckpt_dir / f"preview-{self.step:06d}.png"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        prompts = (self.config.prompt_global, self.config.prompt_anomaly)
+        render_preview(self.sd, self._unwrapped.dual_unet, prompts, self.config.resolution, self.config.seed, path)
+        return path
+
+
+def train(config: TrainConfig) -> Path:
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
