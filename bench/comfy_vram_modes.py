@@ -39,8 +39,8 @@ def child(mode: str, size: str, latent: int, out: str) -> None:
 
     import_pack()
     from dualanodiff_pack.anodiff import DualAdapter, DualConfig
-    from dualanodiff_pack.nodes.patch import DualPatch, apply_dual, compute_dtype, find_dual
-    from dualanodiff_pack.nodes.sampler import sample_pairs
+    from dualanodiff_pack.nodes.model.patch import DualPatch, apply_dual, compute_dtype, find_dual
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
 
     model = build_model(size, mm.get_torch_device().type)
     config = model.model.model_config.unet_config

@@ -80,8 +80,8 @@ def main() -> None:
     device = mm.get_torch_device().type
     import_pack()  # the pack's modules below are importable as dualanodiff_pack.*
     from dualanodiff_pack.anodiff import DualAdapter, DualConfig
-    from dualanodiff_pack.nodes.patch import DualPatch, apply_dual, compute_dtype
-    from dualanodiff_pack.nodes.sampler import pair_conditioning, sample_pairs
+    from dualanodiff_pack.nodes.model.patch import DualPatch, apply_dual, compute_dtype
+    from dualanodiff_pack.nodes.sampling.sampler import pair_conditioning, sample_pairs
 
     model = build_model(args.size, device)
     channels = tuple(model.model.model_config.unet_config["model_channels"] * m for m in (1, 2, 4, 4))

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from . import (
-    background,
-    dataset,
-    defects,
-    loader,
-    mask,
-    modular,
-    region,
-    region_control,
-    sampler,
-    sources,
-    stitch,
-    train,
-    train_save,
-    trainset,
-)
+from .dataset import dataset, mask
+from .model import background, loader
+from .regions import defects, region, region_control, sources, stitch
+from .sampling import modular, sampler
+from .train import train, train_save, trainset
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from anodiff.data import fewshot as data
+from anodiff.data import objects, training_set
 from anodiff.data.fewshot import DataError, FewShotDataset, Sample
 
 S = 32  # image side; datasets below use resolution=S so pixels map one to one
@@ -84,7 +85,8 @@ class FakeU2Net:
 @pytest.fixture
 def fake_u2net(monkeypatch) -> type[FakeU2Net]:
     FakeU2Net.constructed = FakeU2Net.calls = 0
-    monkeypatch.setattr(data, "U2NetP", FakeU2Net)
+    for module in (objects, training_set):  # where object_mask and FewShotDataset build the default model
+        monkeypatch.setattr(module, "U2NetP", FakeU2Net)
     return FakeU2Net
 
 

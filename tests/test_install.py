@@ -40,7 +40,7 @@ def requirement_names() -> set[str]:
 def node_imports() -> set[str]:
     """Top-level modules imported (at load or lazily) by nodes/ and the anodiff modules it reaches."""
     todo, seen, modules = [ROOT / "nodes" / "__init__.py"], set(), set()
-    todo += sorted((ROOT / "nodes").glob("*.py"))
+    todo += sorted((ROOT / "nodes").rglob("*.py"))
     while todo:
         path = todo.pop()
         if path in seen or not path.is_file():

@@ -2,4 +2,4 @@
 
 from ..legacy import forward
 
-__getattr__ = forward(f"{__name__}.fewshot")
+__getattr__ = forward(f"{__name__}.fewshot", f"{__name__}.training_set")

@@ -17,7 +17,7 @@ H, W = 48, 64
 @pytest.fixture(scope="module")
 def dataset_module(comfyui_root):
     import_pack()
-    return importlib.import_module(f"{PACK_NAME}.nodes.dataset")
+    return importlib.import_module(f"{PACK_NAME}.nodes.dataset.dataset")
 
 
 @pytest.fixture

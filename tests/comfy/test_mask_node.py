@@ -17,7 +17,7 @@ H, W = 96, 128
 @pytest.fixture(scope="module")
 def mask_module(comfyui_root):
     import_pack()
-    return importlib.import_module(f"{PACK_NAME}.nodes.mask")
+    return importlib.import_module(f"{PACK_NAME}.nodes.dataset.mask")
 
 
 @pytest.fixture

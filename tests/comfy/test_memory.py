@@ -29,8 +29,8 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_model_size_grows_by_the_dual_model_and_no_second_copy_stays(loader, monkeypatch, dtype):
     from dualanodiff_pack.anodiff import weights
-    from dualanodiff_pack.nodes.patch import find_dual
-    from dualanodiff_pack.nodes.sampler import sample_pairs
+    from dualanodiff_pack.nodes.model.patch import find_dual
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
 
     loaded = []
     original = weights.DualFile.adapter
@@ -61,7 +61,7 @@ def test_model_size_grows_by_the_dual_model_and_no_second_copy_stays(loader, mon
 
 
 def loader_path() -> str:
-    from dualanodiff_pack.nodes.loader import resolve
+    from dualanodiff_pack.nodes.model.loader import resolve
 
     return resolve("dual.safetensors")
 
@@ -69,7 +69,7 @@ def loader_path() -> str:
 def test_load_and_detach_callbacks_move_the_dual_model_with_the_unet(loader):
     import comfy.model_management
     import comfy.patcher_extension
-    from dualanodiff_pack.nodes.patch import find_dual
+    from dualanodiff_pack.nodes.model.patch import find_dual
 
     model, _ = loader.load(build_tiny_model(), None, "dual.safetensors", 1.0, 1.0, 1.0)
     dual = find_dual(model)

@@ -133,7 +133,7 @@ def test_dual_sampler_matches_anodiff_diffusers_path(nodes, models_dir):
 
 def test_saim_on_off_and_zero_lora_equals_plain_ksampler(nodes, models_dir):
     import comfy.sample
-    from dualanodiff_pack.nodes.sampler import pair_conditioning
+    from dualanodiff_pack.nodes.sampling.sampler import pair_conditioning
 
     model = build_tiny_model()
     make_weights(models_dir)
@@ -286,7 +286,7 @@ def test_background_compensation_changes_global_rows_only(nodes, models_dir, tin
 
 
 def test_background_compensation_matches_anodiff_diffusers_path(nodes, models_dir, tiny_sd15):
-    from dualanodiff_pack.nodes.background import blacken_object
+    from dualanodiff_pack.nodes.model.background import blacken_object
 
     _, _, vae = tiny_sd15
     model = build_tiny_model()
@@ -299,6 +299,23 @@ def test_background_compensation_matches_anodiff_diffusers_path(nodes, models_di
     grey = vae.encode(torch.full((1, 64, 64, 3), 0.5))
     ref = reference_euler(model, adapter, n=2, steps=3, cfg=2.0, seed=42, background=(bg, grey))
     torch.testing.assert_close(model_space(model, g, a), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_blacken_object_is_the_library_blackout_per_image(nodes):
+    """The node blacks out through ``anodiff.data.objects.blackened_background``: image * (1 - mask), one mask
+    for the batch or one per image, a mask of another size resized to the image."""
+    from dualanodiff_pack.nodes.model.background import blacken_object
+
+    g = torch.Generator().manual_seed(3)
+    image, soft = torch.rand(2, 16, 16, 3, generator=g), torch.rand(2, 16, 16, generator=g)
+    torch.testing.assert_close(blacken_object(image, soft), image * (1 - soft[..., None]), atol=1e-6, rtol=0)
+    one = torch.rand(16, 16, generator=g)
+    torch.testing.assert_close(blacken_object(image, one), image * (1 - one[None, ..., None]), atol=1e-6, rtol=0)
+    small = torch.rand(1, 8, 8, generator=g)
+    resized = torch.nn.functional.interpolate(small[:, None], size=(16, 16), mode="bilinear")[:, 0]
+    torch.testing.assert_close(blacken_object(image, small), image * (1 - resized[..., None]), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="3 masks for 2 background images"):
+        blacken_object(image, torch.rand(3, 16, 16, generator=g))
 
 
 def test_background_compensation_refuses_files_without_bcm(nodes, models_dir, tiny_sd15):
@@ -352,7 +369,7 @@ def test_text_encoder_lora_reaches_clip(nodes, models_dir, tiny_sd15):
 
 
 def test_background_compensation_segments_the_object_without_a_mask(nodes, models_dir, tiny_sd15):
-    from dualanodiff_pack.nodes.background import object_saliency
+    from dualanodiff_pack.nodes.model.background import object_saliency
 
     _, _, vae = tiny_sd15
     image = torch.full((1, 64, 64, 3), 0.9)

@@ -26,7 +26,7 @@ def cond(seed: int, **options) -> list:
 
 def test_batch_index_gives_every_row_its_own_noise(pack_nodes, classes):
     import comfy.sample
-    from dualanodiff_pack.nodes.pairing import pair_latent
+    from dualanodiff_pack.nodes.sampling.pairing import pair_latent
 
     samples = torch.zeros(3, 4, 8, 8)
     (repeated,) = run_node(classes["RepeatLatentBatch"], samples={"samples": samples[:1], "batch_index": [4]}, amount=3)
@@ -63,7 +63,7 @@ def test_dual_sampler_with_batch_index_samples_independent_branches(classes, tmp
 
 
 def test_conditioning_options_of_both_prompts_are_kept(pack_nodes, tiny_sd15):
-    from dualanodiff_pack.nodes.pairing import pair_conditioning
+    from dualanodiff_pack.nodes.sampling.pairing import pair_conditioning
 
     _, clip, _ = tiny_sd15
     g, a = encode_prompt(clip, "a vfx with sks"), encode_prompt(clip, "sks")
@@ -97,7 +97,7 @@ def test_controlnet_and_gligen_are_refused_with_a_clear_message(classes, key):
 
 def test_control_residuals_reaching_a_dual_model_are_refused(pack_nodes, tmp_path):
     """The modular path cannot see a ControlNet applied after Pair Conditioning; the model wrapper refuses it."""
-    from dualanodiff_pack.nodes.patch import DualPatch
+    from dualanodiff_pack.nodes.model.patch import DualPatch
 
     from anodiff import DualAdapter, DualConfig
 
@@ -116,7 +116,7 @@ def test_control_residuals_reaching_a_dual_model_are_refused(pack_nodes, tmp_pat
 
 def test_bcm_noise_follows_the_sampler_seed(pack_nodes):
     import comfy.sample
-    from dualanodiff_pack.nodes.bcm_patch import SEED, noise_seed, outer_sample_wrapper
+    from dualanodiff_pack.nodes.model.bcm_patch import SEED, noise_seed, outer_sample_wrapper
 
     model = build_tiny_model().clone()
     seen = []
@@ -136,7 +136,7 @@ def test_bcm_noise_follows_the_sampler_seed(pack_nodes):
 
 
 def test_background_of_another_size_is_cropped_not_stretched(pack_nodes):
-    from dualanodiff_pack.nodes.bcm_patch import fit_latent
+    from dualanodiff_pack.nodes.model.bcm_patch import fit_latent
 
     ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(16.0), indexing="ij")
     wide = torch.stack([ys, xs, ys + xs, ys - xs])[None]  # (1, 4, 8, 16): values say where they came from

@@ -325,7 +325,7 @@ def test_comfyui_training_forward_matches_the_diffusers_trainer_forward(nodes, m
     from anodiff import DualAdapter, DualConfig
     from anodiff.sd15.processor import DualUNet
 
-    train_patch = sys.modules[nodes.__name__ + ".train_patch"]
+    train_patch = sys.modules[nodes.__name__ + ".train.train_patch"]
     model = build_tiny_model()
     g = torch.Generator().manual_seed(11)
     adapter = DualAdapter(DualConfig(rank=4, bcm=bcm), CHANNELS, CONTEXT)

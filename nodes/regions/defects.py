@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import torch
 
-from ..anodiff import export
-from ..anodiff.regions.multi_defect import check_disjoint, label_mask
-from ..anodiff.regions.placement import PALETTE
-from .dataset import output_root
+from ...anodiff import export
+from ...anodiff.regions.multi_defect import check_disjoint, label_mask
+from ...anodiff.regions.placement import PALETTE
+from ..dataset.dataset import output_root
 
 log = logging.getLogger(__name__)
 SLOTS = 4

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
-from ..anodiff.train.session import SessionConfig, TrainedDual
+from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
+from ...anodiff.train.session import SessionConfig, TrainedDual
 from .train_patch import attach
 from .train_run import RunOptions, build_dataset, run_training
 from .train_save import load_trained, resumable_files
@@ -23,7 +23,7 @@ def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
     def render(model, clip, step: int):
         import comfy.sample
 
-        from .pairing import pair_conditioning, pair_latent, split_pairs
+        from ..sampling.pairing import pair_conditioning, pair_latent, split_pairs
 
         def encode(text: str):
             return clip.encode_from_tokens_scheduled(clip.tokenize(text))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..anodiff.regions.multi_defect import check_disjoint
-from ..anodiff.regions.stitch import BLENDS, Window, crop, crop_window, stitch
+from ...anodiff.regions.multi_defect import check_disjoint
+from ...anodiff.regions.stitch import BLENDS, Window, crop, crop_window, stitch
 
 STITCH = "DUALANODIFF_STITCH"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..anodiff.weights.load import load_dual
+from ...anodiff.weights.load import load_dual
 from .patch import DualPatch, apply_dual, apply_text_lora, check_sd15_layout, compute_dtype, unet_widths
 
 FOLDER = "dualanodiff"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..anodiff.data.fewshot import FewShotDataset
-from ..anodiff.train.session import SessionConfig, TrainedDual, TrainingSession, text_shapes
-from ..anodiff.train.step import cache_slots, interleave_rows
-from .patch import check_sd15_layout, compute_dtype, find_dual, unet_widths
+from ...anodiff.data.training_set import FewShotDataset
+from ...anodiff.train.session import SessionConfig, TrainedDual, TrainingSession, text_shapes
+from ...anodiff.train.step import cache_slots, interleave_rows
+from ..model.patch import check_sd15_layout, compute_dtype, find_dual, unet_widths
 from .train_patch import (
     checkpointed_blocks,
     differentiable_clip,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..anodiff.generate.sources import load_folder
+from ...anodiff.generate.sources import load_folder
 
 MODES = ("list", "batch")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..anodiff import data
-from ..anodiff.data.layouts import detect_layout
+from ...anodiff import data
+from ...anodiff.data.layouts import detect_layout
 from .train_run import as_image_batch, build_dataset
 
 
@@ -29,7 +29,7 @@ def resolve_folder(folder: str) -> str:
 
 def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolution: int, background: bool):
     """The training split of a dataset folder, as ``anodiff train --data`` reads it; and a one-line report."""
-    from .mask import load_u2netp
+    from ..dataset.mask import load_u2netp
 
     root = resolve_folder(folder)
     samples = data.split_train(data.find_samples(root, category or None, anomaly or None), split)
@@ -45,7 +45,7 @@ def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolut
 def memory_dataset(images: torch.Tensor, masks: torch.Tensor, resolution: int, background: bool):
     backgrounds = None
     if background:
-        from .background import blacken_object, object_saliency
+        from ..model.background import blacken_object, object_saliency
 
         backgrounds = blacken_object(images, object_saliency(images))
     dataset = build_dataset(images, masks, backgrounds, resolution, flips=False, seed=0)

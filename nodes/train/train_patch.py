@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.utils.checkpoint
 
-from ..anodiff.model.dual import DualAdapter
-from ..anodiff.train.session import TextLoRA
-from .bcm_patch import BCMPatch
-from .patch import BANK, MODE, DualPatch, apply_dual, apply_text_lora, compute_dtype
+from ...anodiff.model.dual import DualAdapter
+from ...anodiff.train.session import TextLoRA
+from ..model.bcm_patch import BCMPatch
+from ..model.patch import BANK, MODE, DualPatch, apply_dual, apply_text_lora, compute_dtype
 
 
 class TrainablePatch(DualPatch):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from ...anodiff.data.objects import blackened_background
 from .bcm_patch import BCMPatch, apply_bcm
 from .patch import find_dual
 
 
 def object_saliency(image: torch.Tensor) -> torch.Tensor:
     """(B, H, W) soft object mask from U²-Net-P, as the authors' backgrounds use (no threshold)."""
-    from .mask import load_u2netp
+    from ..dataset.mask import load_u2netp
 
     try:
         model = load_u2netp()
@@ -24,14 +26,20 @@ def object_saliency(image: torch.Tensor) -> torch.Tensor:
 
 
 def blacken_object(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Object pixels go to black with soft edges: image * (1 - mask). image (B, H, W, 3), mask (B|1, h, w)."""
+    """Object pixels go to black with soft edges, ``anodiff.data.objects.blackened_background`` per image.
+
+    image (B, H, W, 3); mask (B|1, h, w) or (h, w), resized to the image. Returns (B, H, W, 3) like ``image``.
+    """
     if mask.dim() == 2:
         mask = mask[None]
     if mask.shape[-2:] != image.shape[1:3]:
         mask = torch.nn.functional.interpolate(mask[:, None], size=image.shape[1:3], mode="bilinear")[:, 0]
     if mask.shape[0] not in (1, image.shape[0]):
         raise ValueError(f"object_mask has {mask.shape[0]} masks for {image.shape[0]} background images")
-    return image[..., :3] * (1 - mask.clamp(0, 1)[..., None])
+    photos = image[..., :3].detach().float().cpu().numpy()
+    alphas = mask.detach().float().cpu().numpy()
+    blacked = [blackened_background(photo, alphas[i % len(alphas)]) for i, photo in enumerate(photos)]
+    return torch.from_numpy(np.stack(blacked)).to(image)
 
 
 class DualAnoDiffBackgroundCompensation:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import torch
 
-from ..anodiff.model.dual import PROJECTIONS, DualAdapter, DualAttention
-from ..anodiff.model.lora import BranchLoRA
-from ..anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
-from ..anodiff.model.pairs import branch_ids
-from ..anodiff.model.saim_fold import inference_adapter
-from ..anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
+from ...anodiff.model.dual import PROJECTIONS, DualAdapter, DualAttention
+from ...anodiff.model.lora import BranchLoRA
+from ...anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
+from ...anodiff.model.pairs import branch_ids
+from ...anodiff.model.saim_fold import inference_adapter
+from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..anodiff.model.sites import SD15_BY_BLOCK, SELF
+from ...anodiff.model.sites import SD15_BY_BLOCK, SELF
 from .patch import BANK, KEY, MODE, DualPatch, Shared
 
 SEED = "anodiff_seed"  # transformer_options entry: the seed of the sampling run (set by outer_sample_wrapper)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..anodiff import masks, regions
-from .mask import load_u2netp
+from ...anodiff import masks, regions
+from ..dataset.mask import load_u2netp
 
 NAME = "Random Defect Region"
 TOOLTIPS = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..anodiff.regions.composite import clip_mask, composite
+from ...anodiff.regions.composite import clip_mask, composite
 
 ANOMALY_SAMPLES = "anodiff_anomaly_samples"  # LATENT key read by the Dual Sampler for the anomaly rows
 

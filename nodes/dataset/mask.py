@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..anodiff import masks
-from ..anodiff.common.assets import u2netp_path
+from ...anodiff import masks
+from ...anodiff.common.assets import u2netp_path
 
 try:
     import folder_paths
@@ -18,7 +18,7 @@ except ImportError:
     folder_paths = None
 
 FOLDER = "dualanodiff"
-PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
+PACK_MODELS = Path(__file__).resolve().parents[2] / "models"
 METHODS = {"u2netp": "u2netp", "grey distance": "grey"}
 """Widget label -> ``anodiff.masks`` method."""
 

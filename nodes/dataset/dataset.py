@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..anodiff import export, filtering
+from ...anodiff import export, filtering
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from ..anodiff.dataset.export import write_new
-from ..anodiff.train.loss_plot import loss_picture
-from ..anodiff.train.session import TrainedDual
-from ..anodiff.weights.load import load_dual
-from .loader import FOLDER
+from ...anodiff.dataset.export import write_new
+from ...anodiff.train.loss_plot import loss_picture
+from ...anodiff.train.session import TrainedDual
+from ...anodiff.weights.load import load_dual
+from ..model.loader import FOLDER
 
 STATE_FOLDER = "dualanodiff_state"
 STATE_SUFFIX = ".state.safetensors"
@@ -73,7 +73,7 @@ def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> P
 
 def resumable_files() -> list[str]:
     try:
-        from .loader import list_files
+        from ..model.loader import list_files
 
         return [NONE, *list_files()]
     except (ImportError, KeyError):  # outside ComfyUI
@@ -86,7 +86,7 @@ def load_trained(name: str) -> TrainedDual | None:
         return None
     from safetensors import safe_open
 
-    from .loader import resolve
+    from ..model.loader import resolve
 
     path = Path(resolve(name))
     dual = load_dual(path, sd15_only=False)

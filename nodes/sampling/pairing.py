@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from ..anodiff.model.pairs import interleave, split
-from .region_control import ANOMALY_SAMPLES
+from ...anodiff.model.pairs import interleave, split
+from ..regions.region_control import ANOMALY_SAMPLES
 
 PAIRED = "anodiff_pairs"  # LATENT entry: True when "samples" holds interleaved pairs
 REFUSED_OPTIONS = {

@@ -1,0 +1,1 @@
+"""Dataset nodes: anomaly-mask extraction, filtering the generated pairs, and exporting them as a dataset."""

@@ -1,0 +1,1 @@
+"""Sampling nodes: the Dual Sampler and its parts (Pair Latent, Pair Conditioning, Split Pairs)."""
