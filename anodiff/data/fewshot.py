@@ -3,8 +3,8 @@
 Two layouts (``find_samples``): an MVTec AD root (``<root>/<category>/test/<anomaly>/*.png`` with masks
 ``<root>/<category>/ground_truth/<anomaly>/<stem>_mask.png``; normal images in ``train/good``), or a plain folder
 ``<dir>/images/*`` + ``<dir>/masks/*`` sharing stems. One model is trained per (category, anomaly type)
-(dualanodiff-reference.md §6). ``training_set.FewShotDataset`` turns the pairs into the branch targets; it is
-still importable from here.
+(dualanodiff-reference.md §6). ``training_set.FewShotDataset`` (importable from here too) turns the pairs into
+the branch targets; ``samples`` holds the pair type and its checks.
 """
 
 from __future__ import annotations
@@ -12,47 +12,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..common.imageio import IMAGE_EXTENSIONS, DataError, images_in, is_image, read_image, read_mask
+from ..common.imageio import IMAGE_EXTENSIONS, DataError, read_image, read_mask
+from .layouts import detect_layout
 from .objects import CACHE_FOLDER, background_image, blackened_background, object_mask, object_mask_path
+from .samples import GOOD, Sample, _load_pair, check_pair
+from .training_set import FewShotDataset
 
 log = logging.getLogger(__name__)
 
 SPLIT_RULES = ("floor", "authors")
-GOOD = "good"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One training pair: an anomaly image and its defect mask (which ``validate_samples`` checks exists)."""
-
-    image: Path
-    mask: Path
-
-
-def _subdirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _plain_samples(root: Path) -> list[Sample]:
-    """Pairs of ``images/`` and ``masks/``: same stem, or ``<stem>_mask``, any image extension; a missing mask
-    becomes ``masks/<stem>.png`` for ``validate_samples`` to report."""
-    by_stem: dict[str, list[Path]] = {}
-    if (root / "masks").is_dir():
-        for p in sorted((root / "masks").iterdir()):
-            if is_image(p):
-                by_stem.setdefault(p.stem, []).append(p)
-    samples = []
-    for image in images_in(root / "images"):
-        found = by_stem.get(image.stem, []) + by_stem.get(f"{image.stem}_mask", [])
-        if len(found) > 1:
-            raise DataError(f"several masks match image {image}: {', '.join(map(str, found))}; keep one")
-        samples.append(Sample(image, found[0] if found else root / "masks" / f"{image.stem}.png"))
-    return samples
 
 
 def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: str | None = None) -> list[Sample]:
@@ -63,8 +33,6 @@ def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: 
     ``category`` and ``anomaly``. Missing masks are not an error here: ``validate_samples`` reports them with the
     path it expected.
     """
-    from .layouts import detect_layout  # layouts builds on this module
-
     layout = detect_layout(root)
     log.info("data: %s", layout.describe())
     return layout.samples(category, anomaly)
@@ -73,16 +41,12 @@ def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: 
 def list_jobs(root: str | os.PathLike) -> list[tuple[str, str]]:
     """Every ``(category, anomaly type)`` of a dataset root (any ``anodiff.layouts`` layout but plain), normal
     folders skipped, sorted: one model each."""
-    from .layouts import detect_layout
-
     return detect_layout(root).jobs()
 
 
 def normal_images(root: str | os.PathLike, category: str) -> list[Path]:
     """The defect-free training images (MVTec's ``<root>/<category>/train/good``; see ``anodiff.layouts``), sorted:
     BCM backgrounds at generation time."""
-    from .layouts import detect_layout
-
     return detect_layout(root).normals(category, "train")
 
 
@@ -103,34 +67,6 @@ def split_train(samples: Sequence[Sample], rule: str = "floor") -> list[Sample]:
     if ordered:
         n = max(n, 1)
     return ordered[:n]
-
-
-def _load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """The image and mask of a sample, or a ``DataError`` naming the file and what was expected."""
-    if not sample.image.is_file():
-        raise DataError(f"image {sample.image} does not exist")
-    image = read_image(sample.image)
-    if not sample.mask.is_file():
-        raise DataError(f"no mask for image {sample.image}: expected {sample.mask}")
-    mask = read_mask(sample.mask)
-    check_pair(image, mask, f"image {sample.image}", f"mask {sample.mask}")
-    return image, mask
-
-
-def check_pair(image: np.ndarray, mask: np.ndarray, image_label: str, mask_label: str) -> None:
-    """The rules every training pair obeys, from a folder or from memory: a ``DataError`` naming the labels."""
-    if mask.shape != image.shape[:2]:
-        raise DataError(
-            f"{mask_label} is {mask.shape[1]}x{mask.shape[0]} but {image_label} is "
-            f"{image.shape[1]}x{image.shape[0]} (width x height); they must match"
-        )
-    if not mask.any():
-        raise DataError(f"{mask_label} is all zero: {image_label} has no anomaly pixels")
-    if not (mask > 0.5).any():
-        raise DataError(
-            f"{mask_label} has no pixel above half brightness (max {mask.max() * 255:.0f}/255), so it "
-            "binarises to nothing; if it is a 0/1 label map, save it as 0/255"
-        )
 
 
 def validate_samples(samples: Sequence[Sample], strict: bool = True) -> list[Sample]:
@@ -169,18 +105,8 @@ def describe(samples: Sequence[Sample]) -> str:
     return "\n".join(lines)
 
 
-def __getattr__(name: str) -> object:
-    """``FewShotDataset`` lives in ``training_set`` now; ``from anodiff.data.fewshot import FewShotDataset`` still
-    works (imported on first use: ``training_set`` builds on this module)."""
-    if name == "FewShotDataset":
-        from .training_set import FewShotDataset
-
-        return FewShotDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "CACHE_FOLDER", "IMAGE_EXTENSIONS", "SPLIT_RULES", "DataError", "Sample", "background_image",
-    "blackened_background", "describe", "find_samples", "list_jobs", "normal_images", "object_mask",
-    "object_mask_path", "read_image", "read_mask", "split_train", "validate_samples",
+    "CACHE_FOLDER", "GOOD", "IMAGE_EXTENSIONS", "SPLIT_RULES", "DataError", "FewShotDataset", "Sample",
+    "background_image", "blackened_background", "check_pair", "describe", "find_samples", "list_jobs",
+    "normal_images", "object_mask", "object_mask_path", "read_image", "read_mask", "split_train", "validate_samples",
 ]  # fmt: skip

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..common.imageio import DataError, images_in, is_image
-from .fewshot import GOOD, Sample, _plain_samples, _subdirs
+from .samples import GOOD, Sample, _plain_samples, _subdirs
 
 VISA_TYPE = "anomaly"
 VISA_CSV = Path("split_csv") / "1cls.csv"

@@ -11,10 +11,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image, read_image
+from ..common.imageio import DataError, as_float_image, read_image, read_mask, write_png
 from .masks import U2NetP
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,18 @@ def _object_mask(
 ) -> np.ndarray:
     cache = object_mask_path(image_path, cache_dir)
     if cache.is_file() and cache.stat().st_mtime_ns >= image_path.stat().st_mtime_ns:
-        cached = cv2.imdecode(np.fromfile(str(cache), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+        try:
+            cached = read_mask(cache)
+        except DataError:
+            cached = None
         if cached is not None and cached.shape == image.shape[:2]:
-            return cached.astype(np.float32) / 255.0
+            return cached
         log.info("recomputing the unreadable or mis-sized object mask %s", cache)
     grey = np.round(model().saliency(image) * 255.0).astype(np.uint8)
-    tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.partial.png")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imencode(".png", grey)[1].tofile(str(tmp))
-        os.replace(tmp, cache)  # atomic, so a parallel run never reads half a file
+        write_png(cache, grey)  # atomic, so a parallel run never reads half a file
     except OSError as err:
         log.warning("cannot cache the object mask of %s in %s (%s); it is recomputed next run", image_path, cache, err)
-        tmp.unlink(missing_ok=True)
     return grey.astype(np.float32) / 255.0
 
 

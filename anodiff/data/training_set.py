@@ -3,7 +3,7 @@
 ``FewShotDataset`` yields the blend target (the image), the anomaly target (image × binary mask, so mid-grey
 outside the mask, dualanodiff-reference.md §12.3) and, for BCM, the image with its salient object blacked out
 (§5.1), all flipped together. Images are ``(H, W, 3)`` float32 RGB in [0, 1] until they become ``[-1, 1]`` tensors.
-The pairs come from ``fewshot`` (``find_samples``, ``split_train``, ``validate_samples``).
+The pairs come from ``fewshot`` (``find_samples``, ``split_train``, ``validate_samples``); ``samples`` checks them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..common.imageio import DataError
-from .fewshot import Sample, _load_pair, check_pair
 from .masks import U2NetP
 from .objects import _object_mask, blackened_background
+from .samples import Sample, _load_pair, check_pair
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors.torch
 import torch
-from safetensors.torch import save_file
 
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from ..model.dual import PROJECTIONS, DualAdapter
@@ -231,17 +230,11 @@ def validate(dual: DualFile) -> None:
 
 
 def save_dual(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename over the target."""
+    """Write atomically (``anodiff.common.imageio.write_atomic``): a temporary file beside it, then a rename."""
+    from ..common.imageio import write_atomic  # here, not at the top: reading weights needs no OpenCV
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
     return path
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...anodiff import export, filtering
+from ...anodiff.dataset import export
+from ...anodiff.dataset import filter as filtering
 
 log = logging.getLogger(__name__)
 

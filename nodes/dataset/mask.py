@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...anodiff import masks
 from ...anodiff.common.assets import u2netp_path
+from ...anodiff.data import masks
 
 try:
     import folder_paths

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import torch
 
-from ...anodiff import export
+from ...anodiff.dataset import export
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
 from ..dataset.dataset import output_root

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...anodiff import masks, regions
+from ...anodiff.data import masks
+from ...anodiff.regions import placement as regions
 from ..dataset.mask import load_u2netp
 
 NAME = "Random Defect Region"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ...anodiff import data
+from ...anodiff.data import fewshot
 from ...anodiff.data.layouts import detect_layout
 from .train_run import as_image_batch, build_dataset
 
@@ -32,13 +32,13 @@ def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolut
     from ..dataset.mask import load_u2netp
 
     root = resolve_folder(folder)
-    samples = data.split_train(data.find_samples(root, category or None, anomaly or None), split)
-    data.validate_samples(samples)
+    samples = fewshot.split_train(fewshot.find_samples(root, category or None, anomaly or None), split)
+    fewshot.validate_samples(samples)
     try:
         model = load_u2netp() if background else None
     except FileNotFoundError as err:
         raise FileNotFoundError(f"Load Defect Set: background needs U2-Net-P ({err})") from err
-    dataset = data.FewShotDataset(samples, resolution=resolution, flips=False, background=background, model=model)
+    dataset = fewshot.FewShotDataset(samples, resolution=resolution, flips=False, background=background, model=model)
     return dataset, f"{detect_layout(root).name} layout: {len(samples)} training pairs ({split} split) from {root}"
 
 
