@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anodiff.common.imageio import write_png
 from anodiff.regions.stitch import crop, crop_window, grown_region, stitch
 
 H, W, FEATHER = 1200, 1600, 4
@@ -75,9 +76,8 @@ def main(out_dir: Path) -> None:
     after, full_mask = stitch(photo, generated, region, window, mask=mask, feather=FEATHER)
     outside = ~grown_region(region, FEATHER)
     assert after[outside].tobytes() == photo[outside].tobytes()  # the figure shows what the tests assert
-    out_dir.mkdir(parents=True, exist_ok=True)
     pair = np.concatenate([photo, np.full((H, 16, 3), 255, np.uint8), after], axis=1)
-    cv2.imwrite(str(out_dir / "crop_and_stitch_full.png"), pair[..., ::-1])
+    write_png(out_dir / "crop_and_stitch_full.png", pair)
     x, y, w, h = window.box
     boxed = after.copy()
     cv2.rectangle(boxed, (x, y), (x + w - 1, y + h - 1), (255, 200, 0), 3)
@@ -90,7 +90,7 @@ def main(out_dir: Path) -> None:
               zoom(diff_rgb[y : y + h, x : x + w]), zoom(np.where(full_mask[..., None], 255, 0).astype(np.uint8).repeat(3, 2)[y : y + h, x : x + w])]  # fmt: skip
     gap = np.full((512, 12, 3), 255, np.uint8)
     strip = np.concatenate([p if i == 0 else np.concatenate([gap, p], 1) for i, p in enumerate(panels)], axis=1)
-    cv2.imwrite(str(out_dir / "crop_and_stitch_steps.png"), strip[..., ::-1])
+    write_png(out_dir / "crop_and_stitch_steps.png", strip)
     print(f"window {window.to_dict()}; changed pixels {int((diff > 0).sum())}, all inside the grown region")
 
 

@@ -407,3 +407,20 @@ def test_describe_lists_exact_files(mvtec):
     assert "test/crack/000.png" in text and "ground_truth/crack/000_mask.png [missing]" in text
     assert "001.png" not in text
     assert data.describe([]) == "0 samples"
+
+
+def test_object_mask_cache_is_written_atomically_with_the_usual_file_mode(mvtec, fake_u2net):
+    """The cache goes through ``common.imageio.write_png``: no temporary left beside it, and the mode ``open()``
+    gives (0666 less the umask), as before, not ``mkstemp``'s 0600."""
+    import stat
+
+    image = mvtec / "bottle" / "test" / "crack" / "000.png"
+    previous = os.umask(0o022)
+    try:
+        first = data.object_mask(image)
+    finally:
+        os.umask(previous)
+    cache = data.object_mask_path(image)
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["000.png"]
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o644
+    assert np.array_equal(data.object_mask(image), first) and fake_u2net.calls == 1

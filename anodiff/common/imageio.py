@@ -4,7 +4,7 @@ in-memory image, and atomic PNG writes (a crash never leaves half a file)."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import cv2
@@ -102,8 +102,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return x if x.ndim == 2 else np.ascontiguousarray(x[..., :3].max(axis=2))
 
 
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Atomic PNG write: encode, write a temporary file beside the target, rename over it.
 
@@ -120,16 +118,21 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: never half a file.
+
+    The file gets the mode ``open()`` would give it (0666 less the umask), not ``mkstemp``'s private 0600: images,
+    labels and weight files are read by other users' tools (ComfyUI, a training job).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def read_rgb(path: Path) -> np.ndarray:
