@@ -91,7 +91,7 @@ def generate_rate(size: dict, device: str, dtype) -> str:
     sd15 = size["unet"] == "sd15"
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_tiny_sd15(Path(tmp) / "sd15", size["channels"], size["context"], sd15_vae=sd15)
-        pipe = DualAnoDiffPipeline(load_sd15(folder, dtype=dtype), dual, device=device)
+        pipe = DualAnoDiffPipeline.from_sd15(load_sd15(folder, dtype=dtype), dual, device=device)
     side = size["pixels"] if sd15 else 2 * size["latent"]
     kw = {"height": side, "width": side, "scheduler": "dpm++", "cfg": 2.5, "progress": False}
     pipe(size["gen_pairs"], steps=2, **kw)  # warm-up

@@ -16,7 +16,7 @@ import torch
 from anodiff.demo import register, run_demo, summary_table
 from anodiff.demo.data import DARK_LUMA, KINDS, draw_defect, luminance, make_fewshot
 from anodiff.demo.metrics import chance_iou, defect_region, iou, novelty_share, with_flips
-from anodiff.demo.model import DualUNet
+from anodiff.demo.model import PairUNet
 from anodiff.demo.run import METRIC_KEYS
 from anodiff.demo.train import cosine_alphas_cumprod
 from anodiff.model.pairs import interleave
@@ -103,7 +103,7 @@ def test_cosine_schedule() -> None:
 @pytest.mark.parametrize("saim", [True, False])
 def test_model_shapes_and_saim_couples_the_branches(saim: bool) -> None:
     torch.manual_seed(0)
-    model = DualUNet(saim=saim).eval()
+    model = PairUNet(saim=saim).eval()
     g, a = torch.randn(2, 3, 24, 24), torch.randn(2, 3, 24, 24)
     t = torch.tensor([5, 5, 90, 90])
     with torch.no_grad():

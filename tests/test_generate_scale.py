@@ -27,7 +27,7 @@ def pipe(sd_dir):
 
     from anodiff.sd15.load import load_sd15
 
-    return DualAnoDiffPipeline(load_sd15(sd_dir), dual_file())
+    return DualAnoDiffPipeline.from_sd15(load_sd15(sd_dir), dual_file())
 
 
 def disc_photo() -> np.ndarray:

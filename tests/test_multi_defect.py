@@ -34,7 +34,7 @@ def two_pipes(tmp_path_factory):
     sd = save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
     first = dual_file()
     second = pack(randomize_(DualAdapter(DualConfig(rank=4), *_widths(first)), std=0.1, seed=11))
-    return DualAnoDiffPipeline(load_sd15(sd), first), DualAnoDiffPipeline(load_sd15(sd), second)
+    return DualAnoDiffPipeline.from_sd15(load_sd15(sd), first), DualAnoDiffPipeline.from_sd15(load_sd15(sd), second)
 
 
 def _widths(dual):

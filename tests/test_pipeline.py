@@ -36,12 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def pipe(sd_dir):
-    return DualAnoDiffPipeline(load_sd15(sd_dir), dual_file())
+    return DualAnoDiffPipeline.from_sd15(load_sd15(sd_dir), dual_file())
 
 
 @pytest.fixture(scope="module")
 def bcm_pipe(sd_dir):
-    return DualAnoDiffPipeline(load_sd15(sd_dir), dual_file(bcm=True))
+    return DualAnoDiffPipeline.from_sd15(load_sd15(sd_dir), dual_file(bcm=True))
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,9 @@ def test_errors_name_the_input(pipe, sd_dir):
     with pytest.raises(ValueError, match=r"one seed per pair \(2\), got 1"):
         pipe(2, seed=[1], **FAST)
     with pytest.raises(ValueError, match="already serves a DualAnoDiff pipeline"):
-        DualAnoDiffPipeline(pipe.base, dual_file())
+        DualAnoDiffPipeline.from_sd15(pipe.base, dual_file())
     with pytest.raises(DualWeightsError, match=r"trained for a UNet with channels \(64, 64, 64, 64\)"):
-        DualAnoDiffPipeline(load_sd15(sd_dir), dual_file(channels=(64, 64, 64, 64)))
+        DualAnoDiffPipeline.from_sd15(load_sd15(sd_dir), dual_file(channels=(64, 64, 64, 64)))
 
 
 def tree(out, i, category="obj", anomaly="crack"):

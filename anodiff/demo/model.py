@@ -80,7 +80,7 @@ class SelfAttention(nn.Module):
         return x + rearrange(out, "r (h w) c -> r c h w", h=h, w=w)
 
 
-class DualUNet(nn.Module):
+class PairUNet(nn.Module):
     """Three-level UNet predicting x0 for interleaved pairs; optional SAIM after every residual block.
 
     Levels (at 24 px): 24 px x c0, 12 px x c1, 6 px x c2 with self-attention; one res block per level on each

@@ -1,9 +1,11 @@
-"""Training from scratch and DDIM sampling for the demo's ``DualUNet``, on a step or wall-clock budget.
+"""Training from scratch and DDIM sampling for the demo's ``PairUNet``, on a step or wall-clock budget.
 
 x0-prediction with a cosine schedule (Nichol & Dhariwal 2021) over 200 steps: with epsilon-prediction this tiny
 model left about half of the global samples as noise after minutes of CPU training, while x0-prediction
 converges. Both rows of a pair share the timestep (as in DualAnoDiff, where the two branches are denoised
 together) but get independent noise, so only the network, through SAIM, can make their defects agree.
+Sampling runs the project's one denoising loop (``anodiff.sd15.sampling.denoise``), the SD1.5 pipeline's, with
+``CosineDDIM`` as its scheduler.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from tqdm.auto import tqdm
 
 from ..common.precision import autocast, grad_scaler, training_step
 from ..model.pairs import interleave, split
+from ..sd15.sampling import denoise
 from .data import FewShotSet
-from .model import DualUNet
+from .model import PairUNet
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class TrainSettings:
 class TrainResult:
     """The EMA model (for sampling), how far training got, and the loss curve (one value per step)."""
 
-    model: DualUNet
+    model: PairUNet
     steps: int
     seconds: float
     losses: list[float] = field(default_factory=list)
@@ -91,14 +94,14 @@ def _batch(pairs: torch.Tensor, size: int, flips: bool, gen: torch.Generator) ->
     return interleave(rows[:, 0], rows[:, 1])
 
 
-def _ema_update(ema: DualUNet, model: DualUNet, decay: float) -> None:
+def _ema_update(ema: PairUNet, model: PairUNet, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p, 1 - decay)
 
 
 def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str | None = None) -> TrainResult:
-    """Train a fresh ``DualUNet`` on ``data`` until ``settings.steps`` or ``settings.seconds`` run out.
+    """Train a fresh ``PairUNet`` on ``data`` until ``settings.steps`` or ``settings.seconds`` run out.
 
     Loss: MSE between the predicted and the true x0 on both rows; both rows of a pair share t, not the noise.
     """
@@ -106,7 +109,7 @@ def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str
         raise ValueError("give a training budget: steps or seconds")
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    model = DualUNet(saim=saim)
+    model = PairUNet(saim=saim)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = grad_scaler("cpu", settings.mixed_precision)
@@ -145,9 +148,38 @@ def train_model(data: FewShotSet, saim: bool, settings: TrainSettings, desc: str
     return TrainResult(ema.eval(), step, seconds, losses)
 
 
+@dataclass
+class StepOutput:
+    prev_sample: torch.Tensor
+
+
+class CosineDDIM:
+    """Deterministic DDIM (eta = 0) from an x0-prediction over the cosine schedule, with the part of diffusers'
+    scheduler interface that ``denoise`` uses. ``steps`` timesteps from ``timesteps - 1`` down to 0, evenly spaced
+    and rounded; the last step returns the predicted x0 itself. The arithmetic runs in fp32."""
+
+    def __init__(self, steps: int, timesteps: int = 200) -> None:
+        if not 1 <= steps <= timesteps:
+            raise ValueError(f"sampling steps must be in [1, {timesteps}], got {steps}")
+        self.alpha_bar = cosine_alphas_cumprod(timesteps)
+        self.timesteps = [int(t) for t in np.linspace(timesteps - 1, 0, steps).round().astype(int)]
+        self._next = dict(zip(self.timesteps, self.timesteps[1:]))
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int) -> torch.Tensor:
+        return sample
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> StepOutput:
+        """model_output: the predicted x0 (already clamped to [-1, 1]) for ``sample`` at ``timestep``."""
+        if timestep not in self._next:
+            return StepOutput(model_output)
+        ab, ab_prev = self.alpha_bar[timestep], self.alpha_bar[self._next[timestep]]
+        eps = (sample - ab.sqrt() * model_output) / (1 - ab).sqrt()
+        return StepOutput(ab_prev.sqrt() * model_output + (1 - ab_prev).sqrt() * eps)
+
+
 @torch.no_grad()
 def ddim_sample(
-    model: DualUNet, n_pairs: int, size: int, steps: int = 25, timesteps: int = 200, seed: int = 0,
+    model: PairUNet, n_pairs: int, size: int, steps: int = 25, timesteps: int = 200, seed: int = 0,
     mixed_precision: str = "no",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic DDIM (eta = 0) from the x0-prediction: ``n_pairs`` (global, anomaly) image pairs.
@@ -155,21 +187,13 @@ def ddim_sample(
     Returns two (n_pairs, size, size, 3) arrays in [0, 1]. Every row starts from its own seeded noise; the
     network runs in ``mixed_precision``, the DDIM arithmetic in fp32.
     """
-    if not 1 <= steps <= timesteps:
-        raise ValueError(f"sampling steps must be in [1, {timesteps}], got {steps}")
-    alpha_bar = cosine_alphas_cumprod(timesteps)
-    schedule = np.linspace(timesteps - 1, 0, steps).round().astype(int)
+    scheduler = CosineDDIM(steps, timesteps)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((2 * n_pairs, 3, size, size), generator=gen)
-    for i, t in enumerate(schedule):
-        ab = alpha_bar[t]
+
+    def denoiser(x: torch.Tensor, t: int) -> torch.Tensor:
         with autocast("cpu", mixed_precision):
-            x0 = model(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).float().clamp(-1, 1)
-        if i == len(schedule) - 1:
-            x = x0
-            break
-        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-        ab_prev = alpha_bar[schedule[i + 1]]
-        x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
-    glob, part = split(x)
+            return model(x, torch.full((x.shape[0],), int(t), dtype=torch.long)).float().clamp(-1, 1)
+
+    glob, part = split(denoise(denoiser, scheduler, x))
     return to_image_space(glob), to_image_space(part)

@@ -13,7 +13,8 @@ from ..data import masks
 def render_preview(sd, dual_unet, prompts: tuple[str, str], resolution: int, seed: int, path: Path,
                    steps: int = 20, cfg: float = 2.5) -> Path:  # fmt: skip
     """``dual_unet`` is the training ``DualUNet`` and ``sd`` the base whose text encoder carries the live text LoRA;
-    sampling runs the generator's own loop (DDIM here), in the UNet's dtype under mixed precision."""
+    sampling runs the pipeline (the project's one loop, ``anodiff.sd15.sampling.denoise``; DDIM here), in the UNet's
+    dtype under mixed precision."""
     from ..sd15.pipeline import DualAnoDiffPipeline
 
     pipe = DualAnoDiffPipeline.live(sd, dual_unet, prompts)
