@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -281,17 +280,10 @@ def test_export_inputs_are_checked(tmp_path):
 
 
 def run_cli(argv: list[str]) -> int:
-    """``anodiff <argv>`` through the real CLI once it registers the commands, else through their own parsers."""
-    from anodiff import cli
+    """``anodiff <argv>`` through the real CLI (``anodiff.cli``)."""
+    from anodiff.cli import build_parser
 
-    parser = cli.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    if not {"filter", "export"} <= set(commands):
-        parser = argparse.ArgumentParser(prog="anodiff")
-        sub = parser.add_subparsers(dest="command", required=True)
-        filtering.register(sub)
-        export.register(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

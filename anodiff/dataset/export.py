@@ -15,17 +15,14 @@ COCO file (``anodiff.coco``), so several exporters may share ``out_dir``. COCO `
 train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
 and bbox come from pycocotools.
 
-``register`` adds ``anodiff export``, which reads a tree written by ``anodiff generate``.
+``anodiff export`` (``anodiff.cli.export``) reads a tree written by ``anodiff generate`` (``find_pairs``).
 """
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import logging
 import os
 import secrets
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,23 +34,12 @@ import numpy as np
 from ..common.imageio import as_float_image, read_rgb
 from . import coco
 from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
-from .sidecar import defect_instances, pair_sidecar
+from .sidecar import defect_instances
+from .tree import TreePair, find_pairs, index_of, read_mask
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("mvtec", "coco")
-
-
-@dataclass(frozen=True)
-class TreePair:
-    """One pair of an MVTec-style tree; ``part`` is the anomaly branch's image when the tree has one."""
-
-    category: str
-    anomaly: str
-    index: int
-    image: Path
-    mask: Path
-    part: Path | None = None
 
 
 @dataclass
@@ -112,11 +98,6 @@ def _check_name(value: str, what: str) -> str:
     return value.strip()
 
 
-def _index_of(name: str) -> int | None:
-    head = name.split(".")[0].split("_")[0]
-    return int(head) if head.isdigit() else None
-
-
 def _write(path: Path, data: bytes, overwrite: bool) -> None:
     """Write to a temporary file beside ``path``, then rename over it (``overwrite``) or hard-link it, which
     fails when ``path`` exists; the check-then-rename fall-back is for file systems without hard links."""
@@ -164,48 +145,6 @@ def encode_png(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
-    mask = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise ValueError(f"{path}: not a readable mask")
-    return mask > (127 if mask.max(initial=0) > 1 else 0)
-
-
-def find_pairs(root: str | Path, category: str | None = None, anomaly: str | None = None) -> list[TreePair]:
-    """The pairs of an MVTec-style tree, sorted by category, anomaly and index: ``test/<anomaly>/NNN.png`` with
-    ``ground_truth/<anomaly>/NNN_mask.png``. Folders without masks (MVTec's ``good``) are skipped."""
-    root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    categories = [category] if category else sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
-    pairs = []
-    for cat in categories:
-        test = root / cat / "test"
-        if not test.is_dir():
-            raise FileNotFoundError(f"{test} not found: no category {cat!r} in {root}")
-        anomalies = [anomaly] if anomaly else sorted(p.name for p in test.iterdir() if p.is_dir())
-        for anom in anomalies:
-            folder = test / anom
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder} not found: no anomaly type {anom!r} in {cat}")
-            found = []
-            for image in sorted(folder.glob("*.png")):
-                index = _index_of(image.name)
-                mask = root / cat / "ground_truth" / anom / f"{image.stem}_mask.png"
-                if index is None or image.name.startswith("."):
-                    continue
-                if not mask.is_file():
-                    log.warning("%s has no mask %s: skipped", image, mask.name)
-                    continue
-                part = root / cat / "anomaly_part" / anom / image.name
-                found.append(TreePair(cat, anom, index, image, mask, part if part.is_file() else None))
-            pairs += sorted(found, key=lambda p: p.index)
-    if not pairs:
-        raise FileNotFoundError(f"{root}: no pairs (<category>/test/<anomaly>/NNN.png with ground_truth masks)")
-    return pairs
-
-
 def export_dataset(
     images: Iterable[np.ndarray],
     masks: Iterable[Any],
@@ -243,7 +182,7 @@ def export_dataset(
     report = ExportReport(root, category, anomaly, formats)
     taken = {
         i for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
-        for i in map(_index_of, os.listdir(folder / sub / anomaly)) if i is not None
+        for i in map(index_of, os.listdir(folder / sub / anomaly)) if i is not None
     }  # fmt: skip
     shard = None
     floor = 0
@@ -307,53 +246,17 @@ def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, sta
             index += 1
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
-        formats = parse_formats(args.format)
-        source, out = Path(args.from_dir), Path(args.out)
-        if out.resolve() == source.resolve():
-            raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
-        pairs = find_pairs(source, args.category, args.anomaly)
-        for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
-            group = list(group)
-            report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
-                                    category, anomaly, formats, instances=args.instances, merge=False,
-                                    sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
-            print(report.summary())
-        if "coco" in formats:
-            for category in sorted({p.category for p in pairs}):
-                print(f"COCO file {merge_coco(out, category)}")
-    except (ValueError, ImportError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        print(f"anodiff export: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``export`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
-    p = subparsers.add_parser(
-        "export",
-        help="export a generated tree as an MVTec AD tree and/or COCO instance annotations",
-        description=(
-            "Adds every pair (test/<anomaly>/NNN.png with its ground_truth mask) of a tree written by anodiff "
-            "generate to OUT: numbering continues after what OUT already holds, nothing is overwritten, and "
-            "OUT/annotations/<category>.json gains the new images and annotations."
-        ),
-    )
-    add = p.add_argument
-    add("--from", dest="from_dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate")
-    add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
-    add("--format", default="mvtec,coco", help="mvtec, coco or mvtec,coco (default: both)")
-    add("--category", default=None, help="only this category (default: all)")
-    add("--anomaly", default=None, help="only this anomaly type (default: all)")
-    add("--instances", choices=INSTANCES, default="component",
-        help="one COCO annotation per connected component (default) or per mask")  # fmt: skip
-    p.set_defaults(func=_run)
-    return p
-
-
 __all__ = [
     "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
-    "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "register", "write_new",
+    "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "write_new",
     "write_replace",
 ]  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    """``register`` (the ``export`` subcommand) moved to ``anodiff.cli.export``; served from there on use."""
+    if name == "register":
+        from ..cli.export import register_export
+
+        return register_export
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

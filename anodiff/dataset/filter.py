@@ -13,135 +13,47 @@ defect and stay on the object (landscape.md §8). A pair (image, mask) is droppe
   channel difference, Gaussian-blurred (``blur`` pixels) so VAE speckle does not count, above ``change_threshold``.
 
 Images are numpy ``(H, W, 3)`` uint8 or float in [0, 1]; masks ``(H, W)`` bool, float (> 0.5 counts) or integer
-(0/1 or 0/255). ``register`` adds ``anodiff filter``, which moves dropped pairs of a generate tree aside (never
-deletes them) and records why in ``filter_report.json``.
+(0/1 or 0/255). The checks themselves are in ``anodiff.dataset.checks``; here they run over a batch
+(``filter_pairs``) or a generate tree (``filter_tree``, behind ``anodiff filter``), which moves dropped pairs aside
+(never deletes them) and records why in ``filter_report.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image
-from ..data.masks import U2NetP, grow_mask
-from .export import TreePair, as_bool_mask, find_pairs, read_mask, read_rgb, write_replace
+from ..common.imageio import read_rgb
+from ..data.masks import U2NetP
+from .checks import (
+    DISAGREES,
+    EMPTY,
+    FOREGROUNDS,
+    OFF_OBJECT,
+    REASONS,
+    TOO_LARGE,
+    as_bool_mask,
+    change_map,
+    check_pair,
+    match_size,
+    object_mask,
+)
+from .export import write_replace
+from .tree import TreePair, find_pairs, read_mask
 
 log = logging.getLogger(__name__)
 
-EMPTY = "empty mask"
-TOO_LARGE = "mask covers"
-OFF_OBJECT = "mask mostly outside the object"
-DISAGREES = "mask disagrees with where the image departs from the source"
-REASONS = (EMPTY, TOO_LARGE, OFF_OBJECT, DISAGREES)
-"""How each reason string starts, in the order the checks run."""
-FOREGROUNDS = ("none", "u2netp")
 REPORT_FILE = "filter_report.json"
 REJECTED_DIR = "rejected"
 """Default ``--move-to``, under the tree: not a category folder (it has no ``test/``), so later commands skip it."""
-
-
-def _unit(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
-
-
-def _pct(x: float) -> str:
-    return f"{100.0 * x:.3g}%"
-
-
-def match_size(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to ``(H, W)`` (area when shrinking, linear when enlarging); unchanged if it fits."""
-    if image.shape[:2] == tuple(shape):
-        return image
-    h, w = shape
-    shrink = image.shape[0] * image.shape[1] > h * w
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def object_mask(
-    image: np.ndarray, model: U2NetP | None = None, threshold: float = 0.5, exclude: Any = None
-) -> np.ndarray:
-    """``(H, W)`` bool: where the object is, as U²-Net-P saliency of the whole image above ``threshold``.
-
-    exclude: ``(H, W)`` region (the mask under test) inpainted from its surroundings first, so that a defect drawn
-    on the background is not itself taken for part of the object; one on the object is filled with object.
-    """
-    model = U2NetP() if model is None else model
-    x = as_float_image(image)
-    if exclude is not None:
-        region = grow_mask(as_bool_mask(exclude, x.shape[:2], "exclude"), 2)
-        if region.any():
-            u8 = np.round(x * 255.0).astype(np.uint8)
-            x = cv2.inpaint(u8, region.astype(np.uint8), 3, cv2.INPAINT_TELEA)
-    return model.saliency(x) > _unit(threshold, "threshold")
-
-
-def change_map(image: np.ndarray, source: np.ndarray, change_threshold: float = 0.1, blur: float = 2.0) -> np.ndarray:
-    """``(H, W)`` bool: where ``image`` departs from ``source`` (both ``(H, W, 3)``): the largest channel
-    difference, Gaussian-blurred with sigma ``blur`` pixels (0: none), above ``change_threshold``."""
-    x = as_float_image(image)
-    s = as_float_image(source, "source")
-    if s.shape != x.shape:
-        raise ValueError(f"source must have the image's size {x.shape[:2]}, got {s.shape[:2]}; resize it first")
-    diff = np.abs(x - s).max(axis=2)
-    if blur < 0:
-        raise ValueError(f"blur must be >= 0 pixels, got {blur}")
-    if blur > 0:
-        diff = cv2.GaussianBlur(diff, (0, 0), sigmaX=float(blur))
-    return diff > _unit(change_threshold, "change_threshold")
-
-
-def check_pair(
-    image: np.ndarray,
-    mask: Any,
-    foreground: Any = None,
-    source: np.ndarray | None = None,
-    max_area: float = 0.5,
-    min_foreground: float = 0.5,
-    min_agreement: float = 0.3,
-    change_threshold: float = 0.1,
-    blur: float = 2.0,
-) -> str | None:
-    """Why the pair (``image`` ``(H, W, 3)``, ``mask`` ``(H, W)``) should be dropped, or None to keep it.
-
-    foreground: ``(H, W)`` object mask, or None to skip that check. source: the ``(H, W, 3)`` normal photo the
-    defect was generated into, or None to skip the agreement check. Limits as in the module docstring.
-    """
-    x = as_float_image(image)
-    m = as_bool_mask(mask, x.shape[:2])
-    if _unit(max_area, "max_area") == 0.0:
-        raise ValueError("max_area must be in (0, 1], got 0; 1 turns the area check off")
-    min_foreground, min_agreement = _unit(min_foreground, "min_foreground"), _unit(min_agreement, "min_agreement")
-    total = int(m.sum())
-    if total == 0:
-        return EMPTY
-    area = total / m.size
-    if area > max_area:
-        return f"{TOO_LARGE} {_pct(area)} of the image (> max_area {_pct(max_area)})"
-    if foreground is not None:
-        on = float((m & as_bool_mask(foreground, m.shape, "foreground")).sum()) / total
-        if on < min_foreground:
-            return f"{OFF_OBJECT} ({_pct(on)} on the foreground < min_foreground {_pct(min_foreground)})"
-    if source is not None:
-        changed = change_map(x, source, change_threshold, blur)
-        iou = float((m & changed).sum()) / float((m | changed).sum())
-        if iou < min_agreement:
-            return f"{DISAGREES} (IoU {iou:.2f} < min_agreement {min_agreement:.2f})"
-    return None
 
 
 def _per_pair(value: Any, count: int, single_ndim: int, name: str) -> list[Any]:
@@ -294,58 +206,16 @@ def filter_tree(
     return report
 
 
-def _run(args: argparse.Namespace) -> int:
-    names = ("max_area", "min_foreground", "min_agreement", "change_threshold", "blur")
-    limits = {name: getattr(args, name) for name in names}
-    try:
-        report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
-                             args.dry_run, **limits)  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
-        print(f"anodiff filter: error: {exc}", file=sys.stderr)
-        return 2
-    for record in report.dropped:
-        print(f"{record['image']}: {record['reason']}")
-    verb = "would move" if args.dry_run else "moved"
-    where = "" if args.dry_run else f" to {args.move_to or Path(args.dir) / REJECTED_DIR}"
-    print(f"checked {report.checked} pair(s): kept {report.kept}, {verb} {len(report.dropped)}{where}; "
-          f"reasons in {report.report}")  # fmt: skip
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``filter`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
-    p = subparsers.add_parser(
-        "filter",
-        help="move generated pairs with untrustworthy masks aside, with a reason for each",
-        description=(
-            "Checks every pair of a tree written by anodiff generate and moves the dropped ones (image, mask, "
-            "anomaly part) aside, never deleting them; the reasons go to DIR/filter_report.json (appended per run)."
-        ),
-    )
-    add = p.add_argument
-    add("--dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate (its --out)")
-    add("--category", default=None, help="only this category (default: all)")
-    add("--anomaly", default=None, help="only this anomaly type (default: all)")
-    add("--max-area", type=float, default=0.5, help="drop masks covering more of the image (default: 0.5)")
-    add("--foreground", choices=FOREGROUNDS, default="none",
-        help="u2netp: drop masks mostly off the object found by U2-Net-P (object categories, not textures); "
-             "default: none")  # fmt: skip
-    add("--min-foreground", type=float, default=0.5, help="share of the mask on the object (default: 0.5)")
-    add("--source", default=None, metavar="IMAGE",
-        help="the normal photo the defects were generated into (region control); resized to each image")  # fmt: skip
-    add("--min-agreement", type=float, default=0.3, help="IoU of mask and changed region, with --source (0.3)")
-    add("--change-threshold", type=float, default=0.1, help="difference counted as a change, in [0, 1] (0.1)")
-    add("--blur", type=float, default=2.0, help="Gaussian sigma in pixels on the difference (default: 2)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--move-to", default=None, metavar="DIR", help=f"where dropped pairs go (default: DIR/{REJECTED_DIR})"
-    )
-    where.add_argument("--dry-run", action="store_true", help="only report; move nothing")
-    p.set_defaults(func=_run)
-    return p
-
-
 __all__ = [
     "DISAGREES", "EMPTY", "FOREGROUNDS", "OFF_OBJECT", "REASONS", "TOO_LARGE", "FilterReport", "as_bool_mask",
-    "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size", "object_mask", "register",
+    "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size", "object_mask",
 ]  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    """``register`` (the ``filter`` subcommand) moved to ``anodiff.cli.export``; served from there on use."""
+    if name == "register":
+        from ..cli.export import register_filter
+
+        return register_filter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,37 +25,28 @@ pair has one; a kept pair whose sidecar names another photo than ``--source`` no
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..common.imageio import as_float_image, read_rgb, write_png
-from ..data.masks import METHODS, U2NetP, extract_mask
+from ..common.imageio import write_png
+from ..data.masks import U2NetP, extract_mask
 from ..dataset.sidecar import label_path, sidecar_path, write_sidecar
 from ..regions.stitch import BLENDS
-from ..sd15.pipeline import SCHEDULERS
 from ..weights.load import load_dual
+from .backgrounds import IMAGE_SUFFIXES, Backgrounds, normal_images
+from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
 from .plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DUAL_DEFAULTS = (100, 2.5)
-"""The authors' steps and guidance for the dual model (``inference_mvtec_split.py``: PNDM, 100 steps, CFG 2.5)."""
-BCM_DEFAULTS = (50, 2.0)
-"""... and for BCM with backgrounds (``inference_test_tempt.py``: 50 steps, CFG 2.0; they used 1.2 for screw)."""
-DTYPES = ("auto", "fp16", "bf16", "fp32")
 
 
 @dataclass
@@ -78,79 +69,6 @@ def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path
         folder / "ground_truth" / anomaly / f"{name}_mask.png",
         folder / "anomaly_part" / anomaly / f"{name}.png",
     )
-
-
-def normal_images(folder: Path, category: str | None = None) -> list[Path]:
-    """BCM backgrounds, sorted by name (the authors' unsorted listing made runs irreproducible): the images of a
-    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.layouts``), the defect-free training
-    images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"normal images folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if files:
-        return files
-    from ..data.fewshot import normal_images as dataset_normals
-
-    try:
-        return dataset_normals(folder, category)
-    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
-        raise FileNotFoundError(
-            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from, and not a dataset root "
-            f"with normal images of category {category!r} ({exc})"
-        ) from exc
-
-
-class Backgrounds:
-    """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
-
-    Pair ``i`` gets image ``(i // every) % n``, so a resumed run gives a pair the background it had.
-    """
-
-    def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
-        self.files, self.size, self.every, self.saliency = files, size, every, saliency
-        self._cache: dict[int, np.ndarray] = {}
-
-    def for_pair(self, index: int) -> np.ndarray:
-        k = (index // self.every) % len(self.files)
-        if k not in self._cache:
-            image = as_float_image(read_rgb(self.files[k]))
-            shrink = image.shape[0] * image.shape[1] > self.size * self.size
-            image = cv2.resize(
-                image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            )
-            self._cache[k] = image * (1.0 - self.saliency.saliency(image)[..., None])
-        return self._cache[k]
-
-
-def _check_name(value: str, what: str) -> str:
-    if not value or value in (".", "..") or any(c in value for c in "/\\"):
-        raise ValueError(f"{what} must be a plain folder name, got {value!r}")
-    return value
-
-
-def _check_args(
-    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int
-) -> None:
-    for name, value in (("count", count), ("batch_size", batch_size), ("background_every", every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 8:
-        raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    if mask_method not in METHODS:
-        raise ValueError(f"mask_method must be one of {', '.join(METHODS)}, got {mask_method!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """The UNet's dtype name: ``auto`` is fp16 on CUDA (SD1.5's usual inference dtype) and fp32 elsewhere."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "auto":
-        return "fp16" if str(device).startswith("cuda") else "fp32"
-    return dtype
 
 
 def generate(
@@ -200,7 +118,7 @@ def generate(
     size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
     or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.sidecar``).
     """
-    _check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
+    check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
     shard = parse_shard(shard)
     if device is None:
         import torch
@@ -208,8 +126,8 @@ def generate(
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     dtype_name = resolve_dtype(dtype, device)
-    folder = Path(out_dir) / _check_name(category, "category")
-    _check_name(anomaly, "anomaly")
+    folder = Path(out_dir) / check_name(category, "category")
+    check_name(anomaly, "anomaly")
     several = [Path(w) for w in weights_path] if isinstance(weights_path, (list, tuple)) else [Path(weights_path)]
     base_path, weights_path = Path(base_path), several[0]
     if not base_path.exists():
@@ -334,78 +252,16 @@ def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, 
     return not mask.any()
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
-        report = generate(
-            args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
-            category=args.category, anomaly=args.anomaly,
-            batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
-            size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
-            background_every=args.background_every, force=args.force, device=args.device,
-            source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
-            dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
-            defects=args.defects, blend=args.blend, region_ids=args.region_ids,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        print(f"anodiff generate: error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
-        f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
-    )
-    return 0
+__all__ = [
+    "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateReport", "generate",
+    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
+]  # fmt: skip
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``generate`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
-    p = subparsers.add_parser(
-        "generate",
-        help="generate an MVTec-style set of anomaly images, masks and anomaly parts",
-        description=(
-            "Writes <out>/<category>/{test,ground_truth,anomaly_part}/<anomaly>/. Resumable: pairs whose three "
-            "files exist are skipped, so running again with a larger --count adds pairs; pair i always uses seed+i."
-        ),
-    )
-    add = p.add_argument
-    add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
-    add("--weights", required=True, nargs="+", metavar="FILE",
-        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")
-    add("--out", required=True, metavar="DIR", help="root of the generated dataset")
-    add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
-    add("--category", default="object", help="MVTec category folder name (default: object)")
-    add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
-    add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
-    add("--seed", type=int, default=0, help="pair i uses seed + i (default: 0)")
-    add("--steps", type=int, default=None, help="denoising steps (default, as the authors: 100; 50 with --normal-dir)")
-    add("--cfg", type=float, default=None, help="guidance (default, as the authors: 2.5; 2.0 with --normal-dir)")
-    add("--scheduler", choices=SCHEDULERS, default="pndm", help="sampler (default: pndm, as the authors)")
-    add("--size", type=int, default=512, help="image side in pixels (default: 512)")
-    add("--mask-method", choices=METHODS, default="u2netp", help="mask from the anomaly part (default: u2netp)")
-    add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
-    add("--normal-dir", default=None, metavar="DIR",
-        help="BCM backgrounds (BCM files only): a folder of normal images, or a dataset root (MVTec AD, MPDD, BTAD, "
-             "VisA) whose --category training normals are used")  # fmt: skip
-    add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
-    add("--source", default=None, metavar="IMAGE|DIR",
-        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")
-    add("--region", default=None, metavar="MASK",
-        help="region control: where the defect may go (white), or 'random' for regions on each photo's object")
-    add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
-    add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
-    add("--context", type=float, default=2.0,
-        help="crop window side as a multiple of the region's box, snapped to 64 px (default 2.0)")
-    add("--working", type=int, default=None, help="the crop's longer side when generating (default: --size)")
-    add("--blend", choices=BLENDS, default="feather",
-        help="paste back with a feathered edge or OpenCV Poisson blending (default feather)")
-    add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
-        help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
-    add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
-    add("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
-    add("--dtype", choices=DTYPES, default="auto",
-        help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU); the VAE always decodes in fp32")
-    add("--shard", default=None, metavar="K/N",
-        help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
-    add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
-    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
-    p.set_defaults(func=_run)
-    return p
+def __getattr__(name: str) -> object:
+    """``register`` (the ``generate`` subcommand) moved to ``anodiff.cli.generate``; served from there on use."""
+    if name == "register":
+        from ..cli.generate import register
+
+        return register
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,6 @@ import logging
 import re
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,12 +22,12 @@ from safetensors import safe_open
 from torch import nn
 
 from ..common.precision import torch_dtype
-from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from ..model.dual import DualAdapter
 from ..sd15.processor import DualPass, DualUNet
 from ..weights.load import load_dual
 from ..weights.schema import pack, save_dual
 from ..weights.text import add_text_lora, load_text_lora, text_lora_state
+from .config import TrainConfig
 from .step import (
     apply_gradients,
     cache_slots,
@@ -44,66 +43,6 @@ from .step import make_optimizer as build_optimizer
 log = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
-
-    base: str = field(metadata={"help": "SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint."})
-    data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
-    output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
-    category: str | None = None
-    anomaly: str | None = None
-    name: str | None = field(default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."})
-    steps: int = 5000
-    batch_size: int = 4
-    lr: float = 2e-5
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    rank: int = 32
-    text_rank: int = 32
-    train_text_encoder: bool = True
-    saim: bool = True
-    saim_zero_init: bool = False
-    bcm: bool = False
-    resolution: int = 512
-    flips: bool = True
-    split: str = "floor"
-    prompt_global: str = PROMPT_GLOBAL
-    prompt_anomaly: str = PROMPT_ANOMALY
-    seed: int = 32
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
-    gradient_checkpointing: bool = False
-    adam8bit: str = field(default="auto", metadata={"help": "auto (bitsandbytes on CUDA when installed), on, off."})
-    cache_latents: bool = field(default=True, metadata={"help": "Encode each (image, flips) once, not every step."})
-    checkpoint_every: int = 500
-    preview_every: int = 500
-    resume: bool = False
-    force: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.split not in ("floor", "authors"):
-            raise ValueError(f"split must be 'floor' or 'authors', got {self.split!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for key in ("steps", "batch_size", "checkpoint_every", "preview_every", "resolution"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-
-    @property
-    def model_name(self) -> str:
-        if self.name:
-            return self.name
-        parts = [p for p in (self.category, self.anomaly) if p]
-        return "_".join(parts) or "dualanodiff"
-
-    @property
-    def dual_config(self) -> DualConfig:
-        return DualConfig(
-            rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm, text_rank=self.text_rank
-        )
 
 
 class DualTrainModel(nn.Module):
@@ -343,3 +282,8 @@ def train(config: TrainConfig) -> Path:
     finally:
         trainer.close()
 
+
+__all__ = [
+    "CHECKPOINT", "DualTrainModel", "TrainConfig", "Trainer", "latest_checkpoint", "make_optimizer", "step_generator",
+    "train", "trainable_parameters",
+]  # fmt: skip

@@ -1,0 +1,112 @@
+"""``anodiff export`` and ``anodiff filter``: a generated tree into a dataset, and its doubtful pairs aside."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+from ..common.imageio import read_rgb
+from ..dataset.checks import FOREGROUNDS
+from ..dataset.coco import INSTANCES, merge_coco
+from ..dataset.export import export_dataset, parse_formats
+from ..dataset.filter import REJECTED_DIR, filter_tree
+from ..dataset.sidecar import pair_sidecar
+from ..dataset.tree import find_pairs, read_mask
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        formats = parse_formats(args.format)
+        source, out = Path(args.from_dir), Path(args.out)
+        if out.resolve() == source.resolve():
+            raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
+        pairs = find_pairs(source, args.category, args.anomaly)
+        for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
+            group = list(group)
+            report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
+                                    category, anomaly, formats, instances=args.instances, merge=False,
+                                    sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
+            print(report.summary())
+        if "coco" in formats:
+            for category in sorted({p.category for p in pairs}):
+                print(f"COCO file {merge_coco(out, category)}")
+    except (ValueError, ImportError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"anodiff export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    names = ("max_area", "min_foreground", "min_agreement", "change_threshold", "blur")
+    limits = {name: getattr(args, name) for name in names}
+    try:
+        report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
+                             args.dry_run, **limits)  # fmt: skip
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
+        print(f"anodiff filter: error: {exc}", file=sys.stderr)
+        return 2
+    for record in report.dropped:
+        print(f"{record['image']}: {record['reason']}")
+    verb = "would move" if args.dry_run else "moved"
+    where = "" if args.dry_run else f" to {args.move_to or Path(args.dir) / REJECTED_DIR}"
+    print(f"checked {report.checked} pair(s): kept {report.kept}, {verb} {len(report.dropped)}{where}; "
+          f"reasons in {report.report}")  # fmt: skip
+    return 0
+
+
+def register_export(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``export`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a generated tree as an MVTec AD tree and/or COCO instance annotations",
+        description=(
+            "Adds every pair (test/<anomaly>/NNN.png with its ground_truth mask) of a tree written by anodiff "
+            "generate to OUT: numbering continues after what OUT already holds, nothing is overwritten, and "
+            "OUT/annotations/<category>.json gains the new images and annotations."
+        ),
+    )
+    add = p.add_argument
+    add("--from", dest="from_dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
+    add("--format", default="mvtec,coco", help="mvtec, coco or mvtec,coco (default: both)")
+    add("--category", default=None, help="only this category (default: all)")
+    add("--anomaly", default=None, help="only this anomaly type (default: all)")
+    add("--instances", choices=INSTANCES, default="component",
+        help="one COCO annotation per connected component (default) or per mask")  # fmt: skip
+    p.set_defaults(func=_export)
+    return p
+
+
+def register_filter(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``filter`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "filter",
+        help="move generated pairs with untrustworthy masks aside, with a reason for each",
+        description=(
+            "Checks every pair of a tree written by anodiff generate and moves the dropped ones (image, mask, "
+            "anomaly part) aside, never deleting them; the reasons go to DIR/filter_report.json (appended per run)."
+        ),
+    )
+    add = p.add_argument
+    add("--dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate (its --out)")
+    add("--category", default=None, help="only this category (default: all)")
+    add("--anomaly", default=None, help="only this anomaly type (default: all)")
+    add("--max-area", type=float, default=0.5, help="drop masks covering more of the image (default: 0.5)")
+    add("--foreground", choices=FOREGROUNDS, default="none",
+        help="u2netp: drop masks mostly off the object found by U2-Net-P (object categories, not textures); "
+             "default: none")  # fmt: skip
+    add("--min-foreground", type=float, default=0.5, help="share of the mask on the object (default: 0.5)")
+    add("--source", default=None, metavar="IMAGE",
+        help="the normal photo the defects were generated into (region control); resized to each image")  # fmt: skip
+    add("--min-agreement", type=float, default=0.3, help="IoU of mask and changed region, with --source (0.3)")
+    add("--change-threshold", type=float, default=0.1, help="difference counted as a change, in [0, 1] (0.1)")
+    add("--blur", type=float, default=2.0, help="Gaussian sigma in pixels on the difference (default: 2)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--move-to", default=None, metavar="DIR", help=f"where dropped pairs go (default: DIR/{REJECTED_DIR})"
+    )
+    where.add_argument("--dry-run", action="store_true", help="only report; move nothing")
+    p.set_defaults(func=_filter)
+    return p

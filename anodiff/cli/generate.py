@@ -1,0 +1,90 @@
+"""``anodiff generate``: the flags of ``anodiff.generate.run.generate`` and its one-line report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..data.masks import METHODS
+from ..generate.options import DTYPES
+from ..regions.stitch import BLENDS
+from ..sd15.pipeline import SCHEDULERS
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..generate.run import generate
+
+    try:
+        report = generate(
+            args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
+            category=args.category, anomaly=args.anomaly,
+            batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
+            size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
+            background_every=args.background_every, force=args.force, device=args.device,
+            source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
+            dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
+            defects=args.defects, blend=args.blend, region_ids=args.region_ids,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"anodiff generate: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
+        f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``generate`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
+    p = subparsers.add_parser(
+        "generate",
+        help="generate an MVTec-style set of anomaly images, masks and anomaly parts",
+        description=(
+            "Writes <out>/<category>/{test,ground_truth,anomaly_part}/<anomaly>/. Resumable: pairs whose three "
+            "files exist are skipped, so running again with a larger --count adds pairs; pair i always uses seed+i."
+        ),
+    )
+    add = p.add_argument
+    add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
+    add("--weights", required=True, nargs="+", metavar="FILE",
+        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")
+    add("--out", required=True, metavar="DIR", help="root of the generated dataset")
+    add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
+    add("--category", default="object", help="MVTec category folder name (default: object)")
+    add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
+    add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
+    add("--seed", type=int, default=0, help="pair i uses seed + i (default: 0)")
+    add("--steps", type=int, default=None, help="denoising steps (default, as the authors: 100; 50 with --normal-dir)")
+    add("--cfg", type=float, default=None, help="guidance (default, as the authors: 2.5; 2.0 with --normal-dir)")
+    add("--scheduler", choices=SCHEDULERS, default="pndm", help="sampler (default: pndm, as the authors)")
+    add("--size", type=int, default=512, help="image side in pixels (default: 512)")
+    add("--mask-method", choices=METHODS, default="u2netp", help="mask from the anomaly part (default: u2netp)")
+    add("--threshold", type=float, default=0.5, help="mask threshold on the normalised map (default: 0.5)")
+    add("--normal-dir", default=None, metavar="DIR",
+        help="BCM backgrounds (BCM files only): a folder of normal images, or a dataset root (MVTec AD, MPDD, BTAD, "
+             "VisA) whose --category training normals are used")  # fmt: skip
+    add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
+    add("--source", default=None, metavar="IMAGE|DIR",
+        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")
+    add("--region", default=None, metavar="MASK",
+        help="region control: where the defect may go (white), or 'random' for regions on each photo's object")
+    add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
+    add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
+    add("--context", type=float, default=2.0,
+        help="crop window side as a multiple of the region's box, snapped to 64 px (default 2.0)")
+    add("--working", type=int, default=None, help="the crop's longer side when generating (default: --size)")
+    add("--blend", choices=BLENDS, default="feather",
+        help="paste back with a feathered edge or OpenCV Poisson blending (default feather)")
+    add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),
+        help="--region random: region side as a fraction of the image side (default: 0.05 0.2)")
+    add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
+    add("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    add("--dtype", choices=DTYPES, default="auto",
+        help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU); the VAE always decodes in fp32")
+    add("--shard", default=None, metavar="K/N",
+        help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
+    add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
+    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
+    p.set_defaults(func=_run)
+    return p

@@ -1,0 +1,73 @@
+"""Reading an MVTec-style tree (``<category>/test/<anomaly>/NNN.png`` + ``ground_truth`` masks), as written by
+``anodiff generate`` and read by ``export`` and ``filter``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TreePair:
+    """One pair of an MVTec-style tree; ``part`` is the anomaly branch's image when the tree has one."""
+
+    category: str
+    anomaly: str
+    index: int
+    image: Path
+    mask: Path
+    part: Path | None = None
+
+
+def index_of(name: str) -> int | None:
+    """The pair index a file name starts with (``007.png``, ``007_mask.png``), or None."""
+    head = name.split(".")[0].split("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
+    mask = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ValueError(f"{path}: not a readable mask")
+    return mask > (127 if mask.max(initial=0) > 1 else 0)
+
+
+def find_pairs(root: str | Path, category: str | None = None, anomaly: str | None = None) -> list[TreePair]:
+    """The pairs of an MVTec-style tree, sorted by category, anomaly and index: ``test/<anomaly>/NNN.png`` with
+    ``ground_truth/<anomaly>/NNN_mask.png``. Folders without masks (MVTec's ``good``) are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    categories = [category] if category else sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
+    pairs = []
+    for cat in categories:
+        test = root / cat / "test"
+        if not test.is_dir():
+            raise FileNotFoundError(f"{test} not found: no category {cat!r} in {root}")
+        anomalies = [anomaly] if anomaly else sorted(p.name for p in test.iterdir() if p.is_dir())
+        for anom in anomalies:
+            folder = test / anom
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} not found: no anomaly type {anom!r} in {cat}")
+            found = []
+            for image in sorted(folder.glob("*.png")):
+                index = index_of(image.name)
+                mask = root / cat / "ground_truth" / anom / f"{image.stem}_mask.png"
+                if index is None or image.name.startswith("."):
+                    continue
+                if not mask.is_file():
+                    log.warning("%s has no mask %s: skipped", image, mask.name)
+                    continue
+                part = root / cat / "anomaly_part" / anom / image.name
+                found.append(TreePair(cat, anom, index, image, mask, part if part.is_file() else None))
+            pairs += sorted(found, key=lambda p: p.index)
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no pairs (<category>/test/<anomaly>/NNN.png with ground_truth masks)")
+    return pairs

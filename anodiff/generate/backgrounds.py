@@ -1,0 +1,56 @@
+"""BCM backgrounds for ``anodiff generate``: the normal images to use, and each pair's blacked-out background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..common.imageio import as_float_image, read_rgb
+from ..data.masks import U2NetP
+from ..data.objects import blackened_background
+from .sources import IMAGE_SUFFIXES
+
+
+def normal_images(folder: Path, category: str | None = None) -> list[Path]:
+    """BCM backgrounds, sorted by name (the authors' unsorted listing made runs irreproducible): the images of a
+    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.layouts``), the defect-free training
+    images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"normal images folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if files:
+        return files
+    from ..data.fewshot import normal_images as dataset_normals
+
+    try:
+        return dataset_normals(folder, category)
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
+        raise FileNotFoundError(
+            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from, and not a dataset root "
+            f"with normal images of category {category!r} ({exc})"
+        ) from exc
+
+
+class Backgrounds:
+    """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
+
+    Pair ``i`` gets image ``(i // every) % n``, so a resumed run gives a pair the background it had.
+    """
+
+    def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
+        self.files, self.size, self.every, self.saliency = files, size, every, saliency
+        self._cache: dict[int, np.ndarray] = {}
+
+    def for_pair(self, index: int) -> np.ndarray:
+        """``(size, size, 3)`` float32 in [0, 1]: the background of pair ``index``."""
+        k = (index // self.every) % len(self.files)
+        if k not in self._cache:
+            image = as_float_image(read_rgb(self.files[k]))
+            shrink = image.shape[0] * image.shape[1] > self.size * self.size
+            image = cv2.resize(
+                image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+            self._cache[k] = blackened_background(image, self.saliency.saliency(image))
+        return self._cache[k]
