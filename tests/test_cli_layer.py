@@ -40,8 +40,8 @@ def test_argparse_is_imported_only_by_the_cli_package():
 
 def test_python_m_anodiff_cli_help_lists_every_command():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "anodiff.cli", "--help"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "anodiff.cli", "--help"], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     listed = done.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
     assert tuple(listed) == COMMANDS
@@ -89,8 +89,6 @@ def test_a_full_train_command_line_is_the_train_config_built_directly():
         ("anodiff.generate.run", "register", "generate"),
         ("anodiff.metrics", "register", "eval"),
         ("anodiff.demo", "register", "demo"),
-        ("anodiff.dataset.export", "register", "export"),
-        ("anodiff.dataset.filter", "register", "filter"),
     ],
 )
 def test_the_old_register_paths_still_add_their_command(module, name, command):

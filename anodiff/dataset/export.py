@@ -251,12 +251,3 @@ __all__ = [
     "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "write_new",
     "write_replace",
 ]  # fmt: skip
-
-
-def __getattr__(name: str) -> object:
-    """``register`` (the ``export`` subcommand) moved to ``anodiff.cli.export``; served from there on use."""
-    if name == "register":
-        from ..cli.export import register_export
-
-        return register_export
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -210,12 +210,3 @@ __all__ = [
     "DISAGREES", "EMPTY", "FOREGROUNDS", "OFF_OBJECT", "REASONS", "TOO_LARGE", "FilterReport", "as_bool_mask",
     "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size", "object_mask",
 ]  # fmt: skip
-
-
-def __getattr__(name: str) -> object:
-    """``register`` (the ``filter`` subcommand) moved to ``anodiff.cli.export``; served from there on use."""
-    if name == "register":
-        from ..cli.export import register_filter
-
-        return register_filter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,8 @@ from .run import DEFAULT_MINUTES, run_demo, summary_table
 
 
 def __getattr__(name: str) -> object:
-    """``register`` (the ``demo`` subcommand) moved to ``anodiff.cli.demo``; served from there on use."""
+    """The old path of ``anodiff.cli.demo.register`` (the ``demo`` subcommand), loaded on use, for
+    callers not yet moved to the CLI package."""
     if name == "register":
         from ..cli.demo import register
 

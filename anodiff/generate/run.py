@@ -259,7 +259,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``register`` (the ``generate`` subcommand) moved to ``anodiff.cli.generate``; served from there on use."""
+    """The old path of ``anodiff.cli.generate.register`` (the ``generate`` subcommand), loaded on use, for
+    callers not yet moved to the CLI package."""
     if name == "register":
         from ..cli.generate import register
 

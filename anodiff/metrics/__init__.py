@@ -12,7 +12,8 @@ from __future__ import annotations
 
 
 def __getattr__(name: str) -> object:
-    """``register`` (the ``eval`` subcommand) moved to ``anodiff.cli.eval``; served from there on use."""
+    """The old path of ``anodiff.cli.eval.register`` (the ``eval`` subcommand), loaded on use, for
+    callers not yet moved to the CLI package."""
     if name == "register":
         from ..cli.eval import register
 
