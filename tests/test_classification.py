@@ -85,7 +85,7 @@ def test_classifier_learns_types_from_generated_images_and_scores_real_ones(tmp_
 
 
 def test_eval_reports_the_classification(tmp_path, monkeypatch):
-    from anodiff.metrics import register
+    from anodiff.cli.eval import register
 
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "no-hub"))
     real, gen = _trees(tmp_path, generated=4)

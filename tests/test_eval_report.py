@@ -60,7 +60,7 @@ def _visa(root, category, rng):
 
 
 def _eval(argv):
-    from anodiff.metrics import register
+    from anodiff.cli.eval import register
 
     parser = argparse.ArgumentParser(prog="anodiff")
     register(parser.add_subparsers(dest="command", required=True))

@@ -173,7 +173,7 @@ def test_unet_shapes_and_focal_loss():
 def _eval_cli(argv):
     import argparse
 
-    from anodiff.metrics import register
+    from anodiff.cli.eval import register
 
     parser = argparse.ArgumentParser(prog="anodiff")
     register(parser.add_subparsers(dest="command", required=True))
