@@ -16,10 +16,10 @@ from .model.pairs import ANOMALY, GLOBAL, branch_ids, interleave, split
 from .model.saim import SAIM
 from .model.sites import SD15_SITES, AttnSite
 from .weights.load import load_dual
-from .weights.schema import DualFile, DualWeightsError, pack
+from .weights.schema import DualFile, DualWeightsError, pack, to_dual_file
 
 __all__ = [
     "ANOMALY", "GLOBAL", "PROMPT_ANOMALY", "PROMPT_GLOBAL", "SAIM", "SD15_SITES", "AttnSite", "BackgroundCompensation",
     "BranchLoRA", "DualAdapter", "DualAttention", "DualConfig", "DualFile", "DualWeightsError", "branch_ids",
-    "interleave", "load_dual", "pack", "split",
+    "interleave", "load_dual", "pack", "split", "to_dual_file",
 ]  # fmt: skip

@@ -82,11 +82,11 @@ def train_step(size: dict) -> str:
 def generate_rate(size: dict, device: str, dtype) -> str:
     from tiny_diffusers import randomize_, save_tiny_sd15
 
-    from anodiff import DualAdapter, DualConfig, pack
+    from anodiff import DualAdapter, DualConfig, to_dual_file
     from anodiff.sd15.load import load_sd15
     from anodiff.sd15.pipeline import DualAnoDiffPipeline
 
-    dual = pack(randomize_(DualAdapter(DualConfig(rank=32), size["channels"], size["context"]), std=0.02), None)
+    dual = to_dual_file(randomize_(DualAdapter(DualConfig(rank=32), size["channels"], size["context"]), std=0.02), None)
 
     sd15 = size["unet"] == "sd15"
     with tempfile.TemporaryDirectory() as tmp:

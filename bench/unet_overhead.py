@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from anodiff import DualAdapter, DualConfig
 from anodiff.sd15.config import UNET
-from anodiff.sd15.processor import DualPass, install
+from anodiff.sd15.processor import UNetPass, install
 
 TINY = {"block_out_channels": [32, 64, 64, 64], "cross_attention_dim": 32}
 
@@ -87,7 +87,7 @@ class Variants:
             return self.unet(x, t, ctx, return_dict=False)[0]
         key = "before" if name == "before" else name == "folded"
         self.unet.set_attn_processor(dict(self.dual[key]))
-        run = self.before[0].DualPass() if name == "before" else DualPass()
+        run = self.before[0].DualPass() if name == "before" else UNetPass()
         return self.unet(x, t, ctx, cross_attention_kwargs={"dual": run}, return_dict=False)[0]
 
 

@@ -10,8 +10,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import pytest
-
 from anodiff.cli import build_parser
 from anodiff.cli.train import COMMAND_ONLY, train_config
 from anodiff.train.config import TrainConfig
@@ -81,22 +79,3 @@ def test_a_full_train_command_line_is_the_train_config_built_directly():
     assert train_config(build_parser().parse_args(argv)) == expected
     overridden = train_config(build_parser().parse_args(argv), category="cable", output="x")
     assert (overridden.category, overridden.output, overridden.steps) == ("cable", "x", 7)
-
-
-@pytest.mark.parametrize(
-    ("module", "name", "command"),
-    [
-        ("anodiff.generate.run", "register", "generate"),
-        ("anodiff.metrics", "register", "eval"),
-        ("anodiff.demo", "register", "demo"),
-    ],
-)
-def test_the_old_register_paths_still_add_their_command(module, name, command):
-    import argparse
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="anodiff")
-    register = getattr(importlib.import_module(module), name)
-    register(parser.add_subparsers(dest="command", required=True))
-    sub = next(a for a in parser._actions if a.dest == "command")
-    assert list(sub.choices) == [command] and callable(sub.choices[command].get_default("func"))

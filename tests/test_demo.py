@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from anodiff.demo import register, run_demo, summary_table
+from anodiff.cli.demo import register
+from anodiff.demo import run_demo, summary_table
 from anodiff.demo.data import DARK_LUMA, KINDS, draw_defect, luminance, make_fewshot
 from anodiff.demo.metrics import chance_iou, defect_region, iou, novelty_share, with_flips
 from anodiff.demo.model import PairUNet

@@ -66,12 +66,6 @@ def test_from_pretrained_and_load_dual_draw_what_from_sd15_draws(sd_dir, dual, p
         DualAnoDiffPipeline.from_pretrained(dual)
 
 
-def test_the_old_constructor_still_works_with_a_warning(sd_dir, reference):
-    with pytest.warns(FutureWarning, match="from_sd15"):
-        old = DualAnoDiffPipeline(load_sd15(sd_dir), dual_file())
-    assert isinstance(old, DualAnoDiffPipeline) and same(old(2, seed=3, **FAST), reference)
-
-
 def _comfy_single_file_helpers():
     """``ldm_checkpoint`` (ComfyUI's key maps write the LDM layout) from ``tests/comfy``; skipped without ComfyUI."""
 

@@ -215,10 +215,10 @@ def test_two_weight_files_give_a_defect_type_per_region(sd_dir, plain_weights, t
     from pycocotools.coco import COCO
     from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_
 
-    from anodiff import DualAdapter, DualConfig, pack
+    from anodiff import DualAdapter, DualConfig, to_dual_file
     from anodiff.cli import main
 
-    scratch = pack(randomize_(DualAdapter(DualConfig(rank=4), TINY_CHANNELS, TINY_CONTEXT), std=0.1, seed=11))
+    scratch = to_dual_file(randomize_(DualAdapter(DualConfig(rank=4), TINY_CHANNELS, TINY_CONTEXT), std=0.1, seed=11))
     scratch_file = scratch.save(tmp_path / "scratch.safetensors")
     write_photos(tmp_path / "photos")
     kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}

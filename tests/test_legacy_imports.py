@@ -41,9 +41,10 @@ def test_names_of_a_module_that_became_a_package_still_import(package):
 
 
 def test_the_documented_top_level_names_and_processor_path():
+    from anodiff.processor import DualUNet
+
     from anodiff import DualAdapter, DualFile, load_dual, pack
     from anodiff.model.dual import DualAdapter as new_adapter
-    from anodiff.processor import DualUNet
     from anodiff.sd15.processor import DualUNet as new_unet
     from anodiff.weights.load import load_dual as new_load
 

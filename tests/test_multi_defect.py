@@ -27,13 +27,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def two_pipes(tmp_path_factory):
     from tiny_diffusers import randomize_, save_tiny_sd15
 
-    from anodiff import DualAdapter, DualConfig, pack
+    from anodiff import DualAdapter, DualConfig, to_dual_file
     from anodiff.sd15.load import load_sd15
     from anodiff.sd15.pipeline import DualAnoDiffPipeline
 
     sd = save_tiny_sd15(tmp_path_factory.mktemp("tiny_sd15"))
     first = dual_file()
-    second = pack(randomize_(DualAdapter(DualConfig(rank=4), *_widths(first)), std=0.1, seed=11))
+    second = to_dual_file(randomize_(DualAdapter(DualConfig(rank=4), *_widths(first)), std=0.1, seed=11))
     return DualAnoDiffPipeline.from_sd15(load_sd15(sd), first), DualAnoDiffPipeline.from_sd15(load_sd15(sd), second)
 
 

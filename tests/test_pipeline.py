@@ -8,8 +8,9 @@ import pytest
 import torch
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_text_encoder
 
-from anodiff import DualAdapter, DualConfig, DualWeightsError, pack
-from anodiff.generate.run import generate, register
+from anodiff import DualAdapter, DualConfig, DualWeightsError, to_dual_file
+from anodiff.cli.generate import register
+from anodiff.generate.run import generate
 from anodiff.sd15.load import load_sd15
 from anodiff.sd15.pipeline import SCHEDULERS, DualAnoDiffPipeline
 from anodiff.weights.text import add_text_lora, text_lora_state
@@ -28,7 +29,7 @@ def dual_file(bcm: bool = False, channels: tuple[int, ...] = TINY_CHANNELS):
                 layer.bcm.a.fill_(0.5)
     te = add_text_lora(tiny_text_encoder(), config.text_rank, config.text_lora_alpha)
     randomize_(te, seed=3)
-    return pack(adapter, text_lora_state(te))
+    return to_dual_file(adapter, text_lora_state(te))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -57,9 +58,9 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.model, self.calls = model, []
 
-    def forward(self, sample, timestep, context, run=None, **kw):
-        self.calls.append((sample.shape[0], run.chunks, {k: v.shape for k, v in kw.items()}))
-        return self.model(sample, timestep, context, run=run, **kw)
+    def forward(self, sample, timestep, context, unet_pass=None, **kw):
+        self.calls.append((sample.shape[0], unet_pass.chunks, {k: v.shape for k, v in kw.items()}))
+        return self.model(sample, timestep, context, unet_pass=unet_pass, **kw)
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

@@ -8,7 +8,7 @@ from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_unet
 
 from anodiff import DualAdapter, DualConfig
 from anodiff.model.sites import SD15_SITES
-from anodiff.sd15.processor import DualPass, DualUNet, install
+from anodiff.sd15.processor import DualUNet, UNetPass, install
 
 
 def inputs(pairs=2, seed=0, hw=(8, 8)):
@@ -34,7 +34,7 @@ def test_zero_lora_without_saim_and_bcm_equals_vanilla_unet(fresh_unet):
         vanilla = fresh_unet(x, 500, ctx).sample
         model = dual(fresh_unet, saim=True, bcm=True)
         model.adapter.zero_lora_()
-        out = model(x, 500, ctx, run=DualPass(saim=False))
+        out = model(x, 500, ctx, unet_pass=UNetPass(saim=False))
     torch.testing.assert_close(out, vanilla, atol=1e-5, rtol=0)
 
 
@@ -44,7 +44,7 @@ def test_saim_off_keeps_branches_independent_and_saim_on_couples_them(fresh_unet
     x2 = x.clone()
     x2[1] += torch.randn_like(x2[1])  # change only the anomaly row of pair 0
     with torch.no_grad():
-        off = [model(v, 300, ctx, run=DualPass(saim=False)) for v in (x, x2)]
+        off = [model(v, 300, ctx, unet_pass=UNetPass(saim=False)) for v in (x, x2)]
         on = [model(v, 300, ctx) for v in (x, x2)]
     torch.testing.assert_close(off[0][0], off[1][0], atol=0, rtol=0)
     assert (on[0][0] - on[1][0]).abs().max() > 1e-4
@@ -58,9 +58,9 @@ def test_per_branch_lora_matches_two_single_branch_runs(fresh_unet):
     x, ctx = inputs()
     with torch.no_grad():
         both = model(x, 200, ctx)
-        all_global = model(x, 200, ctx, run=DualPass(mode="write"))  # write mode: branch 0 LoRA on every row
-        only_anomaly = model(x, 200, ctx, run=DualPass(strengths=(0.0, 1.0)))
-        base = model(x, 200, ctx, run=DualPass(strengths=(0.0, 0.0)))
+        all_global = model(x, 200, ctx, unet_pass=UNetPass(mode="write"))  # write mode: branch 0 LoRA on every row
+        only_anomaly = model(x, 200, ctx, unet_pass=UNetPass(strengths=(0.0, 1.0)))
+        base = model(x, 200, ctx, unet_pass=UNetPass(strengths=(0.0, 0.0)))
     torch.testing.assert_close(both[0::2], all_global[0::2], atol=1e-6, rtol=0)
     torch.testing.assert_close(only_anomaly[1::2], both[1::2], atol=1e-6, rtol=0)
     torch.testing.assert_close(only_anomaly[0::2], base[0::2], atol=1e-6, rtol=0)
@@ -71,7 +71,7 @@ def test_cfg_chunks_match_separate_chunks(fresh_unet):
     model = dual(fresh_unet).double()  # float64: fp32 CPU matmuls differ by ~1e-4 between batch sizes
     x, ctx = (t.double() for t in inputs(pairs=2))
     with torch.no_grad():
-        joint = model(x, 100, ctx, run=DualPass(chunks=2))
+        joint = model(x, 100, ctx, unet_pass=UNetPass(chunks=2))
         first = model(x[:2], 100, ctx[:2])
         second = model(x[2:], 100, ctx[2:])
     torch.testing.assert_close(joint, torch.cat([first, second]), atol=1e-10, rtol=0)
@@ -85,9 +85,9 @@ def test_bcm_changes_global_rows_only(fresh_unet):
                 layer.bcm.a.fill_(0.3)
         x, ctx = inputs()
         bg = torch.randn(2, 4, 8, 8)
-        plain = model(x, 400, ctx, run=DualPass(saim=False))
-        with_bg = model(x, 400, ctx, run=DualPass(saim=False), background=bg)
-        half = model(x, 400, ctx, run=DualPass(saim=False, bcm_strength=0.0), background=bg)
+        plain = model(x, 400, ctx, unet_pass=UNetPass(saim=False))
+        with_bg = model(x, 400, ctx, unet_pass=UNetPass(saim=False), background=bg)
+        half = model(x, 400, ctx, unet_pass=UNetPass(saim=False, bcm_strength=0.0), background=bg)
     assert (with_bg[0::2] - plain[0::2]).abs().max() > 1e-4
     torch.testing.assert_close(with_bg[1::2], plain[1::2], atol=1e-6, rtol=0)
     torch.testing.assert_close(half, plain, atol=1e-6, rtol=0)
@@ -103,7 +103,7 @@ def test_errors(fresh_unet):
     with pytest.raises(ValueError, match="without BCM"):
         model(x, 10, ctx, background=torch.randn(2, 4, 8, 8))
     with pytest.raises(ValueError, match="mode must be one of"):
-        replace(DualPass(), mode="both")
+        replace(UNetPass(), mode="both")
     wrong = DualAdapter(DualConfig(rank=4), (32, 64, 128, 128), TINY_CONTEXT)
     with pytest.raises(ValueError, match=r"down_blocks\.2\.attentions\.0\.transformer_blocks\.0\.attn1: UNet attention has"):
         install(tiny_unet(), wrong)

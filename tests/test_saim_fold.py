@@ -10,7 +10,7 @@ from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_unet
 from anodiff import DualAdapter, DualConfig, load_dual
 from anodiff.model.saim import SAIM
 from anodiff.model.saim_fold import FoldCache, FoldedSAIM, inference_adapter
-from anodiff.sd15.processor import DualPass, DualUNet
+from anodiff.sd15.processor import DualUNet, UNetPass
 
 HALF_TOLERANCE = {torch.float16: 3e-3, torch.bfloat16: 2e-2}
 """Stated tolerance: max |folded half - unfolded fp32| / max |unfolded fp32 delta| at width 320 with PyTorch's
@@ -71,17 +71,17 @@ def test_processor_folds_at_inference_only_and_equals_unfolded():
     install(plain_unet, adapter, fold_saim=False)
     install(exact_unet, copy.deepcopy(adapter).double(), fold_saim=False)
     with torch.no_grad():
-        folded = folded_unet(x, 250, ctx, run=DualPass())
-        unfolded = plain_unet(x, 250, ctx, cross_attention_kwargs={"dual": DualPass()}, return_dict=False)[0]
+        folded = folded_unet(x, 250, ctx, unet_pass=UNetPass())
+        unfolded = plain_unet(x, 250, ctx, cross_attention_kwargs={"dual": UNetPass()}, return_dict=False)[0]
         exact = exact_unet(
-            x.double(), 250, ctx.double(), cross_attention_kwargs={"dual": DualPass()}, return_dict=False
+            x.double(), 250, ctx.double(), cross_attention_kwargs={"dual": UNetPass()}, return_dict=False
         )[0]
-        no_saim = folded_unet(x, 250, ctx, run=DualPass(saim=False))
+        no_saim = folded_unet(x, 250, ctx, unet_pass=UNetPass(saim=False))
     torch.testing.assert_close(folded, unfolded, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(folded.double(), exact, atol=1e-5, rtol=1e-5)
     assert (folded - no_saim).abs().max() > 1e-3
     # with gradients on (training) SAIM runs unfolded, so its own weights get gradients
-    folded_unet(x, 250, ctx, run=DualPass()).square().mean().backward()
+    folded_unet(x, 250, ctx, unet_pass=UNetPass()).square().mean().backward()
     saim = next(layer.saim for _, layer in adapter.items())
     assert saim.to_q.weight.grad is not None and saim.to_q.weight.grad.abs().max() > 0
 

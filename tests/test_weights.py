@@ -6,9 +6,9 @@ from official_reference import install_official, official_text_lora
 from safetensors.torch import save_file
 from tiny_diffusers import TINY_CHANNELS, TINY_CONTEXT, randomize_, tiny_text_encoder, tiny_unet
 
-from anodiff import DualAdapter, DualConfig, DualWeightsError, load_dual, pack
+from anodiff import DualAdapter, DualConfig, DualWeightsError, load_dual, to_dual_file
 from anodiff.cli import main as cli
-from anodiff.sd15.processor import DualPass, DualUNet
+from anodiff.sd15.processor import DualUNet, UNetPass
 from anodiff.weights.schema import META_FIELDS, OPTIONAL_META_FIELDS
 from anodiff.weights.text import add_text_lora, load_text_lora, text_lora_state
 
@@ -34,7 +34,7 @@ def test_save_load_is_bit_identical(tmp_path, bcm):
         for name, p in te.named_parameters():
             if "lora_" in name:
                 p.normal_(std=0.1)
-    path = pack(adapter, text_lora_state(te), steps=123, resolution=64).save(tmp_path / "m.safetensors")
+    path = to_dual_file(adapter, text_lora_state(te), steps=123, resolution=64).save(tmp_path / "m.safetensors")
 
     loaded = load_dual(path)
     assert loaded.metadata["steps"] == "123" and loaded.metadata["has_bcm"] == str(bcm).lower()
@@ -127,7 +127,7 @@ def test_single_branch_lora_is_refused_with_its_first_key(tmp_path, keys):
 
 def small_file(tmp_path):
     adapter = DualAdapter(DualConfig(rank=2, saim=False), TINY_CHANNELS, TINY_CONTEXT)
-    return pack(adapter).save(tmp_path / "small.safetensors"), adapter
+    return to_dual_file(adapter).save(tmp_path / "small.safetensors"), adapter
 
 
 def test_truncated_partial_misshaped_and_wrong_dtype_files(tmp_path):
@@ -186,5 +186,5 @@ def test_loaded_adapter_keeps_dtype_option(tmp_path):
     assert not any(p.is_meta for p in half.parameters())
     x, ctx, _ = inputs()
     with torch.no_grad():
-        assert torch.equal(DualUNet(tiny_unet(), load_dual(path).adapter())(x, 5, ctx, run=DualPass()),
+        assert torch.equal(DualUNet(tiny_unet(), load_dual(path).adapter())(x, 5, ctx, unet_pass=UNetPass()),
                            DualUNet(tiny_unet(), adapter)(x, 5, ctx))  # fmt: skip

@@ -8,7 +8,7 @@ import sys
 from ..data.masks import METHODS
 from ..generate.options import DTYPES
 from ..regions.stitch import BLENDS
-from ..sd15.pipeline import SCHEDULERS
+from ..sd15.sampling import SCHEDULERS
 
 
 def _run(args: argparse.Namespace) -> int:

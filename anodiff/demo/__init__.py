@@ -11,15 +11,4 @@ from __future__ import annotations
 
 from .run import DEFAULT_MINUTES, run_demo, summary_table
 
-
-def __getattr__(name: str) -> object:
-    """The old path of ``anodiff.cli.demo.register`` (the ``demo`` subcommand), loaded on use, for
-    callers not yet moved to the CLI package."""
-    if name == "register":
-        from ..cli.demo import register
-
-        return register
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["DEFAULT_MINUTES", "register", "run_demo", "summary_table"]
+__all__ = ["DEFAULT_MINUTES", "run_demo", "summary_table"]

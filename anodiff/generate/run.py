@@ -186,7 +186,8 @@ def generate(
     from ..sd15.load import load_sd15
     from ..sd15.pipeline import DualAnoDiffPipeline
 
-    pipe = [DualAnoDiffPipeline(load_sd15(base_path, dtype=torch_dtype(dtype_name)), d, device=device) for d in (dual, *more)]
+    pipe = [DualAnoDiffPipeline.from_sd15(load_sd15(base_path, dtype=torch_dtype(dtype_name)), d, device=device)
+            for d in (dual, *more)]
     u2net = U2NetP() if (mask_method == "u2netp" or files) else None
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
     if plan is not None and u2net is not None:
@@ -256,13 +257,3 @@ __all__ = [
     "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateReport", "generate",
     "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
 ]  # fmt: skip
-
-
-def __getattr__(name: str) -> object:
-    """The old path of ``anodiff.cli.generate.register`` (the ``generate`` subcommand), loaded on use, for
-    callers not yet moved to the CLI package."""
-    if name == "register":
-        from ..cli.generate import register
-
-        return register
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

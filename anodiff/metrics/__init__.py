@@ -9,16 +9,3 @@ The command line (``anodiff.cli.eval``) imports none of them at start-up; they l
 """
 
 from __future__ import annotations
-
-
-def __getattr__(name: str) -> object:
-    """The old path of ``anodiff.cli.eval.register`` (the ``eval`` subcommand), loaded on use, for
-    callers not yet moved to the CLI package."""
-    if name == "register":
-        from ..cli.eval import register
-
-        return register
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["register"]

@@ -25,8 +25,8 @@ from ..regions.composite import composite
 from ..regions.inputs import region_inputs, region_mask  # noqa: F401 (region_mask: public here before)
 from ..weights.schema import DualFile
 from . import conditioning
-from .loading import DualLoading
-from .processor import DualPass
+from .pipeline_loading import DualLoading
+from .processor import UNetPass
 from .sampling import SCHEDULERS, denoise, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
         sampler.set_timesteps(steps, device=device)
         noise = torch.cat([torch.randn(shape, generator=gen) for gen in generators]).to(device)
         latents = noise * sampler.init_noise_sigma  # fp32 whatever the UNet's dtype: only the UNet runs in half
-        run = DualPass(chunks=2 if guided else 1)
+        run = UNetPass(chunks=2 if guided else 1)
         held = None
         if source is not None or region is not None:
             photos, regions = region_inputs(source, region, num_pairs, height, width)
@@ -218,7 +218,7 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
             if background is not None:
                 extra = conditioning.noised_backgrounds(self.scheduler, background, grey, t, generators, guided)
             with self.autocast():
-                pred = self.model(x, t, context, run=run, **extra).float()
+                pred = self.model(x, t, context, unet_pass=run, **extra).float()
             if guided:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + cfg * (cond - uncond)

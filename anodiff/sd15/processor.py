@@ -1,6 +1,6 @@
 """diffusers adapter: an attention processor that runs a ``DualAttention`` inside ``UNet2DConditionModel``.
 
-The per-call settings travel in ``cross_attention_kwargs={"dual": DualPass(...)}`` rather than in
+The per-call settings travel in ``cross_attention_kwargs={"dual": UNetPass(...)}`` rather than in
 processor state, so gradient checkpointing recomputes each block with the settings it first ran with.
 """
 
@@ -23,8 +23,8 @@ MODES = ("dual", "write", "read")
 
 
 @dataclass(frozen=True)
-class DualPass:
-    """How one UNet call runs.
+class UNetPass:
+    """How one UNet call runs (``DualUNet.forward(unet_pass=...)``).
 
     mode: "dual" (both branches, SAIM), "write" (BCM background pass: global LoRA on every row, no SAIM,
     self-attention inputs stored in ``bank``), "read" (dual, plus BCM mixing from ``bank``).
@@ -40,7 +40,11 @@ class DualPass:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"DualPass.mode must be one of {MODES}, got {self.mode!r}")
+            raise ValueError(f"UNetPass.mode must be one of {MODES}, got {self.mode!r}")
+
+
+DualPass = UNetPass
+"""The name of ``UNetPass`` in anodiff 0.1."""
 
 
 class DualAttnProcessor:
@@ -76,10 +80,10 @@ class DualAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        dual: DualPass | None = None,
+        dual: UNetPass | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        run = dual or DualPass()
+        run = dual or UNetPass()
         layer = self.layer
         if hidden_states.dim() != 3:
             raise ValueError(f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}")
@@ -186,13 +190,13 @@ class DualUNet(nn.Module):
         timestep: torch.Tensor | float,
         encoder_hidden_states: torch.Tensor,
         *,
-        run: DualPass | None = None,
+        unet_pass: UNetPass | None = None,
         background: torch.Tensor | None = None,
         background_timestep: torch.Tensor | None = None,
         background_context: torch.Tensor | None = None,
         **unet_kwargs,
     ) -> torch.Tensor:
-        run = run or DualPass()
+        run = unet_pass or UNetPass()
         check_rows(sample.shape[0], run.chunks, what="DualUNet sample")
         if encoder_hidden_states.shape[0] != sample.shape[0]:
             raise ValueError(

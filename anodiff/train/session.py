@@ -17,7 +17,7 @@ from torch import nn
 
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from ..model.dual import DualAdapter
-from ..weights.schema import TEXT_PROJECTIONS, DualFile, pack
+from ..weights.schema import TEXT_PROJECTIONS, DualFile, to_dual_file
 from .step import (
     Forward,
     SampleLatents,
@@ -177,7 +177,7 @@ class TrainingSession:
         c = self.config
         adapter = DualAdapter(self.adapter.config, self.adapter.channels, self.adapter.context_dim)
         adapter.load_state_dict({k: v.detach().float().cpu() for k, v in self.adapter.state_dict().items()})
-        dual = pack(adapter, self.text.state() if self.text is not None else None, steps=self.step,
+        dual = to_dual_file(adapter, self.text.state() if self.text is not None else None, steps=self.step,
                     resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
                     seed=c.seed, train_images=images, source="anodiff-comfyui")  # fmt: skip
         return TrainedDual(dual, optimizer_tensors(self.optimizer), tuple(self.losses))

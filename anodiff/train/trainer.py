@@ -23,9 +23,9 @@ from torch import nn
 
 from ..common.precision import torch_dtype
 from ..model.dual import DualAdapter
-from ..sd15.processor import DualPass, DualUNet
+from ..sd15.processor import DualUNet, UNetPass
 from ..weights.load import load_dual
-from ..weights.schema import pack, save_dual
+from ..weights.schema import save_dual, to_dual_file
 from ..weights.text import add_text_lora, load_text_lora, text_lora_state
 from .config import TrainConfig
 from .step import (
@@ -58,7 +58,7 @@ class DualTrainModel(nn.Module):
         pairs = noisy.shape[0] // 2
         context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
         context = context.repeat(pairs, 1, 1)
-        return self.dual_unet(noisy, timesteps, context, run=DualPass(), background=background,
+        return self.dual_unet(noisy, timesteps, context, unet_pass=UNetPass(), background=background,
                               background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
 
 
@@ -145,7 +145,7 @@ class Trainer:
     def model_file(self):
         text = self._text_state()
         c = self.config
-        return pack(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
+        return to_dual_file(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
                     resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
                     seed=c.seed, train_images=len(self.samples))  # fmt: skip
 

@@ -201,7 +201,7 @@ def build_metadata(
     return meta
 
 
-def pack(
+def to_dual_file(
     adapter: DualAdapter,
     text: dict[str, torch.Tensor] | None = None,
     text_hidden: int = 0,
@@ -219,6 +219,10 @@ def pack(
     result = DualFile(adapter.config, adapter.channels, adapter.context_dim, tensors, meta)
     validate(result)
     return result
+
+
+pack = to_dual_file
+"""The name of ``to_dual_file`` in anodiff 0.1."""
 
 
 def validate(dual: DualFile) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ...anodiff.model.sites import SD15_BY_BLOCK, SELF
-from .patch import BANK, KEY, MODE, DualPatch, Shared
+from .patch import BANK, KEY, MODE, DualPatch, SharedAcrossClones
 
 SEED = "anodiff_seed"  # transformer_options entry: the seed of the sampling run (set by outer_sample_wrapper)
 
@@ -44,7 +44,7 @@ def outer_sample_wrapper(executor: Callable, *args, **kwargs):
     return executor(*args, **kwargs)
 
 
-class BCMPatch(Shared):
+class BCMPatch(SharedAcrossClones):
     """Background compensation on a MODEL that carries a BCM-trained ``DualPatch``.
 
     background: (1 or N, 4, h, w) VAE latents of the object-blackened background, unscaled as in the authors'

@@ -29,17 +29,17 @@ MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or
 BANK = "anodiff_bank"  # transformer_options entry: {site.ldm: background tokens} during a BCM read pass
 
 
-class Shared:
+class SharedAcrossClones:
     """Patch objects are shared, not copied: ``clone()`` deep-copies model_options, and ours hold tensors."""
 
-    def __deepcopy__(self, memo: dict) -> Shared:
+    def __deepcopy__(self, memo: dict) -> SharedAcrossClones:
         return self
 
-    def to(self, device: torch.device) -> Shared:  # ModelPatcher.model_patches_to: DualPatch moves on load/detach
+    def to(self, device: torch.device) -> SharedAcrossClones:  # ModelPatcher.model_patches_to: DualPatch moves on load/detach
         return self
 
 
-class DualPatch(Shared):
+class DualPatch(SharedAcrossClones):
     """A loaded dual model, held once, in the dtype the MODEL computes in, with every SAIM folded.
 
     ComfyUI sees it: ``apply_dual`` adds its bytes to the MODEL's size, and ON_LOAD/ON_DETACH callbacks move it
@@ -160,7 +160,7 @@ def _run_every_op() -> None:
         hook()
 
 
-class SAIMPatch(Shared):
+class SAIMPatch(SharedAcrossClones):
     """attn1/attn2 output patch: SAIM on the attention output of the site this block belongs to."""
 
     def __init__(self, dual: DualPatch, kind: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tiny import TINY_UNET_CONFIG
 
-from anodiff import DualAdapter, DualConfig, pack
+from anodiff import DualAdapter, DualConfig, to_dual_file
 
 CHANNELS = tuple(TINY_UNET_CONFIG["model_channels"] * m for m in TINY_UNET_CONFIG["channel_mult"])
 CONTEXT = TINY_UNET_CONFIG["context_dim"]
@@ -27,5 +27,5 @@ def write_dual_weights(path: Path, bcm: bool = False, zero: bool = False, seed: 
         adapter.zero_lora_()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pack(adapter, text).save(path)
+    to_dual_file(adapter, text).save(path)
     return adapter

@@ -10,8 +10,8 @@ from dual_files import CHANNELS, CONTEXT, write_dual_weights
 from pack import import_pack
 from tiny import TINY_UNET_CONFIG, build_tiny_model
 
-from anodiff import DualAdapter, DualConfig, interleave, pack
-from anodiff.sd15.processor import DualPass, DualUNet
+from anodiff import DualAdapter, DualConfig, interleave, to_dual_file
+from anodiff.sd15.processor import DualUNet, UNetPass
 
 
 def make_weights(folder, name="dual.safetensors", bcm=False, zero=False, seed=3, text=None):
@@ -97,7 +97,7 @@ def reference_euler(model, adapter, n, steps, cfg, seed, hw=(8, 8), background=N
                 g = torch.Generator().manual_seed(seed + int(float(sigma) * 1e4))
                 noisy = rows + sigma * torch.randn(rows.shape, generator=g)
                 extra = {"background": noisy / torch.sqrt(sigma**2 + 1), "background_timestep": t[: 2 * n]}
-            eps = dual(torch.cat([xin, xin]), t, ctx, run=DualPass(chunks=2), **extra)
+            eps = dual(torch.cat([xin, xin]), t, ctx, unet_pass=UNetPass(chunks=2), **extra)
             uncond, cond_eps = eps.chunk(2)
             x = x + (uncond + cfg * (cond_eps - uncond)) * (sigmas[i + 1] - sigma)
     return x
@@ -254,7 +254,7 @@ def test_wrong_files_give_clear_errors(nodes, models_dir):
     with pytest.raises(ValueError, match="ordinary single-branch LoRA"):
         load(nodes, build_tiny_model(), "plain.safetensors")
     wide = DualAdapter(DualConfig(rank=2, saim=False), (64, 128, 256, 256), CONTEXT)
-    pack(wide).save(models_dir / "wide.safetensors")
+    to_dual_file(wide).save(models_dir / "wide.safetensors")
     with pytest.raises(ValueError, match=r"trained for a UNet with channels \(64, 128, 256, 256\)"):
         load(nodes, build_tiny_model(), "wide.safetensors")
     model = load(nodes, build_tiny_model(), "wide.safetensors" if False else make_weights(models_dir) and "dual.safetensors")

@@ -8,7 +8,6 @@ SD1.5 itself is read by ``anodiff.sd15.load.load_sd15`` only (bundled configs, n
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -25,19 +24,7 @@ def _has_peft_layers(module: torch.nn.Module) -> bool:
     return any(hasattr(m, "lora_A") for m in module.modules())
 
 
-class _OldConstructor(type):
-    """Keeps ``DualAnoDiffPipeline(base, dual, device=None)``, the constructor from before the pipeline became a
-    ``DiffusionPipeline``, working with a ``FutureWarning``: it is ``from_sd15`` now."""
-
-    def __call__(cls, *args, **kwargs):
-        if args and isinstance(args[0], SD15):
-            warnings.warn("DualAnoDiffPipeline(base, dual, device) is deprecated; use "
-                          "DualAnoDiffPipeline.from_sd15(base, dual, device)", FutureWarning, stacklevel=2)  # fmt: skip
-            return cls.from_sd15(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
-class DualLoading(metaclass=_OldConstructor):
+class DualLoading:
     """The loading half of ``DualAnoDiffPipeline`` (a mixin before ``DiffusionPipeline``)."""
 
     @classmethod
