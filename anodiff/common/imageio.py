@@ -102,23 +102,27 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return x if x.ndim == 2 else np.ascontiguousarray(x[..., :3].max(axis=2))
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Atomic PNG write: encode, write a temporary file beside the target, rename over it.
-
-    image: (H, W, 3) float in [0, 1] or uint8 RGB, or (H, W) uint8 grey.
-    """
+def encode_png(image: np.ndarray, name: str = "image") -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` RGB image (float in [0, 1] or uint8) or an ``(H, W)`` uint8 grey one."""
     if image.dtype != np.uint8:
-        image = np.round(as_float_image(image, str(path)) * 255.0).astype(np.uint8)
+        image = np.round(as_float_image(image, name) * 255.0).astype(np.uint8)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, data = cv2.imencode(".png", image)
     if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    write_atomic(path, data.tobytes())
+        raise OSError(f"{name}: PNG encoding failed")
+    return data.tobytes()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: never half a file.
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Atomic PNG write (``encode_png``, then ``write_atomic``)."""
+    write_atomic(path, encode_png(image, str(path)))
+
+
+def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` (``overwrite``) or
+    hard-link it into place, which raises ``FileExistsError`` when ``path`` exists: never half a file, and with
+    ``overwrite=False`` never a clobbered one. Where the file system has no hard links, check-then-rename.
 
     The file gets the mode ``open()`` would give it (0666 less the umask), not ``mkstemp``'s private 0600: images,
     labels and weight files are read by other users' tools (ComfyUI, a training job).
@@ -129,10 +133,29 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            if path.exists():
+                raise FileExistsError(f"{path} exists") from None
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_label(path: Path, what: str | None = None) -> np.ndarray:
+    """The stored values of a label or mask image, unscaled (``uint8``/``uint16``; ``(H, W)`` for one channel):
+    defect ids must not be rescaled. ``ValueError`` naming ``what`` (default: the path) when unreadable."""
+    raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"{what or path}: not a readable image")
+    return raw
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image, read_rgb
+from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
 from . import coco
 from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
 from .sidecar import defect_instances
@@ -98,51 +96,16 @@ def _check_name(value: str, what: str) -> str:
     return value.strip()
 
 
-def _write(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write to a temporary file beside ``path``, then rename over it (``overwrite``) or hard-link it, which
-    fails when ``path`` exists; the check-then-rename fall-back is for file systems without hard links."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FileExistsError(f"{path} exists; export never overwrites a file") from None
-        except OSError:
-            if path.exists():
-                raise FileExistsError(f"{path} exists; export never overwrites a file") from None
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_new(path: Path, data: bytes) -> None:
     """Create ``path`` with ``data`` atomically; ``FileExistsError`` if it exists."""
-    _write(path, data, overwrite=False)
+    try:
+        write_atomic(path, data, overwrite=False)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; export never overwrites a file") from None
 
 
-def write_replace(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically (temporary file, then ``os.replace``)."""
-    _write(path, data, overwrite=True)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an ``(H, W, 3)`` RGB image (uint8 or float in [0, 1]) or an ``(H, W)`` uint8 mask."""
-    if image.ndim == 3:
-        if image.dtype != np.uint8:
-            image = np.round(as_float_image(image) * 255.0).astype(np.uint8)
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return data.tobytes()
+write_replace = write_atomic
+"""Write ``path`` atomically (temporary file, then ``os.replace``)."""
 
 
 def export_dataset(

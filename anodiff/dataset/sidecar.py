@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..common.imageio import write_atomic
+from ..common.imageio import read_label, write_atomic
 
 VERSION = 1
 
@@ -60,8 +59,8 @@ def pair_sidecar(image: Path) -> tuple[dict | None, np.ndarray | None]:
     meta_path, label_file = for_image(image)
     label = None
     if label_file.is_file():
-        label = cv2.imdecode(np.fromfile(str(label_file), np.uint8), cv2.IMREAD_UNCHANGED)
-        if label is None or label.ndim != 2:
+        label = read_label(label_file)
+        if label.ndim != 2:
             raise ValueError(f"{label_file}: not a grey label mask (one id per defect); move it away")
     return read_sidecar(meta_path), label
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..common.imageio import read_label
+
 log = logging.getLogger(__name__)
 
 
@@ -33,9 +35,9 @@ def index_of(name: str) -> int | None:
 
 def read_mask(path: Path) -> np.ndarray:
     """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
-    mask = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise ValueError(f"{path}: not a readable mask")
+    mask = read_label(path, f"{path} (mask)")
+    if mask.ndim == 3:
+        mask = cv2.cvtColor(mask[..., :3], cv2.COLOR_BGR2GRAY)
     return mask > (127 if mask.max(initial=0) > 1 else 0)
 
 

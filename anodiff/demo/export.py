@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..common import imageio
 from ..data.masks import overlay
 
 CATEGORY = "synthetic"
@@ -29,19 +30,11 @@ def _uint8(image: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write an RGB (H, W, 3) or grey (H, W) image, float in [0, 1] or uint8 or bool, as PNG; returns the path."""
+    """Write an RGB (H, W, 3) or grey (H, W) image, float in [0, 1] (clipped) or uint8 or bool, as PNG (atomic,
+    through ``common.imageio``); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if image.dtype == bool:
-        data = image.astype(np.uint8) * 255
-    elif image.dtype == np.uint8:
-        data = image
-    else:
-        data = _uint8(image)
-    if data.ndim == 3:
-        data = data[..., ::-1]
-    if not cv2.imwrite(str(path), data, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"could not write {path}")
+    data = image.astype(np.uint8) * 255 if image.dtype == bool else image if image.dtype == np.uint8 else _uint8(image)
+    imageio.write_png(path, data)
     return path
 
 

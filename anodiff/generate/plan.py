@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..regions.inputs import region_mask
@@ -87,12 +86,10 @@ def make_plan(
         raise ValueError(
             "--defects applies to --region random; for fixed regions draw them in a label image (--region-ids)"
         )
-    from ..data.fewshot import read_mask
+    from ..common.imageio import read_label, read_mask
 
     if region_ids:
-        raw = cv2.imdecode(np.fromfile(str(region), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise ValueError(f"--region {region}: not a readable image")
+        raw = read_label(region, f"--region {region}")
         fixed = [r.astype(np.float32) for r in regions_from_labels(raw, f"--region {region}")]
         check_disjoint(fixed, feather)
     else:

@@ -62,7 +62,7 @@ class PhotoSource:
 
     def photo(self, pair: int) -> np.ndarray:
         """``(H, W, 3)`` float32 in [0, 1] at the photo's own size."""
-        from ..data.fewshot import read_image
+        from ..common.imageio import read_image
 
         return _cached(self._photos, self.index_for(pair), self._size, lambda: read_image(self.file_for(pair)))
 
@@ -93,7 +93,7 @@ def _cached(cache: OrderedDict, key: int, size: int, make) -> np.ndarray:
 
 def load_folder(folder: str | os.PathLike, start: int = 0, limit: int = 0) -> tuple[list[np.ndarray], list[str]]:
     """Photos ``start .. start+limit-1`` of a folder (``limit`` 0: all) as float32 RGB and their file names."""
-    from ..data.fewshot import read_image
+    from ..common.imageio import read_image
 
     files = image_files(folder)
     if start < 0 or start >= len(files):

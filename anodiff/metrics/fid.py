@@ -64,7 +64,7 @@ def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
 def _load(item: ImageLike) -> np.ndarray:
     if isinstance(item, np.ndarray):
         return item
-    from ..data.fewshot import read_image
+    from ..common.imageio import read_image
 
     return read_image(item)
 

@@ -82,8 +82,7 @@ def _uint8(item: ImageLike) -> np.ndarray:
     """(H, W, 3) uint8 RGB, as torch-fidelity's folder reader (PIL, ``convert("RGB")``) gives it."""
     if isinstance(item, np.ndarray) and item.dtype == np.uint8:
         return item
-    from ..common.imageio import as_float_image
-    from ..data.fewshot import read_image
+    from ..common.imageio import as_float_image, read_image
 
     image = as_float_image(item) if isinstance(item, np.ndarray) else read_image(item)
     return np.round(image * 255.0).astype(np.uint8)

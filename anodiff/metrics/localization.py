@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..common.imageio import read_image, read_mask
 from ..common.precision import autocast, grad_scaler, training_step
-from ..data.fewshot import read_image, read_mask
 from .detection import au_pro, auroc, average_precision, f1_max
 from .unet import DiscriminativeUNet, anomaly_probability, focal_loss, image_scores
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.fewshot import read_image, read_mask
+from ..common.imageio import read_image, read_mask
 from . import alignment as al
 from .assets import inception_path
 from .tree import generated_folder, generated_pairs, real_normals, real_split

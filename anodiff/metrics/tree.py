@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.fewshot import IMAGE_EXTENSIONS, DataError, find_samples, split_train
+from ..common.imageio import IMAGE_EXTENSIONS, DataError
+from ..data.fewshot import find_samples, split_train
 from ..data.layouts import detect_layout
 
 
