@@ -19,7 +19,7 @@ INPUTS = ["image", "count", "min_size", "max_size", "min_aspect", "max_aspect", 
 @pytest.fixture(scope="module")
 def region_module(comfyui_root):
     import_pack()
-    return importlib.import_module(f"{PACK_NAME}.nodes.regions.region")
+    return importlib.import_module(f"{PACK_NAME}.nodes.regions.random_region")
 
 
 @pytest.fixture
