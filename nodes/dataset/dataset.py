@@ -155,19 +155,24 @@ def output_root(output_dir: str) -> Path:
     return target
 
 
-class DualAnoDiffExportDataset:
-    DESCRIPTION = (
-        "Adds image/mask pairs to a dataset in ComfyUI's output folder: an MVTec AD tree "
-        "(<category>/test/<anomaly>/NNN.png, ground_truth/<anomaly>/NNN_mask.png) and/or COCO instance annotations "
-        "(annotations/<category>.json, one category per anomaly type). Numbering continues after the pairs already "
-        "there, nothing is overwritten, and the COCO file is extended."
-    )
+class ExportNodeOutput:
+    """What both export nodes declare to ComfyUI: an output node in DualAnoDiff/dataset returning one summary."""
+
     CATEGORY = "DualAnoDiff/dataset"
     FUNCTION = "export"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("summary",)
     OUTPUT_TOOLTIPS = ("What was written: the folder, the pair numbers and the COCO annotations added.",)
+
+
+class DualAnoDiffExportDataset(ExportNodeOutput):
+    DESCRIPTION = (
+        "Adds image/mask pairs to a dataset in ComfyUI's output folder: an MVTec AD tree "
+        "(<category>/test/<anomaly>/NNN.png, ground_truth/<anomaly>/NNN_mask.png) and/or COCO instance annotations "
+        "(annotations/<category>.json, one category per anomaly type). Numbering continues after the pairs already "
+        "there, nothing is overwritten, and the COCO file is extended."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):

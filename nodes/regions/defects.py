@@ -11,7 +11,7 @@ import torch
 from ...anodiff.dataset import export
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
-from ..dataset.dataset import output_root
+from ..dataset.dataset import ExportNodeOutput, output_root
 
 log = logging.getLogger(__name__)
 SLOTS = 4
@@ -79,17 +79,11 @@ class DualAnoDiffDefectLabels:
         return out, (out > 0).float(), torch.from_numpy(np.stack(previews))
 
 
-class DualAnoDiffExportDefects:
+class DualAnoDiffExportDefects(ExportNodeOutput):
     DESCRIPTION = (
         "Adds photos with several defects to a dataset in ComfyUI's output folder: the image, the union mask "
         "(MVTec) and one COCO annotation per defect, whose category is that defect's type. Never overwrites."
     )
-    CATEGORY = "DualAnoDiff/dataset"
-    FUNCTION = "export"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("summary",)
-    OUTPUT_TOOLTIPS = ("What was written: the folder, the pair numbers and the COCO annotations added.",)
 
     @classmethod
     def INPUT_TYPES(cls):
