@@ -44,14 +44,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):  # noqa: ANN001
         module = importlib.import_module(f"{self.package}.{MOVED[spec.name.rpartition('.')[2]]}")
-        self._real_specs[spec.name] = module.__spec__
+        self._real_specs[module.__name__] = module.__spec__
         return module
 
     def exec_module(self, module) -> None:  # noqa: ANN001
         """Nothing to run: the module is already loaded. Give it back the spec importlib overwrote."""
-        real = next((s for s in self._real_specs.values() if s.name == module.__name__), None)
-        if real is not None:
-            module.__spec__ = real
+        module.__spec__ = self._real_specs.pop(module.__name__)
 
 
 def install(package: str) -> None:
