@@ -30,9 +30,7 @@ class DualLoading:
     @classmethod
     def from_sd15(cls, base: SD15, dual: DualFile | str | os.PathLike, device: str | torch.device | None = None):
         """The pipeline over an already loaded ``base`` (taken over in place) and one dual weight file."""
-        pipe = cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler)
-        pipe.register_to_config(_name_or_path=base.source)
-        pipe.load_dual(dual)
+        pipe = cls._over(base).load_dual(dual)
         if device is not None:
             pipe.to(device)
         return pipe
@@ -63,12 +61,15 @@ class DualLoading:
         return cls._from_base(load_sd15(path, dtype=torch_dtype or torch.float32, config=config), dual)
 
     @classmethod
-    def _from_base(cls, base: SD15, dual: DualFile | str | os.PathLike | None):
-        if dual is not None:
-            return cls.from_sd15(base, dual)
+    def _over(cls, base: SD15):
+        """A pipeline over the five components of ``base``, named after its source; no dual model yet."""
         pipe = cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler)
         pipe.register_to_config(_name_or_path=base.source)
         return pipe
+
+    @classmethod
+    def _from_base(cls, base: SD15, dual: DualFile | str | os.PathLike | None):
+        return cls._over(base) if dual is None else cls.from_sd15(base, dual)
 
     def load_dual(self, dual: DualFile | str | os.PathLike):
         """Put one DualAnoDiff weight file (a path or a loaded ``DualFile``) on this pipeline's SD1.5, in place.
@@ -91,16 +92,15 @@ class DualLoading:
         adapter = dual.adapter(dtype=base.unet.dtype).to(self._execution_device)
         self.model = DualUNet(base.unet, adapter).eval().requires_grad_(False)
         self.prompts, self.bcm, self.source = dual.prompts, dual.config.bcm, dual.source
-        self.vae.to(dtype=torch.float32)  # SD1.5's VAE overflows in fp16; decoding is a small part of the time
         return self
 
     @classmethod
     def live(cls, base: SD15, model: DualUNet, prompts: tuple[str, str], bcm: bool = False):
         """A pipeline over a model that is still training (the trainer's previews): no weight file, the base's
         text encoder already carries the live text LoRA, and the adapter may stay in fp32 beside a half UNet
-        (the UNet then runs under autocast). Nothing of the base is moved or cast."""
-        pipe = cls(base.unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler)
-        pipe.register_to_config(_name_or_path=base.source)
+        (the UNet then runs under autocast). Nothing of the base is moved; the VAE is fp32 as in every pipeline
+        (the trainer's already is)."""
+        pipe = cls._over(base)
         pipe.model, pipe.prompts, pipe.bcm, pipe.source = model, tuple(prompts), bcm, "the live model"
         return pipe
 
