@@ -165,6 +165,17 @@ class ExportNodeOutput:
     RETURN_NAMES = ("summary",)
     OUTPUT_TOOLTIPS = ("What was written: the folder, the pair numbers and the COCO annotations added.",)
 
+    @staticmethod
+    def exported(node: str, *args, **kwargs) -> dict:
+        """Run ``export_dataset(*args, **kwargs)``; its errors name the node, its summary shows in the node."""
+        try:
+            report = export.export_dataset(*args, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"{node}: {err}") from err
+        summary = report.summary()
+        log.info("%s: %s", node, summary)
+        return {"ui": {"text": [summary]}, "result": (summary,)}
+
 
 class DualAnoDiffExportDataset(ExportNodeOutput):
     DESCRIPTION = (
@@ -194,13 +205,7 @@ class DualAnoDiffExportDataset(ExportNodeOutput):
         root = output_root(output_dir)
         pictures = _images(images, node, "images")
         found = _masks(masks, pictures.shape[0], node, "masks")
-        try:
-            report = export.export_dataset(pictures, found, root, category, anomaly, FORMATS[format])
-        except ValueError as err:
-            raise ValueError(f"{node}: {err}") from err
-        summary = report.summary()
-        log.info("%s: %s", node, summary)
-        return {"ui": {"text": [summary]}, "result": (summary,)}
+        return self.exported(node, pictures, found, root, category, anomaly, FORMATS[format])
 
 
 NODE_CLASS_MAPPINGS = {

@@ -3,17 +3,13 @@ defect) and exported with one COCO annotation per defect, its defect type as the
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
-from ...anodiff.dataset import export
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
 from ..dataset.dataset import ExportNodeOutput, output_root
 
-log = logging.getLogger(__name__)
 SLOTS = 4
 
 
@@ -110,14 +106,8 @@ class DualAnoDiffExportDefects(ExportNodeOutput):
             raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
                              f"{pictures.shape[:3]}")  # fmt: skip
         types = split_types(defect_types, int(ids.max(initial=0)), node)
-        try:
-            report = export.export_dataset(pictures, ids > 0, output_root(output_dir), category, folder,
-                                           ("mvtec", "coco"), sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
-        except ValueError as err:
-            raise ValueError(f"{node}: {err}") from err
-        summary = report.summary()
-        log.info("%s: %s", node, summary)
-        return {"ui": {"text": [summary]}, "result": (summary,)}
+        return self.exported(node, pictures, ids > 0, output_root(output_dir), category, folder, ("mvtec", "coco"),
+                             sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
 
 
 NODE_CLASS_MAPPINGS = {
