@@ -102,6 +102,15 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return x if x.ndim == 2 else np.ascontiguousarray(x[..., :3].max(axis=2))
 
 
+def resize(image: np.ndarray, height: int, width: int, enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``image`` at ``(height, width)``: by pixel area when it shrinks (no aliasing), by ``enlarge`` otherwise; the
+    same array when it already has that size."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = image.shape[0] * image.shape[1] > height * width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else enlarge)
+
+
 def encode_png(image: np.ndarray, name: str = "image") -> bytes:
     """PNG bytes of an ``(H, W, 3)`` RGB image (float in [0, 1] or uint8) or an ``(H, W)`` uint8 grey one."""
     if image.dtype != np.uint8:

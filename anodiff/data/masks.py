@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..common.assets import FETCH_HINT, u2netp_path
-from ..common.imageio import as_float_image
+from ..common.imageio import as_float_image, resize
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,7 @@ class U2NetP:
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """``(1, 3, 320, 320)`` float32 network input from an ``(H, W, 3)`` image."""
         x = as_float_image(image)
-        h, w = x.shape[:2]
-        interp = cv2.INTER_AREA if h * w > self.SIZE * self.SIZE else cv2.INTER_LINEAR
-        x = cv2.resize(x, (self.SIZE, self.SIZE), interpolation=interp)
+        x = resize(x, self.SIZE, self.SIZE)
         peak = float(x.max())
         if peak > 0:
             x = x / peak

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image
+from ..common.imageio import as_float_image, resize
 from ..data.masks import U2NetP, grow_mask
 from .export import as_bool_mask
 
@@ -39,11 +39,7 @@ def _pct(x: float) -> str:
 
 def match_size(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``image`` resized to ``(H, W)`` (area when shrinking, linear when enlarging); unchanged if it fits."""
-    if image.shape[:2] == tuple(shape):
-        return image
-    h, w = shape
-    shrink = image.shape[0] * image.shape[1] > h * w
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return resize(image, *shape)
 
 
 def object_mask(

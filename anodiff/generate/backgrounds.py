@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image, read_rgb
+from ..common.imageio import as_float_image, read_rgb, resize
 from ..data.masks import U2NetP
 from ..data.objects import blackened_background
 from .sources import IMAGE_SUFFIXES
@@ -48,9 +47,6 @@ class Backgrounds:
         k = (index // self.every) % len(self.files)
         if k not in self._cache:
             image = as_float_image(read_rgb(self.files[k]))
-            shrink = image.shape[0] * image.shape[1] > self.size * self.size
-            image = cv2.resize(
-                image, (self.size, self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            )
+            image = resize(image, self.size, self.size)
             self._cache[k] = blackened_background(image, self.saliency.saliency(image))
         return self._cache[k]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..common.imageio import as_float_image
+from ..common.imageio import as_float_image, resize
 from ..data.masks import remove_small
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,7 @@ def _stack(masks: Sequence[np.ndarray], size: int, name: str) -> np.ndarray:
     rows = []
     for k, mask in enumerate(masks):
         m = binarize(mask, f"{name}[{k}]").astype(np.float32)
-        if m.shape != (size, size):
-            shrink = m.shape[0] * m.shape[1] > size * size
-            m = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        m = resize(m, size, size)
         rows.append((m >= 0.5).astype(np.float32).ravel())
     if not rows:
         raise ValueError(f"{name} is empty: pass at least one mask")

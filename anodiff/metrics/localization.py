@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..common.imageio import read_image, read_mask
+from ..common.imageio import read_image, read_mask, resize
 from ..common.precision import autocast, grad_scaler, training_step
 from .detection import au_pro, auroc, average_precision, f1_max
 from .unet import DiscriminativeUNet, anomaly_probability, focal_loss, image_scores
@@ -86,8 +86,7 @@ def load_item(item: Item, size: int) -> tuple[np.ndarray, np.ndarray]:
     """((3, size, size) float32 image in [0, 1], (1, size, size) float32 0/1 mask)."""
     image_path, mask_path = item
     image = read_image(image_path)
-    interp = cv2.INTER_AREA if image.shape[0] * image.shape[1] > size * size else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interp)
+    image = resize(image, size, size)
     mask = np.zeros((size, size), np.float32)
     if mask_path is not None:
         raw = read_mask(mask_path)

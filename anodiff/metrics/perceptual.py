@@ -21,14 +21,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import lpips
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..common.imageio import as_float_image
+from ..common.imageio import as_float_image, resize
 from .assets import LPIPS_HEADS, VGG16, hint, lpips_heads_path, vgg16_path
 
 log = logging.getLogger(__name__)
@@ -99,9 +98,7 @@ def build_lpips(vgg: str | os.PathLike | None = None, heads: str | os.PathLike |
 def to_lpips_input(image: np.ndarray, size: int = LPIPS_SIZE) -> torch.Tensor:
     """(1, 3, size, size) in [-1, 1] from an (H, W, 3) RGB image (resized with area averaging when shrinking)."""
     x = as_float_image(image)
-    if x.shape[:2] != (size, size):
-        shrink = x.shape[0] * x.shape[1] > size * size
-        x = cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x = resize(x, size, size)
     return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None] * 2.0 - 1.0
 
 

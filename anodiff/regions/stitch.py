@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..common.imageio import resize
 from .composite import feather_weights
 
 BLENDS = ("feather", "poisson")
@@ -110,10 +111,7 @@ def crop_window(region: np.ndarray, context: float = 2.0, working: int = 512, mu
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """To ``(width, height)``: area when shrinking (no aliasing), cubic when enlarging, unchanged when equal."""
-    if image.shape[1] == size[0] and image.shape[0] == size[1]:
-        return image
-    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return resize(image, size[1], size[0], enlarge=cv2.INTER_CUBIC)
 
 
 def as_unit(photo: np.ndarray, name: str = "photo") -> np.ndarray:

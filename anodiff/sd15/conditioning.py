@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from ..common.imageio import as_float_image
+from ..common.imageio import as_float_image, resize
 from ..model.pairs import interleave
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
@@ -25,9 +24,7 @@ def background_latents(encode: Encode, backgrounds: Sequence[np.ndarray], num_pa
     tensors = []
     for k, image in enumerate(backgrounds):
         x = as_float_image(np.asarray(image), f"backgrounds[{k}]")
-        if x.shape[:2] != (height, width):
-            shrink = x.shape[0] * x.shape[1] > height * width
-            x = cv2.resize(x, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        x = resize(x, height, width)
         tensors.append(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) * 2.0 - 1.0)
     latents = torch.cat([encode(t[None]) for t in tensors])
     return latents.expand(num_pairs, *latents.shape[1:]) if len(backgrounds) == 1 else latents
