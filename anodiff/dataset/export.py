@@ -104,10 +104,6 @@ def write_new(path: Path, data: bytes) -> None:
         raise FileExistsError(f"{path} exists; export never overwrites a file") from None
 
 
-write_replace = write_atomic
-"""Write ``path`` atomically (temporary file, then ``os.replace``)."""
-
-
 def export_dataset(
     images: Iterable[np.ndarray],
     masks: Iterable[Any],
@@ -212,5 +208,4 @@ def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, sta
 __all__ = [
     "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
     "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "write_new",
-    "write_replace",
 ]  # fmt: skip

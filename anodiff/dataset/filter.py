@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.imageio import read_rgb
+from ..common.imageio import read_rgb, write_atomic
 from ..data.masks import U2NetP
 from .checks import (
     DISAGREES,
@@ -46,7 +46,6 @@ from .checks import (
     match_size,
     object_mask,
 )
-from .export import write_replace
 from .tree import TreePair, find_pairs, read_mask
 
 log = logging.getLogger(__name__)
@@ -202,7 +201,7 @@ def filter_tree(
             runs = json.loads(report.report.read_text(encoding="utf-8"))["runs"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{report.report}: unreadable ({exc}); move it away to start a new report") from exc
-    write_replace(report.report, json.dumps({"runs": [*runs, run]}, indent=2).encode("utf-8"))
+    write_atomic(report.report, json.dumps({"runs": [*runs, run]}, indent=2).encode("utf-8"))
     return report
 
 
