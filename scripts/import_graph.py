@@ -52,10 +52,8 @@ def module_graph() -> dict[str, set[str]]:
     """module -> the modules of the two packages it imports (a name imported from a package counts as the package
     unless it is a submodule)."""
     known = modules()
-    graph: dict[str, set[str]] = {}
-    for name, path in known.items():
-        graph[name] = {t for t in imports_of(path, set(known)) if t in known and t != name}
-    return graph
+    names = set(known)
+    return {name: {t for t in imports_of(path, names) if t in names and t != name} for name, path in known.items()}
 
 
 def part_of(module: str) -> str:
