@@ -28,7 +28,7 @@ SPLIT_RULES = ("floor", "authors")
 def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: str | None = None) -> list[Sample]:
     """All (image, mask) pairs of one anomaly type, sorted by image file name.
 
-    The layout is detected (``anodiff.layouts``): a plain folder when ``<root>/images`` exists (masks in
+    The layout is detected (``anodiff.data.layouts``): a plain folder when ``<root>/images`` exists (masks in
     ``<root>/masks``, same stem, or ``<stem>_mask``); otherwise an MVTec AD / MPDD / BTAD or VisA root, which needs
     ``category`` and ``anomaly``. Missing masks are not an error here: ``validate_samples`` reports them with the
     path it expected.
@@ -39,13 +39,13 @@ def find_samples(root: str | os.PathLike, category: str | None = None, anomaly: 
 
 
 def list_jobs(root: str | os.PathLike) -> list[tuple[str, str]]:
-    """Every ``(category, anomaly type)`` of a dataset root (any ``anodiff.layouts`` layout but plain), normal
+    """Every ``(category, anomaly type)`` of a dataset root (any ``anodiff.data.layouts`` layout but plain), normal
     folders skipped, sorted: one model each."""
     return detect_layout(root).jobs()
 
 
 def normal_images(root: str | os.PathLike, category: str) -> list[Path]:
-    """The defect-free training images (MVTec's ``<root>/<category>/train/good``; see ``anodiff.layouts``), sorted:
+    """The defect-free training images (MVTec's ``<root>/<category>/train/good``; see ``anodiff.data.layouts``), sorted:
     BCM backgrounds at generation time."""
     return detect_layout(root).normals(category, "train")
 

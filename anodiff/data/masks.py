@@ -82,7 +82,7 @@ class U2NetP:
     STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
     def __init__(self, path: str | os.PathLike | None = None, providers: Sequence[str] | None = None) -> None:
-        """path: the ``u2netp.onnx`` file (default: ``anodiff.assets.u2netp_path()``). providers: onnxruntime
+        """path: the ``u2netp.onnx`` file (default: ``anodiff.common.assets.u2netp_path()``). providers: onnxruntime
         execution providers in order of preference (default: CUDA when available, then CPU)."""
         self.path = Path(path) if path is not None else u2netp_path()
         if not self.path.is_file():
@@ -145,7 +145,7 @@ def anomaly_map(
     """``(H, W)`` float32 in [0, 1]: how strongly each pixel belongs to the defect.
 
     method: ``"u2netp"`` (saliency, min-max normalised as the authors' U²-Net maps; ``model`` or one found by
-    ``anodiff.assets.u2netp_path``) or ``"grey"`` (``grey_distance`` from ``canvas`` on an absolute scale:
+    ``anodiff.common.assets.u2netp_path``) or ``"grey"`` (``grey_distance`` from ``canvas`` on an absolute scale:
     1 = as far from mid-grey as a pixel can be, so a blank anomaly image gives an empty mask instead of
     stretched noise).
     """

@@ -10,7 +10,7 @@ Layout, under ``out_dir``::
 Exports add, never replace: numbering continues after the highest index already in the folders or the COCO
 file, a file is created only if its name is free (hard link from a temporary file, which fails instead of
 overwriting), and each call's COCO records go to a JSON-lines shard of its own that ``merge_coco`` turns into the
-COCO file (``anodiff.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
+COCO file (``anodiff.dataset.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
 ``out_dir``. Each 8-connected component of a mask is one annotation (``instances="component"``, what detectors
 train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
 and bbox come from pycocotools.
@@ -124,7 +124,7 @@ def export_dataset(
     by creating its image file, its COCO record appended to this call's shard. merge: rebuild the COCO file from
     the shards at the end (reads them all; pass False when exporting batch by batch and call ``merge_coco``
     once at the end). Several processes may export into one ``out_dir`` at the same time.
-    sidecars: per pair ``(record, label mask)`` from ``anodiff.sidecar`` (either may be None): the record goes into
+    sidecars: per pair ``(record, label mask)`` from ``dataset.sidecar`` (either may be None): the record goes into
     the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
     defect id instead of per component.
     """

@@ -2,8 +2,8 @@
 
 With no Stable Diffusion offline, the demo trains a small pixel-space model from scratch instead of LoRAs on a
 frozen SD1.5. What it keeps from DualAnoDiff is the part under test: both branches run in one batch laid out
-``[g0, a0, g1, a1, ...]`` (``anodiff.pairs``), a learned branch embedding plays the role of the per-branch LoRA,
-and ``anodiff.saim.SAIM`` (unchanged) joins the two branches token by token at every resolution. ``saim=False``
+``[g0, a0, g1, a1, ...]`` (``anodiff.model.pairs``), a learned branch embedding plays the role of the per-branch LoRA,
+and ``anodiff.model.saim.SAIM`` (unchanged) joins the two branches token by token at every resolution. ``saim=False``
 builds the same network without it: the ablation.
 """
 

@@ -14,7 +14,7 @@ from .sources import IMAGE_SUFFIXES
 
 def normal_images(folder: Path, category: str | None = None) -> list[Path]:
     """BCM backgrounds, sorted by name (the authors' unsorted listing made runs irreproducible): the images of a
-    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.layouts``), the defect-free training
+    folder, or, for a dataset root (MVTec AD, MPDD, BTAD, VisA: ``anodiff.data.layouts``), the defect-free training
     images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"normal images folder not found: {folder}")

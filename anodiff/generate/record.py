@@ -2,7 +2,7 @@
 
 ``<out>/<category>/.anodiff-generate-<anomaly>.json`` holds the settings the pairs were made with and the pairs
 still owed; a run refuses folders made by someone else or with other settings. Shards share the record, so every
-change to it happens under a short lock (``anodiff.jobs.SharedFileLock``). Pair ``i`` lies in batch
+change to it happens under a short lock (``anodiff.common.jobs.SharedFileLock``). Pair ``i`` lies in batch
 ``i // batch_size`` whatever the number of shards: shard ``k`` of ``n`` takes the batches ``b % n == k``.
 """
 

@@ -5,7 +5,7 @@ Layout, under ``<out>/<category>/``::
     test/<anomaly>/000.png                whole anomaly image
     ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
     anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
-    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (anodiff.sidecar)
+    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (dataset.sidecar)
     labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k
     .anodiff-generate-<anomaly>.json      the settings the pairs were made with
 
@@ -113,10 +113,10 @@ def generate(
     different region in each pair.
     dtype: the UNet's dtype (``auto``: fp16 on CUDA, else fp32; the VAE always decodes in fp32). shard: ``"k/n"``
     or ``(k, n)``, default from RANK/WORLD_SIZE (module docstring). workers: threads for masks and PNG writes.
-    Region control works on each photo at its own size (``anodiff.region_plan``): source may be a folder (pair i
+    Region control works on each photo at its own size (``anodiff.generate.plan``): source may be a folder (pair i
     takes photo i % n), each defect is made in a crop window of ``context`` times its region at the ``working``
     size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
-    or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.sidecar``).
+    or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.dataset.sidecar``).
     """
     check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
     shard = parse_shard(shard)

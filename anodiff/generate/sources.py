@@ -1,7 +1,7 @@
 """Normal photos to put defects into: one file, or a folder of them cycled over the pairs.
 
 Pair ``i`` takes photo ``i % n`` of the folder's images sorted by name, so a resumed run (or another shard) gives
-a pair the photo it had; which photo that was is written to the pair's sidecar (``anodiff.sidecar``), and a run
+a pair the photo it had; which photo that was is written to the pair's sidecar (``anodiff.dataset.sidecar``), and a run
 whose folder no longer gives a pair the same photo is refused instead of mixing photos. Photos keep their own
 size and aspect (crop-and-stitch works on them at full resolution).
 """

@@ -1,7 +1,7 @@
 """Reading the two folder trees ``anodiff eval`` compares: a generated set and the real MVTec AD category.
 
 Generated (as ``anodiff generate`` writes it), under ``<generated>/<category>/``: ``test/<anomaly>/NNN.png``,
-``ground_truth/<anomaly>/NNN_mask.png`` and ``anomaly_part/<anomaly>/NNN.png``. Real: any layout of ``anodiff.layouts``
+``ground_truth/<anomaly>/NNN_mask.png`` and ``anomaly_part/<anomaly>/NNN.png``. Real: any layout of ``data.layouts``
 (MVTec AD's ``<real>/<category>/test/<anomaly>`` with ``ground_truth/<anomaly>/<stem>_mask.png``, ``test/good`` and
 ``train/good``; MPDD, BTAD, VisA). The real anomalies are split as for
 training (``anodiff.data.split_train``: the first floor(n/3) sorted files by default): the training part gives the
@@ -92,7 +92,7 @@ def real_split(root: str | os.PathLike, category: str, anomaly: str, rule: str =
 
 def real_normals(root: str | os.PathLike, category: str, split: str = "train") -> list[Path]:
     """The normal images of a real category, sorted: ``train/good`` or, with ``split="test"``, ``test/good``
-    (or their equivalents in the detected layout, ``anodiff.layouts``)."""
+    (or their equivalents in the detected layout, ``anodiff.data.layouts``)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
     try:

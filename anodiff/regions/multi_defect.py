@@ -1,6 +1,6 @@
 """Several defects on one part: regions handled one after another on the same photo, each by its own model.
 
-Each region is cut out with its own crop window (``anodiff.stitch``), generated, and stitched back before the next
+Each region is cut out with its own crop window (``regions.stitch``), generated, and stitched back before the next
 one is cut, so a later defect sees the earlier ones. Regions may not overlap, nor come within the feather of one
 another (the later paste would change the earlier defect): ``check_disjoint`` says which two do,
 ``sample_disjoint`` resamples random ones. The masks merge into one label mask, id ``k + 1`` for region ``k``, and
@@ -160,7 +160,7 @@ def pipeline_generator(
     pipe: Any, seed: int, mask_method: str = "u2netp", threshold: float = 0.5, **kwargs: Any
 ) -> Generator:
     """A ``Generator`` over a ``DualAnoDiffPipeline``: defect k uses ``seed + k``; its mask comes from the
-    anomaly part (``anodiff.masks.extract_mask``)."""
+    anomaly part (``anodiff.data.masks.extract_mask``)."""
     from ..data.masks import extract_mask
 
     def make(photo_crop: np.ndarray, region_crop: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

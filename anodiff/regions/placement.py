@@ -63,7 +63,7 @@ def foreground_mask(image: np.ndarray, model: Any = None, threshold: float = 0.5
 
     U²-Net-P saliency (min-max normalised, as for anomaly masks) above ``threshold``, eroded by ``erode`` pixels
     so that regions placed in it keep that far from the object's edge. model: a ``U2NetP`` or anything with
-    ``saliency(image) -> (H, W)`` in [0, 1]; default one found by ``anodiff.assets.u2netp_path``.
+    ``saliency(image) -> (H, W)`` in [0, 1]; default one found by ``anodiff.common.assets.u2netp_path``.
     """
     image = as_float_image(image)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not 0 <= threshold <= 1:

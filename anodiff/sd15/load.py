@@ -100,7 +100,7 @@ def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32, config: str 
     """Load unet/vae/text_encoder/tokenizer/scheduler from a diffusers folder or a single checkpoint file.
 
     config: for a single file, a diffusers folder to take the component configs from (default: SD1.5's, with the
-    tokenizer found by ``anodiff.sd15_config.find_tokenizer``; or ``$ANODIFF_SD15_CONFIG``).
+    tokenizer found by ``anodiff.sd15.config.find_tokenizer``; or ``$ANODIFF_SD15_CONFIG``).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer

@@ -50,8 +50,8 @@ DualPass = UNetPass
 class DualAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site.
 
-    Whenever gradients are off (inference) SAIM runs folded (``anodiff.saim_fold``) and the LoRA deltas are added
-    inside their GEMMs (``anodiff.lora_fused``); training keeps the unfolded SAIM and ``BranchLoRA``'s own forward.
+    Whenever gradients are off (inference) SAIM runs folded (``anodiff.model.saim_fold``) and the LoRA deltas are added
+    inside their GEMMs (``model.lora_fused``); training keeps the unfolded SAIM and ``BranchLoRA``'s own forward.
     ``fold_saim=False`` keeps SAIM unfolded at inference too (benchmarks, tests).
     """
 

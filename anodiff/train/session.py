@@ -75,7 +75,7 @@ class TrainedDual:
 class TextLoRA(nn.Module):
     """The shared text-encoder LoRA as plain factors, for a host that cannot inject peft into its encoder.
 
-    Keys and init follow ``anodiff.text`` (peft ``gaussian``: A ~ N(0, 1/rank), B = 0; scale alpha/rank = 1), so
+    Keys and init follow ``anodiff.weights.text`` (peft ``gaussian``: A ~ N(0, 1/rank), B = 0; scale alpha/rank = 1), so
     ``state()`` is exactly what ``text.text_lora_state`` writes. ``shapes``: canonical module name -> (in, out).
     """
 

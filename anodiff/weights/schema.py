@@ -1,7 +1,7 @@
 """The DualAnoDiff weight file: one ``.safetensors`` per trained model, and readers for it.
 
 Key schema (``<site>`` is the diffusers attention path, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn1``;
-all 32 sites of SD1.5, see ``anodiff.sites``; ``<branch>`` is ``global`` or ``anomaly``)::
+all 32 sites of SD1.5, see ``anodiff.model.sites``; ``<branch>`` is ``global`` or ``anomaly``)::
 
     unet.<site>.<to_q|to_k|to_v|to_out>.<branch>.down    (rank, in)
     unet.<site>.<to_q|to_k|to_v|to_out>.<branch>.up      (out, rank)
@@ -153,7 +153,7 @@ class DualFile:
         return adapter
 
     def text_tensors(self) -> dict[str, torch.Tensor]:
-        """Text-encoder LoRA keyed for ``anodiff.text.load_text_lora`` (``text_model.encoder...``)."""
+        """Text-encoder LoRA keyed for ``anodiff.weights.text.load_text_lora`` (``text_model.encoder...``)."""
         return {k[len(TEXT_PREFIX) :]: v for k, v in self.tensors.items() if k.startswith(TEXT_PREFIX)}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -208,7 +208,7 @@ def to_dual_file(
     text_layers: int = 0,
     **extra: object,
 ) -> DualFile:
-    """Bundle a trained adapter (and the text LoRA from ``anodiff.text.text_lora_state``) as a ``DualFile``."""
+    """Bundle a trained adapter (and the text LoRA from ``anodiff.weights.text.text_lora_state``) as a ``DualFile``."""
     tensors = adapter_tensors(adapter)
     tensors.update({TEXT_PREFIX + k: v.detach().contiguous() for k, v in (text or {}).items()})
     if text and not (text_hidden and text_layers):

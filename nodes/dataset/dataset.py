@@ -14,7 +14,7 @@ from ...anodiff.dataset import filter as filtering
 log = logging.getLogger(__name__)
 
 FORMATS = {"mvtec+coco": ("mvtec", "coco"), "mvtec": ("mvtec",), "coco": ("coco",)}
-"""Widget label -> ``anodiff.export`` formats."""
+"""Widget label -> ``anodiff.dataset.export`` formats."""
 
 FILTER_TOOLTIPS = {
     "image": "The global (whole) images of the pairs, e.g. decoded from the Dual Sampler or from Composite Region.",

@@ -20,7 +20,7 @@ except ImportError:
 FOLDER = "dualanodiff"
 PACK_MODELS = Path(__file__).resolve().parents[2] / "models"
 METHODS = {"u2netp": "u2netp", "grey distance": "grey"}
-"""Widget label -> ``anodiff.masks`` method."""
+"""Widget label -> ``anodiff.data.masks`` method."""
 
 TOOLTIPS = {
     "anomaly": "The anomaly branch's decoded image (defect on grey) from the Dual Sampler; one mask per image.",

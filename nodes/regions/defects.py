@@ -1,5 +1,5 @@
 """Defect Labels and Export Defects: several defects on one part merged into one label mask (id k for the k-th
-defect) and exported with one COCO annotation per defect, its defect type as the category (anodiff.multi_defect)."""
+defect) and exported with one COCO annotation per defect, its defect type as the category (regions.multi_defect)."""
 
 from __future__ import annotations
 

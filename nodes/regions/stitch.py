@@ -3,7 +3,7 @@
 Crop Region cuts a context window around the region (snapped to 64 px, clamped to the photo) and resizes it to the
 working size, keeping its aspect; generate there with Region Latent + Dual Sampler, decode, then Stitch Region
 pastes the result back at the photo's full resolution: outside the region grown by the feather the photo is kept
-pixel for pixel, and the defect mask comes back at full size, clipped to the region. The math is anodiff.stitch.
+pixel for pixel, and the defect mask comes back at full size, clipped to the region. The math is anodiff.regions.stitch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Train Dual LoRA loop on ComfyUI's MODEL/CLIP/VAE: progress bar, previews, interrupt, cleanup.
 
-Each step is ``anodiff.session.TrainingSession.train_step`` (the ``anodiff train`` step) with the forward of
+Each step is ``anodiff.train.session.TrainingSession.train_step`` (the ``anodiff train`` step) with the forward of
 ``train_patch.unet_forward``. An interrupt is honoured after the running step: the clones are unloaded and
 ``InterruptProcessingException`` propagates, so the user's MODEL and CLIP are as they were and nothing is patched.
 """
