@@ -16,6 +16,8 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
+from ..common.precision import PRECISIONS
+from ..data.fewshot import SPLIT_RULES
 from ..train.config import TrainConfig
 
 COMMAND_ONLY = ("all", "dry_run")
@@ -136,12 +138,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--resolution", type=int, default=None, help="training size in pixels (default 512)")
     train.add_argument("--no-flips", dest="flips", action="store_false", default=None,
                        help="no random flips (orientation-sensitive objects: cable, transistor)")  # fmt: skip
-    train.add_argument("--split", choices=["floor", "authors"], default=None,
+    train.add_argument("--split", choices=SPLIT_RULES, default=None,
                        help="floor: first floor(n/3) sorted files (default); authors: their rounding")  # fmt: skip
     train.add_argument("--prompt-global", default=None)
     train.add_argument("--prompt-anomaly", default=None)
     train.add_argument("--seed", type=int, default=None, help="default 32, as the authors")
-    train.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    train.add_argument("--mixed-precision", choices=PRECISIONS, default=None)
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
     train.add_argument("--adam8bit", choices=["auto", "on", "off"], default=None)
     train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")

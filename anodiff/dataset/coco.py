@@ -24,6 +24,7 @@ import numpy as np
 
 from ..common.imageio import write_atomic
 from ..common.jobs import open_exclusive
+from .tree import index_of
 
 LEGACY_SHARD = "00000000T000000Z-legacy.jsonl"
 INSTANCES = ("component", "mask")
@@ -104,9 +105,9 @@ def adopt_legacy(root: Path, category: str) -> None:
     for entry in coco["images"]:
         parts = Path(str(entry.get("file_name", ""))).parts  # <category>/test/<anomaly>/NNN.png
         anomaly = anomaly_of.get(entry["id"]) or (parts[2] if len(parts) > 3 else "defect")
-        head = parts[-1].split(".")[0].split("_")[0] if parts else ""
-        if head.isdigit():
-            nexts[anomaly] = max(nexts.get(anomaly, 0), int(head) + 1)
+        index = index_of(parts[-1]) if parts else None
+        if index is not None:
+            nexts[anomaly] = max(nexts.get(anomaly, 0), index + 1)
         record = {k: entry[k] for k in ("file_name", "width", "height") if k in entry}
         lines.append(json.dumps({**record, "anomaly": anomaly, "annotations": anns.get(entry["id"], [])}))
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..common.imageio import write_atomic
 from ..common.jobs import SharedFileLock
+from ..dataset.tree import index_of
 from ..weights.schema import DualFile
 
 SETTINGS_VERSION = 1
@@ -36,11 +37,6 @@ def _existing_files(folder: Path, anomaly: str) -> list[Path]:
     return [p for d in dirs if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
 
 
-def _pair_index(path: Path) -> int | None:
-    head = path.name.split(".")[0].split("_")[0]
-    return int(head) if head.isdigit() else None
-
-
 def record_path(folder: Path, anomaly: str) -> Path:
     return folder / f".anodiff-generate-{anomaly}.json"
 
@@ -58,7 +54,7 @@ def check_resume(folder: Path, anomaly: str, settings: dict, force: bool) -> tup
     record = record_path(folder, anomaly)
     found = _existing_files(folder, anomaly)
     if force:
-        return record, {i for i in map(_pair_index, found) if i is not None}
+        return record, {i for i in (index_of(p.name) for p in found) if i is not None}
     if not record.is_file():
         if found:
             raise FileExistsError(

@@ -107,11 +107,6 @@ class FoldedSAIM(nn.Module):
         return out
 
 
-def fold_saim(saim: SAIM | FoldedSAIM) -> FoldedSAIM:
-    """``saim`` folded (a ``FoldedSAIM`` is returned as is)."""
-    return saim if isinstance(saim, FoldedSAIM) else FoldedSAIM.from_saim(saim)
-
-
 def inference_adapter(adapter: nn.Module, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
     """A frozen copy of a ``DualAdapter`` with every SAIM folded, in ``dtype`` on ``device``.
 

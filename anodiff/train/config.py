@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..common.precision import check_precision
+from ..data.fewshot import SPLIT_RULES
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 
 
@@ -45,10 +47,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.split not in ("floor", "authors"):
-            raise ValueError(f"split must be 'floor' or 'authors', got {self.split!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"split must be {' or '.join(map(repr, SPLIT_RULES))}, got {self.split!r}")
+        check_precision(self.mixed_precision)
         for key in ("steps", "batch_size", "checkpoint_every", "preview_every", "resolution"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
