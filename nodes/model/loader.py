@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ...anodiff.weights.load import load_dual
-from .patch import DualPatch, apply_dual, apply_text_lora, check_sd15_layout, compute_dtype, unet_widths
+from .patch import attach_dual, check_sd15_layout, unet_widths
 
 FOLDER = "dualanodiff"
 EXTENSIONS = {".safetensors", ".bin"}
@@ -76,14 +76,7 @@ class DualAnoDiffLoadLoRA:
         dual = load_dual(resolve(lora_name), sd15_only=False)  # widths are checked against the MODEL below
         check_sd15_layout(model)
         dual.check_unet(*unet_widths(model))
-        patch = DualPatch(dual.adapter(), (strength_global, strength_anomaly), saim=saim, name=lora_name,
-                          dtype=compute_dtype(model), device=model.offload_device)  # fmt: skip
-        new_clip = clip
-        if clip is not None and dual.has_text_lora and strength_clip != 0:
-            config = dual.config
-            new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
-                                       config.text_rank, config.text_lora_alpha, strength_clip)  # fmt: skip
-        return apply_dual(model, patch), new_clip
+        return attach_dual(model, clip, dual, (strength_global, strength_anomaly), strength_clip, saim, lora_name)
 
 
 register_folder()

@@ -10,7 +10,6 @@ reference to a ComfyUI module, and nothing is patched globally.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 
 import torch
@@ -21,8 +20,6 @@ from ...anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_bran
 from ...anodiff.model.pairs import branch_ids
 from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
-
-log = logging.getLogger(__name__)
 
 KEY = "dualanodiff"
 MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or "read"
@@ -48,9 +45,11 @@ class DualPatch(SharedAcrossClones):
     """
 
     def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
-                 dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:  # fmt: skip
+                 dtype: torch.dtype | None = None, device: torch.device | None = None,
+                 fold: bool = True) -> None:  # fmt: skip
+        """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained)."""
         self.config, self.strengths, self.saim, self.name = adapter.config, tuple(strengths), saim, name
-        self.adapter = inference_adapter(adapter, dtype=dtype, device=device)
+        self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if fold else adapter
         self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
     def layer(self, site: AttnSite) -> DualAttention:
@@ -227,6 +226,20 @@ def check_sd15_layout(model) -> None:
                 f"this MODEL is not SD1.5: it has no attention 'diffusion_model.{site.ldm}' "
                 "(DualAnoDiff models are trained on Stable Diffusion 1.5)"
             ) from None
+
+
+def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), strength_clip: float = 1.0,
+                saim: bool = True, name: str = ""):  # fmt: skip
+    """A ``DualFile`` on clones of ``model`` and ``clip``: the dual patch in the MODEL's compute dtype, and the
+    shared text-encoder LoRA on the CLIP (when the file has one and ``strength_clip`` is not 0)."""
+    patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
+                      device=model.offload_device)  # fmt: skip
+    new_clip = clip
+    if clip is not None and dual.has_text_lora and strength_clip != 0:
+        config = dual.config
+        new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
+                                   config.text_rank, config.text_lora_alpha, strength_clip)  # fmt: skip
+    return apply_dual(model, patch), new_clip
 
 
 def apply_text_lora(clip, tensors: dict[str, torch.Tensor], rank: int, alpha: float, strength: float):

@@ -6,7 +6,7 @@ import torch
 
 from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
 from ...anodiff.train.session import SessionConfig, TrainedDual
-from .train_patch import attach
+from ..model.patch import attach_dual
 from .train_run import RunOptions, build_dataset, run_training
 from .train_save import load_trained, resumable_files
 
@@ -117,7 +117,7 @@ class DualAnoDiffTrain:
         dataset = build_dataset(images, masks, backgrounds if bcm else None, resolution, flips, seed)
         options = RunOptions(steps, gradient_checkpointing, preview_every)
         result = run_training(model, clip, vae, dataset, config, options, start, preview_pair(vae, config, seed))
-        new_model, new_clip = attach(model, clip, result.dual)
+        new_model, new_clip = attach_dual(model, clip, result.dual, name="trained")
         return new_model, new_clip, result, {"loss": list(result.losses)}
 
 

@@ -19,16 +19,7 @@ import torch.utils.checkpoint
 from ...anodiff.model.dual import DualAdapter
 from ...anodiff.train.session import TextLoRA
 from ..model.bcm_patch import BCMPatch
-from ..model.patch import BANK, MODE, DualPatch, apply_dual, apply_text_lora, compute_dtype
-
-
-class TrainablePatch(DualPatch):
-    """A ``DualPatch`` over the trainable adapter itself: no folding, no copy, strengths 1 (as trained)."""
-
-    def __init__(self, adapter: DualAdapter) -> None:  # no super().__init__: it would fold a frozen copy
-        self.config, self.strengths, self.saim, self.name = adapter.config, (1.0, 1.0), adapter.config.saim, "training"
-        self.adapter = adapter
-        self._scales: dict = {}
+from ..model.patch import BANK, MODE, DualPatch, apply_dual, compute_dtype
 
 
 class TextDelta:
@@ -62,7 +53,7 @@ def unfreeze_inference_weights(patcher) -> int:
 
 def training_model(model, adapter: DualAdapter):
     """A clone of ``model`` that runs the trainable adapter (and its BCM), loadable by ComfyUI."""
-    patch = TrainablePatch(adapter)
+    patch = DualPatch(adapter, (1.0, 1.0), saim=adapter.config.saim, name="training", fold=False)  # as trained
     m = apply_dual(model, patch)
     if adapter.config.bcm:
         m.set_model_attn1_patch(BCMPatch(patch, background=None, grey=None, strength=1.0))
@@ -245,13 +236,3 @@ def _ours(function) -> bool:
     return isinstance(function, TextDelta) or function is _normal_copy
 
 
-def attach(model, clip, dual, saim: bool = True):
-    """The trained file on fresh clones of the user's MODEL and CLIP, exactly as Load Dual LoRA puts it."""
-    patch = DualPatch(dual.adapter(), (1.0, 1.0), saim=saim, name="trained", dtype=compute_dtype(model),
-                      device=model.offload_device)  # fmt: skip
-    new_clip = clip
-    if clip is not None and dual.has_text_lora:
-        config = dual.config
-        new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
-                                   config.text_rank, config.text_lora_alpha, 1.0)  # fmt: skip
-    return apply_dual(model, patch), new_clip
