@@ -49,6 +49,12 @@ def _images(image: torch.Tensor, node: str, name: str) -> np.ndarray:
     return image[..., :3].detach().to("cpu", torch.float32).numpy()
 
 
+def mask_batch(mask: torch.Tensor) -> np.ndarray:
+    """A MASK as ``(B, H, W)`` float32 numpy on the CPU (a single ``(H, W)`` mask gets a batch of 1)."""
+    m = mask.detach().to("cpu", torch.float32).numpy()
+    return m[None] if m.ndim == 2 else m
+
+
 def _masks(mask: torch.Tensor, count: int, node: str, name: str, shared: bool = False) -> np.ndarray:
     """``(count, H, W)`` float masks; ``shared`` lets one mask stand for every image."""
     mask = mask[None] if mask.ndim == 2 else mask

@@ -8,14 +8,9 @@ import torch
 
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
-from ..dataset.dataset import ExportNodeOutput, output_root
+from ..dataset.dataset import ExportNodeOutput, mask_batch, output_root
 
 SLOTS = 4
-
-
-def _mask(mask: torch.Tensor) -> np.ndarray:
-    m = mask.detach().to("cpu", torch.float32).numpy()
-    return m[None] if m.ndim == 2 else m
 
 
 def split_types(types: str, count: int, node: str) -> list[str]:
@@ -55,7 +50,7 @@ class DualAnoDiffDefectLabels:
 
     def merge(self, mask_1, feather=4, **more):
         given = [mask_1] + [more[f"mask_{k}"] for k in range(2, SLOTS + 1) if more.get(f"mask_{k}") is not None]
-        masks = [_mask(m) for m in given]
+        masks = [mask_batch(m) for m in given]
         if any(m.shape != masks[0].shape for m in masks):
             raise ValueError(f"Defect Labels: masks differ in shape {[m.shape for m in masks]}; give full-size masks")
         labels, previews = [], []
@@ -101,7 +96,7 @@ class DualAnoDiffExportDefects(ExportNodeOutput):
     def export(self, images, labels, defect_types, output_dir, category, folder):
         node = "Export Defects"
         pictures = images[..., :3].detach().to("cpu", torch.float32).numpy()
-        ids = np.rint(_mask(labels)).astype(np.uint8)
+        ids = np.rint(mask_batch(labels)).astype(np.uint8)
         if ids.shape[0] != pictures.shape[0] or ids.shape[1:] != pictures.shape[1:3]:
             raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
                              f"{pictures.shape[:3]}")  # fmt: skip

@@ -7,6 +7,7 @@ import torch
 
 from ...anodiff.data import masks
 from ...anodiff.regions import placement as regions
+from ..dataset.dataset import mask_batch
 from ..dataset.mask import load_u2netp
 
 NAME = "Random Defect Region"
@@ -38,8 +39,7 @@ def _foregrounds(images: np.ndarray, foreground: torch.Tensor | None, threshold:
                 f"{NAME}: {err.__cause__ or err} Or connect a mask of the object to 'foreground', which needs no model."
             ) from err
         return np.stack([regions.foreground_mask(image, model, threshold, erode) for image in images])
-    given = foreground.detach().to("cpu", torch.float32).numpy()
-    given = given[None] if given.ndim == 2 else given
+    given = mask_batch(foreground)
     if given.ndim != 3 or given.shape[1:] != (height, width) or given.shape[0] not in (1, batch):
         raise ValueError(
             f"{NAME}: foreground must be a MASK of the image's size, (1 or {batch}, {height}, {width}), got "

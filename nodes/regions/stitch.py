@@ -13,13 +13,9 @@ import torch
 
 from ...anodiff.regions.multi_defect import check_disjoint
 from ...anodiff.regions.stitch import BLENDS, Window, crop, crop_window, stitch
+from ..dataset.dataset import mask_batch
 
 STITCH = "DUALANODIFF_STITCH"
-
-
-def _masks(mask: torch.Tensor) -> np.ndarray:
-    m = mask.detach().to("cpu", torch.float32).numpy()
-    return m[None] if m.ndim == 2 else m
 
 
 class DualAnoDiffCropRegion:
@@ -59,7 +55,7 @@ class DualAnoDiffCropRegion:
 
     def crop(self, image, region, context, working_size, region_index=-1):
         photos = image[..., :3].detach().to("cpu", torch.float32).numpy()
-        masks = batch = _masks(region)
+        masks = batch = mask_batch(region)
         if masks.shape[1:] != photos.shape[1:3]:
             raise ValueError(f"Crop Region: region {masks.shape[1:]} and photo {photos.shape[1:3]} differ in size; "
                              "draw the region on the photo itself")  # fmt: skip
@@ -136,7 +132,7 @@ class DualAnoDiffStitchRegion:
         if len(windows) not in (1, count):
             raise ValueError(f"Stitch Region: {count} images for {len(windows)} cropped photos; give one per photo")
         generated = image[..., :3].detach().to("cpu", torch.float32).numpy()
-        masks = None if mask is None else _masks(mask)
+        masks = None if mask is None else mask_batch(mask)
         if masks is not None and len(masks) not in (1, count):
             raise ValueError(f"Stitch Region: {len(masks)} masks for {count} images; give one per image")
         out, full = [], []
