@@ -15,8 +15,11 @@ except ImportError:  # imported outside ComfyUI (docs, tests of the library)
 
 
 def sample_latent(model, positive, negative, latent: dict, seed: int, steps: int, cfg: float, sampler_name: str,
-                  scheduler: str, denoise: float) -> dict:  # fmt: skip
-    """KSampler's sampling (noise from ``batch_index``, noise_mask, preview) on a LATENT, returning a LATENT."""
+                  scheduler: str, denoise: float, preview: bool = True) -> dict:  # fmt: skip
+    """KSampler's sampling (noise from ``batch_index``, noise_mask, preview) on a LATENT, returning a LATENT.
+
+    preview=False: no latent previews and no progress bar (a sample inside another node's progress, e.g. training).
+    """
     import comfy.sample
     import comfy.utils
 
@@ -25,27 +28,31 @@ def sample_latent(model, positive, negative, latent: dict, seed: int, steps: int
     if fix is not None:
         samples = fix(model, samples)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-    try:
-        import latent_preview
+    callback = None
+    if preview:
+        try:
+            import latent_preview
 
-        callback = latent_preview.prepare_callback(model, steps)
-    except ImportError:
-        callback = None
+            callback = latent_preview.prepare_callback(model, steps)
+        except ImportError:
+            pass
     out = comfy.sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples, denoise=denoise,
-        noise_mask=latent.get("noise_mask"), callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not (preview and comfy.utils.PROGRESS_BAR_ENABLED),
         seed=seed,
     )  # fmt: skip
     return {**latent, "samples": out}
 
 
 def sample_pairs(model, positive_global, positive_anomaly, negative, latent: dict, seed: int, steps: int, cfg: float,
-                 sampler_name: str, scheduler: str, denoise: float) -> tuple[dict, dict, dict]:  # fmt: skip
+                 sampler_name: str, scheduler: str, denoise: float,
+                 preview: bool = True) -> tuple[dict, dict, dict]:  # fmt: skip
     """Pair Latent + Pair Conditioning + KSampler + Split Pairs in one call: (global, anomaly, pairs)."""
     refuse_unpairable(negative, "negative")
     positive = pair_conditioning(positive_global, positive_anomaly)
     pairs = sample_latent(model, positive, negative, pair_latent(latent), seed, steps, cfg, sampler_name, scheduler,
-                          denoise)  # fmt: skip
+                          denoise, preview)  # fmt: skip
     glob, anomaly = split_pairs(pairs)
     return glob, anomaly, pairs
 

@@ -21,20 +21,15 @@ def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
     from PIL import Image
 
     def render(model, clip, step: int):
-        import comfy.sample
-
-        from ..sampling.pairing import pair_conditioning, pair_latent, split_pairs
+        from ..sampling.sampler import sample_pairs
 
         def encode(text: str):
             return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
         side = config.resolution // 8
-        latent = pair_latent({"samples": torch.zeros(1, 4, side, side)})
-        noise = comfy.sample.prepare_noise(latent["samples"], seed, latent.get("batch_index"))
-        positive = pair_conditioning(encode(config.prompt_global), encode(config.prompt_anomaly))
-        out = comfy.sample.sample(model, noise, steps, 2.5, "euler", "normal", positive, encode(""), latent["samples"],
-                                  disable_pbar=True, seed=seed)  # fmt: skip
-        glob, anomaly = split_pairs({**latent, "samples": out})
+        glob, anomaly, _ = sample_pairs(model, encode(config.prompt_global), encode(config.prompt_anomaly), encode(""),
+                                        {"samples": torch.zeros(1, 4, side, side)}, seed, steps, 2.5, "euler", "normal",
+                                        1.0, preview=False)  # fmt: skip
         images = vae.decode(torch.cat([glob["samples"], anomaly["samples"]]))[..., :3]
         row = (torch.cat(list(images.reshape(-1, *images.shape[-3:])[:2]), dim=1).clamp(0, 1) * 255).byte()
         return "JPEG", Image.fromarray(row.cpu().numpy()), 512
