@@ -58,6 +58,16 @@ def branch_ids(rows: int, chunks: int = 1, device: torch.device | str | None = N
     return (torch.arange(rows, device=device) % per_chunk) % BRANCHES
 
 
+def row_branches(rows: int, chunks: int, write: bool, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+    """The branch of every row as a tensor on ``device`` and as a Python list (for code that picks weights per
+    row without a device sync). ``write``: BCM's background pass, where every row runs the global branch."""
+    if write:
+        return torch.zeros(rows, dtype=torch.long, device=device), [GLOBAL] * rows
+    per_chunk = check_rows(rows, chunks)
+    return branch_ids(rows, chunks, device), [(r % per_chunk) % BRANCHES for r in range(rows)]
+
+
 def pair_index(rows: int, chunks: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
     """Index of the pair each row belongs to, counting pairs across all chunks (row // 2)."""
     check_rows(rows, chunks)

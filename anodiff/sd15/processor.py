@@ -15,7 +15,7 @@ from torch import nn
 from ..model.dual import DualAdapter, DualAttention
 from ..model.lora import BranchLoRA
 from ..model.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
-from ..model.pairs import branch_ids, check_rows
+from ..model.pairs import check_rows, row_branches
 from ..model.saim_fold import FoldCache
 from ..model.sites import SD15_BY_DIFFUSERS, AttnSite
 
@@ -59,9 +59,9 @@ class DualAttnProcessor:
         self.site, self.layer, self.fold_saim = site, layer, fold_saim
         self._folds = FoldCache()
         self._scales: dict[tuple, torch.Tensor] = {}
-        self._id_list: list[int] = []
 
-    def _project(self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, strengths) -> torch.Tensor:
+    def _project(self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int],
+                 strengths) -> torch.Tensor:  # fmt: skip
         """Inference: ``linear(x)`` plus the branch LoRA, merged into the weights where that is cheaper (many
         tokens: self-attention at 64x64 and 32x32), else added inside the rank-r GEMM."""
         key = (tuple(float(v) for v in strengths), lora.scale, x.device, x.dtype)
@@ -70,7 +70,7 @@ class DualAttnProcessor:
         scale = self._scales[key]
         plain = type(linear) is nn.Linear and x.dim() == 3 and linear.weight.dtype == x.dtype
         if plain and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features):
-            return merged_branch_linear(x, linear.weight, linear.bias, self._id_list, lora.down, lora.up, scale)
+            return merged_branch_linear(x, linear.weight, linear.bias, id_list, lora.down, lora.up, scale)
         return add_branch_lora(linear(x), x, ids, lora.down, lora.up, scale)
 
     def __call__(
@@ -89,10 +89,7 @@ class DualAttnProcessor:
             raise ValueError(f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}")
         rows = hidden_states.shape[0]
         write = run.mode == "write"
-        if write:
-            ids = torch.zeros(rows, dtype=torch.long, device=hidden_states.device)
-        else:
-            ids = branch_ids(rows, run.chunks, hidden_states.device)
+        ids, id_list = row_branches(rows, run.chunks, write, hidden_states.device)
         residual = hidden_states
         kv = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
@@ -107,11 +104,10 @@ class DualAttnProcessor:
 
         s = run.strengths
         fast = not torch.is_grad_enabled()  # inference: LoRA adds fused into their GEMMs, SAIM folded
-        self._id_list = [0] * rows if write else [(r % (rows // run.chunks)) % 2 for r in range(rows)]  # no sync
         if fast:
-            query = self._project(attn.to_q, hidden_states, layer.to_q, ids, s)
-            key = self._project(attn.to_k, kv, layer.to_k, ids, s)
-            value = self._project(attn.to_v, kv, layer.to_v, ids, s)
+            query = self._project(attn.to_q, hidden_states, layer.to_q, ids, id_list, s)
+            key = self._project(attn.to_k, kv, layer.to_k, ids, id_list, s)
+            value = self._project(attn.to_v, kv, layer.to_v, ids, id_list, s)
         else:
             query = attn.to_q(hidden_states) + layer.to_q(hidden_states, ids, s)
             key = attn.to_k(kv) + layer.to_k(kv, ids, s)
@@ -127,7 +123,7 @@ class DualAttnProcessor:
         out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
 
         if fast:
-            out = self._project(attn.to_out[0], out, layer.to_out, ids, s)
+            out = self._project(attn.to_out[0], out, layer.to_out, ids, id_list, s)
         else:
             out = attn.to_out[0](out) + layer.to_out(out, ids, s)
         out = attn.to_out[1](out)

@@ -17,7 +17,7 @@ import torch
 from ...anodiff.model.dual import PROJECTIONS, DualAdapter, DualAttention
 from ...anodiff.model.lora import BranchLoRA
 from ...anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
-from ...anodiff.model.pairs import branch_ids
+from ...anodiff.model.pairs import row_branches
 from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
 
@@ -83,11 +83,7 @@ class DualPatch(SharedAcrossClones):
         options = _transformer_options(args, kwargs)
         refuse_control(args[3] if len(args) > 3 else kwargs.get("control"))
         rows, chunks = x.shape[0], len(options.get("cond_or_uncond") or [0])
-        if options.get(MODE) == "write":
-            ids, id_list = torch.zeros(rows, dtype=torch.long, device=x.device), [0] * rows
-        else:
-            ids = branch_ids(rows, chunks, x.device)
-            id_list = [(r % (rows // chunks)) % 2 for r in range(rows)]  # the same, without a device sync
+        ids, id_list = row_branches(rows, chunks, options.get(MODE) == "write", x.device)
         installed = []
         try:
             for site in SD15_SITES:
