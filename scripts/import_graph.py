@@ -63,9 +63,10 @@ def part_of(module: str) -> str:
     return ".".join(bits[:2])
 
 
-def part_graph() -> dict[str, set[str]]:
+def part_graph(modules: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """The module graph (``module_graph()`` unless given) with each module replaced by its part."""
     graph: dict[str, set[str]] = defaultdict(set)
-    for module, targets in module_graph().items():
+    for module, targets in (modules if modules is not None else module_graph()).items():
         graph[part_of(module)].update(part_of(t) for t in targets if part_of(t) != part_of(module))
     return dict(graph)
 
@@ -131,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 on part or module cycles, or a model/ leak")
     args = parser.parse_args(argv)
-    parts = part_graph()
+    modules = module_graph()
+    parts = part_graph(modules)
     if not args.check:
         print(mermaid(parts))
         return 0
-    problems = [" -> ".join(c) for c in cycles(parts)] + [" <-> ".join(c) for c in cycles(module_graph())]
+    problems = [" -> ".join(c) for c in cycles(parts)] + [" <-> ".join(c) for c in cycles(modules)]
     problems += model_leaks(parts)
     for problem in problems:
         print(f"import problem: {problem}", file=sys.stderr)
