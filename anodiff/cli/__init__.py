@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from .. import __version__
 from .demo import register as register_demo
+from .errors import USER_ERRORS, report
 from .eval import register as register_eval
 from .export import register_export, register_filter
 from .generate import register as register_generate
@@ -48,6 +48,5 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DualWeightsError, DataError, BaseModelError
-        print(f"anodiff {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report(args.command, exc)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from .errors import reports_errors
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -22,40 +23,37 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors("eval")
 def _run(args: argparse.Namespace) -> int:
-    try:
-        if args.fetch_models:
-            return _fetch(args)
-        if args.summary:
-            if args.out is None:
-                raise ValueError("--summary needs --out (the folder for summary.md and summary.json)")
-            from ..metrics.summary import write_summary
+    if args.fetch_models:
+        return _fetch(args)
+    if args.summary:
+        if args.out is None:
+            raise ValueError("--summary needs --out (the folder for summary.md and summary.json)")
+        from ..metrics.summary import write_summary
 
-            written = write_summary(args.summary, args.out)
-            print("wrote " + ", ".join(str(p) for p in written.values()))
-            return 0
-        missing = [f"--{n}" for n in ("generated", "real", "out") if getattr(args, n) is None]
-        if missing:
-            raise ValueError(f"{', '.join(missing)} required (or --fetch-models alone to install the metric weights)")
-        from ..metrics.report import EvalOptions, evaluate, write_report
+        written = write_summary(args.summary, args.out)
+        print("wrote " + ", ".join(str(p) for p in written.values()))
+        return 0
+    missing = [f"--{n}" for n in ("generated", "real", "out") if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or --fetch-models alone to install the metric weights)")
+    from ..metrics.report import EvalOptions, evaluate, write_report
 
-        loc = {"epochs": args.loc_epochs, "base_width": args.loc_base_width, "size": args.loc_size,
-               "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
-        cls = {"weights": args.cls_weights, "epochs": args.cls_epochs, "size": args.cls_size,
-               "batch_size": args.cls_batch_size}  # fmt: skip
-        opts = EvalOptions(
-            Path(args.generated), Path(args.real), Path(args.out), category=args.category, dataset=args.dataset,
-            inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
-            vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
-            reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-            fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device, mixed_precision=args.mixed_precision,
-            loc={k: v for k, v in loc.items() if v is not None},
-            classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
-        )  # fmt: skip
-        written = write_report(evaluate(opts), opts.out)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"anodiff eval: error: {exc}", file=sys.stderr)
-        return 2
+    loc = {"epochs": args.loc_epochs, "base_width": args.loc_base_width, "size": args.loc_size,
+           "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
+    cls = {"weights": args.cls_weights, "epochs": args.cls_epochs, "size": args.cls_size,
+           "batch_size": args.cls_batch_size}  # fmt: skip
+    opts = EvalOptions(
+        Path(args.generated), Path(args.real), Path(args.out), category=args.category, dataset=args.dataset,
+        inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
+        vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
+        reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device, mixed_precision=args.mixed_precision,
+        loc={k: v for k, v in loc.items() if v is not None},
+        classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
+    )  # fmt: skip
+    written = write_report(evaluate(opts), opts.out)
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 

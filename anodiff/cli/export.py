@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 from ..common.imageio import read_rgb
@@ -14,39 +13,34 @@ from ..dataset.export import export_dataset, parse_formats
 from ..dataset.filter import REJECTED_DIR, filter_tree
 from ..dataset.sidecar import pair_sidecar
 from ..dataset.tree import find_pairs, read_mask
+from .errors import reports_errors
 
 
+@reports_errors("export", ImportError)
 def _export(args: argparse.Namespace) -> int:
-    try:
-        formats = parse_formats(args.format)
-        source, out = Path(args.from_dir), Path(args.out)
-        if out.resolve() == source.resolve():
-            raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
-        pairs = find_pairs(source, args.category, args.anomaly)
-        for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
-            group = list(group)
-            report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
-                                    category, anomaly, formats, instances=args.instances, merge=False,
-                                    sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
-            print(report.summary())
-        if "coco" in formats:
-            for category in sorted({p.category for p in pairs}):
-                print(f"COCO file {merge_coco(out, category)}")
-    except (ValueError, ImportError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        print(f"anodiff export: error: {exc}", file=sys.stderr)
-        return 2
+    formats = parse_formats(args.format)
+    source, out = Path(args.from_dir), Path(args.out)
+    if out.resolve() == source.resolve():
+        raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
+    pairs = find_pairs(source, args.category, args.anomaly)
+    for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
+        group = list(group)
+        report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
+                                category, anomaly, formats, instances=args.instances, merge=False,
+                                sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
+        print(report.summary())
+    if "coco" in formats:
+        for category in sorted({p.category for p in pairs}):
+            print(f"COCO file {merge_coco(out, category)}")
     return 0
 
 
+@reports_errors("filter", TypeError)
 def _filter(args: argparse.Namespace) -> int:
     names = ("max_area", "min_foreground", "min_agreement", "change_threshold", "blur")
     limits = {name: getattr(args, name) for name in names}
-    try:
-        report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
-                             args.dry_run, **limits)  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
-        print(f"anodiff filter: error: {exc}", file=sys.stderr)
-        return 2
+    report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
+                         args.dry_run, **limits)  # fmt: skip
     for record in report.dropped:
         print(f"{record['image']}: {record['reason']}")
     verb = "would move" if args.dry_run else "moved"

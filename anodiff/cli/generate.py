@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..data.masks import METHODS
 from ..generate.options import DTYPES
 from ..regions.stitch import BLENDS
 from ..sd15.sampling import SCHEDULERS
+from .errors import reports_errors
 
 
+@reports_errors("generate")
 def _run(args: argparse.Namespace) -> int:
     from ..generate.run import generate
 
-    try:
-        report = generate(
-            args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
-            category=args.category, anomaly=args.anomaly,
-            batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
-            size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
-            background_every=args.background_every, force=args.force, device=args.device,
-            source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
-            dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
-            defects=args.defects, blend=args.blend, region_ids=args.region_ids,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        print(f"anodiff generate: error: {exc}", file=sys.stderr)
-        return 2
+    report = generate(
+        args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
+        category=args.category, anomaly=args.anomaly,
+        batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
+        size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
+        background_every=args.background_every, force=args.force, device=args.device,
+        source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
+        dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
+        defects=args.defects, blend=args.blend, region_ids=args.region_ids,
+    )  # fmt: skip
     print(
         f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
         f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
