@@ -5,8 +5,10 @@
     .venv-test/bin/python bench/unet_overhead.py --before 467855d  # also the processor as it was at that commit
 
 Same random SD1.5 UNet (diffusers, SD1.5's config), same 2N rows (N pairs, no CFG), the vanilla run with diffusers'
-own ``AttnProcessor2_0``. Timings are medians of interleaved repeats (vanilla, folded, unfolded, vanilla, ...), so
-drifting machine load hits all three alike. FLOPs are counted by ``torch.utils.flop_counter`` on the meta device.
+own ``AttnProcessor2_0``. Timings are interleaved rounds (vanilla, folded, unfolded, then the next round), so drifting
+machine load hits all variants alike; each round starts at the next variant (rotated order, one round per rotation by
+default), so no variant always runs right after another, and a variant's ratio is the median over rounds of its time
+/ vanilla's time in the same round. FLOPs are counted by ``torch.utils.flop_counter`` on the meta device.
 """
 
 from __future__ import annotations
@@ -130,10 +132,10 @@ def main() -> None:
     parser.add_argument("--size", choices=["sd15", "tiny"], default="sd15")
     parser.add_argument("--pairs", type=int, default=2, help="N: the UNet runs 2N rows")
     parser.add_argument("--latent", type=int, default=64, help="latent side (64 = 512 px)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=0, help="rounds (0: one per variant, each order rotation once)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     parser.add_argument("--before", help="a commit: also time the dual processor of anodiff as it was there")
-    parser.add_argument("--reverse", action="store_true", help="run the variants in reverse order in each round")
+    parser.add_argument("--reverse", action="store_true", help="rotate the reversed order")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,30 +147,34 @@ def main() -> None:
     variants = Variants(unet, adapter, before)
     x, t, ctx = inputs(args.pairs, args.latent, unet.config.cross_attention_dim)
     order = tuple(reversed(names)) if args.reverse else names
+    rounds = args.repeats or len(names)
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
         outputs = {name: variants.run(name, x, t, ctx) for name in names}  # warm-up; folds SAIM once
-        for _ in range(args.repeats):
-            for name in order:
+        for index in range(rounds):
+            shift = index % len(order)
+            for name in order[shift:] + order[:shift]:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 variants.run(name, x, t, ctx)
                 wall[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
     drift = (outputs["folded"] - outputs["unfolded"]).abs().max().item()
-    med_wall = {name: statistics.median(values) for name, values in wall.items()}
-    med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+
+    def ratio(times: dict[str, list[float]], name: str) -> float:  # median of same-round ratios
+        return statistics.median(a / b for a, b in zip(times[name], times["vanilla"]))
+
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     print(f"UNet {args.size} ({params:.0f} M params), {2 * args.pairs} rows of {args.latent}x{args.latent}, "
-          f"{torch.get_num_threads()} threads, medians of {args.repeats} interleaved repeats; "
+          f"{torch.get_num_threads()} threads, {rounds} interleaved rounds in rotated order; "
           f"|folded - unfolded| max {drift:.1e}")  # fmt: skip
-    print("CPU time counts this process only, so it is the steadier figure on a shared machine (1 thread).")
+    print("x: median over rounds of time / vanilla's time in the same round. CPU time counts this process only, so "
+          "it is the steadier figure on a shared machine (1 thread).")
     for name in names:
         runs = " ".join(f"{v:.2f}" for v in wall[name])
-        print(f"{name:9s} wall {med_wall[name]:7.2f} s x{med_wall[name] / med_wall['vanilla']:.3f}   "
-              f"CPU {med_cpu[name]:7.2f} s x{med_cpu[name] / med_cpu['vanilla']:.3f}   "
+        print(f"{name:9s} wall {statistics.median(wall[name]):7.2f} s x{ratio(wall, name):.3f}   "
+              f"CPU {statistics.median(cpu[name]):7.2f} s x{ratio(cpu, name):.3f}   "
               f"FLOPs x{counted[name] / counted['vanilla']:.3f} ({counted[name] / 1e9:.1f} GFLOP)   wall runs [s]: {runs}")  # fmt: skip
-
 
 if __name__ == "__main__":
     main()

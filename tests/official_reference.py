@@ -85,8 +85,11 @@ class OfficialProcessor:
         return out + x
 
 
-def install_official(unet: nn.Module, rank: int, bcm: bool, seed: int = 0) -> tuple[OfficialState, dict[str, torch.Tensor]]:
-    """Put reference processors with random weights on every attention; return the state and the authors' keys."""
+def install_official(
+    unet: nn.Module, rank: int, bcm: bool, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[OfficialState, dict[str, torch.Tensor]]:
+    """Put reference processors with random weights on every attention; return the state and the authors' keys
+    (float32 values; the processors compute in ``dtype``, e.g. float64 for a rounding-free reference)."""
     g = torch.Generator().manual_seed(seed)
     state, processors, official = OfficialState(), {}, {}
     for name, module in unet.named_modules():
@@ -100,10 +103,11 @@ def install_official(unet: nn.Module, rank: int, bcm: bool, seed: int = 0) -> tu
             if bcm:
                 weights.temporal_a.fill_(0.25)
         is_self = name.endswith("attn1")
+        weights.to(dtype)
         processors[f"{name}.processor"] = OfficialProcessor(name, weights, state, is_self, bcm)
         chained = ".chained_proc" if (bcm and is_self) else ""
         for key, value in weights.state_dict().items():
-            official[f"unet.{name}.processor{chained}.{key}"] = value.clone()
+            official[f"unet.{name}.processor{chained}.{key}"] = value.float()
     unet.set_attn_processor(processors)
     return state, official
 

@@ -62,3 +62,22 @@ def test_half_precision_and_errors():
         m(torch.randn(2, 8))
     with pytest.raises(ValueError, match="expected shape"):
         m(torch.randn(2, 3, 9))
+
+
+def test_gradients_equal_the_per_position_reference_in_float64():
+    """Training runs this form: its parameter and input gradients are those of the authors' two-key softmax."""
+    torch.manual_seed(0)
+    m = SAIM(8).double()
+    with torch.no_grad():
+        m.norm.weight.normal_()
+        m.norm.bias.normal_()
+    out = torch.randn(4, 3, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(4, 3, 8, dtype=torch.float64)
+    grads = []
+    for delta in (m.delta, lambda x: naive_saim_delta(m, x)):
+        m.zero_grad()
+        out.grad = None
+        (delta(out) * weights).sum().backward()
+        grads.append([out.grad.clone()] + [p.grad.clone() for p in m.parameters()])  # every parameter used (DDP)
+    for ours, reference in zip(*grads):
+        torch.testing.assert_close(ours, reference, atol=1e-12, rtol=1e-10)

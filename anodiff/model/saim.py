@@ -8,13 +8,14 @@ attention_processor.py``, its ``temporal_{n,i,q,k,v,o}`` layers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .lora import cast_like, check_activation
-from .pairs import BRANCHES, check_rows
+from .pairs import ANOMALY, BRANCHES, GLOBAL, check_rows
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,14 @@ class SAIM(nn.Module):
             nn.init.zeros_(self.proj_out.bias)
 
     def delta(self, attn_out: torch.Tensor) -> torch.Tensor:
-        """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even."""
+        """The residual term. attn_out: (R, N, C), rows interleaved [g0, a0, g1, a1, ...]; R even.
+
+        The attention over two keys is computed as what it is, a sigmoid of the score difference, on the
+        (pairs, 2, tokens, C) view: no regrouping copies and no tiny attention calls; the value linear runs after
+        the mixing (the two weights sum to one). Same five linears and gradients as the authors' form (the key
+        bias, which cancels in the score difference, still takes part, so data-parallel training sees every
+        parameter used).
+        """
         check_activation(attn_out, self.dim, "SAIM input")
         if attn_out.dim() != 3:
             raise ValueError(f"SAIM input: expected (rows, tokens, {self.dim}), got {tuple(attn_out.shape)}")
@@ -51,11 +59,14 @@ class SAIM(nn.Module):
         x = F.layer_norm(
             attn_out, (self.dim,), cast_like(self.norm.weight, attn_out), cast_like(self.norm.bias, attn_out), self.norm.eps
         )
-        x = _linear(self.proj_in, x)
-        x = rearrange(x, "(b f) n c -> (b n) f c", f=BRANCHES)
-        x = F.scaled_dot_product_attention(_linear(self.to_q, x), _linear(self.to_k, x), _linear(self.to_v, x))
-        x = _linear(self.proj_out, x)
-        return rearrange(x, "(b n) f c -> (b f) n c", n=attn_out.shape[1])
+        u = _linear(self.proj_in, x).view(-1, BRANCHES, *attn_out.shape[1:])  # (pairs, 2, N, C)
+        du = u[:, ANOMALY] - u[:, GLOBAL]
+        k = _linear(self.to_k, u)
+        dk = (k[:, ANOMALY] - k[:, GLOBAL]) / math.sqrt(self.dim)
+        score = (_linear(self.to_q, u) * dk.unsqueeze(1)).sum(-1, keepdim=True)  # q_i . (k_a - k_g)
+        to_anomaly, to_global = torch.sigmoid(score[:, GLOBAL]), torch.sigmoid(-score[:, ANOMALY])  # partner weights
+        mixed = torch.stack([u[:, GLOBAL] + to_anomaly * du, u[:, ANOMALY] - to_global * du], dim=1)
+        return _linear(self.proj_out, _linear(self.to_v, mixed)).view_as(attn_out)
 
     def forward(self, attn_out: torch.Tensor, strength: float = 1.0, inplace: bool = False) -> torch.Tensor:
         """``inplace`` is accepted so a trainable SAIM can stand where a ``FoldedSAIM`` is called; it never writes
