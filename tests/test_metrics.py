@@ -295,6 +295,9 @@ def test_lpips_heads_default_to_the_installed_lpips_package(random_lpips_files, 
     assert torch.equal(net.lins[2].model[1].weight, packaged["lin2.model.1.weight"])
     with pytest.raises(FileNotFoundError, match="nowhere.pth is not a file"):
         build_lpips(random_lpips_files[0], tmp_path / "nowhere.pth")  # a path the user named is never replaced
+    monkeypatch.setenv("ANODIFF_LPIPS_HEADS", str(tmp_path / "moved.pth"))
+    with pytest.raises(FileNotFoundError, match=r"\$ANODIFF_LPIPS_HEADS .*moved.pth is not a file"):
+        build_lpips(random_lpips_files[0])  # nor one named in the environment
 
 
 def test_lpips_heads_real_file_shapes(random_lpips_files):

@@ -63,12 +63,13 @@ def vgg16_to_lpips_keys(state: dict[str, torch.Tensor], file: os.PathLike | str 
 
 
 def _heads_file(heads: str | os.PathLike | None) -> Path:
-    """The heads as ``assets`` finds them, else the copy inside the installed lpips package (the same 0.1.4 file)."""
+    """The heads as ``assets`` finds them, else the copy inside the installed lpips package (the same 0.1.4 file).
+    A path the user named (``heads`` or the environment variable) that does not exist is an error, not a fall-back."""
     try:
         return lpips_heads_path(heads)
     except FileNotFoundError:
         packaged = Path(lpips.__file__).parent / LPIPS_HEADS.member.removeprefix("lpips/")
-        if heads is None and packaged.is_file():
+        if heads is None and not os.environ.get(LPIPS_HEADS.env_var) and packaged.is_file():
             return packaged
         raise
 

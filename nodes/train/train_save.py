@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
+from ...anodiff.common.imageio import write_atomic
 from ...anodiff.dataset.export import write_new
 from ...anodiff.train.loss_plot import loss_picture
 from ...anodiff.train.session import TrainedDual
@@ -49,7 +50,11 @@ def state_path(model_path: Path) -> Path:
 
 
 def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> Path:
-    """Write ``<prefix>_NNNNN.safetensors`` (the first free number, never overwriting) and its optimiser state."""
+    """Write ``<prefix>_NNNNN.safetensors`` (the first free number, never overwriting) and its optimiser state.
+
+    A number is free when neither the model nor a state file of that name exists (a state left by a deleted or
+    moved model is kept, not paired with a new model); the model file claims the number, then its state is written.
+    """
     if not PREFIX.match(prefix) or ".." in prefix.split("/"):
         raise ValueError(f"Save Dual LoRA: filename_prefix {prefix!r} must be a name or sub/name (letters, digits, "
                          "- _ . and spaces), inside models/dualanodiff")  # fmt: skip
@@ -57,7 +62,7 @@ def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> P
     folder = _folder(FOLDER)
     for n in range(1, 100000):
         path = folder / f"{prefix}_{n:05d}.safetensors"
-        if path.exists():
+        if path.exists() or state_path(path).exists():
             continue
         try:
             write_new(path, data)
@@ -66,7 +71,8 @@ def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> P
         if resumable and trained.optimizer:
             meta = {"steps": str(trained.steps), "model": path.name}
             history = {LOSSES: torch.tensor(trained.losses, dtype=torch.float64)} if trained.losses else {}
-            write_new(state_path(path), save({**trained.optimizer, **history}, metadata=meta))
+            # the number is ours (the model file claimed it): a state that appeared since is a racing stale copy
+            write_atomic(state_path(path), save({**trained.optimizer, **history}, metadata=meta))
         return path
     raise FileExistsError(f"Save Dual LoRA: no free number for {prefix} in {folder}")
 

@@ -199,6 +199,10 @@ def test_resume_from_a_saved_file_equals_one_longer_run(nodes, models_dir):
     _, _, longer, _ = train(nodes, model, clip, vae, images, masks, 5)
     _, _, first, _ = train(nodes, model, clip, vae, images, masks, 3)
     name = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part", resumable=True)["result"][0]
+    stale = models_dir.parent / "dualanodiff_state" / "part_00002.state.safetensors"
+    stale.write_bytes(b"the state of a model the user deleted")  # its number is not reused, the file is kept
+    assert nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part")["result"][0] == "part_00003.safetensors"
+    assert stale.read_bytes() == b"the state of a model the user deleted"
     _, _, resumed, loss = train(nodes, model, clip, vae, images, masks, 2, resume_file=name)
     assert resumed.steps == 5
     assert set(resumed.dual.tensors) == set(longer.dual.tensors)
