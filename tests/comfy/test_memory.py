@@ -95,3 +95,37 @@ def test_load_and_detach_callbacks_move_the_dual_model_with_the_unet(loader):
     dual._move = real_move
     comfy.model_management.load_models_gpu([model])  # the real call path on this machine's device
     assert {p.device for p in dual.adapter.parameters()} == {model.load_device}
+
+
+@pytest.mark.parametrize("mode", ["lowvram", "novram"])
+def test_partial_loads_sample_like_a_full_load(loader, monkeypatch, mode):
+    """--lowvram / --novram load the UNet partially: ComfyUI leaves weights offloaded and casts them per call, and the
+    dual model stays on the offload device. On a CPU ComfyUI always loads fully, so the load budget is forced here
+    (half the UNet, or ComfyUI's --novram budget of 0.1 byte) and ComfyUI's own partial-load path runs."""
+    import comfy.model_management as mm
+    from dualanodiff_pack.nodes.model.patch import find_dual
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
+
+    base = build_tiny_model()
+    model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
+    cond = [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(1)), {}]]
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+
+    def sample():
+        mm.unload_all_models()
+        glob, anomaly, _ = sample_pairs(model, cond, cond, cond, latent, 3, 3, 2.0, "euler", "normal", 1.0, preview=False)
+        return glob["samples"], anomaly["samples"]
+
+    full = sample()
+    assert not model.model.model_lowvram
+    budget = base.model_size() // 2 if mode == "lowvram" else 0.1
+    original = mm.LoadedModel.model_load
+    monkeypatch.setattr(mm.LoadedModel, "model_load", lambda self, _=0, **kwargs: original(self, budget, **kwargs))
+    partial = sample()
+    cast = [m for m in model.model.diffusion_model.modules() if getattr(m, "comfy_cast_weights", False)]
+    assert model.model.model_lowvram and cast  # the partial path ran: weights cast per call
+    assert {p.device for p in find_dual(model).adapter.parameters()} == {model.offload_device}
+    for got, want in zip(partial, full):  # a full load merges the LoRA into the weights where that pays, a partial
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)  # one adds it to the cast output: rounding only
+    monkeypatch.setattr(mm.LoadedModel, "model_load", original)
+    mm.unload_all_models()
