@@ -79,3 +79,16 @@ def test_a_full_train_command_line_is_the_train_config_built_directly():
     assert train_config(build_parser().parse_args(argv)) == expected
     overridden = train_config(build_parser().parse_args(argv), category="cable", output="x")
     assert (overridden.category, overridden.output, overridden.steps) == ("cable", "x", 7)
+
+
+def test_fetch_models_into_a_read_only_folder_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from anodiff.cli import main
+    from anodiff.common import assets
+
+    def refuse(target_dir, **kwargs):
+        raise PermissionError(13, "Permission denied", str(target_dir))
+
+    monkeypatch.setattr(assets, "install_u2netp", refuse)
+    assert main(["fetch-models", "--dir", str(tmp_path / "site-packages" / "models")]) == 2
+    err = capsys.readouterr().err
+    assert "anodiff fetch-models: error: cannot write to" in err and "--dir DIR" in err and "Traceback" not in err

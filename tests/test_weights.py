@@ -162,6 +162,10 @@ def test_truncated_partial_misshaped_and_wrong_dtype_files(tmp_path):
     with pytest.raises(DualWeightsError, match="expected a floating point tensor"):
         load_dual(tmp_path / "int.safetensors")
 
+    save_file(tensors, tmp_path / "alpha.safetensors", metadata={**meta, "alpha": "x"})
+    with pytest.raises(DualWeightsError, match="alpha.safetensors: metadata 'alpha' must be a number, got 'x'"):
+        load_dual(tmp_path / "alpha.safetensors")
+
 
 def test_missing_file_and_cli_errors(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):

@@ -257,6 +257,14 @@ def _parse_int(meta: dict[str, str], key: str, source: str, default: str | None 
         raise DualWeightsError(f"{source}: metadata {key!r} must be an integer, got {value!r}") from None
 
 
+def _parse_float(meta: dict[str, str], key: str, source: str, default: str) -> float:
+    value = meta.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DualWeightsError(f"{source}: metadata {key!r} must be a number, got {value!r}") from None
+
+
 def from_metadata(tensors: dict[str, torch.Tensor], meta: dict[str, str], source: str) -> DualFile:
     version = _parse_int(meta, "format_version", source)
     if version > FORMAT_VERSION:
@@ -267,12 +275,12 @@ def from_metadata(tensors: dict[str, torch.Tensor], meta: dict[str, str], source
         raise DualWeightsError(f"{source}: metadata 'unet_channels' must be like '320,640,1280,1280'") from None
     config = DualConfig(
         rank=_parse_int(meta, "rank", source),
-        alpha=float(meta.get("alpha", meta["rank"])),
+        alpha=_parse_float(meta, "alpha", source, meta["rank"]),
         saim=_parse_bool(meta, "has_saim", source),
         saim_zero_init=_parse_bool(meta, "saim_zero_init", source),
         bcm=_parse_bool(meta, "has_bcm", source),
         text_rank=_parse_int(meta, "text_rank", source, "32"),
-        text_alpha=float(meta.get("text_alpha", meta.get("text_rank", "32"))),
+        text_alpha=_parse_float(meta, "text_alpha", source, meta.get("text_rank", "32")),
     )
     dual = DualFile(config, channels, _parse_int(meta, "context_dim", source), tensors, dict(meta), source)
     validate(dual)
