@@ -32,7 +32,7 @@ import numpy as np
 from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
 from . import coco
 from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
-from .sidecar import defect_instances
+from .sidecar import defect_instances, label_matches
 from .tree import TreePair, find_pairs, index_of, read_mask
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def export_dataset(
     once at the end). Several processes may export into one ``out_dir`` at the same time.
     sidecars: per pair ``(record, label mask)`` from ``dataset.sidecar`` (either may be None): the record goes into
     the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
-    defect id instead of per component.
+    defect id instead of per component, when it covers exactly the mask (else it is ignored with a warning).
     """
     formats = parse_formats(fmt)
     category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
@@ -169,6 +169,7 @@ def export_dataset(
             if "coco" in formats:
                 if shard is None:
                     shard = coco.ShardWriter(root, category)
+                label = _trusted(label, m, image_path, meta)
                 anns = defect_instances(label, m, (meta or {}).get("defect_types")) if label is not None else coco_instances(m, instances)
                 shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns,
                           {"anodiff": meta} if meta else None)  # fmt: skip
@@ -188,6 +189,17 @@ def export_dataset(
     if report.empty_masks:
         log.warning("%d exported pair(s) have an empty mask; run the pair filter first", report.empty_masks)
     return report
+
+
+def _trusted(label: np.ndarray | None, mask: np.ndarray, image_path: Path, meta: dict | None) -> np.ndarray | None:
+    """The label, or None (annotations from the mask) when it does not cover exactly the mask: a label left by an
+    earlier run of the pair would otherwise give COCO boxes where the mask has no defect."""
+    if label is None or label_matches(label, mask):
+        return label
+    pair = f"pair {meta['pair']}" if isinstance(meta, dict) and "pair" in meta else "a pair"
+    log.warning("%s (%s): its label mask does not cover exactly its mask (a label left by an earlier run?); "
+                "ignored, the COCO annotations come from the mask", image_path, pair)  # fmt: skip
+    return None
 
 
 def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:

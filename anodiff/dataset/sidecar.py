@@ -2,20 +2,23 @@
 
 ``<out>/<category>/meta/<anomaly>/NNN.json`` beside the MVTec tree holds the source photo, each defect's region
 box and crop window, the model file, seed, steps, guidance and sampler; ``labels/<anomaly>/NNN.png`` holds the
-label mask (id ``k + 1`` per defect) when a pair has several defects. ``anodiff generate --resume`` and
-``anodiff export`` read them back.
+label mask (id ``k + 1`` per defect) when a pair has several defects, and only then: a pair rewritten with one
+defect loses the label of an earlier run (``write_label``). ``anodiff generate --resume`` and ``anodiff export``
+read them back; export trusts a label only when it can be this pair's (``pair_sidecar``, ``label_matches``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..common.imageio import read_label, write_atomic
+from ..common.imageio import read_label, write_atomic, write_png
 
+log = logging.getLogger(__name__)
 VERSION = 1
 
 
@@ -32,6 +35,15 @@ def for_image(image: Path) -> tuple[Path, Path]:
     image = Path(image)
     folder, anomaly, index = image.parents[2], image.parent.name, image.stem
     return folder / "meta" / anomaly / f"{index}.json", folder / "labels" / anomaly / f"{index}.png"
+
+
+def write_label(path: Path, label: np.ndarray | None) -> None:
+    """Write the pair's label mask, or with ``None`` (one defect, or none) remove the label an earlier run left:
+    ``generate --force`` with fewer defects must not leave a label that export would take for this pair's."""
+    if label is None:
+        Path(path).unlink(missing_ok=True)
+    else:
+        write_png(Path(path), label)
 
 
 def write_sidecar(path: Path, record: dict[str, Any]) -> None:
@@ -55,14 +67,32 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 def pair_sidecar(image: Path) -> tuple[dict | None, np.ndarray | None]:
-    """The sidecar record and label mask of the pair whose image is ``image``, each None when not written."""
+    """The sidecar record and label mask of the pair whose image is ``image``, each None when not written.
+
+    A label is dropped (with a warning) when the sidecar lists one defect or none (or, made without regions, no
+    defect list): generate writes labels only for several defects, so such a label is left from an earlier run
+    (trees made before ``write_label``). Without a sidecar the label is kept; export still checks it against the
+    mask (``label_matches``).
+    """
     meta_path, label_file = for_image(image)
-    label = None
-    if label_file.is_file():
-        label = read_label(label_file)
-        if label.ndim != 2:
-            raise ValueError(f"{label_file}: not a grey label mask (one id per defect); move it away")
-    return read_sidecar(meta_path), label
+    record = read_sidecar(meta_path)
+    if not label_file.is_file():
+        return record, None
+    defects = record.get("defects", []) if record is not None else None  # no "defects": made without regions
+    if isinstance(defects, list) and len(defects) <= 1:
+        log.warning("%s: ignored, %s lists %d defect(s), so this label is left from an earlier run; the COCO "
+                    "annotations come from the mask", label_file, meta_path, len(defects))  # fmt: skip
+        return record, None
+    label = read_label(label_file)
+    if label.ndim != 2:
+        raise ValueError(f"{label_file}: not a grey label mask (one id per defect); move it away")
+    return record, label
+
+
+def label_matches(label: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether a label mask's defects cover exactly the pair's mask, as generate writes them (mask = label > 0);
+    a label that does not is from another run or was edited apart from the mask, and cannot be trusted."""
+    return label.shape == mask.shape and bool(np.array_equal(label > 0, mask))
 
 
 def defect_instances(label: np.ndarray, mask: np.ndarray, types: list[str] | None = None) -> list[dict]:
@@ -82,9 +112,11 @@ def defect_instances(label: np.ndarray, mask: np.ndarray, types: list[str] | Non
 __all__ = [
     "defect_instances",
     "for_image",
+    "label_matches",
     "label_path",
     "pair_sidecar",
     "read_sidecar",
     "sidecar_path",
+    "write_label",
     "write_sidecar",
 ]

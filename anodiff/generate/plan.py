@@ -173,10 +173,11 @@ def write_region_pair(
     paths: tuple[Path, Path, Path], label_file: Path, sidecar_file: Path, work: PairWork, plan: RegionPlan,
     mask_method: str, threshold: float, model: Any, meta: dict,
 ) -> bool:  # fmt: skip
-    """On a writer thread: masks, then the sidecar, then the PNGs (image, mask, part; the label mask with several
-    defects), each atomic, so three PNGs on disk mean the sidecar is there too. True when the mask is empty."""
+    """On a writer thread: masks, then the sidecar, then the PNGs (the label mask with several defects, else an
+    old label removed; image, mask, part), each atomic, so three PNGs on disk mean the sidecar is there too. True
+    when the mask is empty."""
     from ..common.imageio import write_png
-    from ..dataset.sidecar import write_sidecar
+    from ..dataset.sidecar import write_label, write_sidecar
     from ..regions.multi_defect import label_mask
 
     part, masks, entries = finish_pair(work, plan, mask_method, threshold, model)
@@ -188,8 +189,7 @@ def write_region_pair(
     where = {"source": source.name_for(work.pair), "source_root": str(source.root.resolve())}
     write_sidecar(sidecar_file, {**meta, **where, "size": size, "defects": entries})
     image_path, mask_path, part_path = paths
-    if len(masks) > 1:
-        write_png(label_file, label)
+    write_label(label_file, label if len(masks) > 1 else None)
     write_png(image_path, work.image)
     write_png(part_path, part)
     write_png(mask_path, (label > 0).astype(np.uint8) * 255)

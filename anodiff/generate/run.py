@@ -6,7 +6,8 @@ Layout, under ``<out>/<category>/``::
     ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
     anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
     meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (dataset.sidecar)
-    labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k
+    labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k (removed
+                                          when the pair is rewritten with one defect)
     .anodiff-generate-<anomaly>.json      the settings the pairs were made with
 
 Resuming: pair ``i`` (seed ``seed + i``) is skipped when its three files exist, and generated again (with a
@@ -16,11 +17,12 @@ launch's RANK and WORLD_SIZE) takes batches ``b`` with ``b % n == k`` of the fix
 ``[b * batch_size, (b + 1) * batch_size)``, so every pair is computed in the same batch as in one process and
 the shards' union is byte-identical to a single run; the settings file is read and updated under a short lock,
 so concurrent shards never clobber each other's pending pairs. Masks and PNGs are written by a thread pool
-while the next batch samples. Existing pairs are only resumed when the settings file
-matches the current settings; folders that hold files this command did not write, or pairs made with other
-settings, are an error unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any
-older pair above them pending. Nothing is ever deleted. The sidecar is written before the PNGs, so a complete
-pair has one; a kept pair whose sidecar names another photo than ``--source`` now gives it is refused.
+while the next batch samples. Existing pairs are only resumed when the settings file matches the current
+settings; folders that hold files this command did not write, or pairs made with other settings, are an error
+unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any older pair above them
+pending. Nothing is deleted but the label mask of a pair rewritten with one defect. The sidecar is written
+before the PNGs, so a complete pair has one; a kept pair whose sidecar names another photo than ``--source`` now
+gives it is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..common.imageio import write_png
 from ..data.masks import U2NetP, extract_mask
-from ..dataset.sidecar import label_path, sidecar_path, write_sidecar
+from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
 from ..regions.stitch import BLENDS
 from ..weights.load import load_dual
 from .backgrounds import IMAGE_SUFFIXES, Backgrounds, normal_images
@@ -243,9 +245,11 @@ def generate(
 
 
 def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
-    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread); True when the mask is empty."""
+    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread), after removing a label mask an earlier
+    multi-defect run left (export would take it for this pair's defects); True when the mask is empty."""
     mask = extract_mask(part, mask_method, threshold, model=u2net)
     write_sidecar(sidecar_path(folder, anomaly, i), meta)
+    write_label(label_path(folder, anomaly, i), None)
     image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
     write_png(image_path, image)
     write_png(part_path, part)
