@@ -55,6 +55,17 @@ def is_image(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def folder_stamp(folder: Path) -> str:
+    """A digest of every file's path and modification time below ``folder`` ("" when it is not a folder): changes
+    when a file is added, removed or rewritten (what ComfyUI's ``IS_CHANGED`` needs to re-read a folder)."""
+    import hashlib
+
+    if not folder.is_dir():
+        return ""
+    stamps = sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(repr(stamps).encode()).hexdigest()
+
+
 def images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")

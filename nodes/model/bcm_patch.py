@@ -97,6 +97,9 @@ class BCMPatch(SharedAcrossClones):
 def apply_bcm(model, patch: BCMPatch):
     import comfy.patcher_extension
 
+    if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY + "_bcm"):
+        raise ValueError("Background Compensation: this MODEL already has Background Compensation; connect the "
+                         "MODEL from Load Dual LoRA (one background set per model; use a batch of backgrounds)")  # fmt: skip
     m = model.clone()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY + "_bcm", patch.apply_model_wrapper)
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY + "_bcm", outer_sample_wrapper)

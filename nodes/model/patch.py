@@ -70,6 +70,13 @@ class DualPatch(SharedAcrossClones):
             partial = getattr(patcher.model, "model_lowvram", False) and not full_load
             self._move(patcher.offload_device if partial else device_to)
 
+    def on_pre_run(self, patcher) -> None:
+        """Where the UNet's weights are is settled when sampling starts. ON_LOAD alone is not enough: ComfyUI skips
+        ``load`` for a clone whose base model is already loaded with the same weight patches (a new strength, a
+        plain model sampled first), and the detach of the previous clone may have moved this shared patch away."""
+        partial = getattr(patcher.model, "model_lowvram", False)
+        self._move(patcher.offload_device if partial else patcher.load_device)
+
     def on_detach(self, patcher, unpatch_all: bool = True) -> None:
         self._move(patcher.offload_device)
 
@@ -83,7 +90,11 @@ class DualPatch(SharedAcrossClones):
         options = _transformer_options(args, kwargs)
         refuse_control(args[3] if len(args) > 3 else kwargs.get("control"))
         rows, chunks = x.shape[0], len(options.get("cond_or_uncond") or [0])
-        ids, id_list = row_branches(rows, chunks, options.get(MODE) == "write", x.device)
+        try:
+            ids, id_list = row_branches(rows, chunks, options.get(MODE) == "write", x.device)
+        except ValueError as err:
+            raise ValueError(f"this MODEL carries a Dual LoRA, which samples [global, anomaly] pairs ({err}); sample "
+                             "it with Dual Sampler, or put Pair Latent and Pair Conditioning before the KSampler") from err  # fmt: skip
         installed = []
         try:
             for site in SD15_SITES:
@@ -199,6 +210,7 @@ def apply_dual(model, dual: DualPatch):
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, dual.diffusion_model_wrapper)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, KEY, dual.on_load)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, dual.on_detach)
+    m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, KEY, dual.on_pre_run)
     if dual.config.saim:
         m.set_model_attn1_output_patch(SAIMPatch(dual, SELF))
         m.set_model_attn2_output_patch(SAIMPatch(dual, CROSS))

@@ -88,6 +88,10 @@ class DualAnoDiffCompositeRegion:
 
     def paste(self, generated, source, region, feather, mask=None):
         count = generated.shape[0]
+        if source.shape[0] not in (1, count):
+            raise ValueError(f"Composite Region: source has {source.shape[0]} photos for {count} generated images; "
+                             "give one photo, or one per generated image (decode the Dual Sampler's global output, "
+                             "not its pairs output)")  # fmt: skip
         sources = source[..., :3] if source.shape[0] == count else source[..., :3].expand(count, -1, -1, -1)
         regions = _per_image(region, count, "Composite Region")
         out = [torch.from_numpy(composite(g.detach().cpu().numpy(), s.detach().cpu().numpy(), r.detach().cpu().numpy(), feather))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...anodiff.common.imageio import folder_stamp
 from ...anodiff.generate.sources import load_folder
 
 MODES = ("list", "batch")
@@ -53,6 +54,14 @@ class DualAnoDiffLoadPhotoFolder:
                                                     "batch: one IMAGE batch of same-size photos, names one per line."}),
             }
         }  # fmt: skip
+
+    @classmethod
+    def IS_CHANGED(cls, folder="", **_):
+        """Re-read the folder when a photo is added, removed or rewritten (ComfyUI caches on the inputs)."""
+        try:
+            return folder_stamp(resolve_folder(folder))
+        except (ValueError, ImportError):
+            return ""
 
     def load(self, folder, start, limit, output="list"):
         try:

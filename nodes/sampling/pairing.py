@@ -42,7 +42,10 @@ def pair_latent(latent: dict) -> dict:
     out = {k: v for k, v in latent.items() if k not in ("samples", ANOMALY_SAMPLES)}
     out["samples"] = interleave(samples, anomaly)
     mask = latent.get("noise_mask")
-    if mask is not None and mask.shape[0] == samples.shape[0]:
+    if mask is not None and mask.shape[0] != 1:  # one mask: ComfyUI gives it to every row, as it should
+        count = samples.shape[0]
+        if mask.shape[0] != count:  # tile by pair, as ComfyUI would tile it over the N unpaired latents
+            mask = mask.repeat(math.ceil(count / mask.shape[0]), *([1] * (mask.dim() - 1)))[:count]
         out["noise_mask"] = interleave(mask, mask)
     if latent.get("batch_index") is not None:
         out["batch_index"] = [2 * int(i) + branch for i in latent["batch_index"] for branch in (0, 1)]

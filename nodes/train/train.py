@@ -101,9 +101,10 @@ class DualAnoDiffTrain:
     def train(self, model, clip, vae, images, masks, steps, learning_rate, rank, batch_size, seed, bcm,
               train_text_encoder, gradient_checkpointing, backgrounds=None, resolution=512, flips=True,
               preview_every=500, resume=None, resume_file=NONE):  # fmt: skip
-        if bcm and backgrounds is None:
-            raise ValueError("Train Dual LoRA: bcm is on but no backgrounds are connected (Load Defect Set with "
-                             "background on gives them)")  # fmt: skip
+        if bcm and (backgrounds is None or not bool(backgrounds.gt(0).any())):
+            given = "no backgrounds are connected" if backgrounds is None else "the backgrounds are all black"
+            raise ValueError(f"Train Dual LoRA: bcm is on but {given}; turn Load Defect Set's background switch on "
+                             "(it then gives one object-blacked-out photo per image), or turn bcm off")  # fmt: skip
         start: TrainedDual | None = resume if resume is not None else load_trained(resume_file)
         prompts = start.dual.prompts if start is not None else (PROMPT_GLOBAL, PROMPT_ANOMALY)
         config = SessionConfig(rank=rank, text_rank=rank, lr=learning_rate, batch_size=batch_size, seed=seed, bcm=bcm,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
+from ...anodiff.common.imageio import folder_stamp
 from ...anodiff.data import fewshot
 from ...anodiff.data.layouts import detect_layout
 from .train_run import as_image_batch, build_dataset
@@ -97,11 +97,9 @@ class DualAnoDiffLoadTrainingSet:
     def IS_CHANGED(cls, folder="", **_):
         """Re-read the folder when a file in it is added, removed or rewritten (ComfyUI caches on the inputs)."""
         try:
-            root = Path(resolve_folder(folder))
+            return folder_stamp(Path(resolve_folder(folder)))
         except (ValueError, ImportError):
             return ""
-        stamps = sorted((str(p), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
-        return hashlib.sha256(repr(stamps).encode()).hexdigest()
 
     def load(self, folder, category, anomaly, split, resolution, background, images=None, masks=None):
         if (images is None) != (masks is None):

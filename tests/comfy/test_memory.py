@@ -129,3 +129,26 @@ def test_partial_loads_sample_like_a_full_load(loader, monkeypatch, mode):
         torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)  # one adds it to the cast output: rounding only
     monkeypatch.setattr(mm.LoadedModel, "model_load", original)
     mm.unload_all_models()
+
+
+def test_the_dual_model_is_on_the_load_device_when_sampling_starts(loader, monkeypatch):
+    """ComfyUI skips ``load`` (and ON_LOAD) for a clone of an already loaded model, e.g. after a strength change,
+    while the previous clone's detach moves the shared patch to the offload device: sampling must move it back."""
+    import comfy.model_management as mm
+    from dualanodiff_pack.nodes.model.patch import DualPatch, find_dual
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
+
+    moves = []
+    real_move = DualPatch._move
+    monkeypatch.setattr(DualPatch, "_move", lambda self, device: (moves.append((self, device)), real_move(self, device)))
+    base = build_tiny_model()
+    cond = [[torch.zeros(1, 77, 64), {}]]
+    mm.unload_all_models()
+    for strength in (1.0, 0.5):  # the second clone shares the loaded base model
+        model, _ = loader.load(base, None, "dual.safetensors", strength, 1.0, 1.0)
+        moves.clear()
+        sample_pairs(model, cond, cond, cond, {"samples": torch.zeros(1, 4, 8, 8)}, 0, 1, 1.0, "euler", "normal", 1.0,
+                     preview=False)  # fmt: skip
+        mine = [device for patch, device in moves if patch is find_dual(model)]
+        assert mine and torch.device(mine[-1]) == model.load_device
+    mm.unload_all_models()

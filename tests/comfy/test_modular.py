@@ -133,3 +133,8 @@ def test_pair_nodes_have_tooltips(classes):
         assert cls.DESCRIPTION and len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         for section in cls.INPUT_TYPES().values():
             assert all(opts.get("tooltip") for _, opts in section.values())
+
+
+def test_an_odd_batch_on_a_dual_model_names_the_pair_nodes(classes, dual_model):
+    with pytest.raises(ValueError, match="carries a Dual LoRA.*Pair Latent and Pair Conditioning"):
+        ksampler(classes, dual_model, POS_G, empty(1), steps=1)  # a plain KSampler on one latent: no pairs

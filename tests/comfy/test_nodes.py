@@ -330,6 +330,9 @@ def test_background_compensation_refuses_files_without_bcm(nodes, models_dir, ti
                    object_mask=torch.zeros(1, 64, 64))  # fmt: skip
     with pytest.raises(ValueError, match="needs the MODEL output of Load Dual LoRA"):
         node.apply(build_tiny_model(), vae, torch.rand(1, 64, 64, 3), 1.0, object_mask=torch.zeros(1, 64, 64))
+    once = node.apply(load(nodes, build_tiny_model(), "bcm.safetensors"), vae, torch.rand(1, 64, 64, 3), 1.0)[0]
+    with pytest.raises(ValueError, match="already has Background Compensation"):  # a second one would halve rows twice
+        node.apply(once, vae, torch.rand(1, 64, 64, 3), 1.0)
 
 
 def test_loader_reads_the_authors_bin(nodes, models_dir):

@@ -147,3 +147,13 @@ def test_background_of_another_size_is_cropped_not_stretched(pack_nodes):
     step_x = (tall[0, 1, 0, 1:] - tall[0, 1, 0, :-1]).mean()
     torch.testing.assert_close(step_y, step_x, atol=0.05, rtol=0)  # same scale along both axes
     assert fit_latent(wide, (8, 16)) is wide
+
+
+def test_a_noise_mask_batch_is_tiled_by_pair(pack_nodes):
+    from dualanodiff_pack.nodes.sampling.pairing import pair_latent
+
+    masks = torch.stack([torch.full((8, 8), float(i)) for i in range(2)])  # 2 masks for 4 latents: i % 2, as ComfyUI
+    paired = pair_latent({"samples": torch.zeros(4, 4, 8, 8), "noise_mask": masks})
+    assert paired["noise_mask"][:, 0, 0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]  # both rows of pair i: mask i % 2
+    one = torch.ones(1, 8, 8)
+    assert pair_latent({"samples": torch.zeros(4, 4, 8, 8), "noise_mask": one})["noise_mask"] is one

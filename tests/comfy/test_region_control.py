@@ -64,3 +64,5 @@ def test_region_nodes_validate_inputs(nodes, tiny_sd15):
     for name in ("DualAnoDiffRegionLatent", "DualAnoDiffCompositeRegion"):
         for section in nodes[name].INPUT_TYPES().values():
             assert all(opts.get("tooltip") for _, opts in section.values())
+    with pytest.raises(ValueError, match="source has 2 photos for 4 generated images"):
+        nodes["DualAnoDiffCompositeRegion"]().paste(torch.rand(4, 64, 64, 3), torch.rand(2, 64, 64, 3), region, 4)

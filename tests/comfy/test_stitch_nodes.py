@@ -138,6 +138,11 @@ def test_load_photo_folder_gives_each_photo_at_its_size_with_its_name(nodes, tmp
         nodes["DualAnoDiffLoadPhotoFolder"]().load("photos", 0, 0, "batch")
     (batch,), (listed,), count = nodes["DualAnoDiffLoadPhotoFolder"]().load("photos", 1, 1, "batch")
     assert batch.shape == (1, 50, 70, 3) and listed == "b.png" and count == 1
+    node = nodes["DualAnoDiffLoadPhotoFolder"]
+    before = node.IS_CHANGED("photos")
+    assert before and node.IS_CHANGED("photos") == before  # ComfyUI's cache holds while the folder is unchanged
+    cv2.imwrite(str(tmp_path / "photos" / "d.png"), np.full((8, 8, 3), 128, np.uint8))
+    assert node.IS_CHANGED("photos") != before  # a new photo: the node runs again
 
 
 @pytest.mark.parametrize("blend", ["feather", "poisson"])

@@ -371,3 +371,7 @@ def test_bad_inputs_get_messages_naming_the_input(nodes, models_dir):
         nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(None, "../outside", True)
     with pytest.raises(ValueError, match="Loss Graph"):
         nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLossGraph"]().draw({"loss": []}, 300, 200)
+    with pytest.raises(ValueError, match="bcm is on but no backgrounds are connected"):
+        train(nodes, model, clip, vae, images, masks, 1, bcm=True)
+    with pytest.raises(ValueError, match="bcm is on but the backgrounds are all black; turn Load Defect Set's"):
+        train(nodes, model, clip, vae, images, masks, 1, bcm=True, backgrounds=torch.zeros_like(images[:1]))
