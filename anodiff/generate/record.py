@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..common.imageio import write_atomic
 from ..common.jobs import SharedFileLock
-from ..dataset.tree import index_of
+from ..dataset.tree import index_of, read_pending, record_path
 from ..weights.schema import DualFile
 
 SETTINGS_VERSION = 1
@@ -35,10 +35,6 @@ def settings_of(base: Path, weights: Path, dual: DualFile, **values: object) -> 
 def _existing_files(folder: Path, anomaly: str) -> list[Path]:
     dirs = [folder / sub / anomaly for sub in ("test", "ground_truth", "anomaly_part")]
     return [p for d in dirs if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
-
-
-def record_path(folder: Path, anomaly: str) -> Path:
-    return folder / f".anodiff-generate-{anomaly}.json"
 
 
 def write_record(record: Path, settings: dict, pending: set[int]) -> None:
@@ -91,13 +87,6 @@ def update_pending(record: Path, settings: dict, add: set[int] = frozenset(), do
     """Read, change and write the pending pairs under the record's lock: shards share one record."""
     with SharedFileLock(record.with_name(record.name + ".lock")):
         write_record(record, settings, (read_pending(record) | set(add)) - set(done))
-
-
-def read_pending(record: Path) -> set[int]:
-    try:
-        return set(json.loads(record.read_text(encoding="utf-8")).get("pending", []))
-    except (OSError, ValueError):
-        return set()
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:

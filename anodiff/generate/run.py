@@ -181,6 +181,9 @@ def generate(
             log.warning("pair %d was left unfinished (%d of 3 files): generating it again", i, present)
             report.redone += 1
         todo.append(i)
+    owing = set(todo) | {i for i in owed if i in mine}
+    if owing:  # listed before the models load: a run stopped from here on leaves them pending, never "done"
+        update_pending(record, settings, add=owing)
     if not todo:
         return report
 
@@ -194,7 +197,6 @@ def generate(
     backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
     if plan is not None and u2net is not None:
         plan.source.saliency = u2net
-    update_pending(record, settings, add=set(todo) | {i for i in owed if i in mine})
 
     def finish(indices: list[int], futures: list[Future]) -> None:
         for i, done in zip(indices, futures):
