@@ -4,14 +4,16 @@ Every export call appends its pairs to a JSON-lines shard of its own, ``annotati
 <random>.jsonl`` (created exclusively, one line per image with its RLE annotations), so adding a pair never reads
 or rewrites what is there. ``merge_coco`` builds the COCO file ``annotations/<category>.json`` from all shards in
 name (= creation) order, numbering images, annotations and categories in that order; it is a derived file, rebuilt
-on demand (the ``anodiff export`` command does it once at its end). A COCO file written before shards existed is
-taken over once as the first shard. ``<anomaly>.next`` holds the next free pair index, so numbering continues
-after pairs whose image files were moved away, without reading the shards.
+on demand (the ``anodiff export`` command does it once at its end); a shard's last line still without its
+newline (being written, or cut off by a killed exporter) is left out with a warning. A COCO file written before
+shards existed is taken over once as the first shard. ``<anomaly>.next`` holds the next free pair index, so
+numbering continues after pairs whose image files were moved away, without reading the shards.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -26,6 +28,7 @@ from ..common.imageio import write_atomic
 from ..common.jobs import open_exclusive
 from .tree import index_of
 
+log = logging.getLogger(__name__)
 LEGACY_SHARD = "00000000T000000Z-legacy.jsonl"
 INSTANCES = ("component", "mask")
 
@@ -146,6 +149,22 @@ class ShardWriter:
             self.path.unlink(missing_ok=True)
 
 
+def _complete_lines(shard: Path) -> list[str]:
+    """The shard's lines, less a last one without its newline: an exporter writes each record and its newline in
+    one go, so such a line is one still being written (another exporter at work) or cut off by a killed one. It
+    is left out with a warning instead of failing every later merge; a bad line before it still fails."""
+    complete, _, last = shard.read_bytes().rpartition(b"\n")
+    try:
+        lines = complete.decode("utf-8").split("\n") if complete else []
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{shard}: not an export shard, not UTF-8 text ({exc}); move the file away") from exc
+    if last.strip():
+        log.warning("%s: its last line (%d) has no newline, so its exporter is still writing it or was killed "
+                    "mid-write; left out of this merge (merge again once the exporter has finished)",
+                    shard, len(lines) + 1)  # fmt: skip
+    return lines
+
+
 def merge_coco(root: str | Path, category: str) -> Path:
     """Write ``annotations/<category>.json`` from every shard of the category; returns its path."""
     root = Path(root)
@@ -153,7 +172,7 @@ def merge_coco(root: str | Path, category: str) -> Path:
     coco = _new_coco(category)
     categories: dict[str, int] = {}
     for shard in sorted(parts_dir(root, category).glob("*.jsonl")):
-        for number, line in enumerate(shard.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(_complete_lines(shard), 1):
             if not line.strip():
                 continue
             try:
