@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..common.imageio import read_rgb, write_atomic
+from ..common.jobs import SharedFileLock
 from ..data.masks import U2NetP
 from .checks import (
     DISAGREES,
@@ -195,14 +196,24 @@ def filter_tree(
         "checked": report.checked, "kept": report.kept, "dropped": report.dropped,
     }  # fmt: skip
     report.report = root / REPORT_FILE
-    runs = []
-    if report.report.is_file():
-        try:
-            runs = json.loads(report.report.read_text(encoding="utf-8"))["runs"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{report.report}: unreadable ({exc}); move it away to start a new report") from exc
-    write_atomic(report.report, json.dumps({"runs": [*runs, run]}, indent=2).encode("utf-8"))
+    append_run(report.report, run)
     return report
+
+
+def append_run(path: Path, run: dict[str, Any]) -> None:
+    """Add ``run`` to the report at ``path`` under a short lock, written atomically: two ``anodiff filter`` runs
+    on one root would otherwise both read the old report and the later write would drop the other's run."""
+    with SharedFileLock(path.with_name(path.name + ".lock")):
+        runs = []
+        if path.is_file():
+            try:
+                runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+                if not isinstance(runs, list):
+                    raise TypeError("'runs' must be a list")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: unreadable ({exc}); expected a filter report {{'runs': [...]}}, move it "
+                                 "away to start a new report") from exc  # fmt: skip
+        write_atomic(path, json.dumps({"runs": [*runs, run]}, indent=2).encode("utf-8"))
 
 
 __all__ = [

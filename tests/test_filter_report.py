@@ -1,0 +1,51 @@
+"""Two ``anodiff filter`` runs on one root both land in ``filter_report.json``: the read-modify-write is locked."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from test_export_pending import write_pairs
+
+from anodiff.dataset import filter as filtering
+
+
+def test_concurrent_filter_runs_keep_both_records(tmp_path, monkeypatch):
+    write_pairs(tmp_path, 2, [])
+    both_writing = threading.Barrier(2)
+    write = filtering.write_atomic
+
+    def slow_write(path, data, **kw):
+        """Each run waits here for the other: unlocked, both have read the report before either writes it."""
+        try:
+            both_writing.wait(timeout=1.0)
+        except threading.BrokenBarrierError:
+            pass  # locked: the other run cannot get here until this one has written
+        write(path, data, **kw)
+
+    monkeypatch.setattr(filtering, "write_atomic", slow_write)
+    errors = []
+
+    def run(limit: float) -> None:
+        try:
+            filtering.filter_tree(tmp_path, dry_run=True, max_area=limit)
+        except Exception as exc:  # noqa: BLE001 (reported by the assert below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(limit,)) for limit in (0.4, 0.6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    runs = json.loads((tmp_path / filtering.REPORT_FILE).read_text())["runs"]
+    assert sorted(r["limits"]["max_area"] for r in runs) == [0.4, 0.6]
+    assert not list(tmp_path.glob("*.lock")), "the lock is released"
+
+
+def test_an_unreadable_report_names_what_was_expected(tmp_path):
+    write_pairs(tmp_path, 1, [])
+    (tmp_path / filtering.REPORT_FILE).write_text(json.dumps({"runs": {}}))
+    with pytest.raises(ValueError, match=r"filter_report.json: unreadable .*expected a filter report"):
+        filtering.filter_tree(tmp_path, dry_run=True)
