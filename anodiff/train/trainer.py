@@ -5,28 +5,26 @@ Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) c
 ``accelerate launch``/``torchrun`` each process trains on its own batch (data parallel: the effective batch is
 ``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
 VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
-encode would. Checkpoints (two safetensors files written atomically by the main process: the model in the
-weight-file schema, usable as it is, and the optimiser state), previews and the final file are written once. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+encode would. Checkpoints (``checkpoints``: the model, usable as it is, and the optimiser state with the run's
+fingerprint), previews and the final file are written once, by the main process. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from ..common.precision import torch_dtype
 from ..model.dual import DualAdapter
 from ..sd15.processor import DualUNet, UNetPass
-from ..weights.load import load_dual
-from ..weights.schema import save_dual, to_dual_file
+from ..weights.schema import to_dual_file
 from ..weights.text import add_text_lora, load_text_lora, text_lora_state
+from .checkpoints import CHECKPOINT, latest_checkpoint, read_checkpoint, run_fingerprint, set_aside, write_checkpoint
 from .config import TrainConfig
 from .step import (
     apply_gradients,
@@ -41,8 +39,6 @@ from .step import (
 from .step import make_optimizer as build_optimizer
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
 
 
 class DualTrainModel(nn.Module):
@@ -70,16 +66,6 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig, device: torc
     return build_optimizer(params, config.lr, config.weight_decay, config.adam8bit, device)
 
 
-def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
-    """The newest step whose model and optimiser files both exist (an interrupted write leaves only temp files)."""
-    found = []
-    for path in folder.glob("step-*.safetensors"):
-        m = CHECKPOINT.match(path.name)
-        if m and path.with_suffix(".state.safetensors").is_file():
-            found.append((int(m[1]), path))
-    return max(found) if found else None
-
-
 class Trainer:
     """Builds the model and data from a ``TrainConfig`` and runs (or resumes) the loop."""
 
@@ -104,6 +90,7 @@ class Trainer:
         # cpu=True is what makes accelerate pick gloo (MULTI_CPU) for several processes without a GPU
         gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
+        self.fingerprint = run_fingerprint(config, self.samples, self.accelerator.num_processes)
         device = self.accelerator.device
         self.sd = load_sd15(config.base)
         weight_dtype = torch_dtype(config.mixed_precision)
@@ -129,6 +116,8 @@ class Trainer:
         self.encodes = 0  # VAE encoder calls: what the latent cache saves
         if config.resume:
             self._resume()
+        elif self.accelerator.is_main_process:  # last, so that a run that fails to start moves nothing
+            set_aside(self.ckpt_dir)  # a later --resume must not continue the earlier run's checkpoints
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self._stop = False
         self.interrupted = False
@@ -150,14 +139,13 @@ class Trainer:
                     seed=c.seed, train_images=len(self.samples))  # fmt: skip
 
     def save_checkpoint(self) -> Path:
+        """The optimiser state (with the run fingerprint) and the model of this step."""
         if not self.accelerator.is_main_process:
             return self.ckpt_dir
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stem = self.ckpt_dir / f"step-{self.step:06d}"
-        save_dual(stem.with_suffix(".state.safetensors"), optimizer_tensors(self.optimizer), {"step": str(self.step)})
-        self.model_file().save(stem.with_suffix(".safetensors"))
-        log.info("checkpoint %s", stem)
-        return stem.with_suffix(".safetensors")
+        path = self.ckpt_dir / f"step-{self.step:06d}.safetensors"
+        state = optimizer_tensors(self.optimizer)
+        return write_checkpoint(path, self.step, state, self.fingerprint, self.model_file())
 
     def _resume(self) -> None:
         found = latest_checkpoint(self.ckpt_dir)
@@ -165,12 +153,11 @@ class Trainer:
             log.warning("--resume: no checkpoint in %s; starting at step 0", self.ckpt_dir)
             return
         step, path = found
-        dual = load_dual(path)
+        dual, state = read_checkpoint(path, self.fingerprint)
         self.adapter.load_state_dict(dual.adapter().state_dict())
         if self.config.train_text_encoder:
             load_text_lora(self.model.text_encoder, dual.text_tensors())
-        with safe_open(str(path.with_suffix(".state.safetensors")), "pt") as f:
-            load_optimizer_tensors(self.optimizer, {k: f.get_tensor(k) for k in f.keys()})
+        load_optimizer_tensors(self.optimizer, state)
         self.step = step
         log.info("resumed from %s at step %d", path, step)
 
