@@ -35,7 +35,8 @@ def mask_box(mask_file: Path) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def test_a_pair_rewritten_with_one_defect_loses_its_old_label(sd_dir, plain_weights, tmp_path, disc_saliency):
+@pytest.mark.usefixtures("disc_saliency")
+def test_a_pair_rewritten_with_one_defect_loses_its_old_label(sd_dir, plain_weights, tmp_path):
     write_photos(tmp_path / "photos")
     kw = {**FAST, "source": tmp_path / "photos" / "part_3.png", "region": "random", "region_size": (0.12, 0.18)}
     generate(sd_dir, plain_weights, tmp_path / "out", 2, defects=2, **kw)
@@ -89,15 +90,16 @@ def stale_tree(root: Path, sidecar: dict | None) -> tuple[np.ndarray, np.ndarray
 )
 def test_export_ignores_a_label_that_is_not_the_pairs(tmp_path, caplog, sidecar, says):
     stale_tree(tmp_path / "tree", sidecar)
+    argv = ["export", "--from", str(tmp_path / "tree"), "--out", str(tmp_path / "coco"), "--format", "coco"]
     with caplog.at_level(logging.WARNING):
-        assert main(["export", "--from", str(tmp_path / "tree"), "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0
+        assert main(argv) == 0
     assert says in caplog.text and "000.png" in caplog.text
     (boxes,) = coco_boxes(tmp_path / "coco").values()
     assert boxes == [[30.0, 25.0, 14.0, 10.0]]  # the mask's blob, not the label's two squares
 
 
 def test_export_keeps_a_label_that_covers_the_mask(tmp_path):
-    mask, label = stale_tree(tmp_path / "tree", {"pair": 0, "defects": [{"id": 1}, {"id": 2}]})
+    _, label = stale_tree(tmp_path / "tree", {"pair": 0, "defects": [{"id": 1}, {"id": 2}]})
     mask_file = tmp_path / "tree" / "object" / "ground_truth" / "defect" / "000_mask.png"
     mask_file.write_bytes(encode_png((label > 0).astype(np.uint8) * 255))
     assert main(["export", "--from", str(tmp_path / "tree"), "--out", str(tmp_path / "coco"), "--format", "coco"]) == 0

@@ -170,7 +170,11 @@ def export_dataset(
                 if shard is None:
                     shard = coco.ShardWriter(root, category)
                 label = _trusted(label, m, image_path, meta)
-                anns = defect_instances(label, m, (meta or {}).get("defect_types")) if label is not None else coco_instances(m, instances)
+                anns = (
+                    defect_instances(label, m, (meta or {}).get("defect_types"))
+                    if label is not None
+                    else coco_instances(m, instances)
+                )
                 shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns,
                           {"anodiff": meta} if meta else None)  # fmt: skip
                 report.annotations += len(anns)
