@@ -1,4 +1,5 @@
-"""``anodiff.generate`` pieces that need no model: BCM backgrounds and the argument checks."""
+"""``anodiff.generate`` pieces that need no sampling: BCM backgrounds and the argument checks, both done before
+SD1.5 loads."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 
 from anodiff.data.objects import blackened_background
-from anodiff.generate.backgrounds import Backgrounds, normal_images
+from anodiff.generate.backgrounds import Backgrounds, check_backgrounds, normal_images
 from anodiff.generate.options import check_args, check_name, resolve_dtype
+from anodiff.generate.run import generate
+from anodiff.generate.sources import image_files
 
 
 class Ramp:
@@ -44,3 +47,55 @@ def test_argument_checks_name_the_argument():
     with pytest.raises(ValueError, match="category must be a plain folder name"):
         check_name("a/b", "category")
     assert resolve_dtype("auto", "cuda:1") == "fp16" and resolve_dtype("auto", "cpu") == "fp32"
+
+
+def test_region_options_are_checked_before_any_model_loads(tmp_path):
+    for kw, says in (
+        ({"context": 0.5}, "--context must be a number >= 1"),
+        ({"working": 100}, "--working must be a positive multiple of 8"),
+        ({"region_size": (0.3, 0.1)}, "--region-size must satisfy 0 < MIN <= MAX <= 1"),
+        ({"region_size": (0.0, 0.1)}, "--region-size must satisfy"),
+        ({"region_size": (0.1,)}, "--region-size must be two numbers"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            check_args(1, 1, 64, "ddim", "grey", 0.5, 1, **kw)
+        with pytest.raises(ValueError, match=says):  # before the (missing) base model and weights are even looked at
+            generate(tmp_path / "no_base", tmp_path / "no_weights", tmp_path / "out", 1, **kw)
+    check_args(1, 1, 64, "ddim", "grey", 0.5, 1, context=1, working=64, region_size=(0.1, 0.1))
+
+
+def test_background_listing_skips_dot_files_as_the_photo_listing_does(tmp_path):
+    cv2.imwrite(str(tmp_path / "001.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "._001.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    assert normal_images(tmp_path) == image_files(tmp_path) == [tmp_path / "001.png"]
+
+
+def test_backgrounds_are_decoded_up_front(tmp_path):
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / f"{k:03d}.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "002.png").write_bytes(b"not a png")
+    files = normal_images(tmp_path)
+    check_backgrounds(files, range(4), 2)  # pairs 0..3 use files 0 and 1 only
+    with pytest.raises(ValueError, match=r"002.png: a --normal-dir background that cannot be decoded"):
+        check_backgrounds(files, range(5), 2)  # pair 4 uses file 2
+
+
+def test_generate_decodes_backgrounds_before_loading_sd15(sd_dir, tmp_path, monkeypatch):
+    from test_pipeline import dual_file
+
+    import anodiff.sd15.load
+
+    weights = dual_file(bcm=True).save(tmp_path / "bcm.safetensors")
+    normal = tmp_path / "good"
+    normal.mkdir()
+    cv2.imwrite(str(normal / "000.png"), np.zeros((8, 8, 3), np.uint8))
+    (normal / "001.png").write_bytes(b"")  # truncated to nothing
+
+    def never(*args, **kwargs):
+        raise AssertionError("SD1.5 was loaded before the backgrounds were checked")
+
+    monkeypatch.setattr(anodiff.sd15.load, "load_sd15", never)
+    with pytest.raises(ValueError, match="001.png: a --normal-dir background that cannot be decoded"):
+        generate(sd_dir, weights, tmp_path / "out", 2, normal_dir=normal, background_every=1, size=32,
+                 mask_method="grey", progress=False)  # fmt: skip
+    assert not (tmp_path / "out").exists(), "refused before anything was written"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..common.imageio import as_float_image, read_rgb, resize
 from ..data.masks import U2NetP
 from ..data.objects import blackened_background
-from .sources import IMAGE_SUFFIXES
+from .sources import IMAGE_SUFFIXES, list_images
 
 
 def normal_images(folder: Path, category: str | None = None) -> list[Path]:
@@ -18,7 +20,7 @@ def normal_images(folder: Path, category: str | None = None) -> list[Path]:
     images of ``category``, chosen as training chooses them (VisA's split CSV included)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"normal images folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(folder)
     if files:
         return files
     from ..data.fewshot import normal_images as dataset_normals
@@ -30,6 +32,17 @@ def normal_images(folder: Path, category: str | None = None) -> list[Path]:
             f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to make backgrounds from, and not a dataset root "
             f"with normal images of category {category!r} ({exc})"
         ) from exc
+
+
+def check_backgrounds(files: list[Path], pairs: Iterable[int], every: int) -> None:
+    """Decode every background the pairs use (pair ``i`` uses file ``(i // every) % n``) before SD1.5 loads:
+    ``Backgrounds`` reads them lazily, so a bad file would otherwise abort the run hours in."""
+    for k in sorted({(i // every) % len(files) for i in pairs}):
+        try:
+            read_rgb(files[k])
+        except (OSError, ValueError, cv2.error) as exc:
+            raise ValueError(f"{files[k]}: a --normal-dir background that cannot be decoded ({exc}); expected an "
+                             "image file, remove or replace it") from exc  # fmt: skip
 
 
 class Backgrounds:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..data.masks import METHODS
 from ..sd15.sampling import SCHEDULERS
 
@@ -20,9 +22,11 @@ def check_name(value: str, what: str) -> str:
 
 
 def check_args(
-    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int
-) -> None:
-    """``ValueError`` naming the first of ``generate``'s arguments that is out of range."""
+    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int, *,
+    context: float = 2.0, working: int | None = None, region_size: Sequence[float] = (0.05, 0.2),
+) -> None:  # fmt: skip
+    """``ValueError`` naming the first of ``generate``'s arguments that is out of range; region control's too,
+    which the crop window and region sampler would only check after SD1.5 has loaded."""
     for name, value in (("count", count), ("batch_size", batch_size), ("background_every", every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -34,6 +38,19 @@ def check_args(
         raise ValueError(f"mask_method must be one of {', '.join(METHODS)}, got {mask_method!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if isinstance(context, bool) or not isinstance(context, (int, float)) or not context >= 1.0:
+        raise ValueError(f"--context must be a number >= 1 (the crop window is the region's box times it), "
+                         f"got {context!r}")  # fmt: skip
+    if working is not None and (isinstance(working, bool) or not isinstance(working, int) or working < 8
+                                or working % 8):  # fmt: skip
+        raise ValueError(f"--working must be a positive multiple of 8 (the crop's longer side), got {working!r}")
+    try:
+        low, high = (float(v) for v in region_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"--region-size must be two numbers MIN MAX, got {region_size!r}") from None
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"--region-size must satisfy 0 < MIN <= MAX <= 1 (fractions of the image side), "
+                         f"got {low:g} {high:g}")  # fmt: skip
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

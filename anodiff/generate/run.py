@@ -43,7 +43,7 @@ from ..data.masks import U2NetP, extract_mask
 from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
 from ..regions.stitch import BLENDS
 from ..weights.load import load_dual
-from .backgrounds import IMAGE_SUFFIXES, Backgrounds, normal_images
+from .backgrounds import IMAGE_SUFFIXES, Backgrounds, check_backgrounds, normal_images
 from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
 from .plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
@@ -120,7 +120,8 @@ def generate(
     size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
     or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.dataset.sidecar``).
     """
-    check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every)
+    check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every, context=context,
+               working=working, region_size=region_size)  # fmt: skip
     shard = parse_shard(shard)
     if device is None:
         import torch
@@ -141,6 +142,7 @@ def generate(
         if not dual.config.bcm:
             raise ValueError(f"normal_dir given, but {weights_path} was trained without BCM; drop --normal-dir")
         files = normal_images(Path(normal_dir), category)
+        check_backgrounds(files, range(count), background_every)
     elif dual.config.bcm:
         log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
     if blend not in BLENDS:

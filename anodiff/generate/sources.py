@@ -18,13 +18,19 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def list_images(folder: Path) -> list[Path]:
+    """The images of a folder (not recursive), sorted by name so every run cycles them in the same order; dot files
+    are left out (macOS ``._x.png`` resource forks are not images). The one listing of photos and backgrounds."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))  # fmt: skip
+
+
 def image_files(folder: str | os.PathLike, what: str = "normal photos") -> list[Path]:
-    """The images of a folder (not recursive), sorted by name so every run cycles them in the same order."""
+    """``list_images`` of a folder that must exist and hold images (errors name ``what``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))  # fmt: skip
+    files = list_images(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) among the {what}")
     return files
@@ -102,4 +108,4 @@ def load_folder(folder: str | os.PathLike, start: int = 0, limit: int = 0) -> tu
     return [read_image(p) for p in chosen], [p.name for p in chosen]
 
 
-__all__ = ["IMAGE_SUFFIXES", "PhotoSource", "image_files", "load_folder"]
+__all__ = ["IMAGE_SUFFIXES", "PhotoSource", "image_files", "list_images", "load_folder"]
