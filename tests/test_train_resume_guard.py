@@ -1,11 +1,12 @@
-"""``--resume`` continues this run and no other: a fresh run moves older checkpoints aside, and a checkpoint whose run
-settings differ is refused by name."""
+"""``--resume`` continues this run and no other: a fresh run moves older checkpoints aside, a checkpoint whose run
+settings differ is refused by name, and a finished run can be continued to more steps from its very end."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from test_train import config, write_fixed_defect_set
 
@@ -66,3 +67,20 @@ def test_resume_refuses_a_checkpoint_without_text_lora_when_the_text_encoder_tra
     with pytest.raises(ValueError, match=r"text_encoder \(checkpoint 'false', now 'true'\)"):
         Trainer(config(base, data, tmp_path, resume=True))
     assert Trainer(config(base, data, tmp_path, resume=True, train_text_encoder=False)).step == 1
+
+
+def test_a_finished_run_continued_to_more_steps_equals_the_longer_run(base, data, tmp_path):
+    straight = Trainer(config(base, data, tmp_path / "a", steps=6))
+    straight.run()
+    Trainer(config(base, data, tmp_path / "b", steps=4)).run()  # checkpoint_every 3: the end is not a multiple
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints")[0] == 4
+    continued = Trainer(config(base, data, tmp_path / "b", steps=6, resume=True))
+    assert continued.step == 4
+    continued.run()
+    torch.testing.assert_close(torch.tensor(continued.losses), torch.tensor(straight.losses[4:]), atol=1e-6, rtol=1e-5)
+    a, b = load_dual(tmp_path / "a" / "dualanodiff.safetensors"), load_dual(tmp_path / "b" / "dualanodiff.safetensors")
+    assert b.metadata["steps"] == "6"
+    for key in a.tensors:
+        torch.testing.assert_close(a.tensors[key], b.tensors[key], atol=1e-6, rtol=1e-5)
+    # the step-4 checkpoint kept the 4-step model when the final file was rewritten at step 6
+    assert load_dual(tmp_path / "b" / "checkpoints" / "step-000004.safetensors").metadata["steps"] == "4"

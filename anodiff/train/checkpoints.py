@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,10 +125,14 @@ def set_aside(folder: Path) -> Path | None:
 
 
 def write_checkpoint(path: Path, step: int, optimizer: dict[str, torch.Tensor], fingerprint: dict[str, str],
-                     model: DualFile) -> Path:  # fmt: skip
-    """The optimiser state (with the run fingerprint in its metadata), then the model."""
+                     model: DualFile | Path) -> Path:  # fmt: skip
+    """The optimiser state (with the run fingerprint in its metadata), then the model: ``model`` itself, or a
+    model file of this step already written (the final one), linked rather than written again."""
     save_dual(state_path(path), optimizer, {"step": str(step), RUN_KEY: json.dumps(fingerprint, sort_keys=True)})
-    model.save(path)
+    if isinstance(model, DualFile):
+        model.save(path)
+    else:
+        link_or_copy(model, path)
     log.info("checkpoint %s", path)
     return path
 
@@ -139,3 +144,15 @@ def read_checkpoint(path: Path, fingerprint: dict[str, str]) -> tuple[DualFile, 
         check_same_run(state_path(path), f.metadata() or {}, dual.metadata, fingerprint)
         names = f.keys()
         return dual, {k: f.get_tensor(k) for k in names}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` holds ``source``'s bytes (a hard link where the file system has them), replaced atomically.
+    A later atomic rewrite of ``source`` (``save_dual`` renames a new file over it) leaves ``target`` unchanged."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

@@ -6,7 +6,7 @@ Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) c
 ``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
 VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
 encode would. Checkpoints (``checkpoints``: the model, usable as it is, and the optimiser state with the run's
-fingerprint), previews and the final file are written once, by the main process. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+fingerprint, also at the final step), previews and the final file are written once, by the main process. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
 """
 
 from __future__ import annotations
@@ -138,14 +138,15 @@ class Trainer:
                     resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
                     seed=c.seed, train_images=len(self.samples))  # fmt: skip
 
-    def save_checkpoint(self) -> Path:
-        """The optimiser state (with the run fingerprint) and the model of this step."""
+    def save_checkpoint(self, model: Path | None = None) -> Path:
+        """The optimiser state (with the run fingerprint) and the model of this step; ``model``: a model file of
+        this step already written (the final one), linked rather than written again."""
         if not self.accelerator.is_main_process:
             return self.ckpt_dir
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"step-{self.step:06d}.safetensors"
         state = optimizer_tensors(self.optimizer)
-        return write_checkpoint(path, self.step, state, self.fingerprint, self.model_file())
+        return write_checkpoint(path, self.step, state, self.fingerprint, model or self.model_file())
 
     def _resume(self) -> None:
         found = latest_checkpoint(self.ckpt_dir)
@@ -241,6 +242,7 @@ class Trainer:
         if self.step >= self.config.steps:
             if self.accelerator.is_main_process:
                 self.model_file().save(self.final)
+                self.save_checkpoint(model=self.final)  # so that --resume --steps <more> continues from here
             self.accelerator.wait_for_everyone()
             return self.final
         return self.save_checkpoint()
