@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
 from . import coco
@@ -115,6 +116,7 @@ def export_dataset(
     instances: str = "component",
     merge: bool = True,
     sidecars: Iterable[tuple[dict | None, np.ndarray | None]] | None = None,
+    progress: bool | None = None,
 ) -> ExportReport:
     """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
 
@@ -127,6 +129,7 @@ def export_dataset(
     sidecars: per pair ``(record, label mask)`` from ``dataset.sidecar`` (either may be None): the record goes into
     the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
     defect id instead of per component, when it covers exactly the mask (else it is ignored with a warning).
+    progress: a progress bar (reading and encoding a large tree takes minutes); None shows it only on a terminal.
     """
     formats = parse_formats(fmt)
     category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
@@ -155,8 +158,11 @@ def export_dataset(
                               f"{following}, or leave start unset")  # fmt: skip
     index = following if start is None else start
     extras = iter(sidecars) if sidecars is not None else None
+    bar = tqdm(zip(images, masks, strict=True), total=len(images) if hasattr(images, "__len__") else None,
+               desc=f"export {category}/{anomaly}", unit="pair",
+               disable=None if progress is None else not progress)  # fmt: skip
     try:
-        for image, mask in zip(images, masks, strict=True):
+        for image, mask in bar:
             meta, label = next(extras, (None, None)) if extras is not None else (None, None)
             rgb = np.round(as_float_image(image) * 255.0).astype(np.uint8)
             m = as_bool_mask(mask, rgb.shape[:2])
@@ -182,6 +188,7 @@ def export_dataset(
             report.empty_masks += int(not m.any())
             index += 1
     finally:
+        bar.close()
         if shard is not None:
             shard.close()
             if report.indices:  # a failure before the first pair finished must not hide its own error

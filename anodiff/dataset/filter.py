@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..common.imageio import read_rgb, write_atomic
 from ..common.jobs import SharedFileLock
@@ -154,11 +155,13 @@ def filter_tree(
     source: str | Path | None = None,
     move_to: str | Path | None = None,
     dry_run: bool = False,
+    progress: bool | None = None,
     **limits: float,
 ) -> FilterReport:
     """Check every pair of a generate tree (``<root>/<category>/test/<anomaly>/NNN.png`` + mask) and move the
     dropped ones (image, mask, anomaly part) under ``move_to`` (default ``<root>/rejected``), keeping their
-    relative paths; with ``dry_run`` nothing moves. The run is appended to ``<root>/filter_report.json``."""
+    relative paths; with ``dry_run`` nothing moves. The run is appended to ``<root>/filter_report.json``.
+    progress: a progress bar (U²-Net-P per image can take minutes); None shows it only on a terminal."""
     root = Path(root)
     if foreground not in FOREGROUNDS:
         raise ValueError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")
@@ -168,7 +171,7 @@ def filter_tree(
     photo = read_rgb(Path(source)) if source is not None else None
     report = FilterReport(root)
     sized: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}  # source and its object mask per size
-    for pair in pairs:
+    for pair in tqdm(pairs, desc="filter", unit="pair", disable=None if progress is None else not progress):
         image = read_rgb(pair.image)
         mask = read_mask(pair.mask)
         src = fg = None
