@@ -68,17 +68,17 @@ def _train(args: argparse.Namespace) -> int:
 def _train_all(args: argparse.Namespace) -> int:
     """One model per (category, anomaly type) of an MVTec root; finished ones are skipped, and each job is claimed
     with a lock file in its output folder, so several independent processes (one per GPU, or machines sharing the
-    output folder) drain the list together, each job trained once."""
+    output folder) drain the list together, each job trained once. Ctrl-C stops the whole list (exit 130)."""
     from ..common.jobs import JobLock
     from ..data import fewshot
-    from ..train.trainer import train
+    from ..train.trainer import TrainingInterrupted, train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
             "train --all spreads whole jobs over independent processes: start one `anodiff train --all` per GPU "
             "(e.g. CUDA_VISIBLE_DEVICES=1 anodiff train --all ...), not accelerate launch/torchrun"
         )
-    rows = []
+    rows, interrupted = [], None
     _say_layout(args.data)
     for category, anomaly in fewshot.list_jobs(args.data):
         out = Path(args.output) / category / anomaly
@@ -102,11 +102,19 @@ def _train_all(args: argparse.Namespace) -> int:
             rows.append((category, anomaly, "trained", str(train(config))))
         except (ValueError, FileNotFoundError) as exc:
             rows.append((category, anomaly, f"failed: {exc}", ""))
+        except TrainingInterrupted as stop:
+            rows.append((category, anomaly, "interrupted", str(stop.checkpoint)))
+            interrupted = stop
         finally:
             lock.release()
+        if interrupted:
+            break
     width = max((len(f"{c}/{a}") for c, a, _, _ in rows), default=10)
     for category, anomaly, status, path in rows:
         print(f"{category + '/' + anomaly:<{width}}  {status:<17}  {path}")
+    if interrupted:
+        print(f"{interrupted}; continue with the same command and --resume")
+        return 130
     return 0 if all(not r[2].startswith("failed") for r in rows) else 1
 
 

@@ -41,6 +41,15 @@ from .step import make_optimizer as build_optimizer
 log = logging.getLogger(__name__)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``train()`` after writing ``checkpoint`` at ``step``: a KeyboardInterrupt, so that a caller
+    looping over jobs stops too instead of taking the interrupted job for trained."""
+
+    def __init__(self, checkpoint: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}: checkpoint {checkpoint}")
+        self.checkpoint, self.step = checkpoint, step
+
+
 class DualTrainModel(nn.Module):
     """The trainable model behind one forward (what accelerate/DDP wrap): frozen UNet + adapter + text encoder."""
 
@@ -265,14 +274,18 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> Path:
+    """Train (or resume) one model; returns the final file. Raises ``TrainingInterrupted`` after Ctrl-C."""
     trainer = Trainer(config)
     try:
-        return trainer.run()
+        path = trainer.run()
     finally:
         trainer.close()
+    if trainer.interrupted:
+        raise TrainingInterrupted(path, trainer.step)
+    return path
 
 
 __all__ = [
-    "CHECKPOINT", "DualTrainModel", "TrainConfig", "Trainer", "latest_checkpoint", "make_optimizer", "step_generator",
-    "train", "trainable_parameters",
+    "CHECKPOINT", "DualTrainModel", "TrainConfig", "Trainer", "TrainingInterrupted", "latest_checkpoint",
+    "make_optimizer", "step_generator", "train", "trainable_parameters",
 ]  # fmt: skip
