@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -65,6 +66,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _started(output: Path) -> float:
+    """Now, by the clock of the file system holding ``output`` (the mtime of a scratch file there), so that final
+    files other machines write to a shared folder compare with it without clock skew."""
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=output, prefix=".train-all-start-") as fh:
+        return os.fstat(fh.fileno()).st_mtime
+
+
+def _done(final: Path, force: bool, started: float) -> bool:
+    """Whether the job of ``final`` needs no training: it exists and, with --force, was written after ``started``
+    (by another process of the same drain, so that --force still trains each job once)."""
+    try:
+        written = final.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return not force or written >= started
+
+
 def _train_all(args: argparse.Namespace) -> int:
     """One model per (category, anomaly type) of an MVTec root; finished ones are skipped, and each job is claimed
     with a lock file in its output folder, so several independent processes (one per GPU, or machines sharing the
@@ -80,6 +99,7 @@ def _train_all(args: argparse.Namespace) -> int:
         )
     rows, interrupted = [], None
     _say_layout(args.data)
+    started = _started(Path(args.output)) if not args.dry_run else 0.0
     for category, anomaly in fewshot.list_jobs(args.data):
         out = Path(args.output) / category / anomaly
         config = train_config(args, category=category, anomaly=anomaly, output=str(out))
@@ -88,7 +108,7 @@ def _train_all(args: argparse.Namespace) -> int:
             samples = fewshot.split_train(fewshot.find_samples(args.data, category, anomaly), config.split)
             print(fewshot.describe(samples))
             continue
-        if final.exists() and not args.force:
+        if _done(final, bool(args.force), started):
             rows.append((category, anomaly, "skipped (done)", str(final)))
             continue
         lock = JobLock(out / ".train.lock")
@@ -96,7 +116,7 @@ def _train_all(args: argparse.Namespace) -> int:
             rows.append((category, anomaly, "skipped (claimed)", lock.describe_holder()))
             continue
         try:
-            if final.exists() and not args.force:  # finished by another process between the check and the claim
+            if _done(final, bool(args.force), started):  # finished by another process between the check and the claim
                 rows.append((category, anomaly, "skipped (done)", str(final)))
                 continue
             rows.append((category, anomaly, "trained", str(train(config))))
