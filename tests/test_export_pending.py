@@ -70,3 +70,13 @@ def test_a_force_run_stopped_while_loading_leaves_the_old_pairs_pending(sd_dir, 
     assert record["seed"] == 5 and record["pending"] == [0, 1]  # the seed-0 files are not seed-5 pairs
     with pytest.raises(FileNotFoundError, match="no pairs"):
         find_pairs(tmp_path)
+
+
+def test_eval_leaves_pending_pairs_out_too(tmp_path, caplog):
+    from anodiff.metrics.tree import generated_pairs
+
+    folder = write_pairs(tmp_path, 4, [0, 2])
+    with caplog.at_level(logging.WARNING):
+        pairs = generated_pairs(folder)
+    assert [p.image.name for p in pairs["crack"]] == ["001.png", "003.png"]
+    assert "2 pair(s) left out" in caplog.text and ".anodiff-generate-crack.json" in caplog.text

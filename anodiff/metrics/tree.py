@@ -10,6 +10,7 @@ IC-LPIPS centres, the novelty reference and the localisation validation set; the
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from pathlib import Path
 from ..common.imageio import IMAGE_EXTENSIONS, DataError
 from ..data.fewshot import find_samples, split_train
 from ..data.layouts import detect_layout
+from ..dataset.tree import index_of, read_pending, record_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,17 @@ def generated_folder(root: str | os.PathLike, category: str | None) -> tuple[Pat
 
 
 def generated_pairs(folder: Path) -> dict[str, list[GeneratedPair]]:
-    """Per anomaly type, the generated pairs sorted by name; an image without its mask is an error."""
+    """Per anomaly type, the generated pairs sorted by name; an image without its mask is an error. Pairs that
+    generate's record lists as pending (an interrupted run: their files may be from older settings) are left out,
+    with a warning, as export and filter leave them out."""
     out: dict[str, list[GeneratedPair]] = {}
     for anomaly in _subdirs(folder / "test"):
-        pairs = []
+        pairs, pending, skipped = [], read_pending(record_path(folder, anomaly)), 0
         for image in sorted((folder / "test" / anomaly).iterdir()):
             if image.name.startswith(".") or image.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if index_of(image.name) in pending:
+                skipped += 1
                 continue
             mask = folder / "ground_truth" / anomaly / f"{image.stem}_mask.png"
             if not mask.is_file():
@@ -74,6 +83,9 @@ def generated_pairs(folder: Path) -> dict[str, list[GeneratedPair]]:
                 )
             part = folder / "anomaly_part" / anomaly / f"{image.stem}.png"
             pairs.append(GeneratedPair(image, mask, part if part.is_file() else None))
+        if skipped:
+            log.warning("%s: %d pair(s) left out, %s lists them as pending; rerun the same anodiff generate command "
+                        "to finish them", folder / "test" / anomaly, skipped, record_path(folder, anomaly).name)  # fmt: skip
         if pairs:
             out[anomaly] = pairs
     if not out:
