@@ -195,3 +195,33 @@ def test_ranks_draw_different_batches_and_rank_zero_keeps_the_single_process_str
     assert len({tuple(d) for d in draws}) == 3
     assert draws[0] == torch.randint(1000, (8,), generator=torch.Generator().manual_seed(32 * 1_000_003 + 5)).tolist()
     assert torch.randint(1000, (8,), generator=step_generator(32, 5, 1)).tolist() == draws[1]  # reproducible
+
+
+def test_gradient_checkpointing_runs_the_modules_in_training_mode_with_the_same_numbers(base, data, tmp_path):
+    """transformers checkpoints CLIP layers only in training mode (diffusers < 0.32 the UNet's too): the trainer
+    switches both to train(), which changes no number (SD1.5 has no dropout)."""
+    on = Trainer(config(base, data, tmp_path / "on", gradient_checkpointing=True))
+    encoder = on._unwrapped.text_encoder
+    assert on.sd.unet.training and encoder.training
+    calls = {"unet": 0, "text": 0}
+
+    def counting(func, part):
+        def run(*args, **kwargs):
+            calls[part] += 1
+            return func(*args, **kwargs)
+
+        return run
+
+    for part, module in (("unet", on.sd.unet), ("text", encoder)):
+        for m in module.modules():
+            if getattr(m, "gradient_checkpointing", False) and getattr(m, "_gradient_checkpointing_func", None):
+                m._gradient_checkpointing_func = counting(m._gradient_checkpointing_func, part)
+    loss = on.train_step()
+    assert calls["unet"] > 0 and calls["text"] > 0  # checkpointing ran in both
+
+    before = Trainer(config(base, data, tmp_path / "off", gradient_checkpointing=True))
+    before.sd.unet.eval()  # the modes load_sd15 leaves
+    before._unwrapped.text_encoder.eval()
+    assert before.train_step() == loss
+    for key, value in before.adapter.state_dict().items():
+        torch.testing.assert_close(on.adapter.state_dict()[key], value, atol=0, rtol=0)

@@ -112,9 +112,14 @@ class Trainer:
         if config.train_text_encoder:
             add_text_lora(text_encoder, config.text_rank, float(config.text_rank))
         if config.gradient_checkpointing:
+            # load_sd15 leaves the modules in eval(), where transformers (and diffusers < 0.32) skip checkpointing;
+            # train() changes nothing else: SD1.5's UNet and CLIP have no dropout
             self.sd.unet.enable_gradient_checkpointing()
+            self.sd.unet.train()
             if config.train_text_encoder:
-                text_encoder.gradient_checkpointing_enable()
+                enable = getattr(text_encoder, "activation_checkpointing_enable", None)
+                (enable or text_encoder.gradient_checkpointing_enable)()
+                text_encoder.train()
         ids = self.sd.tokenizer([config.prompt_global, config.prompt_anomaly], padding="max_length",
                                 max_length=min(self.sd.tokenizer.model_max_length, 77), truncation=True,
                                 return_tensors="pt").input_ids  # fmt: skip
