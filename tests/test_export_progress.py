@@ -23,6 +23,8 @@ def test_export_shows_a_bar_on_request_and_none_off_a_terminal(tmp_path, capsys)
     assert "export bottle/crack" in err and "3/3" in err
     export.export_dataset(iter(images), iter(masks), tmp_path, "bottle", "crack", fmt="mvtec")  # stderr: no tty
     assert capsys.readouterr().err == ""
+    export.export_dataset(iter(images), iter(masks), tmp_path, "bottle", "crack", fmt="mvtec", progress=True, total=3)
+    assert "3/3" in capsys.readouterr().err  # generators (as the CLI passes) with their count
 
 
 def test_filter_shows_a_bar_on_request_and_none_off_a_terminal(tmp_path, capsys):

@@ -27,7 +27,7 @@ def _export(args: argparse.Namespace) -> int:
         group = list(group)
         report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
                                 category, anomaly, formats, instances=args.instances, merge=False,
-                                sidecars=(pair_sidecar(p.image) for p in group))  # fmt: skip
+                                sidecars=(pair_sidecar(p.image) for p in group), total=len(group))  # fmt: skip
         print(report.summary())
     if "coco" in formats:
         for category in sorted({p.category for p in pairs}):

@@ -117,6 +117,7 @@ def export_dataset(
     merge: bool = True,
     sidecars: Iterable[tuple[dict | None, np.ndarray | None]] | None = None,
     progress: bool | None = None,
+    total: int | None = None,
 ) -> ExportReport:
     """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
 
@@ -130,6 +131,7 @@ def export_dataset(
     the COCO image entry as ``anodiff`` (source photo, seed, model...), and a label mask gives one annotation per
     defect id instead of per component, when it covers exactly the mask (else it is ignored with a warning).
     progress: a progress bar (reading and encoding a large tree takes minutes); None shows it only on a terminal.
+    total: the pair count when ``images`` is a generator, so the bar can show how far it is.
     """
     formats = parse_formats(fmt)
     category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
@@ -158,7 +160,7 @@ def export_dataset(
                               f"{following}, or leave start unset")  # fmt: skip
     index = following if start is None else start
     extras = iter(sidecars) if sidecars is not None else None
-    bar = tqdm(zip(images, masks, strict=True), total=len(images) if hasattr(images, "__len__") else None,
+    bar = tqdm(zip(images, masks, strict=True), total=len(images) if hasattr(images, "__len__") else total,
                desc=f"export {category}/{anomaly}", unit="pair",
                disable=None if progress is None else not progress)  # fmt: skip
     try:
