@@ -233,7 +233,8 @@ class Trainer:
 
         target = min(until or self.config.steps, self.config.steps)
         previous = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name, disable=not self.config.progress)
+        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name,
+                   disable=not (self.config.progress and self.accelerator.is_main_process))  # one bar, not one per GPU
         history = []
         try:
             while self.step < target:
