@@ -17,6 +17,7 @@ COMFYUI_PROVIDES = {
     "torch",
     "numpy",
     "PIL",
+    "tqdm",  # in ComfyUI's own requirements.txt (0.3.75 and 0.33.0): its progress bars
     "comfy",
     "comfy_execution",
     "folder_paths",
