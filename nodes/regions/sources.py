@@ -14,14 +14,20 @@ from ...anodiff.generate.sources import load_folder
 MODES = ("list", "batch")
 
 
-def resolve_folder(folder: str) -> Path:
-    """An absolute folder, or one relative to ComfyUI's input folder."""
-    import folder_paths
-
+def input_folder(folder: str, node: str, empty_hint: str) -> Path:
+    """An absolute folder, or one relative to ComfyUI's input folder (where Load Image reads)."""
     if not folder or not folder.strip():
-        raise ValueError("Load Photo Folder: folder is empty; give a folder of photos (absolute, or inside input/)")
+        raise ValueError(f"{node}: folder is empty; {empty_hint}")
     path = Path(folder.strip()).expanduser()
-    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+    if not path.is_absolute():
+        import folder_paths
+
+        path = Path(folder_paths.get_input_directory()) / path
+    return path
+
+
+def resolve_folder(folder: str) -> Path:
+    return input_folder(folder, "Load Photo Folder", "give a folder of photos (absolute, or inside input/)")
 
 
 class DualAnoDiffLoadPhotoFolder:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -10,21 +9,15 @@ import torch
 from ...anodiff.common.imageio import folder_stamp
 from ...anodiff.data import fewshot
 from ...anodiff.data.layouts import detect_layout
+from ..regions.sources import input_folder
 from .train_run import as_image_batch, build_dataset
 
 
 def resolve_folder(folder: str) -> str:
-    """An absolute path, or one relative to ComfyUI's input folder (where Load Image reads)."""
-    if not folder.strip():
-        raise ValueError("Load Defect Set: folder is empty; give a dataset folder, or connect images and masks")
-    path = os.path.expanduser(folder.strip())
-    if not os.path.isabs(path):
-        import folder_paths
-
-        path = os.path.join(folder_paths.get_input_directory(), path)
-    if not os.path.isdir(path):
+    path = input_folder(folder, "Load Defect Set", "give a dataset folder, or connect images and masks")
+    if not path.is_dir():
         raise ValueError(f"Load Defect Set: folder {path} does not exist")
-    return path
+    return str(path)
 
 
 def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolution: int, background: bool):
