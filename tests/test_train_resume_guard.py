@@ -53,6 +53,13 @@ def test_resume_refuses_a_checkpoint_of_other_settings_naming_the_file_and_each_
     lines = [line for line in err.splitlines() if line.startswith("anodiff train: error: ")]
     assert len(lines) == 1 and "Traceback" not in err
     assert str(state) in lines[0] and "rank (checkpoint '4', now '8')" in lines[0]
+    assert "The model's shape differs (rank)" in lines[0]  # no override can load it
+    assert main(cli(base, data, tmp_path, "--resume", "--rank", "8", "--resume-changed")) == 2
+    # other settings: --resume-changed continues anyway, with a warning (not an exact continuation)
+    changed = Trainer(config(base, data, tmp_path, resume=True, resume_changed=True, lr=5e-3))
+    assert changed.step == 2
+    with pytest.raises(ValueError, match="Add --resume-changed to continue anyway"):
+        Trainer(config(base, data, tmp_path, resume=True, lr=5e-3))
     assert main(cli(base, data, tmp_path, "--resume", "--steps", "3")) == 0  # steps may differ
     assert load_dual(tmp_path / "dualanodiff.safetensors").metadata["steps"] == "3"
 

@@ -177,6 +177,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     train.add_argument("--preview-every", type=int, default=None, help="steps between preview PNGs (default 500)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from the newest checkpoint")
+    train.add_argument("--resume-changed", action="store_true", default=None,
+                       help="with --resume: continue although settings such as --lr, the data or the number of "
+                            "processes changed (warned; the model shape must still match)")  # fmt: skip
     train.add_argument("--force", action="store_true", default=None, help="train again over a finished model")
     train.set_defaults(func=_train)
     return train

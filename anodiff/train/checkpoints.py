@@ -80,10 +80,16 @@ def fingerprint_of_model(meta: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str, str], now: dict[str, str]) -> None:
+SHAPE = ("rank", "bcm", "saim", "text_encoder", "text_rank")
+"""Fingerprint fields that decide the model's tensors: a checkpoint that differs in one of them cannot load."""
+
+
+def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str, str], now: dict[str, str],
+                   allow_changed: bool = False) -> None:  # fmt: skip
     """Refuse (``ValueError`` naming ``state`` and every differing field, checkpoint vs now) to resume a checkpoint
     of another run: a different rank or text LoRA would not even load, other settings would silently give a
-    different model than the one run ``--resume`` promises."""
+    different model than the one run ``--resume`` promises. ``allow_changed`` (``--resume-changed``) turns the
+    latter into a warning, for a run that must go on with other settings (fewer GPUs after a failure)."""
     if RUN_KEY in state_meta:
         try:
             recorded = json.loads(state_meta[RUN_KEY])
@@ -93,14 +99,19 @@ def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str
         recorded = fingerprint_of_model(model_meta)
         unchecked = sorted(set(now) - set(recorded))
         log.warning("%s predates run fingerprints: cannot check %s against this run", state, ", ".join(unchecked))
-    differ = [f"{k} (checkpoint {recorded[k]!r}, now {now[k]!r})" for k in sorted(now)
-              if k in recorded and str(recorded[k]) != now[k]]  # fmt: skip
-    if differ:
+    changed = [k for k in sorted(now) if k in recorded and str(recorded[k]) != now[k]]
+    differ = "; ".join(f"{k} (checkpoint {recorded[k]!r}, now {now[k]!r})" for k in changed)
+    if changed and allow_changed and not set(changed) & set(SHAPE):
+        log.warning("%s: resuming with changed settings (--resume-changed), not an exact continuation: %s", state, differ)
+    elif changed:
+        shape = set(changed) & set(SHAPE)
         raise ValueError(
-            f"{state}: --resume would continue a different run; these settings differ: {'; '.join(differ)}. "
-            "Resume with the checkpoint's settings, or train afresh without --resume (this moves the old "
+            f"{state}: --resume would continue a different run; these settings differ: {differ}. "
+            + (f"The model's shape differs ({', '.join(sorted(shape))}), so it cannot continue; "
+               if shape else "Add --resume-changed to continue anyway (not an exact continuation), ")
+            + "resume with the checkpoint's settings, or train afresh without --resume (this moves the old "
             "checkpoints aside)"
-        )
+        )  # fmt: skip
 
 
 def set_aside(folder: Path) -> Path | None:
@@ -137,11 +148,12 @@ def write_checkpoint(path: Path, step: int, optimizer: dict[str, torch.Tensor], 
     return path
 
 
-def read_checkpoint(path: Path, fingerprint: dict[str, str]) -> tuple[DualFile, dict[str, torch.Tensor]]:
+def read_checkpoint(path: Path, fingerprint: dict[str, str],
+                    allow_changed: bool = False) -> tuple[DualFile, dict[str, torch.Tensor]]:  # fmt: skip
     """The model and optimiser state of checkpoint ``path``, once ``check_same_run`` has accepted it."""
     dual = load_dual(path)
     with safe_open(str(state_path(path)), "pt") as f:
-        check_same_run(state_path(path), f.metadata() or {}, dual.metadata, fingerprint)
+        check_same_run(state_path(path), f.metadata() or {}, dual.metadata, fingerprint, allow_changed)
         names = f.keys()
         return dual, {k: f.get_tensor(k) for k in names}
 

@@ -43,6 +43,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     preview_every: int = 500
     resume: bool = False
+    resume_changed: bool = field(default=False, metadata={"help": "With resume: continue although settings such as "
+                                 "lr, data or the process count changed (warned; no longer an exact continuation)."})
     force: bool = False
     progress: bool = True
 

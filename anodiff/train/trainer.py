@@ -168,7 +168,7 @@ class Trainer:
             log.warning("--resume: no checkpoint in %s; starting at step 0", self.ckpt_dir)
             return
         step, path = found
-        dual, state = read_checkpoint(path, self.fingerprint)
+        dual, state = read_checkpoint(path, self.fingerprint, self.config.resume_changed)
         self.adapter.load_state_dict(dual.adapter().state_dict())
         if self.config.train_text_encoder:
             load_text_lora(self.model.text_encoder, dual.text_tensors())
