@@ -47,9 +47,11 @@ class DualPatch(SharedAcrossClones):
     def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
                  dtype: torch.dtype | None = None, device: torch.device | None = None,
                  fold: bool = True) -> None:  # fmt: skip
-        """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained)."""
+        """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained). Its device is the
+        trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it."""
         self.config, self.strengths, self.saim, self.name = adapter.config, tuple(strengths), saim, name
         self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if fold else adapter
+        self._movable = fold
         self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
     def layer(self, site: AttnSite) -> DualAttention:
@@ -81,6 +83,8 @@ class DualPatch(SharedAcrossClones):
         self._move(patcher.offload_device)
 
     def _move(self, device) -> None:
+        if not self._movable:
+            return
         first = next(self.adapter.parameters(), None)
         if device is not None and first is not None and first.device != torch.device(device):
             self.adapter.to(device)

@@ -152,3 +152,25 @@ def test_the_dual_model_is_on_the_load_device_when_sampling_starts(loader, monke
         mine = [device for patch, device in moves if patch is find_dual(model)]
         assert mine and torch.device(mine[-1]) == model.load_device
     mm.unload_all_models()
+
+
+def test_comfyui_never_moves_the_adapter_being_trained(loader):
+    """Train Dual LoRA's model runs the trainee itself (fold=False): its optimiser state lives on the trainer's
+    device, so a preview's load, partial load or detach must not move it (a loaded model's folded copy does move)."""
+    from dualanodiff_pack.anodiff import DualAdapter, DualConfig
+    from dualanodiff_pack.nodes.model.patch import DualPatch
+
+    class Stub:  # a patcher whose offload device is somewhere else (meta: a move there is visible)
+        offload_device = load_device = torch.device("meta")
+
+        class model:
+            model_lowvram = True
+
+    trainee = DualAdapter(DualConfig(rank=2), (32, 64, 64, 64), 64)
+    patch = DualPatch(trainee, (1.0, 1.0), fold=False)
+    for callback in (patch.on_detach, patch.on_pre_run, lambda p: patch.on_load(p, torch.device("meta"))):
+        callback(Stub)
+        assert {p.device.type for p in trainee.parameters()} == {"cpu"}
+    folded = DualPatch(trainee, (1.0, 1.0))
+    folded.on_detach(Stub)
+    assert {p.device.type for p in folded.adapter.parameters()} == {"meta"}
