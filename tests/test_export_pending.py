@@ -79,4 +79,4 @@ def test_eval_leaves_pending_pairs_out_too(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         pairs = generated_pairs(folder)
     assert [p.image.name for p in pairs["crack"]] == ["001.png", "003.png"]
-    assert "2 pair(s) left out" in caplog.text and ".anodiff-generate-crack.json" in caplog.text
+    assert "2 pair(s) skipped" in caplog.text and ".anodiff-generate-crack.json" in caplog.text

@@ -52,6 +52,14 @@ def read_pending(record: Path) -> set[int]:
         return set()
 
 
+def warn_pending(folder: Path, skipped: int, record: Path) -> None:
+    """The one warning for pairs of ``folder`` left out because ``record`` lists them as pending."""
+    if skipped:
+        log.warning("%s: %d pair(s) skipped, %s lists them as pending (a generate run was interrupted or is still "
+                    "running; their files may be from older settings); rerun the same anodiff generate command to "
+                    "finish them", folder, skipped, record.name)  # fmt: skip
+
+
 def read_mask(path: Path) -> np.ndarray:
     """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
     mask = read_label(path, f"{path} (mask)")
@@ -93,10 +101,7 @@ def find_pairs(root: str | Path, category: str | None = None, anomaly: str | Non
                     continue
                 part = root / cat / "anomaly_part" / anom / image.name
                 found.append(TreePair(cat, anom, index, image, mask, part if part.is_file() else None))
-            if skipped:
-                log.warning("%s: %d pair(s) skipped, %s lists them as pending (a generate run was interrupted or is "
-                            "still running; their files may be from older settings); rerun the same anodiff generate "
-                            "command to finish them", folder, skipped, record_path(root / cat, anom).name)  # fmt: skip
+            warn_pending(folder, skipped, record_path(root / cat, anom))
             pairs += sorted(found, key=lambda p: p.index)
     if not pairs:
         raise FileNotFoundError(f"{root}: no pairs (<category>/test/<anomaly>/NNN.png with ground_truth masks)")

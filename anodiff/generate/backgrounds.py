@@ -34,10 +34,16 @@ def normal_images(folder: Path, category: str | None = None) -> list[Path]:
         ) from exc
 
 
+def background_of(pair: int, every: int, count: int) -> int:
+    """The background file of pair ``pair``: ``(pair // every) % count``, so a resumed run gives a pair the
+    background it had."""
+    return (pair // every) % count
+
+
 def check_backgrounds(files: list[Path], pairs: Iterable[int], every: int) -> None:
-    """Decode every background the pairs use (pair ``i`` uses file ``(i // every) % n``) before SD1.5 loads:
-    ``Backgrounds`` reads them lazily, so a bad file would otherwise abort the run hours in."""
-    for k in sorted({(i // every) % len(files) for i in pairs}):
+    """Decode every background the pairs use (``background_of``) before SD1.5 loads: ``Backgrounds`` reads them
+    lazily, so a bad file would otherwise abort the run hours in."""
+    for k in sorted({background_of(i, every, len(files)) for i in pairs}):
         try:
             read_rgb(files[k])
         except (OSError, ValueError, cv2.error) as exc:
@@ -48,7 +54,7 @@ def check_backgrounds(files: list[Path], pairs: Iterable[int], every: int) -> No
 class Backgrounds:
     """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
 
-    Pair ``i`` gets image ``(i // every) % n``, so a resumed run gives a pair the background it had.
+    Pair ``i`` gets image ``background_of(i, every, n)``.
     """
 
     def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
@@ -57,7 +63,7 @@ class Backgrounds:
 
     def for_pair(self, index: int) -> np.ndarray:
         """``(size, size, 3)`` float32 in [0, 1]: the background of pair ``index``."""
-        k = (index // self.every) % len(self.files)
+        k = background_of(index, self.every, len(self.files))
         if k not in self._cache:
             image = as_float_image(read_rgb(self.files[k]))
             image = resize(image, self.size, self.size)

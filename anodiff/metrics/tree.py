@@ -10,7 +10,6 @@ IC-LPIPS centres, the novelty reference and the localisation validation set; the
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,7 @@ from pathlib import Path
 from ..common.imageio import IMAGE_EXTENSIONS, DataError
 from ..data.fewshot import find_samples, split_train
 from ..data.layouts import detect_layout
-from ..dataset.tree import index_of, read_pending, record_path
-
-log = logging.getLogger(__name__)
+from ..dataset.tree import index_of, read_pending, record_path, warn_pending
 
 
 @dataclass(frozen=True)
@@ -83,9 +80,7 @@ def generated_pairs(folder: Path) -> dict[str, list[GeneratedPair]]:
                 )
             part = folder / "anomaly_part" / anomaly / f"{image.stem}.png"
             pairs.append(GeneratedPair(image, mask, part if part.is_file() else None))
-        if skipped:
-            log.warning("%s: %d pair(s) left out, %s lists them as pending; rerun the same anodiff generate command "
-                        "to finish them", folder / "test" / anomaly, skipped, record_path(folder, anomaly).name)  # fmt: skip
+        warn_pending(folder / "test" / anomaly, skipped, record_path(folder, anomaly))
         if pairs:
             out[anomaly] = pairs
     if not out:
