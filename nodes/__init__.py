@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from .dataset import dataset, mask
+from .dataset import dataset as dataset_nodes
+from .dataset import mask as mask_nodes
 from .model import background, loader
 from .regions import defects, random_region, region_control, sources, stitch
 from .sampling import modular, sampler
-from .train import train, train_save, trainset
+from .train import train as train_nodes
+from .train import train_save, trainset
 
+NODE_MODULES = (
+    loader,
+    background,
+    sampler,
+    modular,
+    mask_nodes,
+    random_region,
+    region_control,
+    stitch,
+    defects,
+    sources,
+    dataset_nodes,
+    trainset,
+    train_nodes,
+    train_save,
+)
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _module in (loader, background, sampler, modular, mask, random_region, region_control, stitch, defects, sources, dataset,
-                trainset, train, train_save):  # fmt: skip
+for _module in NODE_MODULES:
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -57,7 +57,7 @@ def module_graph() -> dict[str, set[str]]:
 
 
 def part_of(module: str) -> str:
-    """The architectural part: a subpackage (``anodiff.sd15``) or a top-level module (``anodiff.legacy``); the
+    """The architectural part: a subpackage (``anodiff.sd15``) or a top-level module (``anodiff.cli``); the
     package itself (its ``__init__``: the public names) is a part of its own."""
     bits = module.split(".")
     return ".".join(bits[:2])
@@ -122,8 +122,7 @@ def mermaid(graph: dict[str, set[str]]) -> str:
     lines = ["```mermaid", "flowchart TD"]
     for part in sorted(graph):
         for target in sorted(graph[part]):
-            if target != "anodiff.legacy":
-                lines.append(f"    {part.replace('.', '_')}[{part}] --> {target.replace('.', '_')}[{target}]")
+            lines.append(f"    {part.replace('.', '_')}[{part}] --> {target.replace('.', '_')}[{target}]")
     lines.append("```")
     return "\n".join(lines)
 

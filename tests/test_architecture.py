@@ -1,12 +1,16 @@
 """The layout described in docs/architecture.md holds: no import cycles, the model imports nothing above it,
-small modules with a docstring, and the library does not lean on its own old import paths."""
+small modules with a docstring, and no import hook."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 300
@@ -48,25 +52,37 @@ def test_modules_are_small_and_say_what_they_are_for():
     assert missing == [], "modules without a docstring"
 
 
-def test_the_library_and_nodes_use_the_new_paths_themselves():
-    """``anodiff.legacy`` is for users' old scripts; inside the project every import names the real module."""
-    from anodiff.legacy import MOVED
-
-    old = {f"anodiff.{name}" for name in MOVED}
-    graph = _script()
-    known = set(graph.modules()) | old
-    offenders = []
-    for path in _sources():
-        if path.name == "legacy.py":
-            continue
-        for target in graph.imports_of(path, known):
-            if target in old:
-                offenders.append(f"{path.relative_to(ROOT)} imports {target}")
-    assert offenders == []
-
-
 def test_the_architecture_picture_is_the_code():
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert _script().mermaid(_script().part_graph()) in text, (
         "docs/architecture.md's diagram is stale: paste the output of `python scripts/import_graph.py`"
     )
+
+
+def test_importing_the_library_and_the_pack_installs_no_import_hook():
+    """README: nothing is patched globally. The old flat paths (``anodiff.processor``...) are gone, with the finder
+    that served them: importing ``anodiff`` and the node pack leaves ``sys.meta_path`` as it was."""
+    code = (
+        "import sys; before = list(sys.meta_path); import anodiff, anodiff.cli; sys.path.insert(0, {root!r});"
+        "import importlib.util as u; s = u.spec_from_file_location('pack', {init!r}, submodule_search_locations=[{root!r}]);"
+        "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m);"
+        "added = [type(f).__name__ for f in sys.meta_path if f not in before]; print(added); assert added == [], added"
+    ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("anodiff.processor")
+
+
+def test_the_pack_keeps_its_subpackages_reachable_by_name():
+    """``nodes/__init__`` imports node modules under their own names: ``nodes.train`` and ``nodes.dataset`` stay
+    the subpackages (a ``from .train import train`` would rebind ``nodes.train`` to the module inside it)."""
+    code = (
+        "import sys, importlib.util as u; sys.path.insert(0, {root!r});"
+        "s = u.spec_from_file_location('pack', {init!r}, submodule_search_locations=[{root!r}]);"
+        "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m);"
+        "bad = [n for n in ('train', 'dataset', 'model', 'regions', 'sampling') if not hasattr(getattr(m.nodes, n), '__path__')];"
+        "assert bad == [], bad"
+    ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]

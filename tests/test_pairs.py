@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anodiff.model.pairs import ANOMALY, GLOBAL, branch_ids, check_rows, interleave, pair_index, split
+from anodiff.model.pairs import ANOMALY, GLOBAL, branch_ids, check_rows, interleave, split
 
 
 def test_interleave_order_and_split_roundtrip():
@@ -23,7 +23,6 @@ def test_branch_ids_comfy_chunks_and_chunk_alone():
     # [uncond g0 a0 g1 a1 | cond g0 a0 g1 a1] and the cond chunk run alone (cfg=1 or low-memory split)
     assert branch_ids(8, chunks=2).tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
     assert branch_ids(4, chunks=1).tolist() == [0, 1, 0, 1]
-    assert pair_index(8, chunks=2).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize(

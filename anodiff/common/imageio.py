@@ -4,11 +4,12 @@ in-memory image, and atomic PNG writes (a crash never leaves half a file)."""
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .files import write_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _RANGE_TOLERANCE = 1e-3
@@ -137,36 +138,6 @@ def encode_png(image: np.ndarray, name: str = "image") -> bytes:
 def write_png(path: Path, image: np.ndarray) -> None:
     """Atomic PNG write (``encode_png``, then ``write_atomic``)."""
     write_atomic(path, encode_png(image, str(path)))
-
-
-def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` (``overwrite``) or
-    hard-link it into place, which raises ``FileExistsError`` when ``path`` exists: never half a file, and with
-    ``overwrite=False`` never a clobbered one. Where the file system has no hard links, check-then-rename.
-
-    The file gets the mode ``open()`` would give it (0666 less the umask), not ``mkstemp``'s private 0600: images,
-    labels and weight files are read by other users' tools (ComfyUI, a training job).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:
-            if path.exists():
-                raise FileExistsError(f"{path} exists") from None
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_label(path: Path, what: str | None = None) -> np.ndarray:

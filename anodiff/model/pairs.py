@@ -66,9 +66,3 @@ def row_branches(rows: int, chunks: int, write: bool, device: torch.device | str
         return torch.zeros(rows, dtype=torch.long, device=device), [GLOBAL] * rows
     per_chunk = check_rows(rows, chunks)
     return branch_ids(rows, chunks, device), [(r % per_chunk) % BRANCHES for r in range(rows)]
-
-
-def pair_index(rows: int, chunks: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
-    """Index of the pair each row belongs to, counting pairs across all chunks (row // 2)."""
-    check_rows(rows, chunks)
-    return torch.arange(rows, device=device) // BRANCHES

@@ -43,9 +43,6 @@ class UNetPass:
             raise ValueError(f"UNetPass.mode must be one of {MODES}, got {self.mode!r}")
 
 
-DualPass = UNetPass
-"""The name of ``UNetPass`` in anodiff 0.1."""
-
 
 class DualAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site.
@@ -161,11 +158,6 @@ def install(unet: nn.Module, adapter: DualAdapter, fold_saim: bool = True) -> di
         processors[f"{site.diffusers}.processor"] = DualAttnProcessor(site, layer, fold_saim)
     unet.set_attn_processor(dict(processors))  # diffusers pops entries from the dict it is given
     return processors
-
-
-def unet_dims(unet: nn.Module) -> tuple[tuple[int, ...], int]:
-    """(block_out_channels, cross_attention_dim) of a diffusers UNet, to size a ``DualAdapter``."""
-    return tuple(unet.config.block_out_channels), int(unet.config.cross_attention_dim)
 
 
 class DualUNet(nn.Module):

@@ -1,6 +1,2 @@
 """Training the dual model: the one training step, the ``anodiff train`` loop, the in-memory session of the
 ComfyUI node, previews and loss plots."""
-
-from ..legacy import forward
-
-__getattr__ = forward(f"{__name__}.trainer")

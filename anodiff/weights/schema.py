@@ -27,6 +27,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
+from ..common.files import write_atomic
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from ..model.dual import PROJECTIONS, DualAdapter
 from ..model.pairs import BRANCH_NAMES
@@ -221,8 +222,6 @@ def to_dual_file(
     return result
 
 
-pack = to_dual_file
-"""The name of ``to_dual_file`` in anodiff 0.1."""
 
 
 def validate(dual: DualFile) -> None:
@@ -234,9 +233,7 @@ def validate(dual: DualFile) -> None:
 
 
 def save_dual(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write atomically (``anodiff.common.imageio.write_atomic``): a temporary file beside it, then a rename."""
-    from ..common.imageio import write_atomic  # here, not at the top: reading weights needs no OpenCV
-
+    """Write atomically (``anodiff.common.files.write_atomic``): a temporary file beside it, then a rename."""
     path = Path(path)
     write_atomic(path, safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
     return path
