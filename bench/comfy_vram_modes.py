@@ -48,7 +48,7 @@ def child(mode: str, size: str, latent: int, out: str) -> None:
     adapter = DualAdapter(DualConfig(rank=min(32, channels[0])), channels, config["context_dim"])
     torch.manual_seed(0)
     with torch.no_grad():
-        for _, layer in adapter.items():
+        for layer in adapter.values():
             for name in ("to_q", "to_k", "to_v", "to_out"):
                 layer.lora(name).up.normal_(std=0.01)
     dual = apply_dual(model, DualPatch(adapter, (1.0, 1.0), dtype=compute_dtype(model), device=model.offload_device))

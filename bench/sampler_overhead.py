@@ -89,7 +89,7 @@ def main() -> None:
     rank = min(32, channels[0])
     adapter = DualAdapter(DualConfig(rank=rank), channels, context)
     with torch.no_grad():
-        for _, layer in adapter.items():
+        for layer in adapter.values():
             for name in ("to_q", "to_k", "to_v", "to_out"):
                 layer.lora(name).up.normal_(std=0.01)
     dual = apply_dual(model, DualPatch(adapter, (1.0, 1.0), dtype=compute_dtype(model), device=model.offload_device))
@@ -101,7 +101,7 @@ def main() -> None:
     neg = [[torch.randn(1, 77, context, generator=g), {}]]
     latents = torch.zeros(2 * n, 4, side, side)
     noise = comfy.sample.prepare_noise(latents, 0)
-    common = dict(disable_pbar=True, seed=0)
+    common = {"disable_pbar": True, "seed": 0}
 
     def plain():
         comfy.sample.sample(model, noise, args.steps, args.cfg, "euler", "normal", pair_conditioning(cond, cond_a), neg,

@@ -76,9 +76,9 @@ def measure(channels: tuple[int, ...], context: int, resolution: int, batch: int
     with tempfile.TemporaryDirectory() as tmp:
         base = save_tiny_sd15(Path(tmp) / "sd15", channels=channels, context=context, sd15_vae=sd15_vae)
         data = write_fixed_defect_set(Path(tmp) / "data", n=9, size=resolution)
-        common = dict(base=str(base), data=str(data), output=str(Path(tmp) / "out"), steps=10**6, batch_size=batch,
-                      resolution=resolution, rank=rank, text_rank=min(rank, 32), progress=False,
-                      force=True)  # fmt: skip
+        common = {"base": str(base), "data": str(data), "output": str(Path(tmp) / "out"), "steps": 10**6, "batch_size": batch,
+                      "resolution": resolution, "rank": rank, "text_rank": min(rank, 32), "progress": False,
+                      "force": True}  # fmt: skip
         precision = "bf16" if bf16_available() else "no"
         settings = {
             "authors (fp32, no checkpointing)": dict(common, mixed_precision="no", gradient_checkpointing=False),

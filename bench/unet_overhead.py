@@ -43,7 +43,7 @@ def build(size: str, device: str | torch.device = "cpu"):
         unet = UNet2DConditionModel(**config).eval().requires_grad_(False)
         channels, context = tuple(config["block_out_channels"]), int(config["cross_attention_dim"])
         adapter = DualAdapter(DualConfig(rank=min(32, channels[0])), channels, context).requires_grad_(False)
-        for _, layer in adapter.items():
+        for layer in adapter.values():
             for name in ("to_q", "to_k", "to_v", "to_out"):
                 torch.nn.init.normal_(layer.lora(name).up, std=0.01)
     return unet, adapter

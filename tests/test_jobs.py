@@ -19,7 +19,7 @@ def test_a_claim_is_exclusive_and_released(tmp_path):
 
 
 def test_the_claim_of_a_dead_process_is_recovered(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=False, capture_output=True, text=True)
     lock = JobLock(tmp_path / "job.lock")
     (tmp_path / "job.lock").write_text(json.dumps({"host": lock.owner["host"], "pid": int(dead.stdout), "token": "x"}))
     assert lock.is_stale() and lock.acquire()

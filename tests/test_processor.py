@@ -80,7 +80,7 @@ def test_cfg_chunks_match_separate_chunks(fresh_unet):
 def test_bcm_changes_global_rows_only(fresh_unet):
     model = dual(fresh_unet, bcm=True)
     with torch.no_grad():
-        for _, layer in model.adapter.items():
+        for layer in model.adapter.values():
             if layer.bcm is not None:
                 layer.bcm.a.fill_(0.3)
         x, ctx = inputs()

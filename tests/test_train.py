@@ -36,8 +36,8 @@ def write_fixed_defect_set(folder: Path, n: int = 9, size: int = 32) -> Path:
 
 
 def config(base, data, out, **kw):
-    values = dict(base=str(base), data=str(data), output=str(out), steps=6, batch_size=2, resolution=32, rank=4,
-                  text_rank=2, checkpoint_every=3, preview_every=1000, progress=False, lr=1e-3)  # fmt: skip
+    values = {"base": str(base), "data": str(data), "output": str(out), "steps": 6, "batch_size": 2, "resolution": 32, "rank": 4,
+                  "text_rank": 2, "checkpoint_every": 3, "preview_every": 1000, "progress": False, "lr": 1e-3}  # fmt: skip
     values.update(kw)
     return TrainConfig(**values)
 

@@ -142,7 +142,7 @@ def test_truncated_partial_misshaped_and_wrong_dtype_files(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has keys() but no __iter__)
     first = next(iter(tensors))
     partial = dict(tensors)
     partial.pop(first)

@@ -76,7 +76,7 @@ class DualAdapter(nn.Module):
     def zero_lora_(self) -> DualAdapter:
         """Set every LoRA up-factor to zero (identity LoRA); used by tests and by "SAIM only" ablations."""
         with torch.no_grad():
-            for _, layer in self.items():
+            for layer in self.values():
                 for name in PROJECTIONS:
                     layer.lora(name).up.zero_()
         return self

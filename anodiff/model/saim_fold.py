@@ -116,7 +116,7 @@ def inference_adapter(adapter: nn.Module, dtype: torch.dtype | None = None, devi
     import copy
 
     memo: dict[int, nn.Module] = {}
-    for _, layer in adapter.items():
+    for layer in adapter.values():
         if isinstance(layer.saim, SAIM):
             memo[id(layer.saim)] = FoldedSAIM.from_saim(layer.saim)
     copied = copy.deepcopy(adapter, memo)

@@ -99,8 +99,7 @@ def convert_official(state: dict[str, torch.Tensor], source: str = "<state dict>
     ranks: set[int] = set()
     text_ranks: set[int] = set()
     text_layers: set[int] = set()
-    for key in state:
-        value = state[key]
+    for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise DualWeightsError(f"{source}: key {key!r} is a {type(value).__name__}, expected a tensor")
         if key.startswith("text_encoder."):

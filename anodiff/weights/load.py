@@ -33,7 +33,7 @@ def load_dual(path: str | os.PathLike, sd15_only: bool = True) -> DualFile:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has keys() but no __iter__)
     except (SafetensorError, OSError, ValueError) as exc:
         raise DualWeightsError(f"{source}: not a readable .safetensors file ({exc}); truncated download?") from exc
     if meta.get("format") == FORMAT:

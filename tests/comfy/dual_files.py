@@ -20,7 +20,7 @@ def write_dual_weights(path: Path, bcm: bool = False, zero: bool = False, seed: 
     with torch.no_grad():
         for p in adapter.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.04)
-        for _, layer in adapter.items():
+        for layer in adapter.values():
             if layer.bcm is not None:
                 layer.bcm.a.fill_(0.3)
     if zero:

@@ -78,8 +78,8 @@ def test_ksampler_with_pair_nodes_equals_the_dual_sampler(classes, dual_model):
 def test_ksampler_advanced_start_end_steps_on_pairs(classes, dual_model):
     pairs, positive = modular_inputs(classes, empty())
     full = ksampler(classes, dual_model, positive, pairs)
-    common = dict(model=dual_model, noise_seed=SEED, steps=STEPS, cfg=CFG, sampler_name="euler", scheduler="normal",
-                  positive=positive, negative=NEG)  # fmt: skip
+    common = {"model": dual_model, "noise_seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "normal",
+                  "positive": positive, "negative": NEG}  # fmt: skip
     (first,) = run_node(classes["KSamplerAdvanced"], add_noise="enable", latent_image=pairs, start_at_step=0,
                         end_at_step=2, return_with_leftover_noise="enable", **common)  # fmt: skip
     assert first.get("anodiff_pairs") and first["samples"].shape == (2 * N, 4, *HW)

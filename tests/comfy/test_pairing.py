@@ -85,8 +85,8 @@ def test_conditioning_options_of_both_prompts_are_kept(pack_nodes, tiny_sd15):
 def test_controlnet_and_gligen_are_refused_with_a_clear_message(classes, key):
     model = build_tiny_model()
     hinted = cond(1, **{key: object()})
-    args = dict(model=model, latent_image={"samples": torch.zeros(1, 4, 8, 8)}, seed=0, steps=1, cfg=2.0,
-                sampler_name="euler", scheduler="normal", denoise=1.0)  # fmt: skip
+    args = {"model": model, "latent_image": {"samples": torch.zeros(1, 4, 8, 8)}, "seed": 0, "steps": 1, "cfg": 2.0,
+                "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}  # fmt: skip
     for pg, pa, neg, where in ((hinted, cond(2), cond(3), "positive_global"), (cond(1), hinted, cond(3), "positive_anomaly"),
                                (cond(1), cond(2), hinted, "negative")):  # fmt: skip
         with pytest.raises(ValueError, match=f"{where} carries .*not support"):

@@ -14,8 +14,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from anodiff import weights  # noqa: E402
-from anodiff.train.trainer import TrainConfig, Trainer  # noqa: E402
+from anodiff.train.trainer import TrainConfig, Trainer
+from anodiff.weights import schema as weights
 
 
 def main() -> None:
