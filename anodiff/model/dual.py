@@ -73,6 +73,10 @@ class DualAdapter(nn.Module):
     def items(self) -> Iterable[tuple[AttnSite, DualAttention]]:
         return ((site, self.layer(site)) for site in self.sites)
 
+    def values(self) -> Iterable[DualAttention]:
+        """The 32 attentions in site order (``items()`` without the sites)."""
+        return (self.layer(site) for site in self.sites)
+
     def zero_lora_(self) -> DualAdapter:
         """Set every LoRA up-factor to zero (identity LoRA); used by tests and by "SAIM only" ablations."""
         with torch.no_grad():
