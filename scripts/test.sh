@@ -16,6 +16,11 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
     touch "$VENV/.torch"
 fi
 "$VENV/bin/python" scripts/fetch_assets.py
+# The browser tests drive Debian's Chromium with Playwright; install it when missing and we may (root, apt-get).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[test.sh] installing Debian's chromium for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 if [ ! -f "$VENV/.complete" ] || [ pyproject.toml -nt "$VENV/.complete" ]; then  # new dependencies: install again
     grep -viE '^\s*(torch|torchvision|torchaudio)\b' .cache/comfyui/requirements.txt > .cache/comfyui-requirements.txt
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r .cache/comfyui-requirements.txt requests \
