@@ -1,5 +1,8 @@
-"""ComfyUI entry point of the DualAnoDiff node pack; the nodes live in ``nodes/``, the model in ``anodiff/``."""
+"""ComfyUI entry point of the DualAnoDiff node pack; the nodes live in ``nodes/``, the model in ``anodiff/``.
+``web/`` holds the node library's help pages (``web/docs/<node id>.md``, written by ``scripts/node_docs.py``)."""
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
