@@ -1,7 +1,7 @@
 """Mixed precision in one place: the names the command line takes and the autocast/scaler networks train under.
 
-``no`` is fp32; ``bf16`` runs on CPUs too (what the tests use); ``fp16`` needs a loss scaler on CUDA, which
-``grad_scaler`` provides (a disabled scaler elsewhere, so callers need no branch).
+``no`` is fp32; ``bf16`` and ``fp16`` run on CPUs too (what the tests use); ``fp16`` needs a loss scaler, which
+``grad_scaler`` provides on CUDA and CPU (a disabled scaler elsewhere, so callers need no branch).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def autocast(device: torch.device | str, precision: str) -> torch.autocast:
 
 
 def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 on CUDA (fp16 gradients underflow without it); a pass-through otherwise."""
+    """Loss scaling for fp16 on CUDA and CPU (fp16 gradients underflow without it); a pass-through otherwise."""
     device = torch.device(device)
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type in ("cuda", "cpu"))
 
 
 def training_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:
