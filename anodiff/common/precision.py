@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 PRECISIONS = ("no", "fp16", "bf16")
@@ -35,6 +38,25 @@ def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradSca
     """Loss scaling for fp16 on CUDA and CPU (fp16 gradients underflow without it); a pass-through otherwise."""
     device = torch.device(device)
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type in ("cuda", "cpu"))
+
+
+def autocasting(fn: Callable[..., Any], device: torch.device | str, precision: str) -> Callable[..., Any]:
+    """``fn`` called under ``autocast(device, precision)``."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with autocast(device, precision):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def fallback_fp16_scaler(accelerator: Any, precision: str) -> torch.amp.GradScaler | None:
+    """accelerate autocasts and loss-scales fp16 only on GPUs; where it does not (CPU) but fp16 was asked for, the
+    caller runs its fp16 network under ``autocasting`` and this scaler (the fp16 weights would meet fp32 inputs
+    otherwise). None when accelerate handles the precision itself."""
+    if precision != "fp16" or accelerator.native_amp:
+        return None
+    return grad_scaler(accelerator.device, precision)
 
 
 def training_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:

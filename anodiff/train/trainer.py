@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..common.precision import autocast, grad_scaler, torch_dtype
+from ..common.precision import autocasting, fallback_fp16_scaler, torch_dtype
 from ..model.dual import DualAdapter
 from ..sd15.processor import DualUNet, UNetPass
 from ..weights.schema import to_dual_file
@@ -101,10 +101,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
         self.fingerprint = run_fingerprint(config, self.samples, self.accelerator.num_processes)
         device = self.accelerator.device
-        # accelerate autocasts and loss-scales fp16 only on GPUs; elsewhere (CPU) the fp16 UNet runs under the
-        # project's autocast and a GradScaler (anodiff.common.precision), or its fp32 inputs would not match
-        self._own_fp16 = config.mixed_precision == "fp16" and not self.accelerator.native_amp
-        self.scaler = grad_scaler(device, "fp16") if self._own_fp16 else None
+        self.scaler = fallback_fp16_scaler(self.accelerator, config.mixed_precision)  # None: accelerate's own
         self.sd = load_sd15(config.base)
         weight_dtype = torch_dtype(config.mixed_precision)
         self.sd.vae.to(device, dtype=torch.float32)
@@ -212,12 +209,8 @@ class Trainer:
         params = interleave_rows([self._posterior(step_batch, key) for key in keys])
         return DiagonalGaussianDistribution(params).sample(generator=g)
 
-    def _fp16_forward(self, *args: torch.Tensor | None) -> torch.Tensor:
-        with autocast(self.accelerator.device, "fp16"):
-            return self.model(*args)
-
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        forward = self._fp16_forward if self._own_fp16 else self.model
+        forward = self.model if self.scaler is None else autocasting(self.model, self.accelerator.device, "fp16")
         return pair_loss(step_batch, g, self._sample_latents, forward, self.sd.scheduler.alphas_cumprod,
                          self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
 
