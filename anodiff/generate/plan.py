@@ -117,12 +117,13 @@ def sample_group(
     plan: RegionPlan,
     group: list[int],
     seed: int,
-    background_for: Callable[[int], np.ndarray] | None = None,
+    background_for: Callable[[int, np.ndarray, Window], np.ndarray] | None = None,
     **kwargs: Any,
 ) -> list[PairWork]:
     """The defects of the pairs ``group``: defect k of every pair, then k + 1 on the stitched photos; pairs whose
     windows share a working size share a call, in the group's order (so a shard gets the same result).
-    background_for: pair -> BCM background, or None. pipe: one pipeline, or one per model (defect k uses k % n)."""
+    background_for: (pair, region, crop window) -> the BCM background windowed like the photo, or None.
+    pipe: one pipeline, or one per model (defect k uses k % n)."""
     pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
     works = [PairWork(i, plan.source.photo(i), plan.regions_for(i)) for i in group]
     for k in range(max(len(w.regions) for w in works)):
@@ -137,7 +138,8 @@ def sample_group(
             batch = pipes[k % len(pipes)](
                 len(sub), shape[0], shape[1], seed=seeds, source=[crops[w.pair][1] for w in sub],
                 region=[crops[w.pair][2] for w in sub], feather=None, progress=False,
-                backgrounds=[background_for(w.pair) for w in sub] if background_for else None, **kwargs,
+                backgrounds=[background_for(w.pair, w.regions[k], crops[w.pair][0]) for w in sub] if background_for
+                else None, **kwargs,
             )  # fmt: skip
             for j, w in enumerate(sub):
                 window = crops[w.pair][0]

@@ -219,7 +219,7 @@ def generate(
         for group in shard_batches(todo, batch_size, shard):
             if plan is not None:
                 works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
-                                     background_for=backgrounds.for_pair if backgrounds else None)  # fmt: skip
+                                     background_for=backgrounds.for_window if backgrounds else None)  # fmt: skip
                 futures = [
                     pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
                                 label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
