@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_generate_sources import FAST, Disc, disc_photo
+from test_generate_sources import FAST, Disc, disc_photo, disc_saliency  # noqa: F401 (fixture)
 from test_pipeline import dual_file
 
 import anodiff.generate.run
@@ -70,3 +70,75 @@ def test_bcm_background_is_windowed_like_the_photo(sd_dir, bcm_weights, tmp_path
     squashed = resize(blackened_background(resize(normal, 64, 64), Disc().saliency(resize(normal, 64, 64))),
                       *window.work_shape)  # fmt: skip
     assert np.abs(seen[0][0] - squashed).mean() > 0.02  # what was passed before: the whole image squashed
+
+
+def pair_files(root: Path, i: int) -> dict[str, bytes]:
+    """Every file of pair ``i`` under ``root/object``: image, mask, anomaly part, label mask (if any), sidecar."""
+    folder = root / "object"
+    names = [f"test/defect/{i:03d}.png", f"ground_truth/defect/{i:03d}_mask.png", f"anomaly_part/defect/{i:03d}.png",
+             f"labels/defect/{i:03d}.png", f"meta/defect/{i:03d}.json"]  # fmt: skip
+    return {n: (folder / n).read_bytes() for n in names if (folder / n).is_file()}
+
+
+@pytest.fixture
+def replay_u2net(monkeypatch):
+    import anodiff.generate.replay
+
+    monkeypatch.setattr(anodiff.generate.replay, "U2NetP", Disc)
+
+
+def test_from_sidecar_regenerates_region_pairs_with_bcm_byte_identically(
+    sd_dir, bcm_weights, tmp_path, disc_u2net, replay_u2net, disc_saliency
+):
+    from anodiff.cli import main
+
+    write_scene(tmp_path)
+    kw = {**FAST, "source": tmp_path / "photo.png", "region": "random", "region_size": (0.15, 0.25), "feather": 3,
+          "normal_dir": tmp_path / "normals", "blend": "poisson"}  # fmt: skip
+    generate(sd_dir, bcm_weights, tmp_path / "out", 3, defects=2, **kw)
+    meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "001.json")
+    assert (meta["feather"], meta["blend"], meta["mask_method"], meta["sampler"], meta["steps"]) == (
+        3, "poisson", "grey", "ddim", 2)  # fmt: skip
+    assert meta["seed"] == 1 and meta["group"] == [0, 1] and meta["hashes"]["weights"][0] == sha256(bcm_weights)
+    assert meta["background"]["file"] == str((tmp_path / "normals" / "good.png").resolve())
+    assert meta["background"]["resized_to"] == [200, 120] and len(meta["hashes"]["base"]) == 64
+    from anodiff.generate.provenance import region_of
+
+    for d in meta["defects"]:
+        zone = region_of(d["region"], "test")
+        x, y, w, h = d["box"]
+        assert zone.shape == (120, 200) and zone[y : y + h, x : x + w].sum() == zone.sum() > 0  # the shape itself
+        assert d["background_window"] == d["window"]
+    for i in (1, 2):  # pair 1 was sampled with pair 0, pair 2 alone
+        sidecar = tmp_path / "out" / "object" / "meta" / "defect" / f"{i:03d}.json"
+        assert main(["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / f"again{i}")]) == 0
+        again, original = pair_files(tmp_path / f"again{i}", i), pair_files(tmp_path / "out", i)
+        assert len(original) == 5 and again == original  # image, mask, part, label and sidecar, byte for byte
+
+
+def test_from_sidecar_regenerates_a_plain_pair_and_refuses_changed_files(sd_dir, plain_weights, tmp_path, capsys):
+    from anodiff.cli import main
+
+    generate(sd_dir, plain_weights, tmp_path / "out", 2, **FAST)
+    sidecar = tmp_path / "out" / "object" / "meta" / "defect" / "001.json"
+    assert main(["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / "again")]) == 0
+    assert pair_files(tmp_path / "again", 1) == pair_files(tmp_path / "out", 1)
+    assert set(pair_files(tmp_path / "again", 1)) == {"test/defect/001.png", "ground_truth/defect/001_mask.png",
+                                                       "anomaly_part/defect/001.png", "meta/defect/001.json"}  # fmt: skip
+
+    moved = tmp_path / "moved.safetensors"
+    moved.write_bytes(Path(plain_weights).read_bytes()[:-1] + b" ")
+    assert main(["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / "x"), "--weights", str(moved)]) == 2
+    assert f"weights {moved} changed since the pair was made" in capsys.readouterr().err
+    old = tmp_path / "old.json"
+    old.write_text('{"version": 1, "pair": 0, "seed": 0}')
+    assert main(["generate", "--from-sidecar", str(old), "--out", str(tmp_path / "x")]) == 2
+    assert "written before sidecars recorded what regenerates a pair (no size, source" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "x")]) == 2
+    assert "--base, --weights, --count required" in capsys.readouterr().err
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

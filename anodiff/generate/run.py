@@ -45,7 +45,8 @@ from ..regions.stitch import BLENDS
 from ..weights.load import load_dual
 from .backgrounds import IMAGE_SUFFIXES, Backgrounds, check_backgrounds, normal_images
 from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
-from .plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
+from .plan import RANDOM, check_models, check_source, make_plan, sample_group, size_of, write_region_pair
+from .provenance import background_record, model_hashes
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,13 @@ def generate(
     ):
         writing: deque[tuple[list[int], list[Future]]] = deque()
         meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
-                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "anomaly": anomaly}  # fmt: skip
+                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "category": category, "anomaly": anomaly,
+                "run_seed": seed, "batch_size": batch_size, "mask_method": mask_method, "threshold": threshold,
+                "weights_files": [str(w.resolve()) for w in several],
+                "hashes": model_hashes(base_path, several, u2net is not None or bool(plan and plan.fixed is None)),
+                **{k: settings[k] for k in ("feather", "blend", "context", "working")}}  # fmt: skip
+        if plan is None:
+            meta["feather"] = None  # without regions nothing is feathered
         for group in shard_batches(todo, batch_size, shard):
             if plan is not None:
                 works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
@@ -224,7 +231,8 @@ def generate(
                     pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
                                 label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
                                 mask_method, threshold, u2net,
-                                {**meta, "pair": w.pair, "seed": seed + w.pair})
+                                {**meta, "pair": w.pair, "seed": seed + w.pair, "group": group,
+                                 "background": background_record(backgrounds, w.pair, size_of(w.image))})
                     for w in works
                 ]  # fmt: skip
                 writing.append((group, futures))
@@ -236,8 +244,9 @@ def generate(
                 backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
             )  # fmt: skip
             futures = [
-                pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
-                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size]})
+                pool.submit(write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
+                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size], "group": group,
+                             "background": background_record(backgrounds, i, [size, size])})
                 for i, image, part in zip(group, batch.images, batch.anomaly_parts)
             ]  # fmt: skip
             writing.append((group, futures))
@@ -248,7 +257,7 @@ def generate(
     return report
 
 
-def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
+def write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
     """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread), after removing a label mask an earlier
     multi-defect run left (export would take it for this pair's defects); True when the mask is empty."""
     mask = extract_mask(part, mask_method, threshold, model=u2net)
@@ -263,5 +272,5 @@ def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, 
 
 __all__ = [
     "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateReport", "generate",
-    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
+    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches", "write_pair",
 ]  # fmt: skip
