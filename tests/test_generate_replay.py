@@ -87,9 +87,8 @@ def replay_u2net(monkeypatch):
     monkeypatch.setattr(anodiff.generate.replay, "U2NetP", Disc)
 
 
-def test_from_sidecar_regenerates_region_pairs_with_bcm_byte_identically(
-    sd_dir, bcm_weights, tmp_path, disc_u2net, replay_u2net, disc_saliency
-):
+@pytest.mark.usefixtures("disc_u2net", "replay_u2net", "disc_saliency")
+def test_from_sidecar_regenerates_region_pairs_with_bcm_byte_identically(sd_dir, bcm_weights, tmp_path):
     from anodiff.cli import main
 
     write_scene(tmp_path)
@@ -128,7 +127,8 @@ def test_from_sidecar_regenerates_a_plain_pair_and_refuses_changed_files(sd_dir,
 
     moved = tmp_path / "moved.safetensors"
     moved.write_bytes(Path(plain_weights).read_bytes()[:-1] + b" ")
-    assert main(["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / "x"), "--weights", str(moved)]) == 2
+    args = ["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / "x")]
+    assert main([*args, "--weights", str(moved)]) == 2
     assert f"weights {moved} changed since the pair was made" in capsys.readouterr().err
     old = tmp_path / "old.json"
     old.write_text('{"version": 1, "pair": 0, "seed": 0}')
