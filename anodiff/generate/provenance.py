@@ -1,6 +1,6 @@
 """What a pair's sidecar records so that ``anodiff generate --from-sidecar`` can make the pair again: the files it
 came from with their sha256 (base model, weight files, U²-Net-P, photo, BCM background), each region's exact shape
-(COCO RLE of the thresholded region at the photo's size, which is all crop and stitch read of it), and the settings
+(COCO RLE of the region thresholded at 0.5 at the photo's size: all that crop and stitch read of it), and the settings
 shared by the pairs of one run (``RUN_KEYS``), which a batch mate must share to be sampled with the pair again.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics.assets import file_digest
+from ..common.assets import file_digest
 
 RUN_KEYS = (
     "hashes", "weights_files", "base", "prompts", "steps", "cfg", "sampler", "dtype", "run_seed", "mask_method",
@@ -62,7 +62,7 @@ def model_hashes(base: Path, weights: list[Path], u2netp: bool) -> dict[str, Any
 
 
 def region_record(zone: np.ndarray) -> dict[str, Any]:
-    """The region as crop and stitch see it (``> 0.5`` at the photo's size), as an uncompressed-size COCO RLE."""
+    """The region as crop and stitch see it (``> 0.5`` at the photo's size), as a COCO RLE with text counts."""
     from ..dataset.coco import coco_instances
 
     return coco_instances(np.asarray(zone) > 0.5, "mask")[0]["segmentation"]
