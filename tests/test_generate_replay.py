@@ -142,3 +142,18 @@ def sha256(path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_a_batch_mate_missing_or_from_another_run_is_left_out_with_a_warning(tmp_path, caplog):
+    from anodiff.dataset.sidecar import write_sidecar
+    from anodiff.generate.provenance import RUN_KEYS
+    from anodiff.generate.replay import batch_mates
+
+    run = {**dict.fromkeys(RUN_KEYS, 1), "group": [0, 1, 2, 3]}
+    for i, changed in ((0, {}), (1, {"steps": 9}), (3, {})):
+        write_sidecar(tmp_path / f"{i:03d}.json", {**run, "pair": i, **changed})
+    (tmp_path / "002.json").write_text("{broken")
+    mates = batch_mates(tmp_path / "000.json", {**run, "pair": 0})
+    assert [m["pair"] for m in mates] == [0, 3]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "pair 1 was sampled with this one" in said and "pair 2 was sampled" in said and "by rounding" in said
