@@ -5,7 +5,8 @@ Layout, under ``<out>/<category>/``::
     test/<anomaly>/000.png                whole anomaly image
     ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
     anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
-    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (dataset.sidecar)
+    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, models, seed and all else that
+                                          makes it again (dataset.sidecar, generate.provenance; --from-sidecar)
     labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k (removed
                                           when the pair is rewritten with one defect)
     .anodiff-generate-<anomaly>.json      the settings the pairs were made with
