@@ -137,7 +137,7 @@ def regenerate(
     from ..sd15.load import load_sd15
     from ..sd15.pipeline import DualAnoDiffPipeline
     from ..weights.load import load_dual
-    from .run import pair_paths, write_pair
+    from .run import _write_pair, pair_paths
 
     path = Path(sidecar)
     meta = read_replayable(path)
@@ -178,8 +178,8 @@ def regenerate(
                          backgrounds=[backgrounds.for_pair(j) for j in pairs] if backgrounds else None,
                          progress=False)  # fmt: skip
         k = pairs.index(pair)
-        write_pair(folder, anomaly, pair, batch.images[k], batch.anomaly_parts[k], meta["mask_method"],
-                   meta["threshold"], u2net, record)  # fmt: skip
+        _write_pair(folder, anomaly, pair, batch.images[k], batch.anomaly_parts[k], meta["mask_method"],
+                    meta["threshold"], u2net, record)  # fmt: skip
     return pair_paths(folder, anomaly, pair)[0]
 
 

@@ -245,7 +245,7 @@ def generate(
                 backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
             )  # fmt: skip
             futures = [
-                pool.submit(write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
+                pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
                             {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size], "group": group,
                              "background": background_record(backgrounds, i, [size, size])})
                 for i, image, part in zip(group, batch.images, batch.anomaly_parts)
@@ -258,7 +258,7 @@ def generate(
     return report
 
 
-def write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
+def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
     """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread), after removing a label mask an earlier
     multi-defect run left (export would take it for this pair's defects); True when the mask is empty."""
     mask = extract_mask(part, mask_method, threshold, model=u2net)
@@ -273,5 +273,5 @@ def write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, m
 
 __all__ = [
     "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateReport", "generate",
-    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches", "write_pair",
+    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
 ]  # fmt: skip
