@@ -34,7 +34,8 @@ def read_replayable(path: Path) -> dict[str, Any]:
     meta = read_sidecar(path)
     if meta is None:
         raise FileNotFoundError(f"--from-sidecar: {path} not found; give a meta/<anomaly>/NNN.json of a generated set")
-    missing = [k for k in REQUIRED if k not in meta]
+    regions = ("source_root", "source_sha256", "defects") if meta.get("source") is not None else ()
+    missing = [k for k in (*REQUIRED, *regions) if k not in meta]
     if missing:
         raise ValueError(f"{path}: written before sidecars recorded what regenerates a pair (no {', '.join(missing)}); "
                          "make the pair again with anodiff generate --force")  # fmt: skip
