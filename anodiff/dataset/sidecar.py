@@ -1,8 +1,9 @@
 """Per-pair metadata sidecars: what every generated pair was made from, so it can be traced and regenerated.
 
 ``<out>/<category>/meta/<anomaly>/NNN.json`` beside the MVTec tree holds the source photo, each defect's region
-box and crop window, the model file, seed, steps, guidance and sampler; ``labels/<anomaly>/NNN.png`` holds the
-label mask (id ``k + 1`` per defect) when a pair has several defects, and only then: a pair rewritten with one
+box, shape and crop window, the model files, seed, steps, guidance and sampler, and with them everything
+``anodiff generate --from-sidecar`` needs to make the pair again (version 2; ``anodiff.generate.provenance`` says
+what); ``labels/<anomaly>/NNN.png`` holds the label mask (id ``k + 1`` per defect) when a pair has several defects, and only then: a pair rewritten with one
 defect loses the label of an earlier run (``write_label``). ``anodiff generate --resume`` and ``anodiff export``
 read them back; export trusts a label only when it can be this pair's (``pair_sidecar``, ``label_matches``).
 """
@@ -19,7 +20,7 @@ import numpy as np
 from ..common.imageio import read_label, write_atomic, write_png
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2
 
 
 def sidecar_path(folder: Path, anomaly: str, index: int) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 from ..common.imageio import as_float_image, read_rgb, resize
 from ..data.masks import U2NetP
 from ..data.objects import blackened_background
+from ..regions.stitch import Window, crop
 from .sources import IMAGE_SUFFIXES, list_images
 
 
@@ -52,20 +53,33 @@ def check_backgrounds(files: list[Path], pairs: Iterable[int], every: int) -> No
 
 
 class Backgrounds:
-    """BCM backgrounds: normal images at the output size with the salient object blacked out (soft, §5.1).
+    """BCM backgrounds: normal images with the salient object blacked out (soft, §5.1).
 
-    Pair ``i`` gets image ``background_of(i, every, n)``.
+    Pair ``i`` gets image ``index_of(i)`` (``background_of(i, every, n)``): at the output size without region
+    control, or with it windowed like the photo (``for_window``).
     """
 
     def __init__(self, files: list[Path], size: int, every: int, saliency: U2NetP) -> None:
         self.files, self.size, self.every, self.saliency = files, size, every, saliency
-        self._cache: dict[int, np.ndarray] = {}
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def index_of(self, pair: int) -> int:
+        return background_of(pair, self.every, len(self.files))
+
+    def blackened(self, pair: int, height: int, width: int) -> np.ndarray:
+        """``(height, width, 3)`` float32 in [0, 1]: pair ``pair``'s normal image resized, its object blacked out."""
+        k = self.index_of(pair)
+        if (k, height, width) not in self._cache:
+            image = resize(as_float_image(read_rgb(self.files[k])), height, width)
+            self._cache[k, height, width] = blackened_background(image, self.saliency.saliency(image))
+        return self._cache[k, height, width]
 
     def for_pair(self, index: int) -> np.ndarray:
         """``(size, size, 3)`` float32 in [0, 1]: the background of pair ``index``."""
-        k = background_of(index, self.every, len(self.files))
-        if k not in self._cache:
-            image = as_float_image(read_rgb(self.files[k]))
-            image = resize(image, self.size, self.size)
-            self._cache[k] = blackened_background(image, self.saliency.saliency(image))
-        return self._cache[k]
+        return self.blackened(index, self.size, self.size)
+
+    def for_window(self, pair: int, region: np.ndarray, window: Window) -> np.ndarray:
+        """The background at the photo's size, cut out with the defect's crop window at the working size exactly
+        as the photo is (``regions.stitch.crop``), so BCM sees the same part of the scene as the photo crop."""
+        full = self.blackened(pair, window.photo_height, window.photo_width)
+        return crop(full, region, window)[0]

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..regions.inputs import region_mask
 from ..regions.stitch import Window, crop, crop_window, region_box, stitch, stitch_mask
+from .provenance import file_sha256, region_record
 from .sources import PhotoSource
 
 RANDOM = "random"
@@ -117,12 +118,13 @@ def sample_group(
     plan: RegionPlan,
     group: list[int],
     seed: int,
-    background_for: Callable[[int], np.ndarray] | None = None,
+    background_for: Callable[[int, np.ndarray, Window], np.ndarray] | None = None,
     **kwargs: Any,
 ) -> list[PairWork]:
     """The defects of the pairs ``group``: defect k of every pair, then k + 1 on the stitched photos; pairs whose
     windows share a working size share a call, in the group's order (so a shard gets the same result).
-    background_for: pair -> BCM background, or None. pipe: one pipeline, or one per model (defect k uses k % n)."""
+    background_for: (pair, region, crop window) -> the BCM background windowed like the photo, or None.
+    pipe: one pipeline, or one per model (defect k uses k % n)."""
     pipes = list(pipe) if isinstance(pipe, (list, tuple)) else [pipe]
     works = [PairWork(i, plan.source.photo(i), plan.regions_for(i)) for i in group]
     for k in range(max(len(w.regions) for w in works)):
@@ -137,7 +139,8 @@ def sample_group(
             batch = pipes[k % len(pipes)](
                 len(sub), shape[0], shape[1], seed=seeds, source=[crops[w.pair][1] for w in sub],
                 region=[crops[w.pair][2] for w in sub], feather=None, progress=False,
-                backgrounds=[background_for(w.pair) for w in sub] if background_for else None, **kwargs,
+                backgrounds=[background_for(w.pair, w.regions[k], crops[w.pair][0]) for w in sub] if background_for
+                else None, **kwargs,
             )  # fmt: skip
             for j, w in enumerate(sub):
                 window = crops[w.pair][0]
@@ -163,7 +166,7 @@ def finish_pair(
         part = stitch(part, piece, zone, window, feather=plan.feather)[0]
         masks.append(stitch_mask(extract_mask(piece, mask_method, threshold, model=model), zone, window))
         entries.append({"id": k + 1, "seed": work.seeds[k], "box": list(region_box(zone)), "window": window.to_dict(),
-                        "mask_pixels": int(masks[-1].sum())})  # fmt: skip
+                        "mask_pixels": int(masks[-1].sum()), "region": region_record(zone)})  # fmt: skip
         if plan.models:
             entries[-1].update(model=plan.models[k % len(plan.models)], type=plan.types[k % len(plan.types)])
     return part, masks, entries
@@ -185,8 +188,11 @@ def write_region_pair(
     source = plan.source
     if plan.types:
         meta = {**meta, "defect_types": [e["type"] for e in entries]}  # export: one COCO category per defect type
-    size = [int(work.image.shape[1]), int(work.image.shape[0])]
-    where = {"source": source.name_for(work.pair), "source_root": str(source.root.resolve())}
+    if meta.get("background"):  # BCM: the background is cut out with each defect's own window
+        entries = [{**e, "background_window": e["window"]} for e in entries]
+    size = size_of(work.image)
+    where = {"source": source.name_for(work.pair), "source_root": str(source.root.resolve()),
+             "source_sha256": file_sha256(source.file_for(work.pair))}  # fmt: skip
     write_sidecar(sidecar_file, {**meta, **where, "size": size, "defects": entries})
     image_path, mask_path, part_path = paths
     write_label(label_file, label if len(masks) > 1 else None)
@@ -194,6 +200,11 @@ def write_region_pair(
     write_png(part_path, part)
     write_png(mask_path, (label > 0).astype(np.uint8) * 255)
     return not label.any()
+
+
+def size_of(image: np.ndarray) -> list[int]:
+    """``[width, height]`` of an image, as sidecars record sizes."""
+    return [int(image.shape[1]), int(image.shape[0])]
 
 
 def check_models(files: list[Path], duals: list[Any], plan: RegionPlan | None, bcm: bool) -> None:
@@ -223,5 +234,5 @@ def check_source(path: Path, plan: RegionPlan | None, pair: int) -> None:
 
 __all__ = [
     "RANDOM", "PairWork", "RegionPlan", "check_models", "check_source", "defect_seed", "finish_pair", "make_plan",
-    "sample_group", "write_region_pair",
+    "sample_group", "size_of", "write_region_pair",
 ]  # fmt: skip

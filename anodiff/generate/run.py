@@ -5,7 +5,8 @@ Layout, under ``<out>/<category>/``::
     test/<anomaly>/000.png                whole anomaly image
     ground_truth/<anomaly>/000_mask.png   mask, 0/255, from the anomaly part (dualanodiff-reference.md §8)
     anomaly_part/<anomaly>/000.png        the anomaly branch: the defect on mid-grey
-    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, model, seed (dataset.sidecar)
+    meta/<anomaly>/000.json               the pair's sidecar: source photo, regions, models, seed and all else that
+                                          makes it again (dataset.sidecar, generate.provenance; --from-sidecar)
     labels/<anomaly>/000.png              with several defects: label mask, id k + 1 for defect k (removed
                                           when the pair is rewritten with one defect)
     .anodiff-generate-<anomaly>.json      the settings the pairs were made with
@@ -45,7 +46,8 @@ from ..regions.stitch import BLENDS
 from ..weights.load import load_dual
 from .backgrounds import IMAGE_SUFFIXES, Backgrounds, check_backgrounds, normal_images
 from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
-from .plan import RANDOM, check_models, check_source, make_plan, sample_group, write_region_pair
+from .plan import RANDOM, check_models, check_source, make_plan, sample_group, size_of, write_region_pair
+from .provenance import background_record, model_hashes
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
 
 log = logging.getLogger(__name__)
@@ -215,16 +217,23 @@ def generate(
     ):
         writing: deque[tuple[list[int], list[Future]]] = deque()
         meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
-                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "anomaly": anomaly}  # fmt: skip
+                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "category": category, "anomaly": anomaly,
+                "run_seed": seed, "batch_size": batch_size, "mask_method": mask_method, "threshold": threshold,
+                "weights_files": [str(w.resolve()) for w in several],
+                "hashes": model_hashes(base_path, several, u2net is not None or bool(plan and plan.fixed is None)),
+                **{k: settings[k] for k in ("feather", "blend", "context", "working")}}  # fmt: skip
+        if plan is None:
+            meta["feather"] = None  # without regions nothing is feathered
         for group in shard_batches(todo, batch_size, shard):
             if plan is not None:
                 works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
-                                     background_for=backgrounds.for_pair if backgrounds else None)  # fmt: skip
+                                     background_for=backgrounds.for_window if backgrounds else None)  # fmt: skip
                 futures = [
                     pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
                                 label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
                                 mask_method, threshold, u2net,
-                                {**meta, "pair": w.pair, "seed": seed + w.pair})
+                                {**meta, "pair": w.pair, "seed": seed + w.pair, "group": group,
+                                 "background": background_record(backgrounds, w.pair, size_of(w.image))})
                     for w in works
                 ]  # fmt: skip
                 writing.append((group, futures))
@@ -237,7 +246,8 @@ def generate(
             )  # fmt: skip
             futures = [
                 pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
-                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size]})
+                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size], "group": group,
+                             "background": background_record(backgrounds, i, [size, size])})
                 for i, image, part in zip(group, batch.images, batch.anomaly_parts)
             ]  # fmt: skip
             writing.append((group, futures))

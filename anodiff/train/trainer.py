@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..common.precision import torch_dtype
+from ..common.precision import autocasting, fallback_fp16_scaler, torch_dtype
 from ..model.dual import DualAdapter
 from ..sd15.processor import DualUNet, UNetPass
 from ..weights.schema import to_dual_file
@@ -101,6 +101,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not gpu)
         self.fingerprint = run_fingerprint(config, self.samples, self.accelerator.num_processes)
         device = self.accelerator.device
+        self.scaler = fallback_fp16_scaler(self.accelerator, config.mixed_precision)  # None: accelerate's own
         self.sd = load_sd15(config.base)
         weight_dtype = torch_dtype(config.mixed_precision)
         self.sd.vae.to(device, dtype=torch.float32)
@@ -209,7 +210,8 @@ class Trainer:
         return DiagonalGaussianDistribution(params).sample(generator=g)
 
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        return pair_loss(step_batch, g, self._sample_latents, self.model, self.sd.scheduler.alphas_cumprod,
+        forward = self.model if self.scaler is None else autocasting(self.model, self.accelerator.device, "fp16")
+        return pair_loss(step_batch, g, self._sample_latents, forward, self.sd.scheduler.alphas_cumprod,
                          self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
 
     def train_step(self) -> float:
@@ -217,7 +219,7 @@ class Trainer:
         loss = self.loss_at(self.batch(g), g)
         clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
         apply_gradients(loss, trainable_parameters(self._unwrapped), self.optimizer, self.config.max_grad_norm,
-                        backward=self.accelerator.backward, clip=clip)  # fmt: skip
+                        backward=self.accelerator.backward, clip=clip, scaler=self.scaler)  # fmt: skip
         self.step += 1
         return float(loss.detach())
 
