@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..common.imageio import as_float_image, read_image, resize
+from ..dataset.sidecar import source_photo
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,6 @@ def background_psnr(generated: np.ndarray, source: np.ndarray, keep: np.ndarray)
     return PSNR_CAP if mse == 0.0 else min(PSNR_CAP, 10.0 * math.log10(1.0 / mse))
 
 
-def source_of(image: Path) -> Path | None:
-    """The source photo the pair of ``image`` was generated into, from its sidecar; None without one (or when the
-    photo has moved: then the nearest normal stands in, with a log line)."""
-    from ..dataset.sidecar import for_image, read_sidecar
-
-    record = read_sidecar(for_image(image)[0])
-    if not record or not record.get("source") or not record.get("source_root"):
-        return None
-    path = Path(record["source_root"]) / record["source"]
-    if not path.is_file():
-        log.info("%s: its source photo %s is gone; the nearest normal image stands in", image, path)
-        return None
-    return path
-
-
 def background_row(
     pairs: Sequence,
     mask_of: Callable[[Path], np.ndarray],
@@ -85,7 +71,7 @@ def background_row(
     psnrs, dists, from_source, from_normal = [], [], 0, 0
     for pair in pairs:
         image = resize(read_image(pair.image), size, size)
-        photo = source_of(Path(pair.image))
+        photo = source_photo(Path(pair.image))
         if photo is not None:
             reference, from_source = resize(read_image(photo), size, size), from_source + 1
         elif nearest is not None:
@@ -115,4 +101,4 @@ def _masked_lpips(lpips, generated: np.ndarray, source: np.ndarray, keep: np.nda
         return float(lpips(a, b)[0])
 
 
-__all__ = ["DILATE", "PSNR_CAP", "background_psnr", "background_row", "outside", "source_of"]
+__all__ = ["DILATE", "PSNR_CAP", "background_psnr", "background_row", "outside"]
