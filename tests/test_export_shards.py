@@ -44,3 +44,21 @@ def test_a_corrupt_line_in_the_middle_still_fails(tmp_path):
     first.write_bytes(b"\xff\xfe\n" + record.encode())
     with pytest.raises(ValueError, match="not UTF-8 text"):
         export.merge_coco(tmp_path, "bottle")
+
+
+def test_after_the_first_export_a_call_lists_no_folder(tmp_path, monkeypatch):
+    """The next index comes from its record, so a call costs the same however many pairs the folders hold; a
+    stray file at the recorded index (copied in by hand) is skipped, never overwritten."""
+    two_shards(tmp_path)  # 000, 001; the second call already starts from the record
+    stray = tmp_path / "bottle" / "ground_truth" / "crack" / "002_mask.png"
+    stray.write_bytes(b"someone else's mask")
+
+    def no_listing(path):
+        raise AssertionError(f"an export call listed {path}")
+
+    monkeypatch.setattr(export.os, "listdir", no_listing)
+    mask = np.zeros((24, 32), bool)
+    mask[2:6, 2:6] = True
+    report = export.export_dataset([np.zeros((24, 32, 3), np.float32)], [mask], tmp_path, "bottle", "crack")
+    assert report.indices == [3] and stray.read_bytes() == b"someone else's mask"
+    assert (tmp_path / "bottle" / ".anodiff-export-crack.next").read_text() == "4"

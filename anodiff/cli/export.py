@@ -12,7 +12,7 @@ from ..dataset.coco import INSTANCES, merge_coco
 from ..dataset.export import export_dataset, parse_formats
 from ..dataset.filter import REJECTED_DIR, filter_tree
 from ..dataset.sidecar import pair_sidecar
-from ..dataset.tools import TOOLS, export_anomalib, export_asbench
+from ..dataset.tools import TOOLS, export_anomalib, export_asbench, normal_files
 from ..dataset.tree import find_pairs, read_mask
 from .errors import reports_errors
 
@@ -47,9 +47,20 @@ def _export_for_tool(args: argparse.Namespace, pairs: list, out: Path) -> int:
                 raise ValueError("--format anomalib needs --normal-dir: the real normal images of the category")
             counts = export_anomalib(chosen, out, args.normal_dir, args.val_share)
         else:
-            counts = export_asbench(chosen, out, args.normal_dir, args.size)
+            counts = export_asbench(chosen, out, _nearest_normal(args.normal_dir), args.size)
         print(f"{out / category} ({args.format}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _nearest_normal(folder: str | None):
+    """``--normal-dir``'s image nearest to a given one (``metrics.alignment``), or None without the folder."""
+    if folder is None:
+        return None
+    from ..metrics.alignment import nearest, thumbnails
+
+    normals = [read_rgb(p) for p in normal_files(folder)]
+    thumbs = thumbnails(normals)
+    return lambda image: normals[nearest(image, thumbs)]
 
 
 @reports_errors("filter", TypeError)

@@ -8,9 +8,10 @@ Layout, under ``out_dir``::
                                                      its COCO categories are the anomaly types
 
 Exports add, never replace: numbering continues from the recorded next index (``anodiff.dataset.numbering``;
-the first export into a folder continues after the highest index in it), a file is created only if its name is free (hard link from a temporary file, which fails instead of
-overwriting), and each call's COCO records go to a JSON-lines shard of its own that ``merge_coco`` turns into the
-COCO file (``anodiff.dataset.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
+the first export into a folder continues after the highest index in it), a file is created only if its name is
+free (hard link from a temporary file, which fails instead of overwriting), and each call's COCO records go to a
+JSON-lines shard of its own that ``merge_coco`` turns into the COCO file (``anodiff.dataset.coco``), so several
+exporters may share ``out_dir``. COCO ``file_name``s are relative to
 ``out_dir``. Each 8-connected component of a mask is one annotation (``instances="component"``, what detectors
 train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
 and bbox come from pycocotools.

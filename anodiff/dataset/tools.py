@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -48,7 +48,8 @@ TOOLS = ("anomalib", "asbench")
 JPEG_QUALITY = 100
 
 
-def _normals(folder: str | Path | None) -> list[Path]:
+def normal_files(folder: str | Path | None) -> list[Path]:
+    """The images of ``--normal-dir``, sorted (none without one)."""
     if folder is None:
         return []
     folder = Path(folder)
@@ -76,7 +77,7 @@ def export_anomalib(pairs: Sequence[TreePair], out: str | Path, normal_dir: str 
     """Write the anomalib Folder layout (module docstring); returns the count of files per folder."""
     if not 0.0 < val_share < 1.0 or not 0.0 < normal_holdout < 0.5:
         raise ValueError(f"need 0 < val_share < 1 and 0 < normal_holdout < 0.5, got {val_share}, {normal_holdout}")
-    normals = _normals(normal_dir)
+    normals = normal_files(normal_dir)
     if len(normals) < 3:
         raise ValueError(f"--normal-dir needs at least 3 normal images (train, validation, test), got {len(normals)}")
     root = Path(out) / pairs[0].category
@@ -113,26 +114,27 @@ def _jpeg(image: np.ndarray, size: int) -> bytes:
     return data.tobytes()
 
 
-def export_asbench(pairs: Sequence[TreePair], out: str | Path, normal_dir: str | Path | None = None,
-                   size: int = 256) -> dict[str, int]:  # fmt: skip
-    """Write the ASBench image/augmented/mask layout (module docstring); returns how many origins came from the
-    pairs' source photos and how many from the nearest normal image."""
-    from ..metrics.alignment import nearest, thumbnails
+Origin = Callable[[np.ndarray], np.ndarray]
 
+
+def export_asbench(
+    pairs: Sequence[TreePair], out: str | Path, origin_of: Origin | None = None, size: int = 256
+) -> dict[str, int]:
+    """Write the ASBench image/augmented/mask layout (module docstring); returns how many origins came from the
+    pairs' source photos and how many from ``origin_of`` (a generated RGB image -> the normal image to pair it with,
+    e.g. the nearest one, which ``anodiff.cli.export`` builds from ``--normal-dir``)."""
     if size < 8:
         raise ValueError(f"size must be >= 8 pixels, got {size}")
-    normals = _normals(normal_dir)
-    thumbs = thumbnails([read_rgb(p) for p in normals]) if normals else None
     root = Path(out) / pairs[0].category
     for sub in ("image", "augmented", "mask"):
         _fresh(root / sub)
     counts = {"from_source": 0, "from_normal": 0}
     for pair in pairs:
         image, photo = read_rgb(pair.image), source_photo(pair.image)
-        if photo is None and thumbs is None:
+        if photo is None and origin_of is None:
             raise ValueError(f"{pair.image}: its sidecar names no source photo; give --normal-dir so the nearest "
                              "normal image can be its origin")  # fmt: skip
-        origin = read_rgb(photo) if photo is not None else read_rgb(normals[nearest(image, thumbs)])
+        origin = read_rgb(photo) if photo is not None else origin_of(image)
         counts["from_source" if photo is not None else "from_normal"] += 1
         mask = cv2.resize(read_mask(pair.mask).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
         name = f"{_name(pair)}.jpg"
@@ -142,4 +144,4 @@ def export_asbench(pairs: Sequence[TreePair], out: str | Path, normal_dir: str |
     return counts
 
 
-__all__ = ["JPEG_QUALITY", "TOOLS", "export_anomalib", "export_asbench"]
+__all__ = ["JPEG_QUALITY", "TOOLS", "export_anomalib", "export_asbench", "normal_files"]

@@ -47,8 +47,9 @@ def run_protocol(generated: dict[str, list], opts, category: str, notes: list[st
     counts = {k: {t: len(v) for t, v in per.items()} for k, per in sets.items()}
     short = [t for t, n in counts["generated"].items() if n < opts.protocol_generated]
     if short:
+        have = ", ".join(str(counts["generated"][t]) for t in short)
         notes.append(f"protocol: fewer than {opts.protocol_generated} generated pairs for {', '.join(short)} "
-                     f"({', '.join(str(counts['generated'][t]) for t in short)}); the papers use 1000 per type")  # fmt: skip
+                     f"({have}); the papers use 1000 per type")  # fmt: skip
     out: dict = {"generated_per_type": opts.protocol_generated, "real_share": REAL_SHARE, "counts": counts,
                  "checkpoint": "last epoch (no selection on the test set)"}  # fmt: skip
     real_train = [item for t in sorted(sets["real_train"]) for item in sets["real_train"][t]]
