@@ -206,3 +206,17 @@ def test_readme_holds_the_table_of_published_numbers_with_sources_and_marks():
         (row,) = [line for line in table if line.startswith(f"| {published.method} | {published.dataset} |")]
         assert row.count(OUTSIDE_MARK) == len(published.outside_paper & set(README_METRICS))
     assert f"{OUTSIDE_MARK}: not found in the paper itself" in readme
+
+
+def test_the_protocol_numbers_are_the_ones_beside_the_papers():
+    from anodiff.metrics.markdown import headline_values
+
+    report = {"mean": {"inception_score": 1.5, "kid": 0.01},
+              "localization": {"test": {"pixel_auroc": 0.90}}, "classification": {"accuracy": 0.4},
+              "protocol": {"localization": {"test": {"pixel_auroc": 0.95, "pixel_f1_max": 0.5}},
+                           "classification": {"accuracy": 0.6}}}  # fmt: skip
+    ours = headline_values(report)
+    assert ours == {"inception_score": 1.5, "kid": 0.01, "pixel_auroc": 0.95, "pixel_f1_max": 0.5,
+                    "classification_accuracy": 0.6}  # fmt: skip
+    del report["protocol"]
+    assert headline_values(report)["pixel_auroc"] == 0.90 and headline_values(report)["classification_accuracy"] == 0.4
