@@ -62,3 +62,18 @@ def test_after_the_first_export_a_call_lists_no_folder(tmp_path, monkeypatch):
     report = export.export_dataset([np.zeros((24, 32, 3), np.float32)], [mask], tmp_path, "bottle", "crack")
     assert report.indices == [3] and stray.read_bytes() == b"someone else's mask"
     assert (tmp_path / "bottle" / ".anodiff-export-crack.next").read_text() == "4"
+
+
+def test_export_finalise_writes_the_coco_file_from_the_command_line(tmp_path, capsys):
+    from test_export import run_cli
+
+    two_shards(tmp_path)  # what two Export Dataset prompts leave: records, no COCO file
+    assert not (tmp_path / "annotations" / "bottle.json").exists()
+    assert run_cli(["export", "--out", str(tmp_path), "--finalise"]) == 0
+    path = tmp_path / "annotations" / "bottle.json"
+    assert f"COCO file {path}: 2 images, 2 annotations, 1 categories" in capsys.readouterr().out
+    assert len(json.loads(path.read_text())["images"]) == 2
+    assert run_cli(["export", "--out", str(tmp_path / "empty"), "--finalise"]) == 2
+    assert "no exported COCO records" in capsys.readouterr().err
+    assert run_cli(["export", "--out", str(tmp_path)]) == 2
+    assert "--from is required" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..common.imageio import read_rgb
 from ..dataset.checks import FOREGROUNDS
-from ..dataset.coco import INSTANCES, merge_coco
+from ..dataset.coco import INSTANCES, finalise, merge_coco
 from ..dataset.export import export_dataset, parse_formats
 from ..dataset.filter import REJECTED_DIR, filter_tree
 from ..dataset.sidecar import pair_sidecar
@@ -19,6 +19,12 @@ from .errors import reports_errors
 
 @reports_errors("export", ImportError)
 def _export(args: argparse.Namespace) -> int:
+    if args.finalise:
+        for path, holds in finalise(args.out, args.category):
+            print(f"COCO file {path}: {holds}")
+        return 0
+    if args.from_dir is None:
+        raise ValueError("--from is required (or --finalise alone to write the COCO files of --out)")
     source, out = Path(args.from_dir), Path(args.out)
     if out.resolve() == source.resolve():
         raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
@@ -90,7 +96,10 @@ def register_export(subparsers: argparse._SubParsersAction) -> argparse.Argument
         ),
     )
     add = p.add_argument
-    add("--from", dest="from_dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--from", dest="from_dir", metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--finalise", action="store_true",
+        help="only write OUT/annotations/<category>.json from the records appended so far (ComfyUI's Export Dataset / "
+             "Export Defects append; this is Finalise Dataset on the command line)")  # fmt: skip
     add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
     add("--format", default="mvtec,coco",
         help="mvtec, coco or mvtec,coco (default: both); or anomalib (Folder datamodule layout) or asbench "
