@@ -183,6 +183,8 @@ def finalise(root: str | Path, category: str | None = None) -> list[tuple[Path, 
     """Merge the shards of ``category`` (None: of every category with shards) into their COCO files; returns each
     file with what it holds, e.g. ``"12 images, 15 annotations, 2 categories"``."""
     folder = Path(root) / "annotations"
+    if category is not None and (category.strip() in ("", ".", "..") or any(c in category for c in "/\\")):
+        raise ValueError(f"category must be a plain folder name, got {category!r}")
     names = [category] if category else sorted(p.name[: -len(".parts")] for p in folder.glob("*.parts") if p.is_dir())
     if not names or not (parts_dir(root, names[0]).is_dir() or coco_path(root, names[0]).is_file()):
         what = f"category {category!r}" if category else "any category"

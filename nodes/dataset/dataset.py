@@ -225,6 +225,7 @@ class DualAnoDiffFinaliseDataset(ExportNodeOutput):
         "grows), and this node merges them all. Queue it once after a batch; it runs on every queue."
     )
     FUNCTION = "finalise"
+    OUTPUT_TOOLTIPS = ("Each COCO file written, with its image, annotation and category counts.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -240,7 +241,7 @@ class DualAnoDiffFinaliseDataset(ExportNodeOutput):
     def IS_CHANGED(cls, **kwargs):
         return float("nan")  # the records change between queues while the inputs do not: never use a cached result
 
-    def finalise(self, output_dir, category):
+    def finalise(self, output_dir, category, **kwargs):
         node = "Finalise Dataset"
         root = output_root(output_dir, node)
         try:

@@ -173,6 +173,8 @@ def test_finalise_without_records_names_the_folder(dataset_module, output_dir):
         finalise.finalise("empty_set", "")
     with pytest.raises(ValueError, match="Finalise Dataset: output_dir"):
         finalise.finalise("../escape", "")
+    with pytest.raises(ValueError, match="Finalise Dataset: category must be a plain folder name"):
+        finalise.finalise("empty_set", "../bottle")
 
 
 @pytest.mark.parametrize("path", ["../escape", "sets/../../escape", "/tmp/anodiff_escape", "", "."])
