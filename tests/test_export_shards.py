@@ -44,3 +44,36 @@ def test_a_corrupt_line_in_the_middle_still_fails(tmp_path):
     first.write_bytes(b"\xff\xfe\n" + record.encode())
     with pytest.raises(ValueError, match="not UTF-8 text"):
         export.merge_coco(tmp_path, "bottle")
+
+
+def test_after_the_first_export_a_call_lists_no_folder(tmp_path, monkeypatch):
+    """The next index comes from its record, so a call costs the same however many pairs the folders hold; a
+    stray file at the recorded index (copied in by hand) is skipped, never overwritten."""
+    two_shards(tmp_path)  # 000, 001; the second call already starts from the record
+    stray = tmp_path / "bottle" / "ground_truth" / "crack" / "002_mask.png"
+    stray.write_bytes(b"someone else's mask")
+
+    def no_listing(path):
+        raise AssertionError(f"an export call listed {path}")
+
+    monkeypatch.setattr(export.os, "listdir", no_listing)
+    mask = np.zeros((24, 32), bool)
+    mask[2:6, 2:6] = True
+    report = export.export_dataset([np.zeros((24, 32, 3), np.float32)], [mask], tmp_path, "bottle", "crack")
+    assert report.indices == [3] and stray.read_bytes() == b"someone else's mask"
+    assert (tmp_path / "bottle" / ".anodiff-export-crack.next").read_text() == "4"
+
+
+def test_export_finalise_writes_the_coco_file_from_the_command_line(tmp_path, capsys):
+    from test_export import run_cli
+
+    two_shards(tmp_path)  # what two Export Dataset prompts leave: records, no COCO file
+    assert not (tmp_path / "annotations" / "bottle.json").exists()
+    assert run_cli(["export", "--out", str(tmp_path), "--finalise"]) == 0
+    path = tmp_path / "annotations" / "bottle.json"
+    assert f"COCO file {path}: 2 images, 2 annotations, 1 categories" in capsys.readouterr().out
+    assert len(json.loads(path.read_text())["images"]) == 2
+    assert run_cli(["export", "--out", str(tmp_path / "empty"), "--finalise"]) == 2
+    assert "no exported COCO records" in capsys.readouterr().err
+    assert run_cli(["export", "--out", str(tmp_path)]) == 2
+    assert "--from is required" in capsys.readouterr().err

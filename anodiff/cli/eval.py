@@ -52,6 +52,8 @@ def _run(args: argparse.Namespace) -> int:
         fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device, mixed_precision=args.mixed_precision,
         loc={k: v for k, v in loc.items() if v is not None},
         classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
+        background=not args.no_background, background_dilate=args.background_dilate, protocol=args.protocol,
+        protocol_generated=args.protocol_generated,
     )  # fmt: skip
     written = write_report(evaluate(opts), opts.out)
     print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -98,8 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for KID subsets, IC-LPIPS shuffles and training")
     p.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no",
-                   help="precision of the localisation/classification training (FID, IS, LPIPS stay fp32)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "fp16", "bf16"],
+        default="no",
+        help="precision of the localisation/classification training (FID, IS, LPIPS stay fp32)",
+    )
     p.add_argument("--loc-epochs", type=int, default=None, help="localisation epochs (default 200, as the authors)")
     p.add_argument("--loc-base-width", type=int, default=None, help="U-Net base width (default 64)")
     p.add_argument("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")
@@ -118,6 +124,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cls-epochs", type=int, default=None, help="classification epochs (default 30)")
     p.add_argument("--cls-size", type=int, default=None, help="classification image size (default 224)")
     p.add_argument("--cls-batch-size", type=int, default=None, help="classification batch size (default 16)")
+    p.add_argument(
+        "--protocol",
+        action="store_true",
+        help="the papers' downstream protocol: the U-Net and the ResNet-34 train on --protocol-generated generated "
+        "pairs per type plus the first third of the real anomalies, and are scored once, last epoch, on the rest "
+        "(uses the --loc-* and --cls-* settings)",
+    )
+    p.add_argument("--protocol-generated", type=int, default=1000, metavar="N",
+                   help="generated pairs per type in --protocol (default 1000, as the papers)")  # fmt: skip
+    p.add_argument("--no-background", action="store_true", help="skip the background-preservation score")
+    p.add_argument("--background-dilate", type=int, default=5, metavar="PX",
+                   help="pixels (at 256 px) the mask grows before the background is compared (default 5)")  # fmt: skip
     p.add_argument(
         "--summary",
         nargs="+",

@@ -8,20 +8,29 @@ from pathlib import Path
 
 from ..common.imageio import read_rgb
 from ..dataset.checks import FOREGROUNDS
-from ..dataset.coco import INSTANCES, merge_coco
+from ..dataset.coco import INSTANCES, finalise, merge_coco
 from ..dataset.export import export_dataset, parse_formats
 from ..dataset.filter import REJECTED_DIR, filter_tree
 from ..dataset.sidecar import pair_sidecar
+from ..dataset.tools import TOOLS, export_anomalib, export_asbench, normal_files
 from ..dataset.tree import find_pairs, read_mask
 from .errors import reports_errors
 
 
 @reports_errors("export", ImportError)
 def _export(args: argparse.Namespace) -> int:
-    formats = parse_formats(args.format)
+    if args.finalise:
+        for path, holds in finalise(args.out, args.category):
+            print(f"COCO file {path}: {holds}")
+        return 0
+    if args.from_dir is None:
+        raise ValueError("--from is required (or --finalise alone to write the COCO files of --out)")
     source, out = Path(args.from_dir), Path(args.out)
     if out.resolve() == source.resolve():
         raise ValueError("--out must differ from --from: an export adds to its target and would double the tree")
+    if args.format in TOOLS:
+        return _export_for_tool(args, find_pairs(source, args.category, args.anomaly), out)
+    formats = parse_formats(args.format)
     pairs = find_pairs(source, args.category, args.anomaly)
     for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
         group = list(group)
@@ -33,6 +42,31 @@ def _export(args: argparse.Namespace) -> int:
         for category in sorted({p.category for p in pairs}):
             print(f"COCO file {merge_coco(out, category)}")
     return 0
+
+
+def _export_for_tool(args: argparse.Namespace, pairs: list, out: Path) -> int:
+    """``--format anomalib`` / ``asbench``: one layout per category (``anodiff.dataset.tools``)."""
+    for category in sorted({p.category for p in pairs}):
+        chosen = [p for p in pairs if p.category == category]
+        if args.format == "anomalib":
+            if args.normal_dir is None:
+                raise ValueError("--format anomalib needs --normal-dir: the real normal images of the category")
+            counts = export_anomalib(chosen, out, args.normal_dir, args.val_share)
+        else:
+            counts = export_asbench(chosen, out, _nearest_normal(args.normal_dir), args.size)
+        print(f"{out / category} ({args.format}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _nearest_normal(folder: str | None):
+    """``--normal-dir``'s image nearest to a given one (``metrics.alignment``), or None without the folder."""
+    if folder is None:
+        return None
+    from ..metrics.alignment import nearest, thumbnails
+
+    normals = [read_rgb(p) for p in normal_files(folder)]
+    thumbs = thumbnails(normals)
+    return lambda image: normals[nearest(image, thumbs)]
 
 
 @reports_errors("filter", TypeError)
@@ -62,9 +96,19 @@ def register_export(subparsers: argparse._SubParsersAction) -> argparse.Argument
         ),
     )
     add = p.add_argument
-    add("--from", dest="from_dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--from", dest="from_dir", metavar="DIR", help="root of a tree written by anodiff generate")
+    add("--finalise", action="store_true",
+        help="only write OUT/annotations/<category>.json from the records appended so far (ComfyUI's Export Dataset / "
+             "Export Defects append; this is Finalise Dataset on the command line)")  # fmt: skip
     add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
-    add("--format", default="mvtec,coco", help="mvtec, coco or mvtec,coco (default: both)")
+    add("--format", default="mvtec,coco",
+        help="mvtec, coco or mvtec,coco (default: both); or anomalib (Folder datamodule layout) or asbench "
+             "(image/augmented/mask), written whole into a new --out")  # fmt: skip
+    add("--normal-dir", default=None, metavar="DIR",
+        help="real normal images: anomalib's normal folders (needed), ASBench's origin for pairs without a source "
+             "photo in their sidecar")  # fmt: skip
+    add("--val-share", type=float, default=0.5, help="anomalib: share of each type's pairs in validation (0.5)")
+    add("--size", type=int, default=256, help="asbench: image side in pixels (256, ASBench's working size)")
     add("--category", default=None, help="only this category (default: all)")
     add("--anomaly", default=None, help="only this anomaly type (default: all)")
     add("--instances", choices=INSTANCES, default="component",

@@ -6,8 +6,8 @@ or rewrites what is there. ``merge_coco`` builds the COCO file ``annotations/<ca
 name (= creation) order, numbering images, annotations and categories in that order; it is a derived file, rebuilt
 on demand (the ``anodiff export`` command does it once at its end); a shard's last line still without its
 newline (being written, or cut off by a killed exporter) is left out with a warning. A COCO file written before
-shards existed is taken over once as the first shard. ``<anomaly>.next`` holds the next free pair index, so
-numbering continues after pairs whose image files were moved away, without reading the shards.
+shards existed is taken over once as the first shard, and the next free index of each of its anomaly types is
+recorded (``anodiff.dataset.numbering``), so numbering continues after pairs whose image files were moved away.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..common.imageio import write_atomic
 from ..common.jobs import open_exclusive
+from .numbering import record_next_index
 from .tree import index_of
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ def adopt_legacy(root: Path, category: str) -> None:
     anns: dict[Any, list[dict]] = {}
     anomaly_of: dict[Any, str] = {}
     for ann in coco["annotations"]:
-        anns.setdefault(ann.get("image_id"), []).append({k: ann[k] for k in ("segmentation", "area", "bbox") if k in ann})
+        anns.setdefault(ann.get("image_id"), []).append(
+            {k: ann[k] for k in ("segmentation", "area", "bbox") if k in ann}
+        )
         anomaly_of.setdefault(ann.get("image_id"), names.get(ann.get("category_id")))
     lines, nexts = [], {}
     for entry in coco["images"]:
@@ -136,7 +139,13 @@ class ShardWriter:
     def add(self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict],
             extra: dict | None = None) -> None:  # fmt: skip
         """extra: more fields for the COCO image entry (e.g. ``anodiff``: the pair's sidecar)."""
-        line = {"file_name": file_name, "width": width, "height": height, "anomaly": anomaly, "annotations": annotations}
+        line = {
+            "file_name": file_name,
+            "width": width,
+            "height": height,
+            "anomaly": anomaly,
+            "annotations": annotations,
+        }
         if extra:
             line["extra"] = extra
         self._fh.write(json.dumps(line) + "\n")
@@ -167,7 +176,28 @@ def _complete_lines(shard: Path) -> list[str]:
 
 def merge_coco(root: str | Path, category: str) -> Path:
     """Write ``annotations/<category>.json`` from every shard of the category; returns its path."""
-    root = Path(root)
+    return _merged(Path(root), category)[0]
+
+
+def finalise(root: str | Path, category: str | None = None) -> list[tuple[Path, str]]:
+    """Merge the shards of ``category`` (None: of every category with shards) into their COCO files; returns each
+    file with what it holds, e.g. ``"12 images, 15 annotations, 2 categories"``."""
+    folder = Path(root) / "annotations"
+    if category is not None and (category.strip() in ("", ".", "..") or any(c in category for c in "/\\")):
+        raise ValueError(f"category must be a plain folder name, got {category!r}")
+    names = [category] if category else sorted(p.name[: -len(".parts")] for p in folder.glob("*.parts") if p.is_dir())
+    if not names or not (parts_dir(root, names[0]).is_dir() or coco_path(root, names[0]).is_file()):
+        what = f"category {category!r}" if category else "any category"
+        raise FileNotFoundError(f"{folder}: no exported COCO records of {what}; export with the coco format first")
+    out = []
+    for name in names:
+        path, coco = _merged(Path(root), name)
+        counts = (len(coco["images"]), len(coco["annotations"]), len(coco["categories"]))
+        out.append((path, "{} images, {} annotations, {} categories".format(*counts)))
+    return out
+
+
+def _merged(root: Path, category: str) -> tuple[Path, dict[str, Any]]:
     adopt_legacy(root, category)
     coco = _new_coco(category)
     categories: dict[str, int] = {}
@@ -195,22 +225,4 @@ def merge_coco(root: str | Path, category: str) -> Path:
                                             "category_id": categories[name], "iscrowd": 0, **fields})  # fmt: skip
     path = coco_path(root, category)
     write_atomic(path, json.dumps(coco, indent=1).encode("utf-8"))
-    return path
-
-
-def next_index(root: Path, category: str, anomaly: str) -> int:
-    """The recorded next free pair index of ``category/anomaly`` (0 when none is recorded)."""
-    try:
-        return int((parts_dir(root, category) / f"{anomaly}.next").read_text().strip())
-    except (OSError, ValueError):
-        return 0
-
-
-def record_next_index(root: Path, category: str, anomaly: str, index: int) -> None:
-    """Raise the recorded next free index to ``index`` (under a short lock: concurrent writers only raise it)."""
-    from ..common.jobs import SharedFileLock
-
-    path = parts_dir(root, category) / f"{anomaly}.next"
-    with SharedFileLock(path.with_name(path.name + ".lock")):
-        if index > next_index(root, category, anomaly):
-            write_atomic(path, str(index).encode())
+    return path, coco

@@ -7,10 +7,11 @@ Layout, under ``out_dir``::
     annotations/<category>.json                      COCO instances ("coco"); one file per object category,
                                                      its COCO categories are the anomaly types
 
-Exports add, never replace: numbering continues after the highest index already in the folders or the COCO
-file, a file is created only if its name is free (hard link from a temporary file, which fails instead of
-overwriting), and each call's COCO records go to a JSON-lines shard of its own that ``merge_coco`` turns into the
-COCO file (``anodiff.dataset.coco``), so several exporters may share ``out_dir``. COCO ``file_name``s are relative to
+Exports add, never replace: numbering continues from the recorded next index (``anodiff.dataset.numbering``;
+the first export into a folder continues after the highest index in it), a file is created only if its name is
+free (hard link from a temporary file, which fails instead of overwriting), and each call's COCO records go to a
+JSON-lines shard of its own that ``merge_coco`` turns into the COCO file (``anodiff.dataset.coco``), so several
+exporters may share ``out_dir``. COCO ``file_name``s are relative to
 ``out_dir``. Each 8-connected component of a mask is one annotation (``instances="component"``, what detectors
 train on) or the whole mask is one (``"mask"``); segmentations are compressed RLE with ``iscrowd`` 0, and area
 and bbox come from pycocotools.
@@ -31,8 +32,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
-from . import coco
-from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
+from . import coco, numbering
+from .coco import INSTANCES, _rle_tools, coco_instances, finalise, load_coco, merge_coco
 from .sidecar import defect_instances, label_matches
 from .tree import TreePair, find_pairs, index_of, read_mask
 
@@ -144,18 +145,14 @@ def export_dataset(
     root = Path(out_dir)
     folder = root / category
     report = ExportReport(root, category, anomaly, formats)
-    taken = {
-        i for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
-        for i in map(index_of, os.listdir(folder / sub / anomaly)) if i is not None
-    }  # fmt: skip
     shard = None
-    floor = 0
     if "coco" in formats:
         _rle_tools()  # fail before writing anything
         coco.adopt_legacy(root, category)  # also refuses a file that is not COCO, before anything is written
-        floor = coco.next_index(root, category, anomaly)
-    following = max(max(taken, default=-1) + 1, floor)
-    if start is not None and start in taken:
+    following = numbering.next_index(root, category, anomaly)
+    if following is None:  # no record yet: list the folders, once
+        following = _after_files(folder, anomaly)
+    if start is not None and _taken(folder, anomaly, start):
         raise FileExistsError(f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
                               f"{following}, or leave start unset")  # fmt: skip
     index = following if start is None else start
@@ -191,10 +188,10 @@ def export_dataset(
             index += 1
     finally:
         bar.close()
+        if report.indices:  # a failure before the first pair finished must not hide its own error
+            numbering.record_next_index(root, category, anomaly, max(report.indices) + 1)
         if shard is not None:
             shard.close()
-            if report.indices:  # a failure before the first pair finished must not hide its own error
-                coco.record_next_index(root, category, anomaly, max(report.indices) + 1)
             if merge:
                 report.coco = coco.merge_coco(root, category)
     if "coco" in formats and report.coco is None and merge:
@@ -215,12 +212,29 @@ def _trusted(label: np.ndarray | None, mask: np.ndarray, image_path: Path, meta:
     return None
 
 
+def _after_files(folder: Path, anomaly: str) -> int:
+    """One past the highest pair index among the files of ``folder``'s ``anomaly`` (0 when there are none)."""
+    found = [index_of(name) for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
+             for name in os.listdir(folder / sub / anomaly)]  # fmt: skip
+    return 1 + max((i for i in found if i is not None), default=-1)
+
+
+def _taken(folder: Path, anomaly: str, index: int) -> bool:
+    name = f"{index:03d}"
+    return (folder / "test" / anomaly / f"{name}.png").exists() or (
+        folder / "ground_truth" / anomaly / f"{name}_mask.png"
+    ).exists()
+
+
 def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:
     """Create the image of the first free index from ``index`` (only ``index`` itself when not ``search``): the
-    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice."""
+    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice; an index
+    whose mask alone exists (its image moved away) is skipped too."""
     while True:
         path = folder / "test" / anomaly / f"{index:03d}.png"
         try:
+            if search and _taken(folder, anomaly, index):
+                raise FileExistsError(path)
             write_new(path, png)
             return index, path
         except FileExistsError:
@@ -232,5 +246,6 @@ def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, sta
 
 __all__ = [
     "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
-    "export_dataset", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb", "write_new",
+    "export_dataset", "finalise", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb",
+    "write_new",
 ]  # fmt: skip

@@ -118,6 +118,20 @@ __all__ = [
     "pair_sidecar",
     "read_sidecar",
     "sidecar_path",
+    "source_photo",
     "write_label",
     "write_sidecar",
 ]
+
+
+def source_photo(image: Path) -> Path | None:
+    """The photo the pair of ``image`` was generated into (region control), from its sidecar's ``source_root`` and
+    ``source``; None when the pair has no sidecar, was made without a photo, or the photo is no longer there."""
+    record = read_sidecar(for_image(image)[0])
+    if not record or not record.get("source") or not record.get("source_root"):
+        return None
+    path = Path(record["source_root"]) / record["source"]
+    if not path.is_file():
+        log.info("%s: its source photo %s is gone", image, path)
+        return None
+    return path

@@ -48,6 +48,8 @@ class LocalizationConfig:
     pool: int = 21
     val_every: int = 1
     val_normal_share: float = 0.1
+    real_share: float = 0.0
+    """Share of samples drawn from ``LocalizationData.real`` (the protocol's real training anomalies)."""
     seed: int = 0
     device: str | None = None
     mixed_precision: str = "no"
@@ -55,10 +57,13 @@ class LocalizationConfig:
 
 @dataclass
 class LocalizationData:
+    """Training normals and pairs; an empty ``validation`` means: no selection, the last epoch's weights."""
+
     normals: list[Path]
     generated: dict[str, list[Item]]
     validation: list[Item]
     test: list[Item]
+    real: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -106,13 +111,17 @@ class _Items(Dataset):
         return torch.from_numpy(image), torch.from_numpy(mask)
 
 
-def epoch_items(data: LocalizationData, count: int, rng: random.Random) -> list[Item]:
-    """One epoch's samples: each a normal image (empty mask) or, with probability 1/2, a random type's pair."""
+def epoch_items(data: LocalizationData, count: int, rng: random.Random, real_share: float = 0.0) -> list[Item]:
+    """One epoch's samples: each a normal image (empty mask) or, with probability 1/2, a pair: a real training
+    anomaly with probability ``real_share`` (when ``data.real`` has any), else a random type's generated pair."""
     kinds = sorted(data.generated)
-    return [
-        rng.choice(data.generated[rng.choice(kinds)]) if rng.random() < 0.5 else (rng.choice(data.normals), None)
-        for _ in range(count)
-    ]
+
+    def pair() -> Item:
+        if data.real and rng.random() < 2 * real_share:
+            return rng.choice(data.real)
+        return rng.choice(data.generated[rng.choice(kinds)])
+
+    return [pair() if rng.random() < 0.5 else (rng.choice(data.normals), None) for _ in range(count)]
 
 
 @torch.no_grad()
@@ -170,11 +179,12 @@ def build_data(
 def train_localization(
     data: LocalizationData, config: LocalizationConfig | None = None, progress: bool = True
 ) -> LocalizationResult:
-    """Train, select the checkpoint on ``data.validation``, and score it once on ``data.test``."""
+    """Train, select the checkpoint on ``data.validation`` (none: keep the last epoch's weights), and score it once
+    on ``data.test``."""
     config = config or LocalizationConfig()
     if not data.generated or not data.normals:
         raise ValueError("localisation training needs generated pairs and normal train/good images")
-    for name, items in (("validation", data.validation), ("test", data.test)):
+    for name, items in (("validation", data.validation), ("test", data.test))[0 if data.validation else 1 :]:
         kinds = {mask is None for _, mask in items}
         if kinds != {True, False}:
             raise ValueError(f"the {name} set needs both normal and anomalous images, got {len(items)} images")
@@ -190,7 +200,8 @@ def train_localization(
     for epoch in tqdm(range(1, config.epochs + 1), desc="localisation", unit="epoch", disable=not progress):
         model.train()
         losses = []
-        loader = DataLoader(_Items(epoch_items(data, config.samples_per_epoch, rng), config.size), config.batch_size)
+        items = epoch_items(data, config.samples_per_epoch, rng, config.real_share)
+        loader = DataLoader(_Items(items, config.size), config.batch_size)
         for images, masks in loader:
             with autocast(device, config.mixed_precision):
                 logits = model(images.to(device))
@@ -198,7 +209,7 @@ def train_localization(
             losses.append(training_step(loss, optimizer, scaler))
         scheduler.step()
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
-        if epoch % config.val_every == 0 or epoch == config.epochs:
+        if data.validation and (epoch % config.val_every == 0 or epoch == config.epochs):
             metrics = evaluate(model, data.validation, config, device)
             row["validation_score"] = selection_score(metrics)
             if row["validation_score"] > best:
@@ -206,7 +217,10 @@ def train_localization(
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         history.append(row)
         log.info("epoch %d: %s", epoch, row)
-    model.load_state_dict(best_state)
+    if best_state is None:
+        best_epoch = config.epochs
+    else:
+        model.load_state_dict(best_state)
     return LocalizationResult(best_epoch, best_val, evaluate(model, data.test, config, device), history)
 
 

@@ -19,9 +19,12 @@ COLUMNS = (
     ("novelty_share", "novel masks", "{:.1%}"),
     ("inception_score", "IS", "{:.3f}"),
     ("kid_x1000", "KID x1000", "{:.2f}"),
-    ("fid", "FID", "{:.1f}"),
     ("ic_lpips", "IC-LPIPS", "{:.3f}"),
+    ("fid", "FID", "{:.1f}"),
+    ("background_psnr", "bg PSNR dB", "{:.1f}"),
+    ("background_lpips", "bg LPIPS", "{:.3f}"),
 )
+"""The headline numbers IS, KID and IC-LPIPS side by side, then FID and the background preservation."""
 LOCALIZATION = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro")
 
 READING = """\
@@ -37,6 +40,10 @@ READING = """\
   same real set.
 - **IS**: torch-fidelity's Inception Score of the generated images of the type (10 splits), the papers' headline
   number; the category's is the mean over its types, as the authors' `compute-is` script.
+- **Background (bg PSNR, bg LPIPS)**: the generated image against the photo it was generated into (its sidecar's
+  source; without one, the nearest `train/good` image), outside the mask grown by {dilate} px at 256 px, with the
+  mask blanked in both; 100 dB means identical. High IC-LPIPS with a low bg PSNR is diversity bought by repainting
+  the background (O2MAG's point), not by varied defects.
 - **IC-LPIPS**: AnomalyDiffusion's protocol (LPIPS-VGG at 256 px, clusters around the training anomaly images,
   at most {cap} per cluster after a shuffle seeded with {seed}); clusters with fewer than two members are skipped
   as the authors' NaN. SeaS's variant (single-member clusters count 0) gives lower numbers: do not mix them.
@@ -63,6 +70,45 @@ def _table(rows: dict[str, dict], mean: dict[str, float]) -> list[str]:
     return lines
 
 
+def headline_values(report: dict) -> dict[str, float]:
+    """The numbers that sit beside the papers': the type means, the downstream scores of ``--localization`` and
+    ``--classification``, replaced by those of ``--protocol`` (the papers' protocol) when it ran."""
+    ours = dict(report["mean"])
+    ours.update((report.get("localization") or {}).get("test", {}))
+    if report.get("classification"):
+        ours["classification_accuracy"] = report["classification"]["accuracy"]
+    protocol = report.get("protocol") or {}
+    ours.update((protocol.get("localization") or {}).get("test", {}))
+    if protocol.get("classification"):
+        ours["classification_accuracy"] = protocol["classification"]["accuracy"]
+    return ours
+
+
+def protocol_lines(protocol: dict | None) -> list[str]:
+    """report.md's section on ``--protocol``: what trained, what was tested, and the scores."""
+    if not protocol:
+        return []
+    counts = protocol["counts"]
+    lines = [
+        "## Downstream protocol (the papers')", "",
+        (f"Per type up to {protocol['generated_per_type']} generated pairs plus the first third of the real anomalies "
+         "trained the U-Net and the ResNet-34; the remaining real anomalies are the test set. Weights of the "
+         f"{protocol['checkpoint']}."), "",
+        "| type | generated | real train | real test |", "|---|---|---|---|",
+        *(f"| {t} | {counts['generated'][t]} | {counts['real_train'][t]} | {counts['real_test'][t]} |"
+          for t in sorted(counts["generated"])), "",
+    ]  # fmt: skip
+    loc = protocol.get("localization")
+    if loc:
+        lines += ["| localisation | " + " | ".join(LOCALIZATION) + " |", "|---" * (len(LOCALIZATION) + 1) + "|"]
+        lines += ["| test | " + " | ".join(_cell(loc["test"].get(k), "{:.3f}") for k in LOCALIZATION) + " |", ""]
+    cls = protocol.get("classification")
+    if cls:
+        accuracy = f"accuracy **{cls['accuracy']:.3f}** on {cls['test_images']} real test images."
+        lines += [f"Classification ({cls['backbone']}): {accuracy}", ""]
+    return lines
+
+
 def to_markdown(report: dict, files: dict[str, str]) -> str:
     """The whole report.md; ``files`` names the written plots (kind -> file name) to embed."""
     settings = report["settings"]
@@ -82,8 +128,7 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
     if report["notes"]:
         lines += ["## Not computed", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += ["## Per anomaly type", ""] + _table(report["types"], report["mean"]) + [""]
-    ours = dict(report["mean"])
-    ours.update((report.get("localization") or {}).get("test", {}))
+    ours = headline_values(report)
     scope = f"{report['category']}, mean of its types"
     lines += comparison_table(ours, report.get("dataset", "MVTec AD"), scope)
     if "plot" in files:
@@ -108,9 +153,11 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
              f"real held-out images: accuracy **{cls['accuracy']:.3f}**."), "",
             "| type | recall |", "|---|---|", *(f"| {t} | {r:.3f} |" for t, r in sorted(cls["per_type"].items())), "",
         ]  # fmt: skip
+    lines += protocol_lines(report.get("protocol"))
     reference = "held-out test part" if settings["reference"] == "heldout" else "all real anomalies of the type"
-    lines.append(READING.format(reference=reference, cap=settings["max_per_cluster"], seed=settings["seed"]))
+    lines.append(READING.format(reference=reference, cap=settings["max_per_cluster"], seed=settings["seed"],
+                                dilate=settings.get("background_dilate", 5)))  # fmt: skip
     return "\n".join(lines)
 
 
-__all__ = ["to_markdown"]
+__all__ = ["COLUMNS", "headline_values", "protocol_lines", "to_markdown"]

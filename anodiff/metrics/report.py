@@ -63,6 +63,10 @@ class EvalOptions:
     loc: dict = field(default_factory=dict)
     classification: bool = False
     cls: dict = field(default_factory=dict)
+    background: bool = True
+    background_dilate: int = 5
+    protocol: bool = False
+    protocol_generated: int = 1000
     progress: bool = True
 
 
@@ -142,6 +146,11 @@ def _score_type(
             regions.append(al.defect_region(image, normals.nearest(image)))
         result = al.alignment(gen_masks, regions, WORK_SIZE)
         row.update(alignment_iou=result.mean_iou, chance_iou=result.chance_iou, alignment_margin=result.margin)
+    if opts.background:
+        from .background import background_row
+
+        nearest = normals.nearest if normals is not None else None
+        row.update(background_row(pairs, _mask, nearest, lpips, opts.background_dilate, WORK_SIZE))
     nov = al.novelty(gen_masks, train_masks, size=WORK_SIZE)
     row.update(novelty_share=nov.share, novelty_mean_best_iou=nov.mean_best_iou)
     images = [p.image for p in pairs]
@@ -212,6 +221,10 @@ def evaluate(opts: EvalOptions) -> dict:
     }  # fmt: skip
     if opts.localization:
         report["localization"] = _localization(types, opts, category)
+    if opts.protocol:
+        from .protocol import run_protocol
+
+        report["protocol"] = run_protocol(types, opts, category, notes)
     if opts.classification:
         from .classification import ClassificationConfig, classification_items, train_classifier
 

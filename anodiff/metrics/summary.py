@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .markdown import COLUMNS, _cell
+from .markdown import COLUMNS, _cell, headline_values
 from .published import comparison_table
 
-LOCALIZATION_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro", "classification_accuracy")
+LOCALIZATION_KEYS = (
+    "image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro", "classification_accuracy",
+)  # fmt: skip
 
 
 def read_reports(paths: list[str | os.PathLike]) -> list[dict]:
@@ -47,12 +49,7 @@ def read_reports(paths: list[str | os.PathLike]) -> list[dict]:
 
 
 def _category_values(report: dict) -> dict[str, float]:
-    values = {k: v for k, v in report["mean"].items() if isinstance(v, (int, float))}
-    loc = (report.get("localization") or {}).get("test", {})
-    values.update({k: v for k, v in loc.items() if isinstance(v, (int, float))})
-    if report.get("classification"):
-        values["classification_accuracy"] = report["classification"]["accuracy"]
-    return values
+    return {k: v for k, v in headline_values(report).items() if isinstance(v, (int, float))}
 
 
 def summarize(reports: list[dict]) -> dict:

@@ -143,19 +143,19 @@ class DualAnoDiffFilterPairs:
         return blocker, blocker, report
 
 
-def output_root(output_dir: str) -> Path:
+def output_root(output_dir: str, node: str = "Export Dataset") -> Path:
     """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError."""
     import folder_paths
 
     base = Path(folder_paths.get_output_directory()).resolve()
     if not output_dir or not output_dir.strip():
-        raise ValueError("Export Dataset: output_dir is empty; name a folder inside ComfyUI's output folder")
+        raise ValueError(f"{node}: output_dir is empty; name a folder inside ComfyUI's output folder")
     target = (base / output_dir.strip()).resolve()
     if target == base:
-        raise ValueError(f"Export Dataset: output_dir {output_dir!r} is the output folder itself; name a folder in it")
+        raise ValueError(f"{node}: output_dir {output_dir!r} is the output folder itself; name a folder in it")
     if base not in target.parents:
         raise ValueError(
-            f"Export Dataset: output_dir {output_dir!r} leads outside ComfyUI's output folder {base}; "
+            f"{node}: output_dir {output_dir!r} leads outside ComfyUI's output folder {base}; "
             "give a folder relative to it, without '..'"
         )
     return target
@@ -173,12 +173,16 @@ class ExportNodeOutput:
 
     @staticmethod
     def exported(node: str, *args, **kwargs) -> dict:
-        """Run ``export_dataset(*args, **kwargs)``; its errors name the node, its summary shows in the node."""
+        """Run ``export_dataset(*args, **kwargs)`` without rebuilding the COCO file (that reads every record, so a
+        call would cost more the larger the set; Finalise Dataset does it once); its errors name the node, its
+        summary shows in the node."""
         try:
-            report = export.export_dataset(*args, **kwargs)
+            report = export.export_dataset(*args, merge=False, **kwargs)
         except ValueError as err:
             raise ValueError(f"{node}: {err}") from err
         summary = report.summary()
+        if report.indices and "coco" in report.formats:
+            summary += f"; COCO records appended, queue Finalise Dataset to write annotations/{report.category}.json"
         log.info("%s: %s", node, summary)
         return {"ui": {"text": [summary]}, "result": (summary,)}
 
@@ -214,11 +218,48 @@ class DualAnoDiffExportDataset(ExportNodeOutput):
         return self.exported(node, pictures, found, root, category, anomaly, FORMATS[format])
 
 
+class DualAnoDiffFinaliseDataset(ExportNodeOutput):
+    DESCRIPTION = (
+        "Writes the COCO file(s) annotations/<category>.json of a dataset that Export Dataset / Export Defects add "
+        "to: those nodes only append each prompt's records (so every prompt costs the same however large the set "
+        "grows), and this node merges them all. Queue it once after a batch; it runs on every queue."
+    )
+    FUNCTION = "finalise"
+    OUTPUT_TOOLTIPS = ("Each COCO file written, with its image, annotation and category counts.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "output_dir": ("STRING", {"default": "dualanodiff_dataset", "tooltip": EXPORT_TOOLTIPS["output_dir"]}),
+                "category": ("STRING", {"default": "", "tooltip": "The object category whose COCO file to write; "
+                                                                  "empty: every category with exported records."}),
+            }
+        }  # fmt: skip
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # the records change between queues while the inputs do not: never use a cached result
+
+    def finalise(self, output_dir, category, **kwargs):
+        node = "Finalise Dataset"
+        root = output_root(output_dir, node)
+        try:
+            lines = [f"{path}: {count}" for path, count in export.finalise(root, category.strip() or None)]
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"{node}: {err}") from err
+        summary = "\n".join(lines)
+        log.info("%s: %s", node, summary)
+        return {"ui": {"text": [summary]}, "result": (summary,)}
+
+
 NODE_CLASS_MAPPINGS = {
     "DualAnoDiffFilterPairs": DualAnoDiffFilterPairs,
     "DualAnoDiffExportDataset": DualAnoDiffExportDataset,
+    "DualAnoDiffFinaliseDataset": DualAnoDiffFinaliseDataset,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DualAnoDiffFilterPairs": "Filter Pairs",
     "DualAnoDiffExportDataset": "Export Dataset",
+    "DualAnoDiffFinaliseDataset": "Finalise Dataset",
 }

@@ -101,7 +101,7 @@ class DualAnoDiffExportDefects(ExportNodeOutput):
             raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
                              f"{pictures.shape[:3]}")  # fmt: skip
         types = split_types(defect_types, int(ids.max(initial=0)), node)
-        return self.exported(node, pictures, ids > 0, output_root(output_dir), category, folder, ("mvtec", "coco"),
+        return self.exported(node, pictures, ids > 0, output_root(output_dir, node), category, folder, ("mvtec", "coco"),
                              sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
 
 

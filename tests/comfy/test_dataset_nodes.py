@@ -54,10 +54,10 @@ def inputs_of(cls) -> dict:
     return {name: opts for section in cls.INPUT_TYPES().values() for name, opts in section.items()}
 
 
-@pytest.mark.parametrize("name", ["DualAnoDiffFilterPairs", "DualAnoDiffExportDataset"])
+@pytest.mark.parametrize("name", ["DualAnoDiffFilterPairs", "DualAnoDiffExportDataset", "DualAnoDiffFinaliseDataset"])
 def test_schema_has_tooltips_everywhere(dataset_module, name):
     cls = dataset_module.NODE_CLASS_MAPPINGS[name]
-    assert dataset_module.NODE_DISPLAY_NAME_MAPPINGS[name] in ("Filter Pairs", "Export Dataset")
+    assert dataset_module.NODE_DISPLAY_NAME_MAPPINGS[name] in ("Filter Pairs", "Export Dataset", "Finalise Dataset")
     assert cls.CATEGORY == "DualAnoDiff/dataset" and cls.DESCRIPTION
     assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and callable(getattr(cls(), cls.FUNCTION))
     for input_name, (_, options) in inputs_of(cls).items():
@@ -114,11 +114,67 @@ def test_export_writes_mvtec_and_coco_and_adds_on_a_second_run(dataset_module, o
     assert (root / "bottle" / "test" / "crack" / "000.png").read_bytes() == first
     written = cv2.imread(str(root / "bottle" / "ground_truth" / "crack" / "002_mask.png"), cv2.IMREAD_GRAYSCALE)
     np.testing.assert_array_equal(written > 127, masks[2].numpy() > 0.5)
+    assert "queue Finalise Dataset to write annotations/bottle.json" in again
+    assert not (root / "annotations" / "bottle.json").exists()  # appended only; the merge is the finalise step
+    finalise = dataset_module.DualAnoDiffFinaliseDataset()
+    done = finalise.finalise("sets/run1", "")["result"][0]
+    assert done == f"{root / 'annotations' / 'bottle.json'}: 3 images, 3 annotations, 1 categories"
     coco = COCO(str(root / "annotations" / "bottle.json"))
     assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 3
     node.export(images[[0]], masks[[0]], "sets/coco_only", "bottle", "crack", "coco")
     assert not (output_dir / "sets" / "coco_only" / "bottle" / "ground_truth").exists()
+    finalise.finalise("sets/coco_only", "bottle")
     assert json.loads((output_dir / "sets" / "coco_only" / "annotations" / "bottle.json").read_text())["images"]
+
+
+def test_export_nodes_append_and_finalise_writes_every_call(dataset_module, output_dir):
+    """Many prompts into one set: each call only appends (never reads or rewrites what is there), and the COCO
+    file Finalise Dataset writes holds every call's pairs, also when finalised again after more calls."""
+    from pycocotools.coco import COCO
+
+    import_pack()
+    defects = importlib.import_module(f"{PACK_NAME}.nodes.regions.defects").DualAnoDiffExportDefects()
+    node, finalise = dataset_module.DualAnoDiffExportDataset(), dataset_module.DualAnoDiffFinaliseDataset()
+    images, masks, _, _ = scene()
+    labels = masks[[0]] + 2 * masks[[2]]  # two disjoint defects on one image: ids 1 and 2
+    parts = output_dir / "many" / "annotations" / "bottle.parts"
+    expected = {"images": 0, "annotations": 0}
+    for call in range(1, 31):
+        if call % 5:
+            node.export(images[[0, 3]], masks[[0, 3]], "many", "bottle", "crack", "mvtec+coco")
+            expected["images"] += 2
+        else:
+            defects.export(images[[0]], labels, "crack, scratch", "many", "bottle", "mixed")
+            expected["images"] += 1
+        expected["annotations"] += 2
+        if call == 10:
+            (summary,) = finalise.finalise("many", "bottle")["result"]
+            assert summary.endswith(f"{expected['images']} images, {expected['annotations']} annotations, 2 categories")
+            first = min(parts.glob("*.jsonl"))
+            first.write_text("a record no later export call may read\n" + first.read_text())
+    first.write_text(first.read_text().split("\n", 1)[1])
+    finalise.finalise("many", "")
+    coco = COCO(str(output_dir / "many" / "annotations" / "bottle.json"))
+    assert len(coco.getImgIds()) == expected["images"] == 54 and len(coco.getAnnIds()) == expected["annotations"]
+    assert sorted(c["name"] for c in coco.loadCats(coco.getCatIds())) == ["crack", "scratch"]
+    files = {img["file_name"] for img in coco.loadImgs(coco.getImgIds())}
+    assert files == {f"bottle/test/crack/{i:03d}.png" for i in range(48)} | {
+        f"bottle/test/mixed/{i:03d}.png" for i in range(6)
+    }
+    for image_id in coco.getImgIds():
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+            assert coco.annToMask(ann).sum() == ann["area"] > 0
+
+
+def test_finalise_without_records_names_the_folder(dataset_module, output_dir):
+    finalise = dataset_module.DualAnoDiffFinaliseDataset()
+    assert finalise.IS_CHANGED(output_dir="x", category="") != finalise.IS_CHANGED(output_dir="x", category="")
+    with pytest.raises(ValueError, match=r"Finalise Dataset: .*annotations: no exported COCO records of any category"):
+        finalise.finalise("empty_set", "")
+    with pytest.raises(ValueError, match="Finalise Dataset: output_dir"):
+        finalise.finalise("../escape", "")
+    with pytest.raises(ValueError, match="Finalise Dataset: category must be a plain folder name"):
+        finalise.finalise("empty_set", "../bottle")
 
 
 @pytest.mark.parametrize("path", ["../escape", "sets/../../escape", "/tmp/anodiff_escape", "", "."])

@@ -76,6 +76,9 @@ def test_two_defect_types_on_one_part_run_headless(server, tmp_path):  # noqa: F
     assert (image[~grown] == photo[~grown]).all()
     assert (image[zones[0] > 0] != photo[zones[0] > 0]).any() and (image[zones[1] > 0] != photo[zones[1] > 0]).any()
 
+    from anodiff.dataset.coco import finalise
+
+    finalise(server.output_dir / f"multi_{tmp_path.name}", "object")  # what queueing Finalise Dataset does
     coco = json.loads((server.output_dir / f"multi_{tmp_path.name}" / "annotations" / "object.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     assert {names[a["category_id"]] for a in coco["annotations"]} == {"crack", "scratch"}

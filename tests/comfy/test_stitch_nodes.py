@@ -84,6 +84,7 @@ def test_two_defect_types_on_one_part_give_labels_and_coco(nodes, tiny_sd15, tmp
     assert set(labels.unique().tolist()) == {0.0, 1.0, 2.0} and preview.shape == (1, 480, 640, 3)
     out = nodes["DualAnoDiffExportDefects"]().export(second, labels, "crack, scratch", "set", "part", "mixed")
     assert "1 mixed pair" in out["result"][0]
+    nodes["DualAnoDiffFinaliseDataset"]().finalise("set", "part")
     coco = COCO(str(tmp_path / "output" / "set" / "annotations" / "part.json"))
     anns = coco.loadAnns(coco.getAnnIds())
     assert sorted(coco.loadCats(a["category_id"])[0]["name"] for a in anns) == ["crack", "scratch"]
