@@ -20,6 +20,7 @@ from ...anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_bran
 from ...anodiff.model.pairs import row_branches
 from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
+from ..sampling.stamps import outer_sample_wrapper
 
 KEY = "dualanodiff"
 MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or "read"
@@ -203,7 +204,8 @@ def compute_dtype(model) -> torch.dtype:
 def apply_dual(model, dual: DualPatch):
     """Clone ``model`` and install the per-branch LoRA wrapper and the SAIM output patches.
 
-    The clone's size includes the dual model, so ComfyUI's memory manager budgets for it.
+    The clone's size includes the dual model, so ComfyUI's memory manager budgets for it. An OUTER_SAMPLE
+    wrapper refuses a run whose conditioning or latent did not go through the pair nodes (``stamps.py``).
     """
     import comfy.patcher_extension
 
@@ -212,6 +214,7 @@ def apply_dual(model, dual: DualPatch):
     m = model.clone()
     m.size = model.model_size() + dual.nbytes()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, dual.diffusion_model_wrapper)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, KEY, dual.on_load)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, dual.on_detach)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, KEY, dual.on_pre_run)
