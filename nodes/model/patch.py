@@ -21,6 +21,7 @@ from ...anodiff.model.pairs import row_branches
 from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
 from ..sampling.stamps import outer_sample_wrapper
+from .files import FoldedFile
 
 KEY = "dualanodiff"
 MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or "read"
@@ -47,11 +48,14 @@ class DualPatch(SharedAcrossClones):
 
     def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
                  dtype: torch.dtype | None = None, device: torch.device | None = None,
-                 fold: bool = True) -> None:  # fmt: skip
+                 fold: bool = True, source: FoldedFile | None = None) -> None:  # fmt: skip
         """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained). Its device is the
-        trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it."""
+        trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it. ``source``: the
+        cached ``FoldedFile`` whose already folded ``adapter`` this is, held while this patch lives."""
         self.config, self.strengths, self.saim, self.name = adapter.config, tuple(strengths), saim, name
-        self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if fold else adapter
+        self.source = source
+        folding = fold and source is None
+        self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if folding else adapter
         self._movable = fold
         self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
@@ -245,10 +249,15 @@ def check_sd15_layout(model) -> None:
 
 def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), strength_clip: float = 1.0,
                 saim: bool = True, name: str = ""):  # fmt: skip
-    """A ``DualFile`` on clones of ``model`` and ``clip``: the dual patch in the MODEL's compute dtype, and the
-    shared text-encoder LoRA on the CLIP (when the file has one and ``strength_clip`` is not 0)."""
-    patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
-                      device=model.offload_device)  # fmt: skip
+    """A ``DualFile`` (folded here) or a ``FoldedFile`` (folded once, shared) on clones of ``model`` and ``clip``:
+    the dual patch in the MODEL's compute dtype, and the shared text-encoder LoRA on the CLIP (when the file has
+    one and ``strength_clip`` is not 0)."""
+    if isinstance(dual, FoldedFile):
+        patch = DualPatch(dual.adapter, strengths, saim=saim, name=name, source=dual)
+        dual = dual.dual
+    else:
+        patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
+                          device=model.offload_device)  # fmt: skip
     new_clip = clip
     if clip is not None and dual.has_text_lora and strength_clip != 0:
         config = dual.config
