@@ -143,19 +143,20 @@ class DualAnoDiffFilterPairs:
         return blocker, blocker, report
 
 
-def output_root(output_dir: str) -> Path:
-    """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError."""
+def output_root(output_dir: str, node: str = "Export Dataset") -> Path:
+    """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError
+    naming ``node``."""
     import folder_paths
 
     base = Path(folder_paths.get_output_directory()).resolve()
     if not output_dir or not output_dir.strip():
-        raise ValueError("Export Dataset: output_dir is empty; name a folder inside ComfyUI's output folder")
+        raise ValueError(f"{node}: output_dir is empty; name a folder inside ComfyUI's output folder")
     target = (base / output_dir.strip()).resolve()
     if target == base:
-        raise ValueError(f"Export Dataset: output_dir {output_dir!r} is the output folder itself; name a folder in it")
+        raise ValueError(f"{node}: output_dir {output_dir!r} is the output folder itself; name a folder in it")
     if base not in target.parents:
         raise ValueError(
-            f"Export Dataset: output_dir {output_dir!r} leads outside ComfyUI's output folder {base}; "
+            f"{node}: output_dir {output_dir!r} leads outside ComfyUI's output folder {base}; "
             "give a folder relative to it, without '..'"
         )
     return target
