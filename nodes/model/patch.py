@@ -22,6 +22,7 @@ from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
 from ..sampling.stamps import outer_sample_wrapper
 from .files import FoldedFile
+from .text_lora import apply_text_lora
 
 KEY = "dualanodiff"
 MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or "read"
@@ -86,6 +87,11 @@ class DualPatch(SharedAcrossClones):
 
     def on_detach(self, patcher, unpatch_all: bool = True) -> None:
         self._move(patcher.offload_device)
+
+    def on_inject(self, patcher) -> None:
+        """ComfyUI ejects and re-injects a model around a partial unload (and a partial load): afterwards the
+        dual model is where the UNet's rule puts it, so a partial unload frees it from the GPU with the UNet."""
+        self.on_pre_run(patcher)
 
     def _move(self, device) -> None:
         if not self._movable:
@@ -222,10 +228,15 @@ def apply_dual(model, dual: DualPatch):
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, KEY, dual.on_load)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, dual.on_detach)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, KEY, dual.on_pre_run)
+    m.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(inject=dual.on_inject, eject=_no_op)])
     if dual.config.saim:
         m.set_model_attn1_output_patch(SAIMPatch(dual, SELF))
         m.set_model_attn2_output_patch(SAIMPatch(dual, CROSS))
     return m
+
+
+def _no_op(patcher) -> None:
+    """Ejecting needs nothing: the dual model is not part of the UNet's module tree."""
 
 
 def unet_widths(model) -> tuple[tuple[int, ...], int]:
@@ -264,23 +275,3 @@ def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), 
         new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
                                    config.text_rank, config.text_lora_alpha, strength_clip)  # fmt: skip
     return apply_dual(model, patch), new_clip
-
-
-def apply_text_lora(clip, tensors: dict[str, torch.Tensor], rank: int, alpha: float, strength: float):
-    """Clone ``clip`` and add the shared text-encoder LoRA as ordinary weight patches (comfy.lora key map)."""
-    import comfy.lora
-
-    lora = dict(tensors)
-    if alpha != rank:
-        for key in [k for k in tensors if k.endswith(".lora_A.weight")]:
-            lora[key[: -len(".lora_A.weight")] + ".alpha"] = torch.tensor(float(alpha))
-    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
-    loaded = comfy.lora.load_lora(lora, key_map, log_missing=False)
-    expected = sum(k.endswith(".lora_A.weight") for k in tensors)
-    if len(loaded) != expected:
-        raise ValueError(
-            f"the text-encoder LoRA matched {len(loaded)} of {expected} CLIP projections; is this CLIP from SD1.5?"
-        )
-    c = clip.clone()
-    c.add_patches(loaded, strength)
-    return c
