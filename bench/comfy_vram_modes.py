@@ -46,7 +46,9 @@ def partial_unload(mm, model) -> str:
     from dualanodiff_pack.nodes.model.patch import find_dual
 
     (loaded,) = [m for m in mm.current_loaded_models if m.model is model]
-    loaded.model_unload(memory_to_free=max(1, model.loaded_size() // 2))
+    if model.loaded_size() < 2:
+        return "(nothing loaded to unload)"
+    loaded.model_unload(memory_to_free=model.loaded_size() // 2)
     return str(next(find_dual(model).adapter.parameters()).device)
 
 
