@@ -87,7 +87,7 @@ class DualAnoDiffSampler:
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt, shared by both branches (an empty prompt as trained). "
                                                "ControlNet/T2I-Adapter/GLIGEN conditioning is refused: it cannot follow the pairs."}),
                 "latent_image": ("LATENT", {"tooltip": "N latents (e.g. Empty Latent Image, batch N): N pairs are made. "
-                                             "Or a previous Dual Sampler's pairs output (or Region Latent), to refine at lower denoise."}),
+                                             "Or pairs: Region Latent, a Dual Sampler's pairs (refine)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Noise seed; every latent of every branch gets its own noise."}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 10000, "tooltip": "Denoising steps."}),
