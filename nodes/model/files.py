@@ -38,7 +38,10 @@ def not_dual_reason(path: str) -> str | None:
     """None for a dual weight file (or a ``.bin``, which only loading tells); else why not, naming the file."""
     if not path.lower().endswith(".safetensors"):
         return None
-    key = _stat_key(path)
+    try:
+        key = _stat_key(path)
+    except OSError as err:  # removed since the folder was listed
+        return f"{os.path.basename(path)}: {err.strerror or err}"
     if key not in _kinds:
         try:
             with safe_open(path, framework="pt", device="cpu") as f:
