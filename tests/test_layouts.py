@@ -153,7 +153,7 @@ def test_unreadable_folders_name_the_expected_layouts(tmp_path):
     ):
         data.find_samples(tmp_path / "photos", "misc", "crack")
     category = mvtec_like(tmp_path / "mvtec", "bottle") / "bottle"
-    with pytest.raises(DataError, match="looks like one category; pass its parent folder as --data and 'bottle'"):
+    with pytest.raises(DataError, match="one category; give its parent folder as the dataset folder and 'bottle'"):
         data.list_jobs(category)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         detect_layout(tmp_path / "nowhere")

@@ -73,6 +73,17 @@ def test_every_scheduler_returns_finite_pairs_of_the_requested_size(pipe, schedu
     assert not np.array_equal(out.images, out.anomaly_parts)
 
 
+def test_built_and_run_inside_inference_mode(sd_dir, pipe):
+    """Every tensor is then an inference tensor, the SAIM weights included (their fold cache must cope)."""
+    with torch.inference_mode():
+        inside = DualAnoDiffPipeline.from_sd15(load_sd15(sd_dir), dual_file())
+        assert next(inside.adapter.parameters()).is_inference()
+        out = inside(1, seed=5, **FAST)
+    want = pipe(1, seed=5, **FAST)
+    np.testing.assert_allclose(out.images, want.images, atol=1e-5)
+    np.testing.assert_allclose(out.anomaly_parts, want.anomaly_parts, atol=1e-5)
+
+
 def test_seeds_reproduce_pairs_and_per_pair_seeds_ignore_the_batch(pipe):
     a, b, c = pipe(2, seed=3, **FAST), pipe(2, seed=3, **FAST), pipe(2, seed=4, **FAST)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.anomaly_parts, b.anomaly_parts)

@@ -126,3 +126,31 @@ def test_in_place_forward_equals_the_plain_one():
     assert got.data_ptr() == work.data_ptr()  # accumulated into the attention output itself
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(want, saim(x, 0.5).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_fold_cache_drops_the_folds_of_old_weights():
+    saim, x = random_saim(16), activations(16)
+    cache = FoldCache()
+    cache.get(saim, x)
+    cache.get(saim, x.double())
+    assert len(cache) == 2  # one fold per dtype the same weights run in
+    with torch.no_grad():
+        saim.to_q.weight.add_(0.5)
+    refolded = cache.get(saim, x)
+    assert len(cache) == 1  # the float64 fold of the old weights is gone, not kept
+    torch.testing.assert_close(refolded.delta(x), saim.delta(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_fold_cache_under_inference_mode():
+    """Weights made under ``torch.inference_mode()`` are inference tensors: no version counter to read."""
+    want = random_saim(16)
+    x = activations(16)
+    with torch.inference_mode():
+        saim = random_saim(16)
+        assert next(saim.parameters()).is_inference()
+        cache = FoldCache()
+        first = cache.get(saim, x)
+        assert cache.get(saim, x) is first
+        got = first.delta(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, want.delta(x), atol=1e-5, rtol=1e-5)

@@ -252,8 +252,10 @@ def detect_layout(root: str | os.PathLike) -> Layout:
     if any((root / c / "test").is_dir() for c in subdirs):
         return MVTecLayout(root)
     if (root / "test").is_dir() or (root / "Data" / "Images").is_dir():
-        raise DataError(f"{root} looks like one category; pass its parent folder as --data and {root.name!r} as "
-                        "--category")  # fmt: skip
+        raise DataError(
+            f"{root} looks like one category; give its parent folder as the dataset folder and {root.name!r} as the "
+            "category"
+        )
     found = "subfolders " + ", ".join(subdirs[:8]) if subdirs else "no subfolders"
     raise DataError(f"cannot read {root} as a dataset (it has {found}); {EXPECTED}")
 

@@ -92,7 +92,8 @@ def as_bool_mask(mask: Any, shape: tuple[int, int], name: str = "mask") -> np.nd
     raise TypeError(f"{name} must be bool, float or integer, got dtype {m.dtype}")
 
 
-def _check_name(value: str, what: str) -> str:
+def check_name(value: str, what: str) -> str:
+    """A plain folder name (no separators, not '.' or '..'); ``what`` names the input in the error."""
     if not isinstance(value, str) or value.strip() in ("", ".", "..") or any(c in value for c in "/\\"):
         raise ValueError(f"{what} must be a plain folder name, got {value!r}")
     return value.strip()
@@ -135,7 +136,7 @@ def export_dataset(
     total: the pair count when ``images`` is a generator, so the bar can show how far it is.
     """
     formats = parse_formats(fmt)
-    category, anomaly = _check_name(category, "category"), _check_name(anomaly, "anomaly")
+    category, anomaly = check_name(category, "category"), check_name(anomaly, "anomaly")
     if instances not in INSTANCES:
         raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
     if hasattr(images, "__len__") and hasattr(masks, "__len__") and len(images) != len(masks):

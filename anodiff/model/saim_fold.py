@@ -123,20 +123,31 @@ def inference_adapter(adapter: nn.Module, dtype: torch.dtype | None = None, devi
     return copied.to(device=device, dtype=dtype).requires_grad_(False).eval()
 
 
+def _weights_stamp(saim: SAIM) -> tuple:
+    """Where the weights are and how often they were changed in place (an optimizer step, ``load_state_dict``).
+    Inference tensors (made under ``torch.inference_mode()``) keep no version counter; they cannot be changed in
+    place outside inference mode, and a pipeline never changes its weights in place, so their storage stands."""
+    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in saim.parameters())
+
+
 class FoldCache:
-    """Folded copies of one SAIM per (device, dtype), refolded when its weights change (an optimizer step or a
-    ``load_state_dict`` bumps the parameters' version counters). Lets a training-time module fold at inference."""
+    """Folded copies of one SAIM per (device, dtype) it runs in, refolded when its weights change. Lets a
+    training-time module fold at inference. Entries of weights that changed or moved are dropped, not kept."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[torch.device, torch.dtype], tuple[tuple, FoldedSAIM]] = {}
+        self._stamp: tuple | None = None
+        self._entries: dict[tuple[torch.device, torch.dtype], FoldedSAIM] = {}
 
     def get(self, saim: SAIM | FoldedSAIM, like: torch.Tensor) -> FoldedSAIM:
         if isinstance(saim, FoldedSAIM):
             return saim
-        stamp = tuple((p.data_ptr(), p._version) for p in saim.parameters())
+        stamp = _weights_stamp(saim)
+        if stamp != self._stamp:  # new weights: every fold of the old ones is stale
+            self._stamp, self._entries = stamp, {}
         key = (like.device, like.dtype)
-        entry = self._entries.get(key)
-        if entry is None or entry[0] != stamp:
-            entry = (stamp, FoldedSAIM.from_saim(saim).to(device=like.device, dtype=like.dtype))
-            self._entries[key] = entry
-        return entry[1]
+        if key not in self._entries:
+            self._entries[key] = FoldedSAIM.from_saim(saim).to(device=like.device, dtype=like.dtype)
+        return self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)

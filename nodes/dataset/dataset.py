@@ -144,7 +144,8 @@ class DualAnoDiffFilterPairs:
 
 
 def output_root(output_dir: str, node: str = "Export Dataset") -> Path:
-    """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError."""
+    """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError
+    naming ``node``."""
     import folder_paths
 
     base = Path(folder_paths.get_output_directory()).resolve()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ...anodiff.weights.load import load_dual
-from .patch import attach_dual, check_sd15_layout, unet_widths
+from .files import folded_file, not_dual_reason
+from .patch import attach_dual, check_sd15_layout, compute_dtype, unet_widths
 
 FOLDER = "dualanodiff"
 EXTENSIONS = {".safetensors", ".bin"}
@@ -26,11 +26,16 @@ def register_folder() -> None:
 
 
 def list_files() -> list[str]:
+    """Dual weight files only: models/dualanodiff, then models/loras as ``loras/<name>`` (ordinary LoRAs left out)."""
     import folder_paths
 
     ours = folder_paths.get_filename_list(FOLDER)
-    loras = [LORAS_PREFIX + f for f in folder_paths.get_filename_list("loras")]
-    return sorted(ours) + sorted(loras)
+    loras = [
+        LORAS_PREFIX + f
+        for f in folder_paths.get_filename_list("loras")
+        if not_dual_reason(folder_paths.get_full_path("loras", f)) is None
+    ]
+    return sorted(f for f in ours if not_dual_reason(folder_paths.get_full_path(FOLDER, f)) is None) + sorted(loras)
 
 
 def resolve(name: str) -> str:
@@ -58,7 +63,8 @@ class DualAnoDiffLoadLoRA:
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.5 checkpoint's MODEL (the one the dual model was trained on)."}),
                 "clip": ("CLIP", {"tooltip": "The same checkpoint's CLIP."}),
-                "lora_name": (list_files(), {"tooltip": "A file in models/dualanodiff (or models/loras)."}),
+                "lora_name": (list_files(), {"tooltip": "A dual weight file in models/dualanodiff (or models/loras; "
+                                                        "ordinary LoRAs are not listed)."}),
                 "strength_global": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
                                               "tooltip": "LoRA strength of the global branch (whole image)."}),
                 "strength_anomaly": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
@@ -72,11 +78,20 @@ class DualAnoDiffLoadLoRA:
             },
         }  # fmt: skip
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name):
+        """At queue time: a chosen file that is not dual weights (an ordinary LoRA) is named before anything runs."""
+        try:
+            reason = not_dual_reason(resolve(lora_name))
+        except FileNotFoundError as err:
+            return f"Load Dual LoRA: lora_name: {err}"
+        return True if reason is None else f"Load Dual LoRA: lora_name: {reason}"
+
     def load(self, model, clip, lora_name, strength_global, strength_anomaly, strength_clip, saim=True):
-        dual = load_dual(resolve(lora_name), sd15_only=False)  # widths are checked against the MODEL below
         check_sd15_layout(model)
-        dual.check_unet(*unet_widths(model))
-        return attach_dual(model, clip, dual, (strength_global, strength_anomaly), strength_clip, saim, lora_name)
+        folded = folded_file(resolve(lora_name), compute_dtype(model), model.offload_device)  # once per file
+        folded.dual.check_unet(*unet_widths(model))
+        return attach_dual(model, clip, folded, (strength_global, strength_anomaly), strength_clip, saim, lora_name)
 
 
 register_folder()

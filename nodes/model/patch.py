@@ -20,6 +20,9 @@ from ...anodiff.model.lora_fused import add_branch_lora, merge_pays, merged_bran
 from ...anodiff.model.pairs import row_branches
 from ...anodiff.model.saim_fold import inference_adapter
 from ...anodiff.model.sites import CROSS, SD15_BY_BLOCK, SD15_SITES, SELF, AttnSite
+from ..sampling.stamps import outer_sample_wrapper
+from .files import FoldedFile
+from .text_lora import apply_text_lora
 
 KEY = "dualanodiff"
 MODE = "anodiff_mode"  # transformer_options entry: "dual" (default), "write" or "read"
@@ -46,11 +49,14 @@ class DualPatch(SharedAcrossClones):
 
     def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
                  dtype: torch.dtype | None = None, device: torch.device | None = None,
-                 fold: bool = True) -> None:  # fmt: skip
+                 fold: bool = True, source: FoldedFile | None = None) -> None:  # fmt: skip
         """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained). Its device is the
-        trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it."""
+        trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it. ``source``: the
+        cached ``FoldedFile`` whose already folded ``adapter`` this is, held while this patch lives."""
         self.config, self.strengths, self.saim, self.name = adapter.config, tuple(strengths), saim, name
-        self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if fold else adapter
+        self.source = source
+        folding = fold and source is None
+        self.adapter = inference_adapter(adapter, dtype=dtype, device=device) if folding else adapter
         self._movable = fold
         self._scales: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
@@ -81,6 +87,11 @@ class DualPatch(SharedAcrossClones):
 
     def on_detach(self, patcher, unpatch_all: bool = True) -> None:
         self._move(patcher.offload_device)
+
+    def on_inject(self, patcher) -> None:
+        """ComfyUI ejects and re-injects a model around a partial unload (and a partial load): afterwards the
+        dual model is where the UNet's rule puts it, so a partial unload frees it from the GPU with the UNet."""
+        self.on_pre_run(patcher)
 
     def _move(self, device) -> None:
         if not self._movable:
@@ -203,7 +214,8 @@ def compute_dtype(model) -> torch.dtype:
 def apply_dual(model, dual: DualPatch):
     """Clone ``model`` and install the per-branch LoRA wrapper and the SAIM output patches.
 
-    The clone's size includes the dual model, so ComfyUI's memory manager budgets for it.
+    The clone's size includes the dual model, so ComfyUI's memory manager budgets for it. An OUTER_SAMPLE
+    wrapper refuses a run whose conditioning or latent did not go through the pair nodes (``stamps.py``).
     """
     import comfy.patcher_extension
 
@@ -212,13 +224,19 @@ def apply_dual(model, dual: DualPatch):
     m = model.clone()
     m.size = model.model_size() + dual.nbytes()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, dual.diffusion_model_wrapper)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, KEY, dual.on_load)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, dual.on_detach)
     m.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, KEY, dual.on_pre_run)
+    m.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(inject=dual.on_inject, eject=_no_op)])
     if dual.config.saim:
         m.set_model_attn1_output_patch(SAIMPatch(dual, SELF))
         m.set_model_attn2_output_patch(SAIMPatch(dual, CROSS))
     return m
+
+
+def _no_op(patcher) -> None:
+    """Ejecting needs nothing: the dual model is not part of the UNet's module tree."""
 
 
 def unet_widths(model) -> tuple[tuple[int, ...], int]:
@@ -242,33 +260,18 @@ def check_sd15_layout(model) -> None:
 
 def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), strength_clip: float = 1.0,
                 saim: bool = True, name: str = ""):  # fmt: skip
-    """A ``DualFile`` on clones of ``model`` and ``clip``: the dual patch in the MODEL's compute dtype, and the
-    shared text-encoder LoRA on the CLIP (when the file has one and ``strength_clip`` is not 0)."""
-    patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
-                      device=model.offload_device)  # fmt: skip
+    """A ``DualFile`` (folded here) or a ``FoldedFile`` (folded once, shared) on clones of ``model`` and ``clip``:
+    the dual patch in the MODEL's compute dtype, and the shared text-encoder LoRA on the CLIP (when the file has
+    one and ``strength_clip`` is not 0)."""
+    if isinstance(dual, FoldedFile):
+        patch = DualPatch(dual.adapter, strengths, saim=saim, name=name, source=dual)
+        dual = dual.dual
+    else:
+        patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
+                          device=model.offload_device)  # fmt: skip
     new_clip = clip
     if clip is not None and dual.has_text_lora and strength_clip != 0:
         config = dual.config
         new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
                                    config.text_rank, config.text_lora_alpha, strength_clip)  # fmt: skip
     return apply_dual(model, patch), new_clip
-
-
-def apply_text_lora(clip, tensors: dict[str, torch.Tensor], rank: int, alpha: float, strength: float):
-    """Clone ``clip`` and add the shared text-encoder LoRA as ordinary weight patches (comfy.lora key map)."""
-    import comfy.lora
-
-    lora = dict(tensors)
-    if alpha != rank:
-        for key in [k for k in tensors if k.endswith(".lora_A.weight")]:
-            lora[key[: -len(".lora_A.weight")] + ".alpha"] = torch.tensor(float(alpha))
-    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
-    loaded = comfy.lora.load_lora(lora, key_map, log_missing=False)
-    expected = sum(k.endswith(".lora_A.weight") for k in tensors)
-    if len(loaded) != expected:
-        raise ValueError(
-            f"the text-encoder LoRA matched {len(loaded)} of {expected} CLIP projections; is this CLIP from SD1.5?"
-        )
-    c = clip.clone()
-    c.add_patches(loaded, strength)
-    return c

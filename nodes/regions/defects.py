@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...anodiff.dataset.export import check_name
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
 from ..dataset.dataset import ExportNodeOutput, mask_batch, output_root
@@ -101,7 +102,12 @@ class DualAnoDiffExportDefects(ExportNodeOutput):
             raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
                              f"{pictures.shape[:3]}")  # fmt: skip
         types = split_types(defect_types, int(ids.max(initial=0)), node)
-        return self.exported(node, pictures, ids > 0, output_root(output_dir, node), category, folder, ("mvtec", "coco"),
+        try:
+            folder = check_name(folder, "folder")  # the library calls it 'anomaly'; this node's input is 'folder'
+        except ValueError as err:
+            raise ValueError(f"{node}: {err}") from err
+        root = output_root(output_dir, node)
+        return self.exported(node, pictures, ids > 0, root, category, folder, ("mvtec", "coco"),
                              sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """Region control: the defect only inside a region of a real photo, the rest of the photo untouched.
 
-Region Latent makes a LATENT whose global rows start from the photo and whose anomaly rows start from the grey
-canvas, with the region as ``noise_mask``: ComfyUI's samplers then re-noise those latents to the current sigma
+Region Latent makes a paired LATENT whose global rows start from the photo and whose anomaly rows start from the
+grey canvas, with the region as ``noise_mask``: ComfyUI's samplers then re-noise those latents to the current sigma
 outside the region at every step (the inpainting mechanism), so both branches are held to the region. Composite
 Region pastes the decoded region back into the photo in pixel space and clips the mask to it.
 """
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ...anodiff.regions.composite import clip_mask, composite
-
-ANOMALY_SAMPLES = "anodiff_anomaly_samples"  # LATENT key read by the Dual Sampler for the anomaly rows
+from ..sampling.pairing import pair_latent
 
 
 def _per_image(mask: torch.Tensor, count: int, what: str) -> torch.Tensor:
@@ -32,7 +31,7 @@ class DualAnoDiffRegionLatent:
     CATEGORY = "DualAnoDiff/region"
     FUNCTION = "make"
     RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("Feed to the Dual Sampler's latent_image (denoise 1.0).",)
+    OUTPUT_TOOLTIPS = ("Pairs (photo, grey canvas): into the Dual Sampler, or any sampler with Pair Conditioning.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -57,7 +56,8 @@ class DualAnoDiffRegionLatent:
             raise ValueError(f"Region Latent: region {tuple(masks.shape[-2:])} and photo {tuple(images.shape[1:3])} differ in size")
         photo = vae.encode(images)
         grey = vae.encode(torch.full_like(images[:1], 0.5)).expand_as(photo)
-        return ({"samples": photo, "noise_mask": masks.float(), ANOMALY_SAMPLES: grey.contiguous()},)
+        latent = {"samples": photo, "noise_mask": masks.float()}
+        return (pair_latent(latent, {"samples": grey.contiguous()}, node="Region Latent"),)
 
 
 class DualAnoDiffCompositeRegion:

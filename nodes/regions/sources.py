@@ -10,20 +10,15 @@ import torch
 
 from ...anodiff.common.imageio import folder_stamp
 from ...anodiff.generate.sources import load_folder
+from ..folders import confined_folder
 
 MODES = ("list", "batch")
 
 
 def input_folder(folder: str, node: str, empty_hint: str) -> Path:
-    """An absolute folder, or one relative to ComfyUI's input folder (where Load Image reads)."""
-    if not folder or not folder.strip():
-        raise ValueError(f"{node}: folder is empty; {empty_hint}")
-    path = Path(folder.strip()).expanduser()
-    if not path.is_absolute():
-        import folder_paths
-
-        path = Path(folder_paths.get_input_directory()) / path
-    return path
+    """A folder relative to ComfyUI's input folder (where Load Image reads), or an absolute one inside ComfyUI's
+    input/output folders or a folder listed in the user's ``dualanodiff.yaml`` (``nodes/folders.py``)."""
+    return confined_folder(folder, node, empty_hint)
 
 
 def resolve_folder(folder: str) -> Path:
@@ -51,7 +46,9 @@ class DualAnoDiffLoadPhotoFolder:
         return {
             "required": {
                 "folder": ("STRING", {"default": "normal_photos",
-                                      "tooltip": "Folder of normal photos: absolute, or relative to ComfyUI's input folder."}),
+                                      "tooltip": "Folder of normal photos, relative to ComfyUI's input folder "
+                                                 "(or absolute: inside input/ or output/, or listed in "
+                                                 "user/dualanodiff.yaml)."}),
                 "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                   "tooltip": "First photo (by name order) to load; for working through a folder in parts."}),
                 "limit": ("INT", {"default": 0, "min": 0, "max": 100_000, "tooltip": "How many photos; 0 loads all."}),
@@ -70,8 +67,9 @@ class DualAnoDiffLoadPhotoFolder:
             return ""
 
     def load(self, folder, start, limit, output="list"):
+        path = resolve_folder(folder)
         try:
-            images, names = load_folder(resolve_folder(folder), int(start), int(limit))
+            images, names = load_folder(path, int(start), int(limit))
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"Load Photo Folder: {err}") from err
         if output == "list":

@@ -9,7 +9,9 @@ from .pairing import pair_conditioning, pair_latent, split_pairs
 class DualAnoDiffPairLatent:
     DESCRIPTION = (
         "Makes the 2N-latent batch a dual MODEL samples: each latent becomes a pair of rows, global then anomaly, "
-        "each with its own noise. A latent that is already paired passes unchanged (second passes)."
+        "each with its own noise. A latent that is already paired passes unchanged (second passes). To edit both "
+        "branches with core latent nodes (upscale, flip...), split the pairs, edit both outputs the same way and "
+        "pair them again here with 'anomaly'."
     )
     CATEGORY = "DualAnoDiff/sampling"
     FUNCTION = "pair"
@@ -21,13 +23,17 @@ class DualAnoDiffPairLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "latent": ("LATENT", {"tooltip": "N latents (Empty Latent Image, Region Latent, a Dual Sampler's "
-                                                 "global output) or an already paired LATENT."}),
-            }
+                "latent": ("LATENT", {"tooltip": "N latents (Empty Latent Image, a photo's latent) for the global "
+                                                 "rows, or a paired LATENT (Region Latent, a sampler's pairs)."}),
+            },
+            "optional": {
+                "anomaly": ("LATENT", {"tooltip": "N latents for the anomaly rows (e.g. Split Pairs' anomaly output, "
+                                                  "edited like 'latent'); unconnected: a copy of 'latent'."}),
+            },
         }  # fmt: skip
 
-    def pair(self, latent):
-        return (pair_latent(latent),)
+    def pair(self, latent, anomaly=None):
+        return (pair_latent(latent, anomaly),)
 
 
 class DualAnoDiffPairConditioning:
@@ -60,7 +66,7 @@ class DualAnoDiffSplitPairs:
     RETURN_TYPES = ("LATENT", "LATENT")
     RETURN_NAMES = ("global", "anomaly")
     OUTPUT_TOOLTIPS = (
-        "Whole anomalous images (decode with the VAE); it still carries the anomaly rows for a later Pair Latent.",
+        "Whole anomalous images (decode with the VAE).",
         "Defect-only images on grey: feed Extract Anomaly Mask.",
     )
 

@@ -1,8 +1,9 @@
 """LATENT and CONDITIONING in the pair layout [g0, a0, g1, a1, ...] that any ComfyUI sampler can run.
 
-A paired LATENT carries ``PAIRED`` so that pairing it again is a no-op (a second pass: refine, hires fix) and
-its ``batch_index`` counts rows, so both rows of a pair get their own noise. A paired CONDITIONING has batch 2
-[global; anomaly], which ComfyUI tiles over the 2N rows.
+A paired LATENT carries ``PAIRED`` (its row count) so that pairing it again is a no-op (a second pass) and its
+``batch_index`` counts rows, so both rows of a pair get their own noise. A paired CONDITIONING has batch 2
+[global; anomaly], which ComfyUI tiles over the 2N rows. Both carry the stamps of ``stamps.py``; no output holds
+rows a core node would not see (the anomaly rows of a pair are always in "samples").
 """
 
 from __future__ import annotations
@@ -12,35 +13,32 @@ import math
 import torch
 
 from ...anodiff.model.pairs import interleave, split
-from ..regions.region_control import ANOMALY_SAMPLES
-
-PAIRED = "anodiff_pairs"  # LATENT entry: True when "samples" holds interleaved pairs
-REFUSED_OPTIONS = {
-    "control": "a ControlNet or T2I-Adapter",
-    "gligen": "GLIGEN",
-}
-"""Conditioning options that ComfyUI applies by hint/box index over the whole batch, so pairs cannot keep them."""
+from .stamps import PAIRED, REFUSED_OPTIONS, check_paired, mark_paired, stamp_conditioning
 
 
-def pair_latent(latent: dict) -> dict:
-    """N latents -> 2N interleaved rows (the anomaly rows from ``ANOMALY_SAMPLES`` when present, else a copy).
+def pair_latent(latent: dict, anomaly: dict | None = None, node: str = "Pair Latent") -> dict:
+    """N latents -> 2N interleaved rows (the anomaly rows from ``anomaly`` when given, else a copy).
 
     noise_mask: one per latent is shared by both rows of its pair. batch_index b -> rows 2b, 2b + 1, so with
     batch_index 0..N-1 the noise is exactly that of an unindexed batch. A LATENT that is already paired is
-    returned as is.
+    checked (``check_paired``) and returned as is.
     """
     if latent.get(PAIRED):
+        if anomaly is not None:
+            raise ValueError(f"{node}: 'latent' is already paired; leave 'anomaly' unconnected")
+        check_paired(latent, node)
         return dict(latent)
     samples = latent["samples"]
-    anomaly = latent.get(ANOMALY_SAMPLES, samples)
-    if anomaly.shape != samples.shape:
+    anomaly_rows = samples if anomaly is None else anomaly["samples"]
+    if anomaly is not None and anomaly.get(PAIRED):
+        raise ValueError(f"{node}: 'anomaly' is a paired latent; connect Split Pairs' anomaly output instead")
+    if anomaly_rows.shape != samples.shape:
         raise ValueError(
-            f"the latent carries anomaly rows of shape {tuple(anomaly.shape)} for samples of shape "
-            f"{tuple(samples.shape)} (it was resized after a Dual Sampler); upscale or edit the Dual Sampler's "
-            "'pairs' output instead, so both branches change together"
+            f"{node}: 'anomaly' has shape {tuple(anomaly_rows.shape)} and 'latent' {tuple(samples.shape)}; "
+            "give both branches the same size and batch (apply a resize or upscale to both)"
         )
-    out = {k: v for k, v in latent.items() if k not in ("samples", ANOMALY_SAMPLES)}
-    out["samples"] = interleave(samples, anomaly)
+    out = {k: v for k, v in latent.items() if k != "samples"}
+    out["samples"] = mark_paired(interleave(samples, anomaly_rows))
     mask = latent.get("noise_mask")
     if mask is not None and mask.shape[0] != 1:  # one mask: ComfyUI gives it to every row, as it should
         count = samples.shape[0]
@@ -49,28 +47,25 @@ def pair_latent(latent: dict) -> dict:
         out["noise_mask"] = interleave(mask, mask)
     if latent.get("batch_index") is not None:
         out["batch_index"] = [2 * int(i) + branch for i in latent["batch_index"] for branch in (0, 1)]
-    out[PAIRED] = True
+    out[PAIRED] = int(out["samples"].shape[0])
     return out
 
 
-def split_pairs(latent: dict) -> tuple[dict, dict]:
-    """2N interleaved rows -> (global, anomaly) LATENTs of N. The global one keeps the anomaly rows under
-    ``ANOMALY_SAMPLES`` so that feeding it to another Dual Sampler refines both branches."""
+def split_pairs(latent: dict, node: str = "Split Pairs") -> tuple[dict, dict]:
+    """2N interleaved rows -> (global, anomaly) plain LATENTs of N (nothing hidden: a second pass that refines
+    both branches takes the 'pairs' LATENT, or both outputs through Pair Latent's 'anomaly')."""
     samples = latent["samples"]
-    if samples.shape[0] % 2:
-        raise ValueError(
-            f"Split Pairs: the latent has {samples.shape[0]} rows; a paired latent has 2 per pair (use Pair Latent)"
-        )
+    if not latent.get(PAIRED):
+        raise ValueError(f"{node}: the latent is not paired; connect the output of a sampler fed by Pair Latent")
+    check_paired(latent, node)
     glob, anomaly = split(samples)
-    plain = {
-        k: v for k, v in latent.items() if k not in ("samples", PAIRED, ANOMALY_SAMPLES, "noise_mask", "batch_index")
-    }
+    plain = {k: v for k, v in latent.items() if k not in ("samples", PAIRED, "noise_mask", "batch_index")}
     mask = latent.get("noise_mask")
     if mask is not None:
         plain["noise_mask"] = mask[0::2] if mask.shape[0] == samples.shape[0] else mask
     if latent.get("batch_index") is not None:
         plain["batch_index"] = [int(i) // 2 for i in latent["batch_index"][0::2]]
-    return {**plain, "samples": glob, ANOMALY_SAMPLES: anomaly}, {**plain, "samples": anomaly}
+    return {**plain, "samples": glob}, {**plain, "samples": anomaly}
 
 
 def refuse_unpairable(conditioning: list, what: str) -> None:
@@ -81,7 +76,7 @@ def refuse_unpairable(conditioning: list, what: str) -> None:
                 raise ValueError(
                     f"{what} carries {name}; its hints are tiled over the batch by index, not by pair, so the two "
                     "rows of a pair would get different hints (and the grey anomaly canvas the photo's). "
-                    "DualAnoDiff does not support it: remove it from the dual graph"
+                    "DualAnoDiff does not support it"
                 )
 
 
@@ -140,7 +135,6 @@ def pair_conditioning(positive_global: list, positive_anomaly: list) -> list:
         if g.shape[0] != 1 or a.shape[0] != 1:
             raise ValueError("each positive prompt must be a single conditioning (batch 1), not a batch")
         length = math.lcm(g.shape[1], a.shape[1])
-        paired.append(
-            [torch.cat([_repeat_tokens(g, length), _repeat_tokens(a, length)]), merge_options(g_opts, a_opts)]
-        )
+        tensor = torch.cat([_repeat_tokens(g, length), _repeat_tokens(a, length)])
+        paired.append([tensor, stamp_conditioning(tensor, merge_options(g_opts, a_opts))])
     return paired

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .pairing import pair_conditioning, pair_latent, refuse_unpairable, split_pairs
+from .stamps import mark_paired
 
 __all__ = ["DualAnoDiffSampler", "pair_conditioning", "sample_latent", "sample_pairs"]
+NAME = "Dual Sampler (SAIM)"
 
 try:
     import comfy.samplers
@@ -51,9 +53,12 @@ def sample_pairs(model, positive_global, positive_anomaly, negative, latent: dic
     """Pair Latent + Pair Conditioning + KSampler + Split Pairs in one call: (global, anomaly, pairs)."""
     refuse_unpairable(negative, "negative")
     positive = pair_conditioning(positive_global, positive_anomaly)
-    pairs = sample_latent(model, positive, negative, pair_latent(latent), seed, steps, cfg, sampler_name, scheduler,
-                          denoise, preview)  # fmt: skip
-    glob, anomaly = split_pairs(pairs)
+    paired = pair_latent(latent, node=NAME)
+    pairs = sample_latent(
+        model, positive, negative, paired, seed, steps, cfg, sampler_name, scheduler, denoise, preview
+    )
+    mark_paired(pairs["samples"])  # sampled here from pairs (also by a MODEL without a Dual LoRA, to compare)
+    glob, anomaly = split_pairs(pairs, node=NAME)
     return glob, anomaly, pairs
 
 
@@ -67,7 +72,7 @@ class DualAnoDiffSampler:
     RETURN_TYPES = ("LATENT", "LATENT", "LATENT")
     RETURN_NAMES = ("global", "anomaly", "pairs")
     OUTPUT_TOOLTIPS = (
-        "Whole anomalous images (decode with the VAE). Into another Dual Sampler it refines both branches.",
+        "Whole anomalous images (decode with the VAE). A plain latent: to refine both branches, use 'pairs'.",
         "Defect-only images on grey: feed Extract Anomaly Mask.",
         "Both branches interleaved (2N latents): upscale or refine them with any sampler, then Split Pairs.",
     )
@@ -82,7 +87,7 @@ class DualAnoDiffSampler:
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt, shared by both branches (an empty prompt as trained). "
                                                "ControlNet/T2I-Adapter/GLIGEN conditioning is refused: it cannot follow the pairs."}),
                 "latent_image": ("LATENT", {"tooltip": "N latents (e.g. Empty Latent Image, batch N): N pairs are made. "
-                                             "Or a previous Dual Sampler's global/pairs output, to refine at lower denoise."}),
+                                             "Or pairs: Region Latent, a Dual Sampler's pairs (refine)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Noise seed; every latent of every branch gets its own noise."}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 10000, "tooltip": "Denoising steps."}),
@@ -102,4 +107,4 @@ class DualAnoDiffSampler:
 
 
 NODE_CLASS_MAPPINGS = {"DualAnoDiffSampler": DualAnoDiffSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffSampler": "Dual Sampler (SAIM)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"DualAnoDiffSampler": NAME}

@@ -7,8 +7,9 @@ import torch
 from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
 from ...anodiff.train.session import SessionConfig, TrainedDual
 from ..model.patch import attach_dual
+from .train_inputs import check_resolution, starting_point
 from .train_run import RunOptions, build_dataset, run_training
-from .train_save import load_trained, resumable_files
+from .train_save import resumable_files
 
 DUAL_WEIGHTS = "DUAL_ANODIFF_WEIGHTS"
 LOSS_MAP = "LOSS_MAP"  # core's Loss Graph reads {"loss": [...]} too
@@ -86,7 +87,8 @@ class DualAnoDiffTrain:
                 "backgrounds": ("IMAGE", {"tooltip": "Object-blacked-out photos for BCM, one per photo (Load Defect "
                                           "Set with background on)."}),
                 "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                       "tooltip": "Training size; photos are stretched to it."}),
+                                       "tooltip": "Training size; photos are stretched to it. Photos from Load "
+                                       "Defect Set must have been made at this resolution (set both the same)."}),
                 "flips": ("BOOLEAN", {"default": True, "tooltip": "Random horizontal/vertical flips; off for "
                                       "orientation-sensitive objects (cable, transistor)."}),
                 "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip": "Sample a preview "
@@ -105,11 +107,12 @@ class DualAnoDiffTrain:
             given = "no backgrounds are connected" if backgrounds is None else "the backgrounds are all black"
             raise ValueError(f"Train Dual LoRA: bcm is on but {given}; turn Load Defect Set's background switch on "
                              "(it then gives one object-blacked-out photo per image), or turn bcm off")  # fmt: skip
-        start: TrainedDual | None = resume if resume is not None else load_trained(resume_file)
+        start: TrainedDual | None = starting_point(resume, resume_file)
         prompts = start.dual.prompts if start is not None else (PROMPT_GLOBAL, PROMPT_ANOMALY)
         config = SessionConfig(rank=rank, text_rank=rank, lr=learning_rate, batch_size=batch_size, seed=seed, bcm=bcm,
                                train_text_encoder=train_text_encoder, resolution=resolution,
                                prompt_global=prompts[0], prompt_anomaly=prompts[1])  # fmt: skip
+        check_resolution(images, resolution)
         dataset = build_dataset(images, masks, backgrounds if bcm else None, resolution, flips, seed)
         options = RunOptions(steps, gradient_checkpointing, preview_every)
         result = run_training(model, clip, vae, dataset, config, options, start, preview_pair(vae, config, seed))

@@ -10,6 +10,7 @@ from ...anodiff.common.imageio import folder_stamp
 from ...anodiff.data import fewshot
 from ...anodiff.data.layouts import detect_layout
 from ..regions.sources import input_folder
+from .train_inputs import mark_resolution
 from .train_run import as_image_batch, build_dataset
 
 
@@ -25,8 +26,11 @@ def folder_dataset(folder: str, category: str, anomaly: str, split: str, resolut
     from ..dataset.mask import load_u2netp
 
     root = resolve_folder(folder)
-    samples = fewshot.split_train(fewshot.find_samples(root, category or None, anomaly or None), split)
-    fewshot.validate_samples(samples)
+    try:
+        samples = fewshot.split_train(fewshot.find_samples(root, category or None, anomaly or None), split)
+        fewshot.validate_samples(samples)
+    except (ValueError, FileNotFoundError) as err:  # the library's words for folder/category/anomaly
+        raise type(err)(f"Load Defect Set: {err}") from err
     try:
         model = load_u2netp() if background else None
     except FileNotFoundError as err:
@@ -67,8 +71,9 @@ class DualAnoDiffLoadTrainingSet:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": ("STRING", {"default": "", "tooltip": "Dataset folder: absolute, or relative to ComfyUI's "
-                                      "input folder. Ignored when images and masks are connected."}),
+                "folder": ("STRING", {"default": "", "tooltip": "Dataset folder, relative to ComfyUI's input folder "
+                                      "(or absolute: inside input/ or output/, or listed in user/dualanodiff.yaml). "
+                                      "Ignored when images and masks are connected."}),
                 "category": ("STRING", {"default": "", "tooltip": "Category of a multi-category dataset, e.g. bottle "
                                         "(empty for a folder with images/ and masks/)."}),
                 "anomaly": ("STRING", {"default": "", "tooltip": "Anomaly type, e.g. broken_large (MVTec test/<type>)."}),
@@ -102,7 +107,7 @@ class DualAnoDiffLoadTrainingSet:
         else:
             dataset, report = folder_dataset(folder, category, anomaly, split, resolution, background)
         items = dataset.items()
-        pictures = as_image_batch(items, "image")
+        pictures = mark_resolution(as_image_batch(items, "image"), resolution)
         masks_out = torch.stack([it["mask"][0] for it in items])
         backgrounds = as_image_batch(items, "background") if background else torch.zeros_like(pictures[:1])
         return pictures, masks_out, backgrounds, report

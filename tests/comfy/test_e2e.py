@@ -24,7 +24,7 @@ OUR_NODES = {
                             ["saim"], ["MODEL", "CLIP"]),
     "DualAnoDiffSampler": (["model", "positive_global", "positive_anomaly", "negative", "latent_image", "seed", "steps",
                             "cfg", "sampler_name", "scheduler", "denoise"], [], ["global", "anomaly", "pairs"]),
-    "DualAnoDiffPairLatent": (["latent"], [], ["pairs"]),
+    "DualAnoDiffPairLatent": (["latent"], ["anomaly"], ["pairs"]),
     "DualAnoDiffPairConditioning": (["positive_global", "positive_anomaly"], [], ["CONDITIONING"]),
     "DualAnoDiffSplitPairs": (["pairs"], [], ["global", "anomaly"]),
     "DualAnoDiffBackgroundCompensation": (["model", "vae", "background", "strength"], ["object_mask"], ["MODEL"]),

@@ -174,3 +174,62 @@ def test_comfyui_never_moves_the_adapter_being_trained(loader):
     folded = DualPatch(trainee, (1.0, 1.0))
     folded.on_detach(Stub)
     assert {p.device.type for p in folded.adapter.parameters()} == {"meta"}
+
+
+def test_a_partial_unload_frees_the_dual_model_with_the_unet(loader):
+    """ComfyUI frees part of a loaded UNet for another model (``LoadedModel.model_unload(memory_to_free)``): the
+    dual model leaves the load device with it, and the MODEL's counted size still holds it."""
+    import comfy.model_management as mm
+    from dualanodiff_pack.nodes.model.patch import find_dual
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
+
+    base = build_tiny_model()
+    model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
+    dual = find_dual(model)
+    cond = [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(1)), {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def sample():
+        return sample_pairs(model, cond, cond, cond, latent, 3, 2, 2.0, "euler", "normal", 1.0, preview=False)[0]
+
+    mm.unload_all_models()
+    full = sample()
+    (loaded,) = [m for m in mm.current_loaded_models if m.model is model]
+    moves, real_move = [], dual._move
+    dual._move = lambda device: (moves.append(torch.device(device)), real_move(device))
+    try:
+        assert loaded.model_unload(memory_to_free=base.model_size() // 2) is False  # partial: it stays listed
+        assert model.model.model_lowvram and moves and moves[-1] == model.offload_device
+        assert model.model_size() == base.model_size() + tensor_bytes(dual.adapter)
+        again = sample()  # sampling the partially loaded model: the dual model follows ComfyUI's partial rule
+        assert moves[-1] == model.offload_device
+    finally:
+        dual._move = real_move
+        mm.unload_all_models()
+    torch.testing.assert_close(again["samples"], full["samples"], atol=2e-4, rtol=1e-4)
+
+
+def test_dynamic_vram_falls_back_on_a_cpu_and_samples_the_same(loader):
+    """ComfyUI 0.33 loads models as ``ModelPatcherDynamic`` on an NVIDIA GPU by default (dynamic VRAM); on a CPU
+    load device it builds the plain ``ModelPatcher``. As far as a CPU allows: the Dual LoRA on a MODEL built
+    through that class samples exactly like one built directly. The GPU path: bench/comfy_vram_modes.py."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    dynamic = getattr(comfy.model_patcher, "ModelPatcherDynamic", None)
+    if dynamic is None:
+        pytest.skip("this ComfyUI has no dynamic VRAM (it came with 0.33)")
+    from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
+
+    plain = build_tiny_model()
+    through = dynamic(plain.model, load_device=plain.load_device, offload_device=plain.offload_device)
+    assert not through.is_dynamic()  # the CPU fallback
+    cond = [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(2)), {}]]
+    outs = []
+    for base in (plain, through):
+        model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
+        mm.unload_all_models()
+        outs.append(sample_pairs(model, cond, cond, cond, {"samples": torch.zeros(1, 4, 8, 8)}, 5, 2, 2.0, "euler",
+                                 "normal", 1.0, preview=False)[1]["samples"])  # fmt: skip
+    mm.unload_all_models()
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)

@@ -62,8 +62,11 @@ def leftovers(model, clip):
     return found
 
 
-def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path):
+def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path, monkeypatch):
     import cv2
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))  # folders are read inside input/
 
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadTrainingSet"]()
     images, masks = training_pairs()
@@ -106,6 +109,7 @@ def test_load_defect_set_reads_one_anomaly_type_of_an_mvtec_category(nodes, mode
     import cv2
     import folder_paths
 
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))  # folders are read inside input/
     root, rng = tmp_path / "mvtec", np.random.default_rng(3)
     pictures, defects = {}, {}
     for anomaly, n in (("crack", 6), ("hole", 3)):  # hole's pictures must not leak into crack's set
@@ -130,7 +134,6 @@ def test_load_defect_set_reads_one_anomaly_type_of_an_mvtec_category(nodes, mode
         assert torch.equal(out_m[i], torch.from_numpy(defects["crack", i] / 255.0).float())
     out_i, _, _, report = node.load(str(root), "bottle", "crack", "authors", RES, False)
     assert out_i.shape[0] == 3 and "3 training pairs (authors split)" in report  # floor(6/3) + 1
-    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
     out_i, _, _, _ = node.load("mvtec", "bottle", "hole", "floor", RES, False)  # relative to ComfyUI's input
     assert out_i.shape[0] == 1
     torch.testing.assert_close(out_i[0], torch.from_numpy(pictures["hole", 0] / 255.0).float(), atol=1e-5, rtol=0)
