@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..common.precision import check_precision
 from ..data.fewshot import SPLIT_RULES
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
+from .session import SessionConfig
 
 
 @dataclass
@@ -62,6 +63,12 @@ class TrainConfig:
             return self.name
         parts = [p for p in (self.category, self.anomaly) if p]
         return "_".join(parts) or "dualanodiff"
+
+    @property
+    def session_config(self) -> SessionConfig:
+        """The settings ``TrainingSession`` (init, step, resume) takes from this run."""
+        names = {f.name for f in fields(SessionConfig)}
+        return SessionConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
     @property
     def dual_config(self) -> DualConfig:
