@@ -42,7 +42,8 @@ class DualAnoDiffTrain:
         "Trains a DualAnoDiff model (a LoRA per branch, SAIM, optionally BCM, and the shared text-encoder LoRA) on a "
         "few defect photos with the same training step as `anodiff train`, on this MODEL/CLIP/VAE and the device "
         "ComfyUI chose. Returns MODEL and CLIP already carrying it (feed Dual Sampler), the weights for Save Dual "
-        "LoRA, and the loss. Cancel stops after the current step and leaves the input MODEL and CLIP untouched. "
+        "LoRA, and the loss. Cancel stops after the current step and leaves the input MODEL and CLIP untouched; "
+        "what was trained is autosaved every autosave_every steps and on Cancel or an error (resume_file continues it). "
         "The authors train 5000 steps, rank 32, lr 2e-5, batch 4 at 512 px."
     )
     CATEGORY = "DualAnoDiff/training"
@@ -91,6 +92,10 @@ class DualAnoDiffTrain:
                                       "orientation-sensitive objects (cable, transistor)."}),
                 "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip": "Sample a preview "
                                           "pair on the progress bar every this many steps (0: never)."}),
+                "autosave_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip": "Write the weights "
+                                           "and optimiser state to models/dualanodiff/autosave every this many steps "
+                                           "and at the end (0: only on Cancel or an error, which always save). "
+                                           "Pick the file as resume_file to continue exactly."}),
                 "resume": (DUAL_WEIGHTS, {"tooltip": "Continue these weights (a previous Train Dual LoRA) with the "
                                           "same photos and seed: the result equals one longer run."}),
                 "resume_file": (resumable_files(), {"tooltip": "Or continue a file in models/dualanodiff saved with "
@@ -100,7 +105,7 @@ class DualAnoDiffTrain:
 
     def train(self, model, clip, vae, images, masks, steps, learning_rate, rank, batch_size, seed, bcm,
               train_text_encoder, gradient_checkpointing, backgrounds=None, resolution=512, flips=True,
-              preview_every=500, resume=None, resume_file=NONE):  # fmt: skip
+              preview_every=500, resume=None, resume_file=NONE, autosave_every=500):  # fmt: skip
         if bcm and (backgrounds is None or not bool(backgrounds.gt(0).any())):
             given = "no backgrounds are connected" if backgrounds is None else "the backgrounds are all black"
             raise ValueError(f"Train Dual LoRA: bcm is on but {given}; turn Load Defect Set's background switch on "
@@ -111,7 +116,7 @@ class DualAnoDiffTrain:
                                train_text_encoder=train_text_encoder, resolution=resolution,
                                prompt_global=prompts[0], prompt_anomaly=prompts[1])  # fmt: skip
         dataset = build_dataset(images, masks, backgrounds if bcm else None, resolution, flips, seed)
-        options = RunOptions(steps, gradient_checkpointing, preview_every)
+        options = RunOptions(steps, gradient_checkpointing, preview_every, autosave_every)
         result = run_training(model, clip, vae, dataset, config, options, start, preview_pair(vae, config, seed))
         new_model, new_clip = attach_dual(model, clip, result.dual, name="trained")
         return new_model, new_clip, result, {"loss": list(result.losses)}
