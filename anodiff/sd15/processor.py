@@ -87,7 +87,9 @@ class DualAttnProcessor:
         run = dual or UNetPass()
         layer = self.layer
         if hidden_states.dim() != 3:
-            raise ValueError(f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}")
+            raise ValueError(
+                f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}"
+            )
         rows = hidden_states.shape[0]
         write = run.mode == "write"
         ids, id_list = row_branches(rows, run.chunks, write, hidden_states.device)
@@ -120,7 +122,9 @@ class DualAttnProcessor:
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, kv.shape[1], rows)
             attention_mask = attention_mask.view(rows, heads, -1, attention_mask.shape[-1])
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
         out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
 
         if fast:

@@ -15,11 +15,15 @@ class TrainConfig:
     """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
 
     base: str = field(metadata={"help": "SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint."})
-    data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
+    data: str = field(
+        metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."}
+    )
     output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
     category: str | None = None
     anomaly: str | None = None
-    name: str | None = field(default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."})
+    name: str | None = field(
+        default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."}
+    )
     steps: int = 5000
     batch_size: int = 4
     lr: float = 2e-5
@@ -44,8 +48,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     preview_every: int = 500
     resume: bool = False
-    resume_changed: bool = field(default=False, metadata={"help": "With resume: continue although settings such as "
-                                 "lr, data or the process count changed (warned; no longer an exact continuation)."})
+    resume_changed: bool = field(
+        default=False,
+        metadata={
+            "help": "With resume: continue although settings such as "
+            "lr, data or the process count changed (warned; no longer an exact continuation)."
+        },
+    )
     force: bool = False
     progress: bool = True
 

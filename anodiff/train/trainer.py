@@ -49,7 +49,9 @@ class DualTrainModel(nn.Module):
         self.dual_unet, self.text_encoder = dual_unet, text_encoder
         self.register_buffer("prompt_ids", prompt_ids, persistent=False)
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """noisy: (2B, 4, h, w) interleaved pairs; timesteps: (2B,); background: (B, 4, h, w) noised, or None."""
         pairs = noisy.shape[0] // 2
         context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
@@ -119,7 +121,9 @@ class Trainer:
                                 return_tensors="pt").input_ids  # fmt: skip
         self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
         self.latents = LatentCache(self._encode, config.cache_latents)
-        if not config.resume and self.accelerator.is_main_process:  # last, so that a run that fails to start moves nothing
+        if (
+            not config.resume and self.accelerator.is_main_process
+        ):  # last, so that a run that fails to start moves nothing
             set_aside(self.ckpt_dir)  # a later --resume must not continue the earlier run's checkpoints
         self.model, self.session.optimizer = self.accelerator.prepare(self.model, self.session.optimizer)
         self.stop = AgreedStop(self.accelerator)
@@ -201,8 +205,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         target = min(until or self.config.steps, self.config.steps)
-        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name,
-                   disable=not (self.config.progress and self.accelerator.is_main_process))  # one bar, not one per GPU
+        bar = tqdm(
+            total=target,
+            initial=self.step,
+            desc=self.config.model_name,
+            disable=not (self.config.progress and self.accelerator.is_main_process),
+        )  # one bar, not one per GPU
         history = self.losses
         try:
             self.stop.listen()

@@ -100,7 +100,9 @@ def unet_forward(m, context: Callable[[], torch.Tensor]) -> Callable:
 
         def call(latents, timesteps, rows_context, mode: str | None = None, bank: dict | None = None):
             extra = {} if bank is None else {MODE: mode, BANK: bank}
-            return unet(latents.to(device, dtype), timesteps, context=rows_context, transformer_options=options(**extra))
+            return unet(
+                latents.to(device, dtype), timesteps, context=rows_context, transformer_options=options(**extra)
+            )
 
         if background is None:
             return call(noisy, t, ctx)
@@ -222,5 +224,3 @@ def release(*patchers) -> None:
 
 def _ours(function) -> bool:
     return isinstance(function, TextDelta) or function is _normal_copy
-
-

@@ -86,7 +86,9 @@ def autosave_trained(trained: TrainedDual, name: str) -> str:
     a silently wrong one). Returns the name Load Dual LoRA and ``resume_file`` list."""
     path = _folder(FOLDER) / AUTOSAVE / f"{name}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, save({k: v.contiguous() for k, v in trained.dual.tensors.items()}, metadata=trained.dual.metadata))
+    write_atomic(
+        path, save({k: v.contiguous() for k, v in trained.dual.tensors.items()}, metadata=trained.dual.metadata)
+    )
     meta = {"steps": str(trained.steps), "model": path.name}
     history = {LOSSES: torch.tensor(trained.losses, dtype=torch.float64)} if trained.losses else {}
     write_atomic(state_path(path), save({**trained.optimizer, **history}, metadata=meta))

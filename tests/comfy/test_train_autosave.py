@@ -8,14 +8,32 @@ import sys
 
 import pytest
 import torch
-from test_train_nodes import models_dir, nodes, train, training_pairs  # noqa: F401 (fixtures)
+from test_train_nodes import train, training_pairs
 from tiny import build_tiny_sd15
 
 from anodiff.weights.load import load_dual
 
 
-def autosaves(models_dir) -> list[str]:
-    return sorted(p.relative_to(models_dir).as_posix() for p in (models_dir / "autosave").glob("*.safetensors"))
+@pytest.fixture(scope="module")
+def nodes(comfyui_root):
+    from pack import import_pack
+
+    return import_pack().nodes
+
+
+@pytest.fixture
+def models_dir(tmp_path, comfyui_root, monkeypatch):
+    import folder_paths
+
+    (tmp_path / "dualanodiff").mkdir()
+    for name in ("dualanodiff", "dualanodiff_state"):
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, name, ([str(tmp_path / name)], {".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {}, raising=False)
+    return tmp_path / "dualanodiff"
+
+
+def autosaves(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in (folder / "autosave").glob("*.safetensors"))
 
 
 def assert_same_weights(a, b) -> None:
