@@ -16,7 +16,7 @@ import torch
 from test_train import write_fixed_defect_set
 from tiny import TINY_UNET_CONFIG, build_tiny_sd15
 
-import anodiff.train.step as step
+from anodiff.train import step
 from anodiff.weights.load import load_dual
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
