@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
+from ...anodiff.train.preview import PREVIEW_CFG, PREVIEW_STEPS, preview_sheet
 from ...anodiff.train.session import SessionConfig, TrainedDual
 from ..model.patch import attach_dual
 from .train_run import RunOptions, build_dataset, run_training
@@ -15,9 +17,9 @@ LOSS_MAP = "LOSS_MAP"  # core's Loss Graph reads {"loss": [...]} too
 NONE = "none"
 
 
-def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
-    """``run_training``'s preview: one global | anomaly pair sampled (Euler, cfg 2.5) with the model being trained,
-    without a progress bar of its own (the bar shows training steps)."""
+def preview_pair(vae, config: SessionConfig, seed: int, steps: int = PREVIEW_STEPS):
+    """``run_training``'s preview: one pair sampled (DDIM, cfg 2.5, as ``anodiff train``'s) with the model being
+    trained, without a progress bar of its own (the bar shows training steps), as the shared ``preview_sheet``."""
     from PIL import Image
 
     def render(model, clip, step: int):
@@ -28,11 +30,12 @@ def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
 
         side = config.resolution // 8
         glob, anomaly, _ = sample_pairs(model, encode(config.prompt_global), encode(config.prompt_anomaly), encode(""),
-                                        {"samples": torch.zeros(1, 4, side, side)}, seed, steps, 2.5, "euler", "normal",
-                                        1.0, preview=False)  # fmt: skip
+                                        {"samples": torch.zeros(1, 4, side, side)}, seed, steps, PREVIEW_CFG, "ddim",
+                                        "ddim_uniform", 1.0, preview=False)  # fmt: skip
         images = vae.decode(torch.cat([glob["samples"], anomaly["samples"]]))[..., :3]
-        row = (torch.cat(list(images.reshape(-1, *images.shape[-3:])[:2]), dim=1).clamp(0, 1) * 255).byte()
-        return "JPEG", Image.fromarray(row.cpu().numpy()), 512
+        images = images.reshape(-1, *images.shape[-3:]).clamp(0, 1).float().cpu().numpy()
+        sheet = preview_sheet(images[0], images[1])
+        return "JPEG", Image.fromarray((sheet * 255).round().astype(np.uint8)), 768
 
     return render
 
