@@ -51,7 +51,8 @@ class BackgroundCompensation(nn.Module):
             )
         if background.shape[0] not in (1, glob.shape[0]):
             raise ValueError(
-                f"BCM: need one background row per pair ({glob.shape[0]}) or a single shared row, got {background.shape[0]}"
+                f"BCM: need one background row per pair ({glob.shape[0]}) or a single shared row, "
+                f"got {background.shape[0]}"
             )
         a = cast_like(self.a, hidden) * strength
         mixed = (1 - a) * glob + a * self.project(background.to(hidden.dtype))

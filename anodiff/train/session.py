@@ -107,7 +107,8 @@ class TrainingSession:
         if theirs != (c.rank, c.bcm, c.saim) or (dual.has_text_lora and dual.config.text_rank != c.text_rank):
             raise ValueError(
                 f"{dual.source}: trained with rank {dual.config.rank} (text {dual.config.text_rank}), bcm "
-                f"{dual.config.bcm}, saim {dual.config.saim}; set the same to continue it (got rank {c.rank}, bcm {c.bcm})"
+                f"{dual.config.bcm}, saim {dual.config.saim}; set the same to continue it "
+                f"(got rank {c.rank}, bcm {c.bcm})"
             )
         if dual.has_text_lora and self.text is None:
             raise ValueError(f"{dual.source} has a text-encoder LoRA: turn train_text_encoder on to continue it")

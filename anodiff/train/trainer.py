@@ -6,7 +6,10 @@ Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) c
 ``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
 VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
 encode would. Checkpoints (``checkpoints``: the model, usable as it is, and the optimiser state with the run's
-fingerprint, also at the final step), previews and the final file are written once, by the main process. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+fingerprint, also at the final step), previews and the final file are written once, by the main process.
+Init, step and resume are ``session.TrainingSession``'s, the one the Train Dual LoRA node drives too; this module
+adds the diffusers host (UNet, CLIP, VAE), accelerate, checkpoints on disk and Ctrl-C (``stop.AgreedStop``).
+Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class DualAnoDiffTrain:
         "few defect photos with the same training step as `anodiff train`, on this MODEL/CLIP/VAE and the device "
         "ComfyUI chose. Returns MODEL and CLIP already carrying it (feed Dual Sampler), the weights for Save Dual "
         "LoRA, and the loss. Cancel stops after the current step and leaves the input MODEL and CLIP untouched; "
-        "what was trained is autosaved every autosave_every steps and on Cancel or an error (resume_file continues it). "
+        "what was trained is autosaved every autosave_every steps and on Cancel or an error (resume_file "
+        "continues it). "
         "The authors train 5000 steps, rank 32, lr 2e-5, batch 4 at 512 px."
     )
     CATEGORY = "DualAnoDiff/training"
