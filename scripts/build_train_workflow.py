@@ -21,6 +21,7 @@ SOCKETS = {  # node type -> (inputs [(name, type)], outputs [(name, type)])
                           ("backgrounds", "IMAGE"), ("resume", "DUAL_ANODIFF_WEIGHTS")],
                          [("model", "MODEL"), ("clip", "CLIP"), ("dual_weights", "DUAL_ANODIFF_WEIGHTS"),
                           ("loss", "LOSS_MAP")]),
+    "DualAnoDiffLoadLoRA": ([("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
     "DualAnoDiffSaveModel": ([("dual_weights", "DUAL_ANODIFF_WEIGHTS")], [("filename", "STRING")]),
     "DualAnoDiffLossGraph": ([("loss", "LOSS_MAP")], [("IMAGE", "IMAGE")]),
     "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
@@ -35,14 +36,19 @@ SOCKETS = {  # node type -> (inputs [(name, type)], outputs [(name, type)])
     "DualAnoDiffExportDataset": ([("images", "IMAGE"), ("masks", "MASK")], [("summary", "STRING")]),
     "PreviewImage": ([("images", "IMAGE")], []),
 }  # fmt: skip
-TRAIN = [5000, 2e-5, 32, 4, 32, "fixed", False, True, False, 512, True, 500, "none"]
+TRAIN = [5000, 2e-5, 32, 4, 32, "fixed", False, True, False, 512, True, 500, 500, "none"]
+BYPASSED = {18}
+"""Nodes shipped bypassed (mode 4): the later-runs branch; bypassed, Load Dual LoRA hands MODEL and CLIP on."""
 # id: (type, title or None, widgets, {input: (source id, output index)}, group, (x, y))
 GRAPH = {
     1: ("CheckpointLoaderSimple", None, ["v1-5-pruned-emaonly.safetensors"], {}, 1, (40, 120)),
     2: ("DualAnoDiffLoadTrainingSet", None, ["mvtec_ad", "bottle", "broken_large", "floor", 512, False], {}, 1,
         (40, 300)),
+    18: ("DualAnoDiffLoadLoRA", "Later runs: Load Dual LoRA (bypassed)",
+         ["bottle_broken_large_00001.safetensors", 1.0, 1.0, 1.0, True], {"model": (1, 0), "clip": (1, 1)}, 1,
+         (40, 460)),
     3: ("DualAnoDiffTrain", None, TRAIN,
-        {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "images": (2, 0), "masks": (2, 1)}, 2, (460, 120)),
+        {"model": (18, 0), "clip": (18, 1), "vae": (1, 2), "images": (2, 0), "masks": (2, 1)}, 2, (460, 120)),
     4: ("DualAnoDiffSaveModel", None, ["bottle_broken_large", True], {"dual_weights": (3, 2)}, 2, (460, 720)),
     5: ("DualAnoDiffLossGraph", None, [768, 384], {"loss": (3, 3)}, 2, (460, 880)),
     6: ("PreviewImage", "Loss curve", [], {"images": (5, 0)}, 2, (460, 1040)),
@@ -68,21 +74,28 @@ GROUPS = {
     4: ("4. Masks and filtering", "#a1309b"),
     5: ("5. Dataset", "#88A"),
 }
-NOTES = {
-    1: (("Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly type, "
+NOTES = [  # (group, text, position)
+    (1, ("Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly type, "
         "or a folder with images/ and masks/, and keeps the training third exactly as `anodiff train` does. Connect "
         "Load Image (image + mask) to its optional inputs to train on your own photos instead."), (40, 640)),
-    2: (("Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On one "
+    (1, ("Later runs\n\nTo sample again from a saved model without training: turn Load Dual LoRA (below the "
+        "checkpoint) on (select it, Ctrl+B), pick the saved file, and bypass group 2 (right-click the group, "
+        "Bypass Group Nodes). Bypassed, Train Dual LoRA hands Load Dual LoRA's MODEL and CLIP on to the sampler, and "
+        "the defect photos are not read."), (40, 900)),
+    (2, ("Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On one "
         "modern GPU (fp16, rank 32, batch 4) that is roughly 1-2 hours; gradient_checkpointing trades about a third "
-        "more time for much less memory. The progress bar shows a sampled pair every preview_every steps; Cancel "
-        "stops after the current step and leaves the checkpoint untouched. Save Dual LoRA writes "
+        "more time for much less memory. The progress bar shows a sampled pair every preview_every steps. Nothing "
+        "trained is lost: every autosave_every steps, and on Cancel (honoured after the current step) or an error, "
+        "the weights and optimiser state go to models/dualanodiff/autosave (resume_file continues them). Save Dual "
+        "LoRA writes "
         "models/dualanodiff/bottle_broken_large_00001.safetensors (plus its optimiser state, so resume_file can "
         "continue it exactly)."), (460, 1300)),
-    3: (("Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later runs "
-        "can start from Load Dual LoRA with the saved file instead of training again (mute groups 1-2)."), (900, 1220)),
-    5: (("Dataset\n\nFilter Pairs drops pairs whose mask cannot be trusted; Export Dataset adds the rest to "
+    (3, ("Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later runs "
+        "can start from Load Dual LoRA with the saved file instead of training again (see the Later runs note)."),
+        (900, 1220)),
+    (5, ("Dataset\n\nFilter Pairs drops pairs whose mask cannot be trusted; Export Dataset adds the rest to "
         "output/dualanodiff_dataset in the MVTec layout with COCO annotations, never overwriting."), (1780, 300)),
-}  # fmt: skip
+]  # fmt: skip
 
 
 def build_ui() -> dict:
@@ -98,7 +111,8 @@ def build_ui() -> dict:
     by_target = {(link[3], link[4]): link[0] for link in links}
     for order, (nid, (kind, title, widgets, _, _, pos)) in enumerate(GRAPH.items()):
         ins, outs = SOCKETS[kind]
-        node = {"id": nid, "type": kind, "pos": list(pos), "size": [320, 120], "flags": {}, "order": order, "mode": 0,
+        node = {"id": nid, "type": kind, "pos": list(pos), "size": [320, 120], "flags": {}, "order": order,
+                "mode": 4 if nid in BYPASSED else 0,
                 "inputs": [{"name": n, "type": t, "link": by_target.get((nid, k))} for k, (n, t) in enumerate(ins)],
                 "outputs": [{"name": n, "type": t, "links": outputs.get((nid, k), []), "slot_index": k}
                             for k, (n, t) in enumerate(outs)],
@@ -107,7 +121,7 @@ def build_ui() -> dict:
             node["title"] = title
         nodes.append(node)
     group_of = {nid: spec[4] for nid, spec in GRAPH.items()}
-    for k, (group, (text, pos)) in enumerate(NOTES.items()):
+    for k, (group, text, pos) in enumerate(NOTES):
         nid = 100 + k
         group_of[nid] = group
         nodes.append({"id": nid, "type": "Note", "pos": list(pos), "size": [320, 220], "flags": {},

@@ -185,7 +185,7 @@ def test_latent_cache_gives_the_uncached_losses_with_far_fewer_encodes(base, dat
     torch.testing.assert_close(torch.tensor(runs[True].losses), torch.tensor(runs[False].losses), atol=1e-5, rtol=1e-4)
     assert runs[False].encodes == 8 * 2  # two encoder calls (image, anomaly part) every step
     # at most (3 images x 4 flip variants x 2 targets) encodes in all, however long the run
-    assert runs[True].encodes <= 3 * 4 * 2 and len(runs[True]._posteriors) == runs[True].encodes
+    assert runs[True].encodes <= 3 * 4 * 2 and len(runs[True].latents.slots) == runs[True].encodes
 
 
 def test_ranks_draw_different_batches_and_rank_zero_keeps_the_single_process_stream():

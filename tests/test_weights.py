@@ -10,7 +10,7 @@ from anodiff import DualAdapter, DualConfig, DualWeightsError, load_dual, to_dua
 from anodiff.cli import main as cli
 from anodiff.sd15.processor import DualUNet, UNetPass
 from anodiff.weights.schema import META_FIELDS, OPTIONAL_META_FIELDS
-from anodiff.weights.text import add_text_lora, load_text_lora, text_lora_state
+from anodiff.weights.text import add_text_lora, attached_lora, load_text_lora, text_lora_state
 
 
 def inputs(seed=0, dtype=torch.float32):
@@ -33,9 +33,8 @@ def test_save_load_is_bit_identical(tmp_path, bcm):
     adapter = randomize_(DualAdapter(config, TINY_CHANNELS, TINY_CONTEXT))
     te = add_text_lora(tiny_text_encoder(), config.text_rank, config.text_lora_alpha)
     with torch.no_grad():
-        for name, p in te.named_parameters():
-            if "lora_" in name:
-                p.normal_(std=0.1)
+        for p in attached_lora(te).parameters():
+            p.normal_(std=0.1)
     path = to_dual_file(adapter, text_lora_state(te), steps=123, resolution=64).save(tmp_path / "m.safetensors")
 
     loaded = load_dual(path)

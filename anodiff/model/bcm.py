@@ -8,6 +8,8 @@ Official: ``bcm-dual-interrelated_diff``: ``ReferenceOnlyAttnProc`` and ``tempor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,8 +51,30 @@ class BackgroundCompensation(nn.Module):
             )
         if background.shape[0] not in (1, glob.shape[0]):
             raise ValueError(
-                f"BCM: need one background row per pair ({glob.shape[0]}) or a single shared row, got {background.shape[0]}"
+                f"BCM: need one background row per pair ({glob.shape[0]}) or a single shared row, "
+                f"got {background.shape[0]}"
             )
         a = cast_like(self.a, hidden) * strength
         mixed = (1 - a) * glob + a * self.project(background.to(hidden.dtype))
         return interleave(mixed, anomaly)
+
+
+UNetCall = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", str, dict], torch.Tensor]
+"""(latents, timesteps, context, mode "write" or "read", bank) -> the host UNet's output for that pass."""
+
+
+def write_then_read(unet: UNetCall, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None,
+                    background: torch.Tensor, background_t: torch.Tensor | None = None,
+                    background_context: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """BCM's two UNet passes, for every host (diffusers ``DualUNet``, the ComfyUI sampler patch, training).
+
+    The write pass runs ``background`` (B, 4, h, w), already noised, at each pair's global timestep with its
+    global prompt (rows 0, 2, ... of ``t`` and ``context`` unless given) and fills ``bank``; the read pass runs the
+    pairs ``x`` (2B, ...) mixing the stored tokens into the global rows. Returns the read pass's output."""
+    bank: dict[str, torch.Tensor] = {}
+    if background_t is None:
+        background_t = t[0::2] if t.dim() else t
+    if background_context is None and context is not None:
+        background_context = context[0::2]
+    unet(background, background_t, background_context, "write", bank)
+    return unet(x, t, context, "read", bank)

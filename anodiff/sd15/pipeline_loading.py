@@ -15,13 +15,9 @@ import torch
 from ..model.dual import DualAdapter
 from ..weights.load import load_dual as read_dual
 from ..weights.schema import DualFile
-from ..weights.text import add_text_lora, load_text_lora
+from ..weights.text import add_text_lora, attached_lora, load_text_lora
 from .load import SD15, BaseModelError, load_sd15
 from .processor import DualAttnProcessor, DualUNet
-
-
-def _has_peft_layers(module: torch.nn.Module) -> bool:
-    return any(hasattr(m, "lora_A") for m in module.modules())
 
 
 class DualLoading:
@@ -84,7 +80,7 @@ class DualLoading:
             )
         dual.check_unet(*base.widths)
         if dual.has_text_lora:
-            if _has_peft_layers(base.text_encoder):
+            if attached_lora(base.text_encoder) is not None:
                 raise ValueError(f"base model {base.source}: the text encoder already carries a LoRA; load it again")
             add_text_lora(base.text_encoder, dual.config.text_rank, dual.config.text_lora_alpha)
             load_text_lora(base.text_encoder, dual.text_tensors())

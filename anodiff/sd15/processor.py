@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.bcm import write_then_read
 from ..model.dual import DualAdapter, DualAttention
 from ..model.lora import BranchLoRA
 from ..model.lora_fused import add_branch_lora, merge_pays, merged_branch_linear
@@ -83,7 +84,9 @@ class DualAttnProcessor:
         run = dual or UNetPass()
         layer = self.layer
         if hidden_states.dim() != 3:
-            raise ValueError(f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}")
+            raise ValueError(
+                f"{self.site.diffusers}: expected (rows, tokens, channels), got {tuple(hidden_states.shape)}"
+            )
         rows = hidden_states.shape[0]
         write = run.mode == "write"
         ids, id_list = row_branches(rows, run.chunks, write, hidden_states.device)
@@ -116,7 +119,9 @@ class DualAttnProcessor:
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, kv.shape[1], rows)
             attention_mask = attention_mask.view(rows, heads, -1, attention_mask.shape[-1])
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
         out = out.transpose(1, 2).reshape(rows, -1, heads * head_dim).to(query.dtype)
 
         if fast:
@@ -190,15 +195,16 @@ class DualUNet(nn.Module):
             raise ValueError(
                 f"encoder_hidden_states has {encoder_hidden_states.shape[0]} rows, sample has {sample.shape[0]}"
             )
-        if background is not None:
-            if not self.adapter.config.bcm:
-                raise ValueError("background given, but this dual model was built without BCM (DualConfig.bcm=False)")
-            t = torch.as_tensor(timestep, device=sample.device)
-            bg_t = background_timestep if background_timestep is not None else (t[0::2] if t.dim() else t)
-            bg_ctx = background_context if background_context is not None else encoder_hidden_states[0::2]
-            run = replace(run, mode="write", bank={})
-            self.unet(background, bg_t, bg_ctx, cross_attention_kwargs={"dual": run}, return_dict=False)
-            run = replace(run, mode="read")
-        return self.unet(
-            sample, timestep, encoder_hidden_states, cross_attention_kwargs={"dual": run}, return_dict=False, **unet_kwargs
-        )[0]
+
+        def call(x, t, ctx, mode: str = run.mode, bank: dict | None = None) -> torch.Tensor:
+            dual = run if bank is None else replace(run, mode=mode, bank=bank)
+            kwargs = unet_kwargs if mode != "write" else {}
+            return self.unet(x, t, ctx, cross_attention_kwargs={"dual": dual}, return_dict=False, **kwargs)[0]
+
+        if background is None:
+            return call(sample, timestep, encoder_hidden_states)
+        if not self.adapter.config.bcm:
+            raise ValueError("background given, but this dual model was built without BCM (DualConfig.bcm=False)")
+        t = torch.as_tensor(timestep, device=sample.device)
+        return write_then_read(call, sample, t, encoder_hidden_states, background, background_timestep,
+                               background_context)  # fmt: skip

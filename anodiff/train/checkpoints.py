@@ -102,7 +102,9 @@ def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str
     changed = [k for k in sorted(now) if k in recorded and str(recorded[k]) != now[k]]
     differ = "; ".join(f"{k} (checkpoint {recorded[k]!r}, now {now[k]!r})" for k in changed)
     if changed and allow_changed and not set(changed) & set(SHAPE):
-        log.warning("%s: resuming with changed settings (--resume-changed), not an exact continuation: %s", state, differ)
+        log.warning(
+            "%s: resuming with changed settings (--resume-changed), not an exact continuation: %s", state, differ
+        )
     elif changed:
         shape = set(changed) & set(SHAPE)
         raise ValueError(

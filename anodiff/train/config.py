@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..common.precision import check_precision
 from ..data.fewshot import SPLIT_RULES
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
+from .session import SessionConfig
 
 
 @dataclass
@@ -14,11 +15,15 @@ class TrainConfig:
     """Everything a training run needs; defaults follow the authors (lr 2e-5 constant, batch 4, 5000 steps, rank 32)."""
 
     base: str = field(metadata={"help": "SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint."})
-    data: str = field(metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."})
+    data: str = field(
+        metadata={"help": "An MVTec AD root (with category and anomaly) or a folder with images/ and masks/."}
+    )
     output: str = field(metadata={"help": "Output folder: final .safetensors, checkpoints/, previews."})
     category: str | None = None
     anomaly: str | None = None
-    name: str | None = field(default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."})
+    name: str | None = field(
+        default=None, metadata={"help": "File name of the final model (default <category>_<anomaly>)."}
+    )
     steps: int = 5000
     batch_size: int = 4
     lr: float = 2e-5
@@ -43,8 +48,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     preview_every: int = 500
     resume: bool = False
-    resume_changed: bool = field(default=False, metadata={"help": "With resume: continue although settings such as "
-                                 "lr, data or the process count changed (warned; no longer an exact continuation)."})
+    resume_changed: bool = field(
+        default=False,
+        metadata={
+            "help": "With resume: continue although settings such as "
+            "lr, data or the process count changed (warned; no longer an exact continuation)."
+        },
+    )
     force: bool = False
     progress: bool = True
 
@@ -62,6 +72,12 @@ class TrainConfig:
             return self.name
         parts = [p for p in (self.category, self.anomaly) if p]
         return "_".join(parts) or "dualanodiff"
+
+    @property
+    def session_config(self) -> SessionConfig:
+        """The settings ``TrainingSession`` (init, step, resume) takes from this run."""
+        names = {f.name for f in fields(SessionConfig)}
+        return SessionConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
     @property
     def dual_config(self) -> DualConfig:

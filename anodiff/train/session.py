@@ -1,23 +1,24 @@
-"""A training run held in memory, for hosts that bring their own UNet, text encoder and VAE (the ComfyUI node).
+"""A training run held in memory: the one owner of init, step and resume for every host.
 
-``TrainingSession`` owns what is trained (the ``DualAdapter``, the text-encoder LoRA, the optimiser) and runs
-``step.pair_loss`` with the host's forward, so the node trains exactly the step ``anodiff train`` trains.
+``TrainingSession`` owns what is trained (the ``DualAdapter``, the ``TextLoRA``, the optimiser), initialises them
+from the seed in one order, continues a ``TrainedDual`` and runs ``step.pair_loss`` with the host's forward and
+latents (``latents.LatentCache``). ``anodiff train`` (``Trainer``: diffusers + accelerate) and the Train Dual LoRA
+node (ComfyUI) both drive it, so the same seed and data give the same model in both wherever their forwards agree.
 ``TrainedDual`` is its frozen result: a ``DualFile`` plus the optimiser state, enough to continue bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from ..model.config import PROMPT_ANOMALY, PROMPT_GLOBAL, DualConfig
 from ..model.dual import DualAdapter
-from ..weights.schema import TEXT_PROJECTIONS, DualFile, to_dual_file
+from ..weights.schema import DualFile, to_dual_file
+from ..weights.text import TextLoRA, text_shapes
 from .step import (
     Forward,
     SampleLatents,
@@ -32,8 +33,6 @@ from .step import (
 
 log = logging.getLogger(__name__)
 
-TEXT_KEY = re.compile(r"(text_model\.encoder\.layers\.\d+\.self_attn\.(?:" + "|".join(TEXT_PROJECTIONS) + r"))$")
-
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -46,6 +45,7 @@ class SessionConfig:
     seed: int = 32
     bcm: bool = False
     saim: bool = True
+    saim_zero_init: bool = False
     train_text_encoder: bool = True
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
@@ -56,7 +56,8 @@ class SessionConfig:
 
     @property
     def dual_config(self) -> DualConfig:
-        return DualConfig(rank=self.rank, saim=self.saim, bcm=self.bcm, text_rank=self.text_rank)
+        return DualConfig(rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm,
+                          text_rank=self.text_rank)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,45 +71,6 @@ class TrainedDual:
     @property
     def steps(self) -> int:
         return int(self.dual.metadata.get("steps", "0"))
-
-
-class TextLoRA(nn.Module):
-    """The shared text-encoder LoRA as plain factors, for a host that cannot inject peft into its encoder.
-
-    Keys and init follow ``anodiff.weights.text`` (peft ``gaussian``: A ~ N(0, 1/rank), B = 0; scale alpha/rank = 1), so
-    ``state()`` is exactly what ``text.text_lora_state`` writes. ``shapes``: canonical module name -> (in, out).
-    """
-
-    def __init__(self, shapes: dict[str, tuple[int, int]], rank: int) -> None:
-        super().__init__()
-        self.names = sorted(shapes)
-        self.rank = rank
-        self.down = nn.ParameterList([nn.Parameter(torch.empty(rank, shapes[n][0])) for n in self.names])
-        self.up = nn.ParameterList([nn.Parameter(torch.zeros(shapes[n][1], rank)) for n in self.names])
-        for p in self.down:
-            nn.init.normal_(p, std=1.0 / rank)
-
-    def delta(self, name: str) -> torch.Tensor:
-        """(out, in) weight delta ``up @ down`` of module ``name`` (scale 1: alpha = rank, as trained)."""
-        i = self.names.index(name)
-        return self.up[i] @ self.down[i]
-
-    def state(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, down, up in zip(self.names, self.down, self.up):
-            out[f"{name}.lora_A.weight"] = down.detach().float().cpu().contiguous()
-            out[f"{name}.lora_B.weight"] = up.detach().float().cpu().contiguous()
-        return out
-
-    def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = set(self.state())
-        if set(tensors) != expected:
-            missing = sorted(expected - set(tensors)) or sorted(set(tensors) - expected)
-            raise ValueError(f"text-encoder LoRA does not fit this CLIP: key {missing[0]!r} differs")
-        with torch.no_grad():
-            for i, name in enumerate(self.names):
-                self.down[i].copy_(tensors[f"{name}.lora_A.weight"])
-                self.up[i].copy_(tensors[f"{name}.lora_B.weight"])
 
 
 class TrainingSession:
@@ -145,7 +107,8 @@ class TrainingSession:
         if theirs != (c.rank, c.bcm, c.saim) or (dual.has_text_lora and dual.config.text_rank != c.text_rank):
             raise ValueError(
                 f"{dual.source}: trained with rank {dual.config.rank} (text {dual.config.text_rank}), bcm "
-                f"{dual.config.bcm}, saim {dual.config.saim}; set the same to continue it (got rank {c.rank}, bcm {c.bcm})"
+                f"{dual.config.bcm}, saim {dual.config.saim}; set the same to continue it "
+                f"(got rank {c.rank}, bcm {c.bcm})"
             )
         if dual.has_text_lora and self.text is None:
             raise ValueError(f"{dual.source} has a text-encoder LoRA: turn train_text_encoder on to continue it")
@@ -162,32 +125,33 @@ class TrainingSession:
                         dual.source, seed, self.config.seed)  # fmt: skip
 
     def train_step(self, forward: Forward, sample_latents: SampleLatents, alphas_cumprod: torch.Tensor,
-                   latent_scale: float, scaler: torch.amp.GradScaler | None = None) -> float:  # fmt: skip
-        """One optimiser step; every draw comes from ``step_generator(seed, step)``. Returns the loss."""
-        g = step_generator(self.config.seed, self.step)
-        batch = draw_batch(self.dataset, self.step, self.config.batch_size, g)
+                   latent_scale: float, scaler: torch.amp.GradScaler | None = None, rank: int = 0,
+                   backward: Callable | None = None, clip: Callable | None = None) -> float:  # fmt: skip
+        """One optimiser step; every draw comes from ``step_generator(seed, step, rank)``. Returns the loss.
+
+        ``rank``: this process of a data-parallel run; ``backward``/``clip``: accelerate's. An exception leaves
+        the session at the last finished step (the optimiser steps last), so ``result()`` is still exact."""
+        g = step_generator(self.config.seed, self.step, rank)
+        batch = self.batch(g)
         loss = pair_loss(batch, g, sample_latents, forward, alphas_cumprod, latent_scale, self.device, self.config.bcm)
-        apply_gradients(loss, self.params, self.optimizer, self.config.max_grad_norm, scaler=scaler)
+        apply_gradients(loss, self.params, self.optimizer, self.config.max_grad_norm, backward, clip, scaler)
         self.step += 1
         self.losses.append(float(loss.detach()))
         return self.losses[-1]
 
-    def result(self, images: int) -> TrainedDual:
+    def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """The batch of the current step (``step.draw_batch``)."""
+        return draw_batch(self.dataset, self.step, self.config.batch_size, g)
+
+    def result(self, images: int, source: str = "anodiff-comfyui") -> TrainedDual:
         """Snapshot on the CPU (the session may go on training; the snapshot never changes)."""
         c = self.config
         adapter = DualAdapter(self.adapter.config, self.adapter.channels, self.adapter.context_dim)
         adapter.load_state_dict({k: v.detach().float().cpu() for k, v in self.adapter.state_dict().items()})
         dual = to_dual_file(adapter, self.text.state() if self.text is not None else None, steps=self.step,
                     resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
-                    seed=c.seed, train_images=images, source="anodiff-comfyui")  # fmt: skip
+                    seed=c.seed, train_images=images, source=source)  # fmt: skip
         return TrainedDual(dual, optimizer_tensors(self.optimizer), tuple(self.losses))
 
 
-def text_shapes(named_modules: Iterable[tuple[str, nn.Module]]) -> dict[str, tuple[int, int]]:
-    """Canonical name -> (in, out) of the text encoder's q/k/v/out projections (any prefix before ``text_model``)."""
-    out = {}
-    for name, module in named_modules:
-        m = TEXT_KEY.search(name)
-        if m and getattr(module, "weight", None) is not None and module.weight.dim() == 2:
-            out[m[1]] = (module.weight.shape[1], module.weight.shape[0])
-    return out
+__all__ = ["SessionConfig", "TextLoRA", "TrainedDual", "TrainingSession", "text_shapes"]

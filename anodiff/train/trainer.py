@@ -6,13 +6,15 @@ Every random draw of step ``k`` (batch, flips, timesteps, noise, VAE sampling) c
 ``batch_size`` x processes; results depend on the seed and the number of processes only). The few-shot images'
 VAE posteriors are encoded once per (image, flips) and sampled with the step's generator, as the uncached
 encode would. Checkpoints (``checkpoints``: the model, usable as it is, and the optimiser state with the run's
-fingerprint, also at the final step), previews and the final file are written once, by the main process. Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
+fingerprint, also at the final step), previews and the final file are written once, by the main process.
+Init, step and resume are ``session.TrainingSession``'s, the one the Train Dual LoRA node drives too; this module
+adds the diffusers host (UNet, CLIP, VAE), accelerate, checkpoints on disk and Ctrl-C (``stop.AgreedStop``).
+Official recipe: ``dual-interrelated_diff/train_dreambooth_lora.py`` (see the reference §6).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -20,23 +22,15 @@ import torch
 from torch import nn
 
 from ..common.precision import autocasting, fallback_fp16_scaler, torch_dtype
-from ..model.dual import DualAdapter
 from ..sd15.processor import DualUNet, UNetPass
-from ..weights.schema import to_dual_file
-from ..weights.text import add_text_lora, load_text_lora, text_lora_state
+from ..weights.text import attach_text_lora, text_shapes
 from .checkpoints import CHECKPOINT, latest_checkpoint, read_checkpoint, run_fingerprint, set_aside, write_checkpoint
 from .config import TrainConfig
-from .step import (
-    apply_gradients,
-    cache_slots,
-    draw_batch,
-    interleave_rows,
-    load_optimizer_tensors,
-    optimizer_tensors,
-    pair_loss,
-    step_generator,
-)
+from .latents import LatentCache
+from .session import TrainedDual, TrainingSession
 from .step import make_optimizer as build_optimizer
+from .step import optimizer_tensors, pair_loss, step_generator
+from .stop import AgreedStop
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +52,9 @@ class DualTrainModel(nn.Module):
         self.dual_unet, self.text_encoder = dual_unet, text_encoder
         self.register_buffer("prompt_ids", prompt_ids, persistent=False)
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """noisy: (2B, 4, h, w) interleaved pairs; timesteps: (2B,); background: (B, 4, h, w) noised, or None."""
         pairs = noisy.shape[0] // 2
         context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
@@ -107,11 +103,14 @@ class Trainer:
         self.sd.vae.to(device, dtype=torch.float32)
         self.sd.unet.to(device, dtype=weight_dtype)
         channels, context = self.sd.widths
-        torch.manual_seed(config.seed)
-        self.adapter = DualAdapter(config.dual_config, channels, context).to(device)
         text_encoder = self.sd.text_encoder.to(device)
-        if config.train_text_encoder:
-            add_text_lora(text_encoder, config.text_rank, float(config.text_rank))
+        shapes = text_shapes(text_encoder.named_modules()) if config.train_text_encoder else None
+        start = self._resume_start() if config.resume else None
+        # the one init/step/resume owner, shared with the Train Dual LoRA node
+        self.session = TrainingSession(config.session_config, self.dataset, channels, context, shapes, device, start)
+        self.adapter = self.session.adapter
+        if self.session.text is not None:
+            attach_text_lora(text_encoder, self.session.text)
         if config.gradient_checkpointing:
             # load_sd15 leaves the modules in eval(), where transformers (and diffusers < 0.32) skip checkpointing;
             # train() changes nothing else: SD1.5's UNet and CLIP have no dropout
@@ -125,33 +124,41 @@ class Trainer:
                                 max_length=min(self.sd.tokenizer.model_max_length, 77), truncation=True,
                                 return_tensors="pt").input_ids  # fmt: skip
         self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
-        self.optimizer = make_optimizer(trainable_parameters(self.model), config, device)
-        self.step = 0
-        self._posteriors: dict[tuple, torch.Tensor] = {}
-        self.encodes = 0  # VAE encoder calls: what the latent cache saves
-        if config.resume:
-            self._resume()
-        elif self.accelerator.is_main_process:  # last, so that a run that fails to start moves nothing
+        self.latents = LatentCache(self._encode, config.cache_latents)
+        if (
+            not config.resume and self.accelerator.is_main_process
+        ):  # last, so that a run that fails to start moves nothing
             set_aside(self.ckpt_dir)  # a later --resume must not continue the earlier run's checkpoints
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self._stop = False
+        self.model, self.session.optimizer = self.accelerator.prepare(self.model, self.session.optimizer)
+        self.stop = AgreedStop(self.accelerator)
         self.interrupted = False
+        self.losses: list[float] = []
 
     # -- checkpoints -------------------------------------------------------------------------------------------
 
-    def _text_state(self) -> dict[str, torch.Tensor] | None:
-        return text_lora_state(self._unwrapped.text_encoder) if self.config.train_text_encoder else None
+    @property
+    def step(self) -> int:
+        return self.session.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.session.step = value
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.session.optimizer
+
+    @property
+    def encodes(self) -> int:
+        """VAE encoder calls: what the latent cache saves."""
+        return self.latents.encodes
 
     @property
     def _unwrapped(self) -> DualTrainModel:
-        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+        return self.accelerator.unwrap_model(self.model)
 
     def model_file(self):
-        text = self._text_state()
-        c = self.config
-        return to_dual_file(self.adapter, {k: v.float() for k, v in text.items()} if text else None, steps=self.step,
-                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
-                    seed=c.seed, train_images=len(self.samples))  # fmt: skip
+        return self.session.result(len(self.samples), source="anodiff").dual
 
     def save_checkpoint(self, model: Path | None = None) -> Path:
         """The optimiser state (with the run fingerprint) and the model of this step; ``model``: a model file of
@@ -163,19 +170,16 @@ class Trainer:
         state = optimizer_tensors(self.optimizer)
         return write_checkpoint(path, self.step, state, self.fingerprint, model or self.model_file())
 
-    def _resume(self) -> None:
+    def _resume_start(self) -> TrainedDual | None:
+        """The newest checkpoint of this run as the session's start (``check_same_run`` accepts it first)."""
         found = latest_checkpoint(self.ckpt_dir)
         if found is None:
             log.warning("--resume: no checkpoint in %s; starting at step 0", self.ckpt_dir)
-            return
+            return None
         step, path = found
         dual, state = read_checkpoint(path, self.fingerprint, self.config.resume_changed)
-        self.adapter.load_state_dict(dual.adapter().state_dict())
-        if self.config.train_text_encoder:
-            load_text_lora(self.model.text_encoder, dual.text_tensors())
-        load_optimizer_tensors(self.optimizer, state)
-        self.step = step
-        log.info("resumed from %s at step %d", path, step)
+        log.info("resuming from %s at step %d", path, step)
+        return TrainedDual(dual, state)
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -183,79 +187,61 @@ class Trainer:
     def rank(self) -> int:
         return self.accelerator.process_index
 
-    def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """This process's batch of the step (``step.draw_batch``)."""
-        return draw_batch(self.dataset, self.step, self.config.batch_size, g)
-
-    def _posterior(self, step_batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        """(B, 8, h, w) VAE posterior parameters (mean, log-variance) of ``step_batch[key]``, cached per
-        (key, image, flips) when ``cache_latents``: the few-shot set holds a few images, each seen in 4 flips."""
-        device = self.accelerator.device
-        if not self.config.cache_latents:
-            self.encodes += 1
-            return self.sd.vae.encode(step_batch[key].to(device)).latent_dist.parameters
-        rows = []
-        for k, slot in enumerate(cache_slots(step_batch, key)):
-            if slot not in self._posteriors:
-                self.encodes += 1
-                self._posteriors[slot] = self.sd.vae.encode(step_batch[key][k : k + 1].to(device)).latent_dist.parameters
-            rows.append(self._posteriors[slot])
-        return torch.cat(rows)
-
-    def _sample_latents(self, step_batch: dict[str, torch.Tensor], keys: tuple[str, ...], g) -> torch.Tensor:
-        """Posterior samples of the rows ``keys`` interleaved, drawn from ``g`` exactly as ``latent_dist.sample``."""
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
-        params = interleave_rows([self._posterior(step_batch, key) for key in keys])
-        return DiagonalGaussianDistribution(params).sample(generator=g)
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``LatentCache``'s encoder: (B, 3, R, R) in [-1, 1] -> (B, 8, h, w) VAE posterior (mean, log-variance)."""
+        return self.sd.vae.encode(pixels.to(self.accelerator.device)).latent_dist.parameters
 
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        forward = self.model if self.scaler is None else autocasting(self.model, self.accelerator.device, "fp16")
-        return pair_loss(step_batch, g, self._sample_latents, forward, self.sd.scheduler.alphas_cumprod,
+        """The step's loss on ``step_batch`` with the draws of ``g`` (what ``train_step`` minimises)."""
+        return pair_loss(step_batch, g, self.latents, self.forward, self.sd.scheduler.alphas_cumprod,
                          self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
 
-    def train_step(self) -> float:
-        g = step_generator(self.config.seed, self.step, self.rank)
-        loss = self.loss_at(self.batch(g), g)
-        clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
-        apply_gradients(loss, trainable_parameters(self._unwrapped), self.optimizer, self.config.max_grad_norm,
-                        backward=self.accelerator.backward, clip=clip, scaler=self.scaler)  # fmt: skip
-        self.step += 1
-        return float(loss.detach())
+    @property
+    def forward(self):
+        """The model, run under fp16 autocast where accelerate does not do it itself (``fallback_fp16_scaler``)."""
+        return self.model if self.scaler is None else autocasting(self.model, self.accelerator.device, "fp16")
 
-    def _on_sigint(self, signum, frame) -> None:
-        if self._stop:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        log.warning("interrupted: finishing step %d and writing a checkpoint (Ctrl-C again to abort)", self.step)
-        self._stop = True
+    def batch(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.session.batch(g)
+
+    def train_step(self) -> float:
+        clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
+        return self.session.train_step(self.forward, self.latents, self.sd.scheduler.alphas_cumprod, self.sd.latent_scale,
+                                       self.scaler, rank=self.rank, backward=self.accelerator.backward, clip=clip)  # fmt: skip
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``config.steps`` (or ``until``); returns the final file, or the checkpoint written on Ctrl-C."""
         from tqdm.auto import tqdm
 
         target = min(until or self.config.steps, self.config.steps)
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = tqdm(total=target, initial=self.step, desc=self.config.model_name,
-                   disable=not (self.config.progress and self.accelerator.is_main_process))  # one bar, not one per GPU
-        history = []
+        bar = tqdm(
+            total=target,
+            initial=self.step,
+            desc=self.config.model_name,
+            disable=not (self.config.progress and self.accelerator.is_main_process),
+        )  # one bar, not one per GPU
+        history = self.losses
         try:
+            self.stop.listen()
             while self.step < target:
                 start = time.perf_counter()
                 loss = self.train_step()
                 history.append(loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", s_per_step=f"{time.perf_counter() - start:.2f}")
-                if self._stop:
+                if self.stop.agreed():  # every process stops after this same step
                     self.interrupted = True
-                    return self.save_checkpoint()
+                    log.warning("interrupted: writing the checkpoint of step %d", self.step)
+                    path = self.save_checkpoint()
+                    self.accelerator.wait_for_everyone()
+                    return path
                 if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
                     self.save_checkpoint()
                 if self.step % self.config.preview_every == 0:
                     self.write_preview()
         finally:
             bar.close()
-            signal.signal(signal.SIGINT, previous)
-        self.losses = history
+            self.stop.restore()
         if self.step >= self.config.steps:
             if self.accelerator.is_main_process:
                 self.model_file().save(self.final)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ...anodiff.model.bcm import write_then_read
 from ...anodiff.model.sites import SD15_BY_BLOCK, SELF
 from .patch import BANK, KEY, MODE, DualPatch, SharedAcrossClones
 
@@ -76,10 +77,14 @@ class BCMPatch(SharedAcrossClones):
         sigma = t[0::2] if t.dim() else t
         g = torch.Generator(device="cpu").manual_seed(noise_seed(options, t))
         noisy = bg + sigma.reshape(-1, 1, 1, 1).to(bg) * torch.randn(bg.shape, generator=g).to(bg)
-        bank: dict[str, torch.Tensor] = {}
-        context = c_crossattn[0::2] if c_crossattn is not None else None
-        executor(noisy, sigma, None, context, None, {**options, MODE: "write", BANK: bank})
-        return executor(x, t, c_concat, c_crossattn, control, {**options, MODE: "read", BANK: bank}, **kwargs)
+
+        def call(latents, timesteps, context, mode: str, bank: dict):
+            if mode == "write":  # the background: no concat/control inputs of the pairs
+                return executor(latents, timesteps, None, context, None, {**options, MODE: mode, BANK: bank})
+            return executor(latents, timesteps, c_concat, context, control, {**options, MODE: mode, BANK: bank},
+                            **kwargs)  # fmt: skip
+
+        return write_then_read(call, x, t, c_crossattn, noisy, sigma)
 
     def __call__(self, n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, extra_options: dict):
         mode, bank = extra_options.get(MODE), extra_options.get(BANK)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
+from ...anodiff.train.preview import PREVIEW_CFG, PREVIEW_STEPS, preview_sheet
 from ...anodiff.train.session import SessionConfig, TrainedDual
 from ..model.patch import attach_dual
 from .train_inputs import check_resolution, starting_point
@@ -16,9 +18,9 @@ LOSS_MAP = "LOSS_MAP"  # core's Loss Graph reads {"loss": [...]} too
 NONE = "none"
 
 
-def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
-    """``run_training``'s preview: one global | anomaly pair sampled (Euler, cfg 2.5) with the model being trained,
-    without a progress bar of its own (the bar shows training steps)."""
+def preview_pair(vae, config: SessionConfig, seed: int, steps: int = PREVIEW_STEPS):
+    """``run_training``'s preview: one pair sampled (DDIM, cfg 2.5, as ``anodiff train``'s) with the model being
+    trained, without a progress bar of its own (the bar shows training steps), as the shared ``preview_sheet``."""
     from PIL import Image
 
     def render(model, clip, step: int):
@@ -29,11 +31,12 @@ def preview_pair(vae, config: SessionConfig, seed: int, steps: int = 20):
 
         side = config.resolution // 8
         glob, anomaly, _ = sample_pairs(model, encode(config.prompt_global), encode(config.prompt_anomaly), encode(""),
-                                        {"samples": torch.zeros(1, 4, side, side)}, seed, steps, 2.5, "euler", "normal",
-                                        1.0, preview=False)  # fmt: skip
+                                        {"samples": torch.zeros(1, 4, side, side)}, seed, steps, PREVIEW_CFG, "ddim",
+                                        "ddim_uniform", 1.0, preview=False)  # fmt: skip
         images = vae.decode(torch.cat([glob["samples"], anomaly["samples"]]))[..., :3]
-        row = (torch.cat(list(images.reshape(-1, *images.shape[-3:])[:2]), dim=1).clamp(0, 1) * 255).byte()
-        return "JPEG", Image.fromarray(row.cpu().numpy()), 512
+        images = images.reshape(-1, *images.shape[-3:]).clamp(0, 1).float().cpu().numpy()
+        sheet = preview_sheet(images[0], images[1])
+        return "JPEG", Image.fromarray((sheet * 255).round().astype(np.uint8)), 768
 
     return render
 
@@ -43,7 +46,9 @@ class DualAnoDiffTrain:
         "Trains a DualAnoDiff model (a LoRA per branch, SAIM, optionally BCM, and the shared text-encoder LoRA) on a "
         "few defect photos with the same training step as `anodiff train`, on this MODEL/CLIP/VAE and the device "
         "ComfyUI chose. Returns MODEL and CLIP already carrying it (feed Dual Sampler), the weights for Save Dual "
-        "LoRA, and the loss. Cancel stops after the current step and leaves the input MODEL and CLIP untouched. "
+        "LoRA, and the loss. Cancel stops after the current step and leaves the input MODEL and CLIP untouched; "
+        "what was trained is autosaved every autosave_every steps and on Cancel or an error (resume_file "
+        "continues it). "
         "The authors train 5000 steps, rank 32, lr 2e-5, batch 4 at 512 px."
     )
     CATEGORY = "DualAnoDiff/training"
@@ -93,6 +98,10 @@ class DualAnoDiffTrain:
                                       "orientation-sensitive objects (cable, transistor)."}),
                 "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip": "Sample a preview "
                                           "pair on the progress bar every this many steps (0: never)."}),
+                "autosave_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip": "Write the weights "
+                                           "and optimiser state to models/dualanodiff/autosave every this many steps "
+                                           "and at the end (0: only on Cancel or an error, which always save). "
+                                           "Pick the file as resume_file to continue exactly."}),
                 "resume": (DUAL_WEIGHTS, {"tooltip": "Continue these weights (a previous Train Dual LoRA) with the "
                                           "same photos and seed: the result equals one longer run."}),
                 "resume_file": (resumable_files(), {"tooltip": "Or continue a file in models/dualanodiff saved with "
@@ -102,7 +111,7 @@ class DualAnoDiffTrain:
 
     def train(self, model, clip, vae, images, masks, steps, learning_rate, rank, batch_size, seed, bcm,
               train_text_encoder, gradient_checkpointing, backgrounds=None, resolution=512, flips=True,
-              preview_every=500, resume=None, resume_file=NONE):  # fmt: skip
+              preview_every=500, resume=None, resume_file=NONE, autosave_every=500):  # fmt: skip
         if bcm and (backgrounds is None or not bool(backgrounds.gt(0).any())):
             given = "no backgrounds are connected" if backgrounds is None else "the backgrounds are all black"
             raise ValueError(f"Train Dual LoRA: bcm is on but {given}; turn Load Defect Set's background switch on "
@@ -114,7 +123,7 @@ class DualAnoDiffTrain:
                                prompt_global=prompts[0], prompt_anomaly=prompts[1])  # fmt: skip
         check_resolution(images, resolution)
         dataset = build_dataset(images, masks, backgrounds if bcm else None, resolution, flips, seed)
-        options = RunOptions(steps, gradient_checkpointing, preview_every)
+        options = RunOptions(steps, gradient_checkpointing, preview_every, autosave_every)
         result = run_training(model, clip, vae, dataset, config, options, start, preview_pair(vae, config, seed))
         new_model, new_clip = attach_dual(model, clip, result.dual, name="trained")
         return new_model, new_clip, result, {"loss": list(result.losses)}

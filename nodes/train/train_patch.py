@@ -16,20 +16,11 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.utils.checkpoint
 
+from ...anodiff.model.bcm import write_then_read
 from ...anodiff.model.dual import DualAdapter
-from ...anodiff.train.session import TextLoRA
+from ...anodiff.weights.text import TextDelta, TextLoRA
 from ..model.bcm_patch import BCMPatch
 from ..model.patch import BANK, MODE, DualPatch, apply_dual, compute_dtype
-
-
-class TextDelta:
-    """Weight wrapper ``W + up @ down`` of one text-encoder projection (a ModelPatcher weight wrapper)."""
-
-    def __init__(self, lora: TextLoRA, name: str) -> None:
-        self.lora, self.name = lora, name
-
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.lora.delta(self.name).to(weight)
 
 
 def _normal_copy(weight: torch.Tensor) -> torch.Tensor:
@@ -92,7 +83,7 @@ def unet_forward(m, context: Callable[[], torch.Tensor]) -> Callable:
 
     Calls the diffusion model as ``BaseModel._apply_model`` does, minus the sigma scaling (the step noises in
     DDPM space), with the clone's patches and wrappers in ``transformer_options``. BCM: a write pass on the
-    noised backgrounds with the global prompt, then the read pass, as ``processor.DualUNet``.
+    noised backgrounds with the global prompt, then the read pass (``bcm.write_then_read``, as every host).
     """
     import comfy.patcher_extension
 
@@ -106,17 +97,16 @@ def unet_forward(m, context: Callable[[], torch.Tensor]) -> Callable:
     def forward(noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
         ctx = context().to(device, dtype).repeat(noisy.shape[0] // 2, 1, 1)
         t = timesteps.to(device).float()
-        extra = {}
-        if background is not None:
-            bank: dict = {}
-            unet(
-                background.to(device, dtype),
-                t[0::2],
-                context=ctx[0::2],
-                transformer_options=options(**{MODE: "write", BANK: bank}),
+
+        def call(latents, timesteps, rows_context, mode: str | None = None, bank: dict | None = None):
+            extra = {} if bank is None else {MODE: mode, BANK: bank}
+            return unet(
+                latents.to(device, dtype), timesteps, context=rows_context, transformer_options=options(**extra)
             )
-            extra = {MODE: "read", BANK: bank}
-        return unet(noisy.to(device, dtype), t, context=ctx, transformer_options=options(**extra))
+
+        if background is None:
+            return call(noisy, t, ctx)
+        return write_then_read(call, noisy, t, ctx, background)
 
     return forward
 
@@ -234,5 +224,3 @@ def release(*patchers) -> None:
 
 def _ours(function) -> bool:
     return isinstance(function, TextDelta) or function is _normal_copy
-
-

@@ -1,20 +1,28 @@
-"""The Train Dual LoRA loop on ComfyUI's MODEL/CLIP/VAE: progress bar, previews, interrupt, cleanup.
+"""The Train Dual LoRA loop on ComfyUI's MODEL/CLIP/VAE: progress bar, previews, autosave, interrupt, cleanup.
 
 Each step is ``anodiff.train.session.TrainingSession.train_step`` (the ``anodiff train`` step) with the forward of
-``train_patch.unet_forward``. An interrupt is honoured after the running step: the clones are unloaded and
-``InterruptProcessingException`` propagates, so the user's MODEL and CLIP are as they were and nothing is patched.
+``train_patch.unet_forward`` and the shared ``anodiff.train.latents.LatentCache``. Cancel is honoured after the
+running step (an interrupt raised by the progress bar or inside a preview ends the run there, never mid-step).
+Nothing trained is lost: every ``autosave_every`` steps, and when the run ends by Cancel, out of memory or any
+other error, the weights and their optimiser state are written (``train_save.autosave_trained``) before the
+exception propagates; ``resume_file`` continues them exactly. The clones are unloaded on every path, so the user's
+MODEL and CLIP are as they were and nothing is patched.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import time
 from dataclasses import dataclass
 
 import torch
 
 from ...anodiff.data.training_set import FewShotDataset
-from ...anodiff.train.session import SessionConfig, TrainedDual, TrainingSession, text_shapes
-from ...anodiff.train.step import cache_slots, interleave_rows
+from ...anodiff.train.latents import LatentCache
+from ...anodiff.train.session import SessionConfig, TrainedDual, TrainingSession
+from ...anodiff.weights.text import text_shapes
 from ..model.patch import check_sd15_layout, compute_dtype, find_dual, unet_widths
 from .train_patch import (
     checkpointed_blocks,
@@ -26,6 +34,7 @@ from .train_patch import (
     training_model,
     unet_forward,
 )
+from .train_save import autosave_trained
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,8 @@ class RunOptions:
     steps: int
     gradient_checkpointing: bool = False
     preview_every: int = 0
+    autosave_every: int = 500
+    """Steps between autosaves (0: only when the run stops on Cancel or an error)."""
 
 
 def build_dataset(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None, resolution: int,
@@ -51,25 +62,22 @@ def build_dataset(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.
                                       bgs, resolution=resolution, flips=flips, seed=seed)  # fmt: skip
 
 
-class LatentCache:
-    """``step.SampleLatents`` over ComfyUI's VAE: each (key, image, flips) encoded once; the VAE gives the posterior
-    mean (ComfyUI's encoder does not expose the variance), so no draw is taken from the generator."""
+def vae_encoder(vae):
+    """``LatentCache``'s encoder over ComfyUI's VAE: (B, 3, R, R) in [-1, 1] -> the posterior mean (B, 4, h, w) on
+    the CPU (ComfyUI's encoder gives no variance)."""
 
-    def __init__(self, vae) -> None:
-        self.vae, self.slots, self.encodes = vae, {}, 0
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        return vae.encode(((pixels + 1.0) / 2.0).permute(0, 2, 3, 1)).float().cpu()
 
-    def __call__(self, step_batch: dict, keys: tuple[str, ...], g: torch.Generator) -> torch.Tensor:
-        rows = []
-        for key in keys:
-            per_key = []
-            for k, slot in enumerate(cache_slots(step_batch, key)):
-                if slot not in self.slots:
-                    pixels = (step_batch[key][k : k + 1] + 1.0) / 2.0  # (1, 3, R, R) in [-1, 1] -> [0, 1]
-                    self.slots[slot] = self.vae.encode(pixels.permute(0, 2, 3, 1)).float().cpu()
-                    self.encodes += 1
-                per_key.append(self.slots[slot])
-            rows.append(torch.cat(per_key))
-        return interleave_rows(rows)
+    return encode
+
+
+_RUNS = itertools.count()
+
+
+def autosave_name(seed: int) -> str:
+    """This run's autosave file name (one per run, replaced as the run goes on; earlier runs' files are kept)."""
+    return f"train_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}-{next(_RUNS)}_seed{seed}"
 
 
 def alphas_cumprod(model) -> torch.Tensor:
@@ -81,9 +89,8 @@ def alphas_cumprod(model) -> torch.Tensor:
 def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfig, options: RunOptions,
                  start: TrainedDual | None = None, preview=None) -> TrainedDual:  # fmt: skip
     """Train ``options.steps`` more steps; returns the result (CPU tensors). ``preview(model, clip, step)`` may
-    return an image for the progress bar."""
+    return an image for the progress bar. Cancel or an error: autosaved, then raised."""
     import comfy.model_management as mm
-    import comfy.utils
 
     check_sd15_layout(model)
     if find_dual(model) is not None:
@@ -95,12 +102,13 @@ def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfi
         raise ValueError("train_text_encoder: this CLIP has no SD1.5 text projections (text_model...q_proj)")
     with torch.inference_mode(False):
         session = TrainingSession(config, dataset, channels, context_dim, shapes, model.load_device, start)
+        first, name = session.step, autosave_name(config.seed)
+
+        def save() -> str:
+            return autosave_trained(session.result(len(dataset)), name)
+
         m = training_model(model, session.adapter)
         c = training_clip(clip, session.text)
-        scaler = torch.amp.GradScaler(m.load_device.type) if compute_dtype(m) == torch.float16 else None
-        latents, schedule = LatentCache(vae), alphas_cumprod(model)
-        scale = float(model.model.latent_format.scale_factor)
-        bar = comfy.utils.ProgressBar(options.steps)
         try:
             with (
                 frozen(m.model, c.cond_stage_model),
@@ -111,20 +119,70 @@ def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfi
                 forward = unet_forward(
                     m, prompt_context(c, (config.prompt_global, config.prompt_anomaly), session.text is not None)
                 )
-                for k in range(options.steps):
-                    loss = session.train_step(forward, latents, schedule, scale, scaler)
-                    image = None
-                    if preview is not None and options.preview_every and (k + 1) % options.preview_every == 0:
-                        with torch.no_grad():
-                            image = preview(m, c, session.step)
-                    log.debug("step %d loss %.5f", session.step, loss)
-                    bar.update_absolute(k + 1, options.steps, image)
-                    if mm.processing_interrupted():
-                        break
+                cancelled = _loop(session, forward, vae, model, options, lambda step: _preview(preview, m, c, step),
+                                  save)  # fmt: skip
+        except BaseException as exc:  # out of memory, any error, a second Cancel: keep what was trained
+            _save_on_failure(save, session.step, first, exc)
+            raise
         finally:
             release(m, c.patcher)
-        mm.throw_exception_if_processing_interrupted()
+        if cancelled:
+            _save_on_failure(save, session.step, first, None)
+            mm.interrupt_current_processing(False)
+            raise mm.InterruptProcessingException()
+        if options.autosave_every:
+            save()
         return session.result(len(dataset))
+
+
+def _preview(preview, m, c, step: int):
+    if preview is None:
+        return None
+    with torch.no_grad():
+        return preview(m, c, step)
+
+
+def _loop(session: TrainingSession, forward, vae, model, options: RunOptions, preview, save) -> bool:
+    """The steps; True when Cancel stopped the run. Cancel is looked at only between steps: an interrupt raised
+    by the progress bar hook or inside a preview's sampling ends the run after the step that just finished."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    scaler = torch.amp.GradScaler(model.load_device.type) if compute_dtype(model) == torch.float16 else None
+    latents, schedule = LatentCache(vae_encoder(vae)), alphas_cumprod(model)
+    scale = float(model.model.latent_format.scale_factor)
+    bar = comfy.utils.ProgressBar(options.steps)
+    for k in range(options.steps):
+        loss = session.train_step(forward, latents, schedule, scale, scaler)
+        log.debug("step %d loss %.5f", session.step, loss)
+        if options.autosave_every and session.step % options.autosave_every == 0 and k + 1 < options.steps:
+            save()
+        try:
+            due = options.preview_every and (k + 1) % options.preview_every == 0
+            bar.update_absolute(k + 1, options.steps, preview(session.step) if due else None)
+        except mm.InterruptProcessingException:
+            return True
+        if mm.processing_interrupted():
+            return True
+    return False
+
+
+def _save_on_failure(save, step: int, first: int, exc: BaseException | None) -> None:
+    """Autosave the steps trained since ``first`` (none: nothing to keep) and say where, on the log and, for an
+    exception, in its notes; a failing save is logged and never hides ``exc``."""
+    if step <= first:
+        return
+    why = "Cancel" if exc is None else type(exc).__name__
+    try:
+        name = save()
+    except Exception:
+        log.exception("Train Dual LoRA: could not autosave step %d after %s", step, why)
+        return
+    message = (f"Train Dual LoRA stopped by {why} after step {step}: the weights and optimiser state are saved as "
+               f"models/dualanodiff/{name}; choose it as resume_file to continue exactly")  # fmt: skip
+    log.warning(message)
+    if exc is not None and hasattr(exc, "add_note"):
+        exc.add_note(message)
 
 
 def as_image_batch(items: list[dict], key: str) -> torch.Tensor:

@@ -77,6 +77,24 @@ def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> P
     raise FileExistsError(f"Save Dual LoRA: no free number for {prefix} in {folder}")
 
 
+AUTOSAVE = "autosave"  # sub-folder of models/dualanodiff
+
+
+def autosave_trained(trained: TrainedDual, name: str) -> str:
+    """Write ``<models/dualanodiff>/autosave/<name>.safetensors`` and its optimiser state, replacing this run's
+    previous autosave atomically (model, then state: a crash between leaves a pair ``load_trained`` refuses, never
+    a silently wrong one). Returns the name Load Dual LoRA and ``resume_file`` list."""
+    path = _folder(FOLDER) / AUTOSAVE / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        path, save({k: v.contiguous() for k, v in trained.dual.tensors.items()}, metadata=trained.dual.metadata)
+    )
+    meta = {"steps": str(trained.steps), "model": path.name}
+    history = {LOSSES: torch.tensor(trained.losses, dtype=torch.float64)} if trained.losses else {}
+    write_atomic(state_path(path), save({**trained.optimizer, **history}, metadata=meta))
+    return path.relative_to(_folder(FOLDER)).as_posix()
+
+
 def resumable_files() -> list[str]:
     try:
         from ..model.loader import list_files

@@ -1,5 +1,6 @@
 """The shipped 'train and generate' API workflow end to end on a headless server: a tiny defect set written by the
-test -> Train Dual LoRA (a few steps on the tiny model) -> Save -> Dual Sampler -> masks -> Filter -> Export."""
+test -> Train Dual LoRA (a few steps on the tiny model) -> Save -> Dual Sampler -> masks -> Filter -> Export; then
+its "later runs" path as its note says (Load Dual LoRA on, group 2 bypassed) on the saved file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_e2e import by_class, swap_checkpoint_loader
-from workflow_tools import API_DIR, load_json
+from workflow_tools import API_DIR, WORKFLOWS_DIR, load_json, node_in_group, ui_to_api, validate_api
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,44 @@ def write_defect_folder(root: Path, n: int = 3) -> None:
         photo[mask > 0] = 230
         Image.fromarray(photo).save(root / "images" / f"{i:03d}.png")
         Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+
+
+def later_runs(ui: dict) -> dict:
+    """The workflow as the Later runs note says: Load Dual LoRA turned on, every node of group 2 bypassed."""
+    ui = copy.deepcopy(ui)
+    group = next(g for g in ui["groups"] if g["title"].startswith("2."))
+    for node in ui["nodes"]:
+        if node["type"] == "DualAnoDiffLoadLoRA":
+            assert node["mode"] == 4  # shipped bypassed: the first run trains
+            node["mode"] = 0
+        elif node["type"] != "Note" and node_in_group(node, group):
+            node["mode"] = 4
+    assert any("Later runs" in n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "Note")
+    return ui
+
+
+def later_runs_api() -> dict:
+    from pack import import_pack
+    from workflow_tools import node_classes
+
+    classes, names = node_classes(import_pack())
+    api = ui_to_api(later_runs(load_json(WORKFLOWS_DIR / "dualanodiff_train_and_generate.json")), classes, names)
+    assert validate_api(api, classes) == []
+    return api
+
+
+def test_later_runs_path_feeds_load_dual_lora_to_the_sampler_without_training(comfyui_root):
+    api = later_runs_api()
+    (loader,) = by_class(api, "DualAnoDiffLoadLoRA")
+    assert not by_class(api, "DualAnoDiffTrain") and not by_class(api, "DualAnoDiffSaveModel")
+    for nid in by_class(api, "DualAnoDiffSampler"):
+        assert api[nid]["inputs"]["model"] == [loader, 0]
+    for nid in by_class(api, "CLIPTextEncode"):
+        assert api[nid]["inputs"]["clip"] == [loader, 1]
+    shipped = load_json(API_DIR / "dualanodiff_train_and_generate.json")  # the first run trains on the checkpoint
+    (train,) = by_class(shipped, "DualAnoDiffTrain")
+    (checkpoint,) = by_class(shipped, "CheckpointLoaderSimple")
+    assert shipped[train]["inputs"]["model"] == [checkpoint, 0] and not by_class(shipped, "DualAnoDiffLoadLoRA")
 
 
 def tiny_training_graph(api: dict, tiny_outputs: list[str], folder: str, dataset: str) -> dict:
@@ -82,3 +121,11 @@ def test_train_and_generate_workflow_runs_end_to_end(pack_server):
     assert any("e2e_trained_00001" in s for s in summary), summary
     exported = list((server.output_dir / "e2e_train_dataset").rglob("*.png"))
     assert exported, f"nothing exported; outputs: {entry['outputs']}"
+    # later runs: the saved file through Load Dual LoRA, nothing trained again
+    later = tiny_training_graph(later_runs_api(), tiny_outputs, "defects_e2e", "e2e_later_dataset")
+    for nid in by_class(later, "DualAnoDiffLoadLoRA"):
+        later[nid]["inputs"]["lora_name"] = "e2e_trained_00001.safetensors"
+    entry = server.run(later, timeout=180)
+    assert entry["status"]["status_str"] == "success", server.log()[-3000:]
+    assert not (server.base_dir / "models" / "dualanodiff" / "e2e_trained_00002.safetensors").exists()
+    assert list((server.output_dir / "e2e_later_dataset").rglob("*.png")), f"outputs: {entry['outputs']}"

@@ -263,7 +263,7 @@ def test_previews_come_every_preview_every_steps(nodes, models_dir, monkeypatch)
     train(nodes, model, clip, vae, images, masks, 5, preview_every=2)
     assert [(v, t) for v, t, _ in seen] == [(k, 5) for k in range(1, 6)]  # the bar moves every step
     assert [v for v, _, p in seen if p is not None] == [2, 4]  # a preview at steps K and 2K only
-    assert all(p[0] == "JPEG" and p[1].size == (2 * RES, RES) for _, _, p in seen if p is not None)
+    assert all(p[0] == "JPEG" and p[1].size == (3 * RES, RES) for _, _, p in seen if p is not None)
 
 
 def test_gradient_checkpointing_and_bcm_give_the_same_step(nodes, models_dir):

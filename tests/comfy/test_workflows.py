@@ -80,7 +80,7 @@ def test_ui_workflow_is_consistent(path):
     assert ui["version"] == 0.4 and ui["config"] == {} and "ds" in ui["extra"]
     for node in ui["nodes"]:
         assert isinstance(node["pos"], list) and len(node["pos"]) == 2 and len(node["size"]) == 2
-        assert node["mode"] == 0 and node["flags"] == {}
+        assert node["mode"] in (0, 4) and node["flags"] == {}  # 4: bypassed, a branch a Note tells when to use
         assert any(node_in_group(node, group) for group in ui["groups"]), f"node {node['id']} is outside every group"
     notes = [n for n in ui["nodes"] if n["type"] == "Note"]
     assert len(notes) >= 4, "explain the settings in Note nodes"

@@ -35,7 +35,8 @@ SEED_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 LEGACY_SEED_NAMES = {"seed", "noise_seed"}
 """INT inputs the frontend gives a control_after_generate widget even without the option."""
 ACTIVE_MODES = {0}
-"""LiteGraph node modes: 0 always, 2 never (muted), 4 bypass. Only mode 0 is handled."""
+"""LiteGraph node modes: 0 always, 2 never (muted), 4 bypass."""
+MUTED, BYPASSED = 2, 4
 CORE_EXTRA_FILES = ("nodes_mask.py", "nodes_custom_sampler.py")
 """``comfy_extras`` files whose node classes the workflows and tests use (MaskToImage, SamplerCustomAdvanced)."""
 
@@ -200,12 +201,32 @@ def ui_links(ui: Mapping[str, Any]) -> dict[int, tuple[int, int, int, int, str]]
     return table
 
 
+def bypassed_source(ui: Mapping[str, Any], links: Mapping[int, tuple], src: int, slot: int) -> tuple[int, int] | None:
+    """Where output ``slot`` of node ``src`` really comes from, as the frontend resolves it: a bypassed node hands
+    on the input of the output's type (the same slot index first, else the first of that type), a muted node
+    gives nothing (None), any other node is the source itself."""
+    node = next(n for n in ui["nodes"] if n["id"] == src)
+    mode = node.get("mode", 0)
+    if mode == MUTED:
+        return None
+    if mode != BYPASSED:
+        return src, slot
+    kind = node["outputs"][slot]["type"]
+    inputs = node.get("inputs", [])
+    order = ([inputs[slot]] if slot < len(inputs) else []) + list(inputs)
+    match = next((i for i in order if i["type"] == kind), None)
+    if match is None or match.get("link") is None:
+        return None
+    return bypassed_source(ui, links, *links[match["link"]][:2])
+
+
 def ui_to_api(ui: Mapping[str, Any], classes: Mapping[str, type], names: Mapping[str, str]) -> dict[str, Any]:
     """The API graph of a UI workflow, as the frontend's "Export (API)" would write it.
 
     Widget values are matched to ``INPUT_TYPES`` in order, skipping the UI-only extras; linked inputs become
-    ``[source_id, output_index]``. Frontend-only nodes are dropped; unknown node types, muted/bypassed nodes and
-    leftover or missing widget values raise :class:`WorkflowError`.
+    ``[source_id, output_index]``. Frontend-only, muted and bypassed nodes are dropped (links through a bypassed
+    node rerouted as the frontend does: ``bypassed_source``); unknown node types and leftover or missing widget
+    values raise :class:`WorkflowError`.
     """
     links = ui_links(ui)
     api: dict[str, Any] = {}
@@ -216,8 +237,10 @@ def ui_to_api(ui: Mapping[str, Any], classes: Mapping[str, type], names: Mapping
         where = f"node {node['id']} ({kind})"
         if kind in UNSUPPORTED_UI_NODES:
             raise WorkflowError(f"{where}: {kind} nodes are not supported by this converter")
+        if node.get("mode", 0) in (MUTED, BYPASSED):
+            continue
         if node.get("mode", 0) not in ACTIVE_MODES:
-            raise WorkflowError(f"{where}: mode {node.get('mode')} (muted/bypassed) is not supported")
+            raise WorkflowError(f"{where}: mode {node.get('mode')} is not supported")
         cls = classes.get(kind)
         if cls is None:
             raise WorkflowError(f"{where}: no such node class in ComfyUI core or this pack")
@@ -227,8 +250,9 @@ def ui_to_api(ui: Mapping[str, Any], classes: Mapping[str, type], names: Mapping
                 continue
             if slot["link"] not in links:
                 raise WorkflowError(f"{where}: input {slot['name']!r} refers to missing link {slot['link']}")
-            src, src_slot, _, _, _ = links[slot["link"]]
-            linked[slot["name"]] = [str(src), src_slot]
+            source = bypassed_source(ui, links, *links[slot["link"]][:2])
+            if source is not None:
+                linked[slot["name"]] = [str(source[0]), source[1]]
         values = list(node.get("widgets_values") or [])
         if isinstance(node.get("widgets_values"), Mapping):
             raise WorkflowError(f"{where}: widgets_values as a mapping is not supported")

@@ -33,14 +33,14 @@ def main() -> None:
                          resume=resume == "1")  # fmt: skip
     trainer = Trainer(config)
     batches = []
-    draw = trainer.batch
+    draw = trainer.session.batch
 
     def recording_batch(g):
         out = draw(g)
         batches.append(out["index"].tolist() + out["flips"].flatten().tolist())
         return out
 
-    trainer.batch = recording_batch
+    trainer.session.batch = recording_batch
     try:
         trainer.run(until=int(until))
         result = {"rank": trainer.rank, "world": trainer.accelerator.num_processes, "batches": batches,
