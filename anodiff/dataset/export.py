@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
+from ..common.mask_rule import HALF, binarise
 from . import coco
 from .coco import INSTANCES, _rle_tools, coco_instances, load_coco, merge_coco
 from .sidecar import defect_instances, label_matches
@@ -84,11 +85,7 @@ def as_bool_mask(mask: Any, shape: tuple[int, int], name: str = "mask") -> np.nd
         raise ValueError(f"{name} must have the image's size {tuple(shape)}, got shape {m.shape}")
     if m.dtype == bool:
         return m
-    if np.issubdtype(m.dtype, np.integer):
-        return m > (127 if m.max(initial=0) > 1 else 0)
-    if np.issubdtype(m.dtype, np.floating):
-        return m > 0.5
-    raise TypeError(f"{name} must be bool, float or integer, got dtype {m.dtype}")
+    return binarise(m, HALF, name)
 
 
 def _check_name(value: str, what: str) -> str:

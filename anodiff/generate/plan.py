@@ -86,17 +86,18 @@ def make_plan(
         raise ValueError(
             "--defects applies to --region random; for fixed regions draw them in a label image (--region-ids)"
         )
-    from ..common.imageio import read_label, read_mask
+    from ..common.imageio import read_label
+    from ..common.mask_rule import read_binary_mask
 
     if region_ids:
         raw = read_label(region, f"--region {region}")
         fixed = [r.astype(np.float32) for r in regions_from_labels(raw, f"--region {region}")]
         check_disjoint(fixed, feather)
     else:
-        mask = read_mask(region)
-        if not (mask > 0.5).any():
+        mask = read_binary_mask(region)
+        if not mask.any():
             raise ValueError(f"{region}: the region mask is empty; paint where the defect may go in white")
-        fixed = [mask]
+        fixed = [mask.astype(np.float32)]
     return RegionPlan(photos, fixed, len(fixed), seed, tuple(size_range), context, working, feather, blend)
 
 
