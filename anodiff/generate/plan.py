@@ -130,7 +130,7 @@ def sample_group(
         active = [w for w in works if k < len(w.regions)]
         crops = {}
         for w in active:
-            window = crop_window(w.regions[k], plan.context, plan.working)
+            window = crop_window(w.regions[k], plan.context, plan.working, name=f"pair {w.pair}, defect {k + 1}")
             crops[w.pair] = (window, *crop(w.image, w.regions[k], window))
         for shape in dict.fromkeys(crops[w.pair][0].work_shape for w in active):
             sub = [w for w in active if crops[w.pair][0].work_shape == shape]

@@ -12,6 +12,7 @@ Arrays are numpy: photos ``(H, W, 3)`` uint8 or float in [0, 1], masks ``(H, W)`
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,9 +23,13 @@ import numpy as np
 from ..common.imageio import resize
 from .composite import feather_weights
 
+log = logging.getLogger(__name__)
+
 BLENDS = ("feather", "poisson")
 MULTIPLE = 64
-"""Window sides are multiples of this (whole latent blocks of SD1.5's deepest level at any working size)."""
+"""Working sides are multiples of this: 8 latent pixels, SD1.5's deepest level (scaled down for tiny working sizes)."""
+MAX_UPSCALE = 4.0
+"""A small region's window is enlarged at most this much (more context instead of a blurry 8x crop)."""
 
 
 @dataclass(frozen=True)
@@ -75,38 +80,68 @@ def region_box(region: np.ndarray, name: str = "region") -> tuple[int, int, int,
     return int(x), int(y), int(w), int(h)
 
 
-def _window_side(need: float, extent: int, box: int, multiple: int) -> int:
-    """The window's side along one axis: ``need`` rounded up to ``multiple``, clamped to the photo's largest
-    multiple; the whole side when the region itself is wider than that (the only non-multiple case)."""
-    largest = extent // multiple * multiple
-    if largest < max(box, 1) or largest == 0:
-        return extent
-    return min(max(multiple, math.ceil(need / multiple) * multiple), largest)
-
-
 def _place(start: int, side: int, box: int, extent: int) -> int:
     """The window's first pixel: centred on the box, then shifted to stay inside the photo."""
     centred = start + box // 2 - side // 2
     return int(min(max(centred, 0), extent - side))
 
 
-def crop_window(region: np.ndarray, context: float = 2.0, working: int = 512, multiple: int = MULTIPLE) -> Window:
-    """The window to generate the region's pair in: a square of ``context`` times the region box's longer side
-    (so the model sees the part around the defect), snapped up to ``multiple``, clamped to the photo and kept
-    inside it; its working size has the longer side ``working`` and the other scaled alike, to a multiple of 8."""
+def _scale(box: tuple[int, int], need: tuple[float, float], photo: tuple[int, int], working: int,
+           limits: tuple[int, int, int]) -> float:  # fmt: skip
+    """Working pixels per photo pixel: the context window's longer side at ``working`` and a photo's short side at
+    least ``min_side`` (each enlarging at most ``MAX_UPSCALE`` times), raised until the region's short side reaches
+    ``min_defect``, lowered until the region's long side fits ``max_side``."""
+    min_side, min_defect, max_side = limits
+    s = min(max(working / max(need), min_side / min(photo)), MAX_UPSCALE)
+    s = max(s, min_defect / min(box))
+    return min(s, max_side / max(box))
+
+
+def crop_window(
+    region: np.ndarray,
+    context: float = 2.0,
+    working: int = 512,
+    multiple: int = MULTIPLE,
+    name: str = "region",
+    min_side: int | None = None,
+    min_defect: int | None = None,
+    max_side: int | None = None,
+) -> Window:
+    """The window to generate the region's pair in, shaped like the region.
+
+    Per axis, the window is ``context`` times the region box's side (so a long scratch gets a long window, not a
+    square), at a scale that puts the window's longer side at ``working`` pixels but enlarges the photo at most
+    ``MAX_UPSCALE`` times, shows the region's short side with at least ``min_defect`` working pixels (default
+    ``working / 16``: 4 latent pixels at 512), and keeps the region within ``max_side`` (default ``3 * working``).
+    Each working side is at least ``min_side`` (default ``working / 2``; more context, not a stretched crop), the
+    longer one at least ``working``, and a multiple of ``multiple`` pixels (64: 8 latent pixels of SD1.5; below a
+    working size of 512, ``working / 8``); the photo window has the same aspect up to that rounding, clamped to
+    the photo. A warning names the region (``name``) when its defect would still be under ``min_defect``."""
     if not (isinstance(context, (int, float)) and not isinstance(context, bool) and context >= 1.0):
         raise ValueError(f"context must be a number >= 1 (the window is the region's box times it), got {context!r}")
     if isinstance(working, bool) or not isinstance(working, int) or working < 8 or working % 8:
         raise ValueError(f"working size must be a positive multiple of 8, got {working!r}")
     height, width = np.asarray(region).shape[:2]
-    x, y, w, h = region_box(region)
-    need = max(w, h) * float(context)
-    win_w = _window_side(need, width, w, multiple)
-    win_h = _window_side(need, height, h, multiple)
-    scale = working / max(win_w, win_h)
-    work_w = max(8, round(win_w * scale / 8) * 8)
-    work_h = max(8, round(win_h * scale / 8) * 8)
-    return Window(_place(x, win_w, w, width), _place(y, win_h, h, height), win_w, win_h, work_w, work_h, width, height)
+    x, y, w, h = region_box(region, name)
+    step = min(multiple, max(8, working // 8))
+    limits = (working // 2 if min_side is None else min_side, max(1, working // 16) if min_defect is None else
+              min_defect, 3 * working if max_side is None else max_side)  # fmt: skip
+    need = (min(w * float(context), width), min(h * float(context), height))  # no more context than the photo has
+    s = _scale((w, h), need, (width, height), working, limits)
+    sides, works = [], []
+    for extent, box, wanted in ((width, w, need[0]), (height, h, need[1])):
+        target = max(wanted * s, limits[0], working if wanted == max(need) else 0)
+        target = max(min(target, limits[2]), box * s)
+        side = min(max(box, round(math.ceil(target / step) * step / s)), extent)
+        sides.append(side)
+        works.append(max(step, round(side * s / step) * step))
+    defect = min(w * works[0] / sides[0], h * works[1] / sides[1])
+    if defect < limits[1]:
+        log.warning("%s: the defect would be %.1f px (%.1f latent px) across at the working size, under the minimum "
+                    "%d px; split it into shorter regions, draw it thicker, or raise the working size", name, defect, defect / 8,
+                    limits[1])  # fmt: skip
+    return Window(_place(x, sides[0], w, width), _place(y, sides[1], h, height), sides[0], sides[1], works[0],
+                  works[1], width, height)  # fmt: skip
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

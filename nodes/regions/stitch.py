@@ -42,10 +42,13 @@ class DualAnoDiffCropRegion:
                 "region": ("MASK", {"tooltip": "Where the defect may go (white), at the photo's size: one, one per "
                                                "photo, or several defect regions to pick from with region_index."}),
                 "context": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 16.0, "step": 0.1,
-                                      "tooltip": "Window side as a multiple of the region's box; larger shows the "
-                                                 "model more of the part around the defect."}),
+                                      "tooltip": "Window width and height as a multiple of the region box's, each "
+                                                 "axis on its own (a long scratch gets a long window); larger shows "
+                                                 "the model more of the part around the defect."}),
                 "working_size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                         "tooltip": "The window's longer side when generating (SD1.5: 512)."}),
+                                         "tooltip": "The window's longer side when generating (SD1.5: 512); a thin or "
+                                                    "tiny region may get up to 3x this so its defect stays at least "
+                                                    "4 latent pixels across; the shorter side is at least half."}),
                 "region_index": ("INT", {"default": -1, "min": -1, "max": 255,
                                          "tooltip": "-1: region k for photo k. 0, 1, ...: take that region of the "
                                                     "batch (several defects on one part); the regions must not overlap "
@@ -73,7 +76,7 @@ class DualAnoDiffCropRegion:
         windows, crops, zones = [], [], []
         for k, photo in enumerate(photos):
             zone = masks[k % len(masks)]
-            window = crop_window(zone, float(context), int(working_size))
+            window = crop_window(zone, float(context), int(working_size), name=f"Crop Region: photo {k}")
             if windows and window.work_shape != windows[0].work_shape:
                 raise ValueError("Crop Region: the photos' windows have different shapes; crop one photo at a time")
             piece, small = crop(photo, zone, window)
