@@ -6,7 +6,7 @@ import argparse
 import itertools
 from pathlib import Path
 
-from ..common.imageio import read_rgb
+from ..common.pixels import read_pixels
 from ..dataset.checks import FOREGROUNDS
 from ..dataset.coco import INSTANCES, merge_coco
 from ..dataset.export import export_dataset, parse_formats
@@ -25,7 +25,7 @@ def _export(args: argparse.Namespace) -> int:
     pairs = find_pairs(source, args.category, args.anomaly)
     for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
         group = list(group)
-        report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
+        report = export_dataset((read_pixels(p.image) for p in group), (read_mask(p.mask) for p in group), out,
                                 category, anomaly, formats, instances=args.instances, merge=False,
                                 sidecars=(pair_sidecar(p.image) for p in group), total=len(group))  # fmt: skip
         print(report.summary())

@@ -158,7 +158,7 @@ def finish_pair(
     defect's anomaly part at the working size, put back in its window and clipped to its region."""
     from ..data.masks import extract_mask
 
-    part = np.full(work.image.shape, 0.5, np.float32)
+    part = np.full((*work.image.shape[:2], 3), 0.5, np.float32)  # the anomaly part stays RGB on mid-grey
     masks, entries = [], []
     for k, (zone, window, piece) in enumerate(zip(work.regions, work.windows, work.parts)):
         part = stitch(part, piece, zone, window, feather=plan.feather)[0]
