@@ -147,6 +147,27 @@ def crop_window(
                   works[1], width, height)  # fmt: skip
 
 
+def shared_windows(regions: list[np.ndarray], context: float = 2.0, working: int = 512,
+                   names: list[str] | None = None) -> list[Window]:  # fmt: skip
+    """One window per region (all of one photo size) with one working shape, for a batch that must share it: each
+    region's own window when those agree, else windows around boxes of the largest width and height, each centred
+    on its region's box and kept inside the photo (same box, same photo size: same window shape)."""
+    names = names or [f"region {k + 1}" for k in range(len(regions))]
+    windows = [crop_window(r, context, working, name=n) for r, n in zip(regions, names)]
+    if len({w.work_shape for w in windows}) <= 1:
+        return windows
+    boxes = [region_box(r, n) for r, n in zip(regions, names)]
+    bw, bh = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    out = []
+    for region, (x, y, w, h), name in zip(regions, boxes, names):
+        height, width = np.asarray(region).shape[:2]
+        common = np.zeros((height, width), bool)
+        left, top = _place(x, bw, w, width), _place(y, bh, h, height)
+        common[top : top + bh, left : left + bw] = True
+        out.append(crop_window(common, context, working, name=name))
+    return out
+
+
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """To ``(width, height)``: area when shrinking (no aliasing), cubic when enlarging, unchanged when equal."""
     return resize(image, size[1], size[0], enlarge=cv2.INTER_CUBIC)
@@ -260,6 +281,7 @@ __all__ = [
     "crop_window",
     "grown_region",
     "region_box",
+    "shared_windows",
     "stitch",
     "stitch_mask",
 ]

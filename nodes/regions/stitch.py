@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...anodiff.regions.multi_defect import check_disjoint
-from ...anodiff.regions.stitch import BLENDS, Window, crop, crop_window, stitch
+from ...anodiff.regions.stitch import BLENDS, Window, crop, shared_windows, stitch
 from ..dataset.dataset import mask_batch
 
 STITCH = "DUALANODIFF_STITCH"
@@ -73,14 +73,12 @@ class DualAnoDiffCropRegion:
         if len(masks) not in (1, len(photos)):
             raise ValueError(f"Crop Region: {len(masks)} regions for {len(photos)} photos; give one, one per photo, "
                              "or pick one with region_index")  # fmt: skip
-        windows, crops, zones = [], [], []
-        for k, photo in enumerate(photos):
-            zone = masks[k % len(masks)]
-            window = crop_window(zone, float(context), int(working_size), name=f"Crop Region: photo {k}")
-            if windows and window.work_shape != windows[0].work_shape:
-                raise ValueError("Crop Region: the photos' windows have different shapes; crop one photo at a time")
+        chosen = [masks[k % len(masks)] for k in range(len(photos))]
+        windows = shared_windows(chosen, float(context), int(working_size),
+                                 [f"Crop Region: photo {k}" for k in range(len(photos))])  # fmt: skip
+        crops, zones = [], []
+        for photo, zone, window in zip(photos, chosen, windows):
             piece, small = crop(photo, zone, window)
-            windows.append(window)
             crops.append(piece)
             zones.append(small)
         info = {"windows": windows, "photos": image[..., :3].detach().cpu(), "regions": torch.from_numpy(
