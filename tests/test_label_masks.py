@@ -15,6 +15,7 @@ from test_metrics_eval import _eval_cli
 
 from anodiff.common import mask_rule
 from anodiff.common.mask_rule import HALF, NONZERO, binarise, read_binary_mask, rule_for
+from anodiff.data.layouts import detect_layout
 
 
 def _label_mask() -> np.ndarray:
@@ -93,6 +94,8 @@ def test_visa_label_masks_train(visa_labels, tmp_path):
     from anodiff.train.trainer import TrainConfig, Trainer
 
     samples = fewshot.validate_samples(fewshot.find_samples(visa_labels, "candle", "anomaly"))
+    assert len(samples) == 6 and {rule_for(s.mask) for s in samples} == {detect_layout(visa_labels).mask_rule}
+    assert detect_layout(visa_labels).mask_rule == NONZERO
     dataset = fewshot.FewShotDataset(samples[:1], resolution=S, flips=False)
     np.testing.assert_array_equal(dataset.items()[0]["mask"][0].numpy() > 0, _label_mask() > 0)
     AcceleratorState._reset_state(True)
