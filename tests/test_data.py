@@ -210,9 +210,11 @@ def test_all_zero_mask_is_named(tmp_path):
     write(sample.mask, np.zeros((S, S), np.uint8))
     with pytest.raises(DataError, match=f"{sample.mask} is all zero"):
         data.validate_samples([sample])
-    write(sample.mask, (defect_mask() > 0).astype(np.uint8))  # a 0/1 label map
-    with pytest.raises(DataError, match="0/255"):
+    write(sample.mask, (defect_mask() > 0).astype(np.uint8) * 3)  # a label map outside VisA's folders
+    with pytest.raises(DataError, match=f"{sample.mask} is all zero"):
         data.validate_samples([sample])
+    write(sample.mask, (defect_mask() > 0).astype(np.uint8))  # a 0/1 mask: its 1s are defect (common.mask_rule)
+    assert data.validate_samples([sample]) == [sample]
     with pytest.raises(DataError, match="all zero"):
         FewShotDataset([Sample(sample.image, write(tmp_path / "z.png", np.zeros((S, S), np.uint8)))])
 

@@ -78,9 +78,18 @@ def test_good_pairs_are_kept():
 def bad_pair(reason: str) -> tuple[np.ndarray, np.ndarray]:
     if reason == filtering.EMPTY:
         return paint(photo(), blob((64, 48))), np.zeros((H, W), bool)
+    if reason == filtering.TOO_SMALL:
+        region = np.zeros((H, W), bool)
+        region[48, 64:67] = True  # 3 px: 0.024% of the image
+        return paint(photo(), region), region
     if reason == filtering.TOO_LARGE:
         region = np.zeros((H, W), bool)
         region[:, : int(W * 0.7)] = True
+        return paint(photo(), region), region
+    if reason == filtering.PIECES:
+        region = np.zeros((H, W), bool)
+        for k in range(6):  # six separate specks on the object
+            region |= blob((46 + 7 * k, 40 + 3 * (k % 2)), (2, 2), 0.0)
         return paint(photo(), region), region
     if reason == filtering.OFF_OBJECT:
         region = blob((12, 12), (8, 6))  # in the background corner, and painted there: only the object check fails
@@ -101,8 +110,15 @@ def test_each_reason_triggers_on_its_pair(reason):
         assert filtering.check_pair(image, mask, disc(), None) is None, "only the source check sees it"
         assert "IoU 0.00 < min_agreement 0.30" in found
     if reason == filtering.TOO_LARGE:
-        assert found == "mask covers 69.5% of the image (> max_area 50%)"
+        assert found == "mask covers 69.5% of the image (> max_area 20%)"
         assert filtering.check_pair(image, mask, None, None, max_area=1.0) is None
+    if reason == filtering.TOO_SMALL:
+        assert found == "mask too small: 0.0244% of the image (3 px, < min_area 0.1%)"
+        assert filtering.check_pair(image, mask, None, None, min_area=0.0) is None
+    if reason == filtering.PIECES:
+        assert found == "mask in too many pieces: 6 (> max_pieces 5)"
+        assert filtering.check_pair(image, mask, None, None, max_pieces=6) is None
+        assert filtering.check_pair(image, mask, None, None, max_pieces=0) is None
 
 
 def test_untouched_image_disagrees_with_any_mask():
@@ -113,12 +129,13 @@ def test_untouched_image_disagrees_with_any_mask():
 def test_filter_pairs_reports_each_dropped_index():
     pairs = good_pairs()[:2] + [bad_pair(r) for r in filtering.REASONS]
     images, masks = zip(*pairs)
-    kept, dropped = filtering.filter_pairs(list(images), list(masks), [disc()] * 6, [photo()] * 6)
+    kept, dropped = filtering.filter_pairs(list(images), list(masks), [disc()] * 8, [photo()] * 8)
     assert kept == [0, 1]
     assert {i: next(p for p in filtering.REASONS if r.startswith(p)) for i, r in dropped.items()} == {
-        2: filtering.EMPTY, 3: filtering.TOO_LARGE, 4: filtering.OFF_OBJECT, 5: filtering.DISAGREES,
+        2: filtering.EMPTY, 3: filtering.TOO_SMALL, 4: filtering.TOO_LARGE, 5: filtering.PIECES,
+        6: filtering.OFF_OBJECT, 7: filtering.DISAGREES,
     }  # fmt: skip
-    loose = {"max_area": 1.0, "min_foreground": 0.0, "min_agreement": 0.0}
+    loose = {"max_area": 1.0, "min_foreground": 0.0, "min_agreement": 0.0, "min_area": 0.0, "max_pieces": 0}
     assert filtering.filter_pairs(list(images), list(masks), disc(), photo(), **loose)[1] == {2: filtering.EMPTY}
 
 

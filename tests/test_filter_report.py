@@ -49,3 +49,25 @@ def test_an_unreadable_report_names_what_was_expected(tmp_path):
     (tmp_path / filtering.REPORT_FILE).write_text(json.dumps({"runs": {}}))
     with pytest.raises(ValueError, match=r"filter_report.json: unreadable .*expected a filter report"):
         filtering.filter_tree(tmp_path, dry_run=True)
+
+
+def test_cli_mask_gate_settings_and_recorded_reasons(tmp_path, capsys):
+    """The gate's limits come from the command line, each rejected pair's reason is recorded with the limits."""
+    from test_export import bad_pair, good_pairs, run_cli, write_tree
+
+    pairs = good_pairs()[:1] + [bad_pair(r) for r in (filtering.TOO_SMALL, filtering.TOO_LARGE, filtering.PIECES)]
+    write_tree(tmp_path, pairs)
+    assert run_cli(["filter", "--dir", str(tmp_path), "--dry-run"]) == 0
+    assert "would move 3" in capsys.readouterr().out
+    argv = ["filter", "--dir", str(tmp_path), "--dry-run", "--min-area", "0", "--max-area", "0.8", "--max-pieces", "6"]
+    assert run_cli(argv) == 0
+    assert "would move 0" in capsys.readouterr().out
+    first, second = json.loads((tmp_path / filtering.REPORT_FILE).read_text())["runs"]
+    assert first["limits"] | {"blur": 0} == {"min_area": 0.001, "max_area": 0.2, "max_pieces": 5, "min_foreground": 0.5,
+                                              "min_agreement": 0.3, "change_threshold": 0.1, "blur": 0}  # fmt: skip
+    assert [(d["index"], d["reason"]) for d in first["dropped"]] == [
+        (1, "mask too small: 0.0244% of the image (3 px, < min_area 0.1%)"),
+        (2, "mask covers 69.5% of the image (> max_area 20%)"),
+        (3, "mask in too many pieces: 6 (> max_pieces 5)"),
+    ]
+    assert second["limits"]["max_pieces"] == 6 and second["dropped"] == []

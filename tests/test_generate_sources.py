@@ -176,7 +176,7 @@ def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, plain_weights, tmp_p
     assert (image[region > 0] != photo[region > 0]).any()
     meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "000.json")
     window = meta["defects"][0]["window"]
-    assert (window["width"], window["height"], window["work_width"]) == (256, 256, 64)
+    assert (window["width"], window["height"], window["work_width"]) == (240, 240, 64)  # context 2 per axis
 
 
 def test_a_label_image_gives_one_defect_per_id_and_overlaps_are_refused(sd_dir, plain_weights, tmp_path):

@@ -1,5 +1,6 @@
-"""Crop-and-stitch on a 1600x1200 photo: the window stays inside the photo in multiples of 64, the output keeps the
-photo's size and bytes outside the grown region (feathered and Poisson), and the defect lands inside the region."""
+"""Crop-and-stitch on a 1600x1200 photo: the window follows the region's shape, stays inside the photo, works in
+multiples of 64 px, keeps long scratches and small defects visible; the output keeps the photo's size and bytes
+outside the grown region (feathered and Poisson), and the defect lands inside the region."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def fake_generate(photo_crop: np.ndarray, region_crop: np.ndarray) -> tuple[np.n
 def test_full_resolution_output_is_the_original_outside_the_grown_region(blend):
     photo, region = textured_photo(), square_region(530, 910)
     window = crop_window(region, context=2.0, working=512)
-    assert (window.width, window.height) == (256, 256) and (window.work_width, window.work_height) == (512, 512)
+    assert (window.width, window.height) == (240, 240) and (window.work_width, window.work_height) == (512, 512)
     photo_crop, region_crop = crop(photo, region, window)
     assert photo_crop.shape == (512, 512, 3) and region_crop.shape == (512, 512)
     generated, mask = fake_generate(photo_crop, region_crop)
@@ -94,7 +95,19 @@ def test_float_photos_keep_their_values_and_no_mask_means_the_region():
     assert np.array_equal(mask, region)
 
 
-def test_crop_window_never_leaves_the_photo_and_is_a_multiple_of_64():
+def _keeps_aspect(win: Window, step: int = 64) -> bool:
+    """One scale maps both photo sides to their working sides, up to the rounding to ``step``."""
+    lo = max((win.work_width - step / 2) / win.width, (win.work_height - step / 2) / win.height)
+    hi = min((win.work_width + step / 2) / win.width, (win.work_height + step / 2) / win.height)
+    return lo <= hi + 1e-9
+
+
+def _defect(win: Window, w: int, h: int) -> float:
+    """The region's short side in working pixels."""
+    return min(w * win.work_width / win.width, h * win.work_height / win.height)
+
+
+def test_crop_window_never_leaves_the_photo_and_follows_the_model_multiples(caplog):
     rng = np.random.default_rng(3)
     for _ in range(300):
         h, w = int(rng.integers(200, 2000)), int(rng.integers(200, 2000))
@@ -102,24 +115,71 @@ def test_crop_window_never_leaves_the_photo_and_is_a_multiple_of_64():
         top, left = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
         region = np.zeros((h, w), bool)
         region[top : top + bh, left : left + bw] = True
-        win = crop_window(region, float(rng.uniform(1.0, 4.0)), 512)
+        caplog.clear()
+        win = crop_window(region, float(rng.uniform(1.0, 4.0)), 512, name="region 7")
         assert win.x >= 0 and win.y >= 0 and win.x + win.width <= w and win.y + win.height <= h
-        assert win.width % 64 == 0 and win.height % 64 == 0
         assert win.x <= left and win.y <= top and left + bw <= win.x + win.width and top + bh <= win.y + win.height
-        assert max(win.work_width, win.work_height) == 512 and win.work_width % 8 == 0 and win.work_height % 8 == 0
-        ratio = (win.width / win.height) / (win.work_width / win.work_height)
-        assert abs(ratio - 1) < 0.1  # the aspect is kept
+        assert win.work_width % 64 == 0 and win.work_height % 64 == 0 and _keeps_aspect(win)
+        assert max(win.work_width, win.work_height) >= 512 and min(win.work_width, win.work_height) >= 256
+        assert max(win.work_width, win.work_height) <= 1536 + 64
+        warned = any("region 7: the defect would be" in r.getMessage() for r in caplog.records)
+        assert warned == (_defect(win, bw, bh) < 32), (win, bw, bh)
+        assert warned == (max(bw, bh) * 32 / min(bw, bh) > 1536)  # only when the region cannot fit otherwise
         assert Window.from_dict(win.to_dict()) == win
 
 
 def test_window_at_the_photo_edge_and_regions_too_big_for_a_multiple():
     region = square_region(1100, 1500, 100)  # at the bottom-right corner
     win = crop_window(region, 3.0)
-    assert (win.x + win.width, win.y + win.height) == (W, H) and win.width == win.height == 320
+    assert (win.x + win.width, win.y + win.height) == (W, H) and win.width == win.height == 300
     small = np.zeros((100, 90), bool)
-    small[10:90, 5:80] = True  # wider than the largest multiple of 64 inside the photo (64): the whole side
+    small[10:90, 5:80] = True  # the context window is larger than the photo: the whole photo
     win = crop_window(small, 2.0, 64)
-    assert (win.x, win.y, win.width, win.height) == (0, 0, 90, 100)
+    assert (win.x, win.y, win.width, win.height) == (0, 0, 90, 100) and _keeps_aspect(win, 8)
+
+
+def _stitched_background_is_exact(photo: np.ndarray, region: np.ndarray, window: Window) -> None:
+    photo_crop, region_crop = crop(photo, region, window)
+    assert photo_crop.shape[:2] == region_crop.shape == window.work_shape
+    generated, mask = fake_generate(photo_crop, region_crop)
+    image, full_mask = stitch(photo, generated, region, window, mask=mask, feather=4)
+    outside = ~grown_region(region, 4)
+    assert image.shape == photo.shape and image[outside].tobytes() == photo[outside].tobytes()
+    assert full_mask.any() and not full_mask[~region].any()
+
+
+def test_a_long_thin_scratch_gets_a_long_window_and_stays_visible():
+    """1600x40: the old square window showed it 2-3 latent pixels high; now the window is long like the scratch,
+    the scratch at least 32 working pixels (4 latent) high, the short side at least 256, the background exact."""
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    region = np.zeros((1500, 2000), bool)
+    region[700:740, 200:1800] = True
+    win = crop_window(region, 2.0, 512)
+    assert _defect(win, 1600, 40) >= 32 and min(win.work_shape) >= 256 and win.work_shape == (256, 1536)
+    assert win.work_width / win.work_height >= 4 and win.width / win.height >= 4  # shaped like the scratch
+    assert win.work_width % 64 == 0 and win.work_height % 64 == 0 and _keeps_aspect(win)
+    _stitched_background_is_exact(photo, region, win)
+    upright = crop_window(region.T.copy(), 2.0, 512)  # the same scratch standing up: the window turns with it
+    assert (upright.work_width, upright.work_height) == (win.work_height, win.work_width)
+
+
+def test_a_small_region_is_not_blown_up_8x():
+    """12x12: enlarged at most 4x (more context instead), yet at least 32 working pixels across; background exact."""
+    photo, region = textured_photo(4), square_region(600, 800, 12)
+    win = crop_window(region, 2.0, 512)
+    assert _defect(win, 12, 12) >= 32 and win.work_width / win.width <= 4 and win.work_height / win.height <= 4
+    assert win.work_shape == (512, 512) and win.width == win.height == 128
+    _stitched_background_is_exact(photo, region, win)
+
+
+def test_a_defect_too_thin_for_any_window_is_named_in_a_warning(caplog):
+    region = np.zeros((400, 3000), bool)
+    region[200:202, 100:2900] = True  # 2800 x 2: 32 working pixels high would need a 45000 px wide window
+    win = crop_window(region, 2.0, 512, name="pair 4, defect 2")
+    assert _defect(win, 2800, 2) < 32 and max(win.work_shape) <= 1536
+    said = [r.getMessage() for r in caplog.records if "the defect would be" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("pair 4, defect 2: the defect would be 1.0 px (0.1 latent px)")
 
 
 def test_bad_inputs_say_what_was_expected():

@@ -6,11 +6,11 @@ import argparse
 import itertools
 from pathlib import Path
 
-from ..common.imageio import read_rgb
+from ..common.pixels import read_pixels
 from ..dataset.checks import FOREGROUNDS
 from ..dataset.coco import INSTANCES, finalise, merge_coco
 from ..dataset.export import export_dataset, parse_formats
-from ..dataset.filter import REJECTED_DIR, filter_tree
+from ..dataset.filter import GATE, REJECTED_DIR, filter_tree
 from ..dataset.sidecar import pair_sidecar
 from ..dataset.tools import TOOLS, export_anomalib, export_asbench, normal_files
 from ..dataset.tree import find_pairs, read_mask
@@ -34,7 +34,7 @@ def _export(args: argparse.Namespace) -> int:
     pairs = find_pairs(source, args.category, args.anomaly)
     for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
         group = list(group)
-        report = export_dataset((read_rgb(p.image) for p in group), (read_mask(p.mask) for p in group), out,
+        report = export_dataset((read_pixels(p.image) for p in group), (read_mask(p.mask) for p in group), out,
                                 category, anomaly, formats, instances=args.instances, merge=False,
                                 sidecars=(pair_sidecar(p.image) for p in group), total=len(group))  # fmt: skip
         print(report.summary())
@@ -71,7 +71,7 @@ def _nearest_normal(folder: str | None):
 
 @reports_errors("filter", TypeError)
 def _filter(args: argparse.Namespace) -> int:
-    names = ("max_area", "min_foreground", "min_agreement", "change_threshold", "blur")
+    names = ("min_area", "max_area", "max_pieces", "min_foreground", "min_agreement", "change_threshold", "blur")
     limits = {name: getattr(args, name) for name in names}
     report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
                          args.dry_run, **limits)  # fmt: skip
@@ -131,7 +131,13 @@ def register_filter(subparsers: argparse._SubParsersAction) -> argparse.Argument
     add("--dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate (its --out)")
     add("--category", default=None, help="only this category (default: all)")
     add("--anomaly", default=None, help="only this anomaly type (default: all)")
-    add("--max-area", type=float, default=0.5, help="drop masks covering more of the image (default: 0.5)")
+    add("--min-area", type=float, default=GATE["min_area"],
+        help=f"drop masks covering less of the image, a share in [0, 1] (default: {GATE['min_area']})")  # fmt: skip
+    add("--max-area", type=float, default=GATE["max_area"],
+        help=f"drop masks covering more of the image; 1 turns it off (default: {GATE['max_area']})")  # fmt: skip
+    add("--max-pieces", type=int, default=GATE["max_pieces"],
+        help=f"drop masks in more 8-connected pieces; 0 turns it off, raise it for --defects K pairs "
+             f"(default: {GATE['max_pieces']})")  # fmt: skip
     add("--foreground", choices=FOREGROUNDS, default="none",
         help="u2netp: drop masks mostly off the object found by U2-Net-P (object categories, not textures); "
              "default: none")  # fmt: skip

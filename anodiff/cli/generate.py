@@ -85,8 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
     add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
     add("--context", type=float, default=2.0,
-        help="crop window side as a multiple of the region's box, snapped to 64 px (default 2.0)")
-    add("--working", type=int, default=None, help="the crop's longer side when generating (default: --size)")
+        help="crop window width and height as multiples of the region box's, per axis (default 2.0)")  # fmt: skip
+    add("--working", type=int, default=None,
+        help="the crop's longer side when generating (default: --size); up to 3x for a thin region, whose defect "
+             "is kept at least 1/16 of it across")  # fmt: skip
     add("--blend", choices=BLENDS, default="feather",
         help="paste back with a feathered edge or OpenCV Poisson blending (default feather)")
     add("--region-size", type=float, nargs=2, default=(0.05, 0.2), metavar=("MIN", "MAX"),

@@ -124,8 +124,9 @@ def resize(image: np.ndarray, height: int, width: int, enlarge: int = cv2.INTER_
 
 
 def encode_png(image: np.ndarray, name: str = "image") -> bytes:
-    """PNG bytes of an ``(H, W, 3)`` RGB image (float in [0, 1] or uint8) or an ``(H, W)`` uint8 grey one."""
-    if image.dtype != np.uint8:
+    """PNG bytes of an ``(H, W, 3)`` RGB image (float in [0, 1], 8 or 16 bit) or an ``(H, W)`` grey one (8 or
+    16 bit); integer pixels are stored as they are, float as 8 bit."""
+    if image.dtype not in (np.uint8, np.uint16):
         image = np.round(as_float_image(image, name) * 255.0).astype(np.uint8)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

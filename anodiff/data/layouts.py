@@ -7,7 +7,8 @@
 * VisA: ``<root>/<category>/Data/Images/{Anomaly,Normal}/*.JPG`` and ``Data/Masks/Anomaly/<stem>.png``, split by
   ``<root>/split_csv/1cls.csv`` (columns object, split, label, image, mask) when it is there. VisA has no anomaly-type
   folders, so a category has one type, ``anomaly``. Without the CSV, the last tenth of the sorted normals (at least
-  one) is the test part of the normals and the rest the training part.
+  one) is the test part of the normals and the rest the training part. Its masks are label maps (defect pixels 1, 2,
+  ...), read with the ``nonzero`` rule of ``anodiff.common.mask_rule`` (every other layout: ``half``, > 127).
 * Plain: ``<root>/images/*`` + ``<root>/masks/*`` sharing stems (one anomaly type, no category).
 
 ``detect_layout`` picks one and says which; a folder that is none of them gets a message naming the expected folders.
@@ -20,6 +21,7 @@ import os
 from pathlib import Path
 
 from ..common.imageio import DataError, images_in, is_image
+from ..common.mask_rule import HALF, NONZERO
 from .samples import GOOD, Sample, _plain_samples, _subdirs
 
 VISA_TYPE = "anomaly"
@@ -51,6 +53,8 @@ class Layout:
 
     name = "layout"
     title = "dataset"
+    mask_rule = HALF
+    """How its mask files binarise (``anodiff.common.mask_rule.rule_for`` tells it from a mask's path)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -148,6 +152,7 @@ class VisALayout(Layout):
 
     name = "visa"
     title = "VisA"
+    mask_rule = NONZERO
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -178,7 +183,7 @@ class VisALayout(Layout):
 
     def describe(self) -> str:
         split = f"split by {VISA_CSV.as_posix()}" if self.rows() else f"no {VISA_CSV.as_posix()}: folders only"
-        return f"{super().describe()}, {split}"
+        return f"{super().describe()}, {split}, label masks (non-zero = defect)"
 
     def samples(self, category: str | None, anomaly: str | None) -> list[Sample]:
         self._category(category, anomaly)
@@ -198,9 +203,7 @@ class VisALayout(Layout):
         data = self.root / category / "Data"
         masks = data / "Masks" / "Anomaly"
         by_stem = _by_stem(masks)
-        return [
-            Sample(p, by_stem.get(p.stem, masks / f"{p.stem}.png")) for p in images_in(data / "Images" / "Anomaly")
-        ]
+        return [Sample(p, by_stem.get(p.stem, masks / f"{p.stem}.png")) for p in images_in(data / "Images" / "Anomaly")]
 
     def normals(self, category: str, split: str = "train") -> list[Path]:
         if self.rows():

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.imageio import DataError, images_in, is_image, read_image, read_mask
+from ..common.imageio import DataError, images_in, is_image, read_image
+from ..common.mask_rule import NONZERO, read_binary_mask, rule_for
 
 GOOD = "good"
 
@@ -52,7 +53,12 @@ def _load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     image = read_image(sample.image)
     if not sample.mask.is_file():
         raise DataError(f"no mask for image {sample.image}: expected {sample.mask}")
-    mask = read_mask(sample.mask)
+    rule = rule_for(sample.mask)  # the layout's rule (common.mask_rule)
+    mask = read_binary_mask(sample.mask, rule).astype(np.float32)
+    if not mask.any():
+        raise DataError(f"mask {sample.mask} is all zero under the {rule!r} mask rule (defect: "
+                        f"{'any non-zero pixel' if rule == NONZERO else 'above 127 of 255, or the 1s of a 0/1 mask'}): "
+                        f"image {sample.image} has no anomaly pixels; save the mask as 0/255")  # fmt: skip
     check_pair(image, mask, f"image {sample.image}", f"mask {sample.mask}")
     return image, mask
 
@@ -69,5 +75,5 @@ def check_pair(image: np.ndarray, mask: np.ndarray, image_label: str, mask_label
     if not (mask > 0.5).any():
         raise DataError(
             f"{mask_label} has no pixel above half brightness (max {mask.max() * 255:.0f}/255), so it "
-            "binarises to nothing; if it is a 0/1 label map, save it as 0/255"
+            "binarises to nothing; save it as 0/255"
         )

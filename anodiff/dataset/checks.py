@@ -1,5 +1,6 @@
-"""The checks behind the pair filter: is a generated pair's mask empty, too large, off the object, or out of
-step with where the image departs from its source photo (``anodiff.dataset.filter`` runs them over many pairs).
+"""The checks behind the pair filter: is a generated pair's mask empty, too small or too large, split into too
+many pieces, off the object, or out of step with where the image departs from its source photo
+(``anodiff.dataset.filter`` runs them over many pairs).
 
 Images are numpy ``(H, W, 3)`` uint8 or float in [0, 1]; masks ``(H, W)`` bool, float (> 0.5 counts) or integer
 (0/1 or 0/255).
@@ -17,12 +18,16 @@ from ..data.masks import U2NetP, grow_mask
 from .export import as_bool_mask
 
 EMPTY = "empty mask"
+TOO_SMALL = "mask too small"
 TOO_LARGE = "mask covers"
+PIECES = "mask in too many pieces"
 OFF_OBJECT = "mask mostly outside the object"
 DISAGREES = "mask disagrees with where the image departs from the source"
-REASONS = (EMPTY, TOO_LARGE, OFF_OBJECT, DISAGREES)
+REASONS = (EMPTY, TOO_SMALL, TOO_LARGE, PIECES, OFF_OBJECT, DISAGREES)
 """How each reason string starts, in the order the checks run."""
 FOREGROUNDS = ("none", "u2netp")
+GATE = {"min_area": 0.001, "max_area": 0.2, "max_pieces": 5}
+"""The mask quality gate's defaults: a defect covers 0.1%-20% of the image in at most 5 pieces (8-connected)."""
 
 
 def _unit(value: float, name: str) -> float:
@@ -80,28 +85,41 @@ def check_pair(
     mask: Any,
     foreground: Any = None,
     source: np.ndarray | None = None,
-    max_area: float = 0.5,
+    max_area: float = GATE["max_area"],
     min_foreground: float = 0.5,
     min_agreement: float = 0.3,
     change_threshold: float = 0.1,
     blur: float = 2.0,
+    min_area: float = GATE["min_area"],
+    max_pieces: int = GATE["max_pieces"],
 ) -> str | None:
     """Why the pair (``image`` ``(H, W, 3)``, ``mask`` ``(H, W)``) should be dropped, or None to keep it.
 
     foreground: ``(H, W)`` object mask, or None to skip that check. source: the ``(H, W, 3)`` normal photo the
-    defect was generated into, or None to skip the agreement check. Limits as in the module docstring.
+    defect was generated into, or None to skip the agreement check. min_area/max_area: the mask's share of the
+    image must lie in this range (0 and 1 turn either end off); max_pieces: at most this many 8-connected pieces
+    (0: no limit). Limits as in the module docstring.
     """
     x = as_float_image(image)
     m = as_bool_mask(mask, x.shape[:2])
     if _unit(max_area, "max_area") == 0.0:
         raise ValueError("max_area must be in (0, 1], got 0; 1 turns the area check off")
+    if _unit(min_area, "min_area") > max_area:
+        raise ValueError(f"min_area {min_area} must not exceed max_area {max_area}")
+    if isinstance(max_pieces, bool) or not isinstance(max_pieces, (int, np.integer)) or max_pieces < 0:
+        raise ValueError(f"max_pieces must be an integer >= 0 (0: no limit), got {max_pieces!r}")
     min_foreground, min_agreement = _unit(min_foreground, "min_foreground"), _unit(min_agreement, "min_agreement")
     total = int(m.sum())
     if total == 0:
         return EMPTY
     area = total / m.size
+    if area < min_area:
+        return f"{TOO_SMALL}: {_pct(area)} of the image ({total} px, < min_area {_pct(min_area)})"
     if area > max_area:
         return f"{TOO_LARGE} {_pct(area)} of the image (> max_area {_pct(max_area)})"
+    pieces = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1
+    if max_pieces and pieces > max_pieces:
+        return f"{PIECES}: {pieces} (> max_pieces {max_pieces})"
     if foreground is not None:
         on = float((m & as_bool_mask(foreground, m.shape, "foreground")).sum()) / total
         if on < min_foreground:

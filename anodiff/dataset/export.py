@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
+from ..common.mask_rule import HALF, binarise
 from . import coco, numbering
 from .coco import INSTANCES, _rle_tools, coco_instances, finalise, load_coco, merge_coco
 from .sidecar import defect_instances, label_matches
@@ -85,11 +86,16 @@ def as_bool_mask(mask: Any, shape: tuple[int, int], name: str = "mask") -> np.nd
         raise ValueError(f"{name} must have the image's size {tuple(shape)}, got shape {m.shape}")
     if m.dtype == bool:
         return m
-    if np.issubdtype(m.dtype, np.integer):
-        return m > (127 if m.max(initial=0) > 1 else 0)
-    if np.issubdtype(m.dtype, np.floating):
-        return m > 0.5
-    raise TypeError(f"{name} must be bool, float or integer, got dtype {m.dtype}")
+    return binarise(m, HALF, name)
+
+
+def stored_pixels(image: Any) -> np.ndarray:
+    """What an exported image file stores: 8/16-bit grey or RGB pixels as given (a grey or 16-bit photo stays
+    one), anything else as 8-bit RGB."""
+    x = np.asarray(image)
+    if x.dtype in (np.uint8, np.uint16) and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 3)):
+        return x
+    return np.round(as_float_image(x) * 255.0).astype(np.uint8)
 
 
 def check_name(value: str, what: str) -> str:
@@ -123,7 +129,8 @@ def export_dataset(
 ) -> ExportReport:
     """Add the pairs to ``out_dir`` in the formats ``fmt`` (module docstring); returns what was written.
 
-    images: ``(H, W, 3)`` uint8 or float in [0, 1] each (a ``(B, H, W, 3)`` array works); masks: ``(H, W)`` each,
+    images: ``(H, W, 3)`` uint8 or float in [0, 1] each, or 8/16-bit grey ``(H, W)`` or RGB, stored as given
+    (a ``(B, H, W, 3)`` array works); masks: ``(H, W)`` each,
     bool, float (> 0.5) or integer (0/1, 0/255). Both may be generators. start: the first index, which must be
     free (default: the next free one). Each pair costs the same however large the dataset: its index is claimed
     by creating its image file, its COCO record appended to this call's shard. merge: rebuild the COCO file from
@@ -164,9 +171,9 @@ def export_dataset(
     try:
         for image, mask in bar:
             meta, label = next(extras, (None, None)) if extras is not None else (None, None)
-            rgb = np.round(as_float_image(image) * 255.0).astype(np.uint8)
-            m = as_bool_mask(mask, rgb.shape[:2])
-            index, image_path = _claim(folder, anomaly, index, encode_png(rgb), start is None, start)
+            pixels = stored_pixels(image)
+            m = as_bool_mask(mask, pixels.shape[:2])
+            index, image_path = _claim(folder, anomaly, index, encode_png(pixels), start is None, start)
             report.images.append(image_path)
             name = f"{index:03d}"
             if "mvtec" in formats:

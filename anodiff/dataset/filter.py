@@ -4,7 +4,10 @@ Users of anomaly generators ask for failed samples to be filtered automatically 
 defect and stay on the object (landscape.md §8). A pair (image, mask) is dropped, first reason wins, when
 
 - the mask is empty (the anomaly branch drew nothing);
-- it covers more than ``max_area`` of the image (the branch drew a background, not a defect);
+- it covers less than ``min_area`` of the image (a speck: default 0.1%) or more than ``max_area`` (the branch
+  drew a background, not a defect: default 20%);
+- it is split into more than ``max_pieces`` 8-connected pieces (scattered noise, not one defect: default 5; raise
+  it for pairs made with ``--defects K``);
 - less than ``min_foreground`` of it lies on the object, given an object mask (computed by the caller, or by
   ``object_mask``: U²-Net-P saliency of the source photo, or of the image with the mask inpainted away so that
   a defect on the background does not count as object);
@@ -39,9 +42,12 @@ from .checks import (
     DISAGREES,
     EMPTY,
     FOREGROUNDS,
+    GATE,
     OFF_OBJECT,
+    PIECES,
     REASONS,
     TOO_LARGE,
+    TOO_SMALL,
     as_bool_mask,
     change_map,
     check_pair,
@@ -81,7 +87,8 @@ def filter_pairs(
     images ``(B, H, W, 3)``, masks ``(B, H, W)`` (arrays or sequences). foregrounds: None; ``"u2netp"``
     (``object_mask`` with ``model``, default ``U2NetP()``: of the source when given, else of the image with its
     mask inpainted away); one ``(H, W)`` mask for all, or one per pair. sources: None, one ``(H, W, 3)`` photo for
-    all, or one per pair. limits: ``max_area``, ``min_foreground``, ``min_agreement``, ``change_threshold``, ``blur``.
+    all, or one per pair. limits: ``min_area``, ``max_area``, ``max_pieces``, ``min_foreground``, ``min_agreement``,
+    ``change_threshold``, ``blur``.
     """
     if len(images) != len(masks):
         raise ValueError(f"masks: {len(masks)} masks for {len(images)} images; give one mask per image")
@@ -220,6 +227,7 @@ def append_run(path: Path, run: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "DISAGREES", "EMPTY", "FOREGROUNDS", "OFF_OBJECT", "REASONS", "TOO_LARGE", "FilterReport", "as_bool_mask",
-    "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size", "object_mask",
+    "DISAGREES", "EMPTY", "FOREGROUNDS", "GATE", "OFF_OBJECT", "PIECES", "REASONS", "TOO_LARGE", "TOO_SMALL",
+    "FilterReport", "as_bool_mask", "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size",
+    "object_mask",
 ]  # fmt: skip

@@ -13,10 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..common.imageio import read_label
+from ..common.mask_rule import read_binary_mask
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,8 @@ def warn_pending(folder: Path, skipped: int, record: Path) -> None:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """``(H, W)`` bool from a 0/255 (or 0/1) grey mask file."""
-    mask = read_label(path, f"{path} (mask)")
-    if mask.ndim == 3:
-        mask = cv2.cvtColor(mask[..., :3], cv2.COLOR_BGR2GRAY)
-    return mask > (127 if mask.max(initial=0) > 1 else 0)
+    """``(H, W)`` bool from a 0/255 (or 0/1) mask file, by the one mask rule (``common.mask_rule``)."""
+    return read_binary_mask(path)
 
 
 def find_pairs(root: str | Path, category: str | None = None, anomaly: str | None = None) -> list[TreePair]:

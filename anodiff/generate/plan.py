@@ -87,17 +87,18 @@ def make_plan(
         raise ValueError(
             "--defects applies to --region random; for fixed regions draw them in a label image (--region-ids)"
         )
-    from ..common.imageio import read_label, read_mask
+    from ..common.imageio import read_label
+    from ..common.mask_rule import read_binary_mask
 
     if region_ids:
         raw = read_label(region, f"--region {region}")
         fixed = [r.astype(np.float32) for r in regions_from_labels(raw, f"--region {region}")]
         check_disjoint(fixed, feather)
     else:
-        mask = read_mask(region)
-        if not (mask > 0.5).any():
+        mask = read_binary_mask(region)
+        if not mask.any():
             raise ValueError(f"{region}: the region mask is empty; paint where the defect may go in white")
-        fixed = [mask]
+        fixed = [mask.astype(np.float32)]
     return RegionPlan(photos, fixed, len(fixed), seed, tuple(size_range), context, working, feather, blend)
 
 
@@ -131,7 +132,7 @@ def sample_group(
         active = [w for w in works if k < len(w.regions)]
         crops = {}
         for w in active:
-            window = crop_window(w.regions[k], plan.context, plan.working)
+            window = crop_window(w.regions[k], plan.context, plan.working, name=f"pair {w.pair}, defect {k + 1}")
             crops[w.pair] = (window, *crop(w.image, w.regions[k], window))
         for shape in dict.fromkeys(crops[w.pair][0].work_shape for w in active):
             sub = [w for w in active if crops[w.pair][0].work_shape == shape]
@@ -160,7 +161,7 @@ def finish_pair(
     defect's anomaly part at the working size, put back in its window and clipped to its region."""
     from ..data.masks import extract_mask
 
-    part = np.full(work.image.shape, 0.5, np.float32)
+    part = np.full((*work.image.shape[:2], 3), 0.5, np.float32)  # the anomaly part stays RGB on mid-grey
     masks, entries = [], []
     for k, (zone, window, piece) in enumerate(zip(work.regions, work.windows, work.parts)):
         part = stitch(part, piece, zone, window, feather=plan.feather)[0]

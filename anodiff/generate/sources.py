@@ -3,7 +3,8 @@
 Pair ``i`` takes photo ``i % n`` of the folder's images sorted by name, so a resumed run (or another shard) gives
 a pair the photo it had; which photo that was is written to the pair's sidecar (``anodiff.dataset.sidecar``), and a run
 whose folder no longer gives a pair the same photo is refused instead of mixing photos. Photos keep their own
-size and aspect (crop-and-stitch works on them at full resolution).
+size, aspect, channels and bit depth (crop-and-stitch works on them at full resolution, and the output keeps grey
+or RGB, 8 or 16 bit).
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ class PhotoSource:
         return self.file_for(pair).relative_to(self.root).as_posix()
 
     def photo(self, pair: int) -> np.ndarray:
-        """``(H, W, 3)`` float32 in [0, 1] at the photo's own size."""
-        from ..common.imageio import read_image
+        """The photo's pixels as its file stores them, at its own size: ``(H, W)`` grey or ``(H, W, 3)`` RGB, 8- or
+        16-bit (``anodiff.common.pixels.read_pixels``), so the output keeps them outside the defects."""
+        from ..common.pixels import read_pixels
 
-        return _cached(self._photos, self.index_for(pair), self._size, lambda: read_image(self.file_for(pair)))
+        return _cached(self._photos, self.index_for(pair), self._size, lambda: read_pixels(self.file_for(pair)))
 
     def foreground(self, pair: int) -> np.ndarray:
         """``(H, W)`` bool: the object of pair ``i``'s photo (U²-Net-P by default), eroded a little."""
+        from ..common.pixels import unit_rgb
         from ..regions import placement as regions
 
         def compute() -> np.ndarray:
@@ -82,7 +85,8 @@ class PhotoSource:
                     self.saliency = regions.U2NetP()
                 except FileNotFoundError:
                     pass  # foreground_mask says what to fetch
-            return regions.foreground_mask(self.photo(pair), model=self.saliency, erode=self.erode)
+            photo = unit_rgb(self.photo(pair), self.name_for(pair))
+            return regions.foreground_mask(photo, model=self.saliency, erode=self.erode)
 
         return _cached(self._fg, self.index_for(pair), self._size, compute)
 

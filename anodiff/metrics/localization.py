@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..common.imageio import read_image, read_mask, resize
+from ..common.imageio import read_image, resize
+from ..common.mask_rule import read_binary_mask
 from ..common.precision import autocast, grad_scaler, training_step
 from .detection import au_pro, auroc, average_precision, f1_max
 from .unet import DiscriminativeUNet, anomaly_probability, focal_loss, image_scores
@@ -94,7 +95,7 @@ def load_item(item: Item, size: int) -> tuple[np.ndarray, np.ndarray]:
     image = resize(image, size, size)
     mask = np.zeros((size, size), np.float32)
     if mask_path is not None:
-        raw = read_mask(mask_path)
+        raw = read_binary_mask(mask_path).astype(np.float32)  # the layout's rule (common.mask_rule)
         mask = (cv2.resize(raw, (size, size), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
     return image.transpose(2, 0, 1).copy(), mask[None]
 

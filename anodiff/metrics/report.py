@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..common.imageio import read_image, read_mask
+from ..common.imageio import read_image
+from ..common.mask_rule import read_binary_mask
 from . import alignment as al
 from .assets import inception_path
 from .tree import generated_folder, generated_pairs, real_normals, real_split
@@ -71,8 +72,9 @@ class EvalOptions:
 
 
 def _mask(path: Path) -> np.ndarray:
-    """(256, 256) bool mask, resized by pixel share so small defects survive."""
-    m = read_mask(path)
+    """(256, 256) bool mask (its layout's rule, ``common.mask_rule``), resized by pixel share so small defects
+    survive."""
+    m = read_binary_mask(path).astype(np.float32)
     return cv2.resize(m, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_AREA) >= 0.5
 
 

@@ -145,7 +145,7 @@ def add_defects(
     check_disjoint(regions, feather)
     image, masks, out = np.asarray(photo), [], Defects(np.asarray(photo), np.zeros(0, np.uint8))
     for k, (region, make) in enumerate(zip(regions, generators)):
-        window = crop_window(region, context, working)
+        window = crop_window(region, context, working, name=f"region {k + 1}")
         photo_crop, region_crop = crop(image, region, window)
         generated, mask = make(photo_crop, region_crop, k)
         image, full = stitch(image, generated, region, window, mask=mask, feather=feather, blend=blend)

@@ -10,6 +10,7 @@ import torch
 
 from ...anodiff.dataset import export
 from ...anodiff.dataset import filter as filtering
+from ...anodiff.dataset.checks import GATE
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,10 @@ FILTER_TOOLTIPS = {
     "mask": "One defect mask per image, e.g. from Extract Anomaly Mask.",
     "max_area": "Drop a pair whose mask covers more than this share of the image (a background, not a defect). "
     "1 turns the check off.",
+    "min_area": "Drop a pair whose mask covers less than this share of the image (a speck, not a defect; 0.001 = "
+    "0.1%). 0 turns the check off.",
+    "max_pieces": "Drop a pair whose mask falls into more than this many separate (8-connected) pieces: scattered "
+    "noise, not one defect. Raise it for images with several defects; 0 turns the check off.",
     "min_foreground": "With a foreground mask: drop a pair when less than this share of its mask lies on the "
     "object. 0 turns the check off.",
     "min_agreement": "With a source photo: drop a pair when the IoU of its mask and the region where the image "
@@ -78,8 +83,9 @@ def _blocked():
 
 class DualAnoDiffFilterPairs:
     DESCRIPTION = (
-        "Drops generated pairs whose mask cannot be trusted and says why: an empty mask, a mask covering too much "
-        "of the image, a mask mostly off the object (with a foreground mask), or a mask that disagrees with where "
+        "Drops generated pairs whose mask cannot be trusted and says why: an empty mask, a mask covering too little "
+        "or too much of the image, a mask in too many pieces, a mask mostly off the object (with a foreground "
+        "mask), or a mask that disagrees with where "
         "the image differs from the source photo (with a source). If every pair is dropped, the image and mask "
         "outputs are blocked, so Save Image or Export Dataset after them do not run, and the report still comes out."
     )
@@ -100,7 +106,8 @@ class DualAnoDiffFilterPairs:
             "required": {
                 "image": ("IMAGE", {"tooltip": FILTER_TOOLTIPS["image"]}),
                 "mask": ("MASK", {"tooltip": FILTER_TOOLTIPS["mask"]}),
-                "max_area": ("FLOAT", {"default": 0.5, **unit, "min": 0.01, "tooltip": FILTER_TOOLTIPS["max_area"]}),
+                "max_area": ("FLOAT", {"default": GATE["max_area"], **unit, "min": 0.01,
+                                       "tooltip": FILTER_TOOLTIPS["max_area"]}),
                 "min_foreground": ("FLOAT", {"default": 0.5, **unit, "tooltip": FILTER_TOOLTIPS["min_foreground"]}),
                 "min_agreement": ("FLOAT", {"default": 0.3, **unit, "tooltip": FILTER_TOOLTIPS["min_agreement"]}),
                 "change_threshold": ("FLOAT", {"default": 0.1, **unit, "tooltip": FILTER_TOOLTIPS["change_threshold"]}),
@@ -108,11 +115,15 @@ class DualAnoDiffFilterPairs:
             "optional": {
                 "source": ("IMAGE", {"tooltip": FILTER_TOOLTIPS["source"]}),
                 "foreground": ("MASK", {"tooltip": FILTER_TOOLTIPS["foreground"]}),
+                "min_area": ("FLOAT", {"default": GATE["min_area"], "min": 0.0, "max": 1.0, "step": 0.0005,
+                                       "tooltip": FILTER_TOOLTIPS["min_area"]}),
+                "max_pieces": ("INT", {"default": GATE["max_pieces"], "min": 0, "max": 1000,
+                                       "tooltip": FILTER_TOOLTIPS["max_pieces"]}),
             },
         }  # fmt: skip
 
     def filter(self, image, mask, max_area, min_foreground, min_agreement, change_threshold=0.1, source=None,
-               foreground=None):  # fmt: skip
+               foreground=None, min_area=GATE["min_area"], max_pieces=GATE["max_pieces"], **kwargs):  # fmt: skip
         node = "Filter Pairs"
         images = _images(image, node, "image")
         count, shape = images.shape[0], images.shape[1:3]
@@ -128,7 +139,8 @@ class DualAnoDiffFilterPairs:
         try:
             kept, dropped = filtering.filter_pairs(images, masks, fgs, source, max_area=max_area,
                                                    min_foreground=min_foreground, min_agreement=min_agreement,
-                                                   change_threshold=change_threshold)  # fmt: skip
+                                                   change_threshold=change_threshold, min_area=min_area,
+                                                   max_pieces=max_pieces)  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{node}: {err}") from err
         report = "\n".join(f"pair {i}: {reason}" for i, reason in dropped.items())

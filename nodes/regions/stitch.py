@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...anodiff.regions.multi_defect import check_disjoint
-from ...anodiff.regions.stitch import BLENDS, Window, crop, crop_window, stitch
+from ...anodiff.regions.stitch import BLENDS, Window, crop, shared_windows, stitch
 from ..dataset.dataset import mask_batch
 
 STITCH = "DUALANODIFF_STITCH"
@@ -42,10 +42,13 @@ class DualAnoDiffCropRegion:
                 "region": ("MASK", {"tooltip": "Where the defect may go (white), at the photo's size: one, one per "
                                                "photo, or several defect regions to pick from with region_index."}),
                 "context": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 16.0, "step": 0.1,
-                                      "tooltip": "Window side as a multiple of the region's box; larger shows the "
-                                                 "model more of the part around the defect."}),
+                                      "tooltip": "Window width and height as a multiple of the region box's, each "
+                                                 "axis on its own (a long scratch gets a long window); larger shows "
+                                                 "the model more of the part around the defect."}),
                 "working_size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                         "tooltip": "The window's longer side when generating (SD1.5: 512)."}),
+                                         "tooltip": "The window's longer side when generating (SD1.5: 512); a thin or "
+                                                    "tiny region may get up to 3x this so its defect stays at least "
+                                                    "4 latent pixels across; the shorter side is at least half."}),
                 "region_index": ("INT", {"default": -1, "min": -1, "max": 255,
                                          "tooltip": "-1: region k for photo k. 0, 1, ...: take that region of the "
                                                     "batch (several defects on one part); the regions must not overlap "
@@ -70,14 +73,12 @@ class DualAnoDiffCropRegion:
         if len(masks) not in (1, len(photos)):
             raise ValueError(f"Crop Region: {len(masks)} regions for {len(photos)} photos; give one, one per photo, "
                              "or pick one with region_index")  # fmt: skip
-        windows, crops, zones = [], [], []
-        for k, photo in enumerate(photos):
-            zone = masks[k % len(masks)]
-            window = crop_window(zone, float(context), int(working_size))
-            if windows and window.work_shape != windows[0].work_shape:
-                raise ValueError("Crop Region: the photos' windows have different shapes; crop one photo at a time")
+        chosen = [masks[k % len(masks)] for k in range(len(photos))]
+        windows = shared_windows(chosen, float(context), int(working_size),
+                                 [f"Crop Region: photo {k}" for k in range(len(photos))])  # fmt: skip
+        crops, zones = [], []
+        for photo, zone, window in zip(photos, chosen, windows):
             piece, small = crop(photo, zone, window)
-            windows.append(window)
             crops.append(piece)
             zones.append(small)
         info = {"windows": windows, "photos": image[..., :3].detach().cpu(), "regions": torch.from_numpy(

@@ -79,6 +79,25 @@ def test_filter_pairs_keeps_good_pairs_and_says_why(dataset_module):
     assert all_kept[2] == "" and all_kept[0].shape == (1, H, W, 3)
 
 
+def test_filter_pairs_mask_gate_settings(dataset_module):
+    """min_area and max_pieces reach the gate: a 3-pixel speck and a mask in 3 pieces are dropped with the reason."""
+    node = dataset_module.DualAnoDiffFilterPairs()
+    options = inputs_of(type(node))
+    assert options["min_area"][1]["default"] == 0.001 and options["max_pieces"][1]["default"] == 5
+    assert options["max_area"][1]["default"] == 0.2
+    images = scene()[0]
+    speck, pieces = torch.zeros(H, W), torch.zeros(H, W)
+    speck[10, 10:13] = 1.0
+    for x in (10, 20, 30):
+        pieces[30:33, x : x + 3] = 1.0
+    both = torch.stack([speck, pieces])
+    out = node.filter(images[[0, 3]], both, 0.2, 0.0, 0.0, 0.1, max_pieces=2)
+    assert out[2].splitlines() == ["pair 0: mask too small: 0.0977% of the image (3 px, < min_area 0.1%)",
+                                   "pair 1: mask in too many pieces: 3 (> max_pieces 2)"]  # fmt: skip
+    kept = node.filter(images[[0, 3]], both, 0.2, 0.0, 0.0, 0.1, min_area=0.0, max_pieces=3)
+    assert kept[2] == "" and kept[0].shape[0] == 2
+
+
 def test_filter_pairs_blocks_downstream_when_all_are_dropped(dataset_module):
     from comfy_execution.graph_utils import ExecutionBlocker
 

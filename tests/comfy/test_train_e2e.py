@@ -87,7 +87,7 @@ def tiny_training_graph(api: dict, tiny_outputs: list[str], folder: str, dataset
     for nid in by_class(api, "DualAnoDiffExtractMask"):
         api[nid]["inputs"]["method"] = "grey distance"
     for nid in by_class(api, "DualAnoDiffFilterPairs"):
-        api[nid]["inputs"].update(max_area=1.0, min_foreground=0.0, min_agreement=0.0)
+        api[nid]["inputs"].update(max_area=1.0, min_foreground=0.0, min_agreement=0.0, min_area=0.0, max_pieces=0)
     for nid in by_class(api, "DualAnoDiffExportDataset"):
         api[nid]["inputs"]["output_dir"] = dataset
     return api
