@@ -52,11 +52,11 @@ def build_dataset(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.
                   flips: bool, seed: int) -> FewShotDataset:  # fmt: skip
     """IMAGE (B, H, W, C) / MASK (B, H, W) batches -> the few-shot dataset under ``anodiff.data``'s rules."""
     if images.dim() != 4 or images.shape[-1] not in (3, 4):
-        raise ValueError(f"images must be an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}")
+        raise ValueError(f"Train Dual LoRA: images must be an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}")
     if masks.dim() == 2:
         masks = masks[None]
     if masks.shape[0] == 1 and images.shape[0] > 1:
-        raise ValueError(f"masks: 1 mask for {images.shape[0]} images; give one mask per image")
+        raise ValueError(f"Train Dual LoRA: masks: 1 mask for {images.shape[0]} images; give one mask per image")
     bgs = None if backgrounds is None else [b[..., :3].cpu().numpy() for b in backgrounds]
     return FewShotDataset.from_arrays([i[..., :3].cpu().numpy() for i in images], [m.cpu().numpy() for m in masks],
                                       bgs, resolution=resolution, flips=flips, seed=seed)  # fmt: skip
@@ -94,12 +94,12 @@ def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfi
 
     check_sd15_layout(model)
     if find_dual(model) is not None:
-        raise ValueError("this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual LoRA "
+        raise ValueError("Train Dual LoRA: this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual LoRA "
                          "and pass the dual model to continue as 'resume'")  # fmt: skip
     channels, context_dim = unet_widths(model)
     shapes = text_shapes(clip.cond_stage_model.named_modules()) if config.train_text_encoder else None
     if config.train_text_encoder and not shapes:
-        raise ValueError("train_text_encoder: this CLIP has no SD1.5 text projections (text_model...q_proj)")
+        raise ValueError("Train Dual LoRA: train_text_encoder: this CLIP has no SD1.5 text projections (text_model...q_proj)")
     with torch.inference_mode(False):
         session = TrainingSession(config, dataset, channels, context_dim, shapes, model.load_device, start)
         first, name = session.step, autosave_name(config.seed)

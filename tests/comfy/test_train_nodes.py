@@ -364,11 +364,11 @@ def test_bad_inputs_get_messages_naming_the_input(nodes, models_dir):
     images, masks = training_pairs()
     with pytest.raises(ValueError, match="3 images but 2 masks"):
         train(nodes, model, clip, vae, images, masks[:2], 1)
-    with pytest.raises(ValueError, match=r"images must be an IMAGE batch"):
+    with pytest.raises(ValueError, match=r"^Train Dual LoRA: images must be an IMAGE batch"):
         train(nodes, model, clip, vae, images[0], masks, 1)
     write_dual_weights(models_dir / "dual.safetensors")
     dual_model, _ = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffLoadLoRA"]().load(model, None, "dual.safetensors", 1, 1, 1)
-    with pytest.raises(ValueError, match="already has a Dual LoRA"):
+    with pytest.raises(ValueError, match="^Train Dual LoRA: this MODEL already has a Dual LoRA"):
         train(nodes, dual_model, clip, vae, images, masks, 1)
     with pytest.raises(ValueError, match="filename_prefix"):
         nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(None, "../outside", True)
