@@ -172,5 +172,9 @@ def test_a_missing_model_file_gets_comfyuis_message_not_a_traceback(frontend, pa
         page.page.wait_for_timeout(200)
     answer = page.prompt_answers[-1]
     text = json.dumps(answer)
-    assert answer["status"] == 400 and "absent.safetensors" in text and "value_not_in_list" in text, text[:2000]
+    assert answer["status"] == 400 and "absent.safetensors" in text, text[:2000]
+    (error,) = answer["node_errors"].values()
+    assert (
+        error["class_type"] == "DualAnoDiffLoadLoRA" and error["errors"][0]["extra_info"]["input_name"] == "lora_name"
+    )
     assert "Traceback" not in text
