@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import anodiff.generate.run
+import anodiff.generate.job
 from anodiff.dataset.sidecar import read_sidecar
 from anodiff.generate.run import generate
 from anodiff.regions.placement import _template, foreground_mask
@@ -94,17 +94,17 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, plain_weights, tm
         assert not random_region(meta["defects"][0]["box"], h, w)[~own].any()  # on its own photo's object, which
         # sits elsewhere in each photo
 
-    real = anodiff.generate.run.write_region_pair
+    real = anodiff.generate.job.write_region_pair
 
     def crash_at_pair_5(paths, *args, **kwargs):
         if paths[0].name == "005.png":
             raise RuntimeError("interrupted")
         return real(paths, *args, **kwargs)
 
-    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", crash_at_pair_5)
+    monkeypatch.setattr(anodiff.generate.job, "write_region_pair", crash_at_pair_5)
     with pytest.raises(RuntimeError, match="interrupted"):
         generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
-    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", real)
+    monkeypatch.setattr(anodiff.generate.job, "write_region_pair", real)
     record = json.loads((tmp_path / "resumed" / "object" / ".anodiff-generate-defect.json").read_text())
     assert 5 in record["pending"]
     again = generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
