@@ -14,6 +14,7 @@ import torch
 from test_train import mvtec_root
 
 from anodiff import load_dual
+from anodiff.common.jobs import JobLock
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "multiprocess" / "train_worker.py"
@@ -66,7 +67,7 @@ def test_train_all_in_two_independent_processes_trains_every_job_once(base, tmp_
     assert sorted(trained) == ["bottle/crack", "bottle/hole", "bottle/scratch"]  # each job exactly once
     for anomaly in ("crack", "hole", "scratch"):
         folder = tmp_path / "runs" / "bottle" / anomaly
-        assert (folder / f"bottle_{anomaly}.safetensors").is_file() and not (folder / ".train.lock").exists()
+        assert (folder / f"bottle_{anomaly}.safetensors").is_file() and JobLock(folder / ".train.lock").acquire()
 
 
 def test_train_all_refuses_a_distributed_launch(base, tmp_path, monkeypatch):
