@@ -5,6 +5,7 @@ weights, the storage check, and the errors that need a running cluster."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +23,25 @@ COUNT = 6
 
 @pytest.fixture(scope="module")
 def ray():
-    """One local cluster for the module; its workers import this module (PYTHONPATH) for the fault wrappers."""
+    """One local cluster for the module. The fault wrappers below travel by value: pytest names this module after
+    the checkout's folder, which the workers cannot import."""
     try:
         import ray
     except ImportError as err:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Ray tests (pip install -e .[test]): {err}", pytrace=False)
         pytest.skip(str(err))
-    paths = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), before) if p)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    if before is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 @pytest.fixture(scope="module")

@@ -89,12 +89,13 @@ def _done(final: Path, force: bool, started: float) -> bool:
 def _train_all_ray(args: argparse.Namespace) -> int:
     """``--all --ray``: the jobs as Ray tasks (``anodiff.scale.train``), then one row per job."""
     from ..data import fewshot
-    from ..scale.cluster import connect, ray_device
+    from ..scale.cluster import check_shared_folder, connect, ray_device
     from ..scale.train import train_all_on_ray
 
     ray = connect(args.ray or None)
     device = ray_device(ray, None)
     _say_layout(args.data)
+    check_shared_folder(ray, Path(args.output))
     configs = [train_config(args, category=c, anomaly=a, output=str(Path(args.output).resolve() / c / a))
                for c, a in fewshot.list_jobs(args.data)]  # fmt: skip
     rows, interrupted = train_all_on_ray(ray, configs, device=device, retries=args.retries)
