@@ -139,24 +139,29 @@ def test_an_interrupted_driver_leaves_the_rest_pending_and_a_rerun_finishes_it(r
 
 @dataclass(frozen=True)
 class DieOnce:
-    """A ``train`` whose worker process dies (``os._exit``) after step 3 of the first attempt."""
+    """A ``train`` whose worker process dies (``os._exit``) after step 3 of the first attempt; every attempt logs
+    its ``resume`` flag and the step it starts from to ``log``."""
 
     marker: str
+    log: str
 
     def __call__(self, config):
         from anodiff.train.trainer import Trainer, train
 
-        if not os.path.exists(self.marker):
-            original = Trainer.train_step
+        original, first = Trainer.train_step, []
 
-            def step(trainer):
-                loss = original(trainer)
-                if trainer.step == 3:
-                    Path(self.marker).touch()
-                    os._exit(1)
-                return loss
+        def step(trainer):
+            if not first:
+                first.append(trainer.step)
+                with open(self.log, "a") as fh:
+                    fh.write(f"{config.resume} {trainer.step}\n")
+            loss = original(trainer)
+            if trainer.step == 3 and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                os._exit(1)
+            return loss
 
-            Trainer.train_step = step
+        Trainer.train_step = step
         return train(config)
 
 
@@ -173,8 +178,11 @@ def test_train_all_on_ray_retries_a_killed_task_from_its_checkpoint_to_the_same_
     kw = {"category": "bottle", "anomaly": "crack", "steps": 4, "checkpoint_every": 2, "progress": False}
     reference = load_file(train(config(base, root, tmp_path / "uninterrupted", **kw)))
     job = config(base, root, tmp_path / "runs" / "bottle" / "crack", **kw)
-    rows, interrupted = train_all_on_ray(ray, [job], device="cpu", train_fn=DieOnce(str(tmp_path / "died")))
+    rows, interrupted = train_all_on_ray(
+        ray, [job], device="cpu", train_fn=DieOnce(str(tmp_path / "died"), str(tmp_path / "log"))
+    )
     assert (tmp_path / "died").exists() and not interrupted
+    assert (tmp_path / "log").read_text().splitlines() == ["False 0", "True 2"]  # retried from the step-2 checkpoint
     assert [(r.anomaly, r.status) for r in rows] == [("crack", "trained")]
     final = load_file(rows[0].path)
     assert final.keys() == reference.keys()
