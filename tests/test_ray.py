@@ -195,6 +195,33 @@ def test_train_all_on_ray_retries_a_killed_task_from_its_checkpoint_to_the_same_
     assert "bottle/crack" in (out := capsys.readouterr().out) and "skipped (done)" in out
 
 
+@dataclass(frozen=True)
+class BadData:
+    """A ``train`` that fails as bad data does (a ``ValueError``), logging each attempt."""
+
+    log: str
+
+    def __call__(self, config):
+        with open(self.log, "a") as fh:
+            fh.write("attempt\n")
+        raise ValueError(f"{config.anomaly}: no usable pair")
+
+
+def test_a_job_whose_data_fails_is_reported_failed_and_not_retried(ray, tmp_path):
+    from test_train import config
+
+    from anodiff.scale.train import train_all_on_ray
+
+    done = tmp_path / "hole" / "bottle_hole.safetensors"
+    done.parent.mkdir()
+    done.write_bytes(b"finished earlier")
+    jobs = [config("base", "data", tmp_path / a, category="bottle", anomaly=a) for a in ("crack", "hole")]
+    rows, interrupted = train_all_on_ray(ray, jobs, device="cpu", train_fn=BadData(str(tmp_path / "log")))
+    assert [(r.anomaly, r.status) for r in rows] == [("crack", "failed: crack: no usable pair"),
+                                                     ("hole", "skipped (done)")]  # fmt: skip
+    assert (tmp_path / "log").read_text() == "attempt\n" and not interrupted
+
+
 def test_the_output_folder_must_be_visible_from_every_node(ray, tmp_path, monkeypatch):
     from anodiff.scale import cluster
 
