@@ -5,10 +5,10 @@
         --base SD15 --weights model.safetensors --size 512 --steps 25 --count 64 --batch-size 8   # GPUs, real model
 
 On CPUs each actor takes one CPU and runs torch on one thread; the local Ray instance gets ``replicas + 1`` CPUs
-(one for the writer actors). On GPUs each actor takes one GPU (``--device cuda``). Every setting writes its own
-fresh output folder; the time counts from the first to the last pair written, after one warm-up run that starts the
-actors' Python and loads the model caches, so it measures the steady state a large job sees. The two settings'
-files are compared: they must be byte-identical (the same pairs and seeds, only spread differently).
+(one for the writer actor). On GPUs each actor takes one GPU (``--device cuda``). Every setting writes its own
+fresh output folder. Two rates are printed: over the whole call (starting the actors and loading the model
+included), and the steady state a large job sees (pairs after the first finished batch over the time from it to the
+last batch). The settings' files are compared: they must be byte-identical (the same pairs and seeds).
 """
 
 from __future__ import annotations
@@ -32,10 +32,19 @@ def tiny_model(folder: Path) -> tuple[Path, Path]:
     return save_tiny_sd15(folder / "sd15"), dual_file().save(folder / "dual.safetensors")
 
 
-def run(args: argparse.Namespace, base: Path, weights: Path, out: Path, replicas: int) -> float:
-    """Seconds to generate ``args.count`` pairs into ``out`` on ``replicas`` actors."""
+def run(args: argparse.Namespace, base: Path, weights: Path, out: Path, replicas: int) -> tuple[float, float]:
+    """(seconds for the whole call, steady pairs per minute) generating ``args.count`` pairs on ``replicas`` actors."""
+    from anodiff.generate.job import GenerateJob
     from anodiff.generate.run import generate
     from anodiff.scale.generate import ray_runner
+
+    finished, done = [], GenerateJob.done
+
+    def timed(job: GenerateJob, indices: list[int]) -> None:
+        done(job, indices)
+        finished.append((time.perf_counter(), len(indices)))
+
+    GenerateJob.done = timed
 
     runner = ray_runner(replicas=replicas, device=args.device, writers=1, progress=False)
     start = time.perf_counter()
@@ -43,8 +52,10 @@ def run(args: argparse.Namespace, base: Path, weights: Path, out: Path, replicas
                       scheduler=args.scheduler, size=args.size, mask_method=args.mask_method, device=args.device,
                       progress=False, runner=runner)  # fmt: skip
     seconds = time.perf_counter() - start
+    GenerateJob.done = done
     assert report.written == args.count, report
-    return seconds
+    steady = sum(n for _, n in finished[1:]) / (finished[-1][0] - finished[0][0]) * 60
+    return seconds, steady
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -73,16 +84,20 @@ def main() -> None:
         base, weights = (Path(args.base), Path(args.weights)) if args.base else tiny_model(tmp)
         cpus = 1 + (max(args.replicas) if args.device == "cpu" else 1)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        run(args, base, weights, tmp / "warm-up", max(args.replicas))
         rates = {}
         for replicas in args.replicas:
-            seconds = run(args, base, weights, tmp / f"r{replicas}", replicas)
-            rates[replicas] = args.count / seconds * 60
-            print(f"{replicas} actor(s): {args.count} pairs in {seconds:.1f} s = {rates[replicas]:.1f} pairs/min")
+            seconds, rates[replicas] = run(args, base, weights, tmp / f"r{replicas}", replicas)
+            print(
+                f"{replicas} actor(s): {args.count} pairs in {seconds:.1f} s ({args.count / seconds * 60:.1f} "
+                f"pairs/min with start-up), steady {rates[replicas]:.1f} pairs/min",
+                flush=True,
+            )
         first = args.replicas[0]
         for replicas in args.replicas[1:]:
             same = files(tmp / f"r{replicas}") == files(tmp / f"r{first}")
-            print(f"{replicas} vs {first} actor(s): {rates[replicas] / rates[first]:.2f}x, byte-identical: {same}")
+            print(
+                f"{replicas} vs {first} actor(s): steady {rates[replicas] / rates[first]:.2f}x, byte-identical: {same}"
+            )
         ray.shutdown()
 
 

@@ -22,7 +22,7 @@ settings; folders that hold files this command did not write, or pairs made with
 unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any older pair above them
 pending. Nothing is deleted but the label mask of a pair rewritten with one defect. The sidecar is written
 before the PNGs, so a complete pair has one; a kept pair whose sidecar names another photo than ``--source`` now
-gives it is refused.
+gives it is refused. Across machines the same job runs on Ray (``runner``; ``anodiff.scale.generate``).
 """
 
 from __future__ import annotations
