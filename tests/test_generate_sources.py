@@ -156,7 +156,9 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, plain_weights
         for ann in anns:
             assert np.array_equal(decode(coco.annToRLE(ann)).astype(bool), label == ann["defect_id"])
     with pytest.raises(ValueError, match="--defects applies to --region random"):
-        generate(sd_dir, plain_weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
+        generate(
+            sd_dir, plain_weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"}
+        )
 
 
 def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, plain_weights, tmp_path):
