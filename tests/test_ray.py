@@ -137,6 +137,22 @@ def test_an_interrupted_driver_leaves_the_rest_pending_and_a_rerun_finishes_it(r
     assert files(tmp_path) == one_process
 
 
+@pytest.mark.slow
+def test_a_second_driver_joins_the_cluster_by_its_address(ray, sd_dir, plain_weights, tmp_path, one_process):
+    """``anodiff generate --ray HOST:PORT`` from another process: the pairs of the one-process run."""
+    import subprocess
+
+    address = ray.get_runtime_context().gcs_address
+    argv = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--out", str(tmp_path),
+            "--count", str(COUNT), "--batch-size", "2", "--steps", "2", "--scheduler", "ddim", "--size", str(SIZE),
+            "--mask-method", "grey", "--ray", address]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "anodiff.cli", *argv], cwd=ROOT, check=False, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote {COUNT} pair(s)" in done.stdout
+    assert files(tmp_path) == one_process
+
+
 @dataclass(frozen=True)
 class DieOnce:
     """A ``train`` whose worker process dies (``os._exit``) after step 3 of the first attempt; every attempt logs
