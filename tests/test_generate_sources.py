@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import anodiff.generate.run
+import anodiff.generate.job
 from anodiff.dataset.sidecar import read_sidecar
 from anodiff.generate.run import generate
 from anodiff.regions.placement import _template, foreground_mask
@@ -94,17 +94,17 @@ def test_a_folder_of_photos_cycles_records_and_resumes(sd_dir, plain_weights, tm
         assert not random_region(meta["defects"][0]["box"], h, w)[~own].any()  # on its own photo's object, which
         # sits elsewhere in each photo
 
-    real = anodiff.generate.run.write_region_pair
+    real = anodiff.generate.job.write_region_pair
 
     def crash_at_pair_5(paths, *args, **kwargs):
         if paths[0].name == "005.png":
             raise RuntimeError("interrupted")
         return real(paths, *args, **kwargs)
 
-    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", crash_at_pair_5)
+    monkeypatch.setattr(anodiff.generate.job, "write_region_pair", crash_at_pair_5)
     with pytest.raises(RuntimeError, match="interrupted"):
         generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
-    monkeypatch.setattr(anodiff.generate.run, "write_region_pair", real)
+    monkeypatch.setattr(anodiff.generate.job, "write_region_pair", real)
     record = json.loads((tmp_path / "resumed" / "object" / ".anodiff-generate-defect.json").read_text())
     assert 5 in record["pending"]
     again = generate(sd_dir, plain_weights, tmp_path / "resumed", 7, **kw)
@@ -156,7 +156,9 @@ def test_several_random_defects_per_photo_get_a_label_mask(sd_dir, plain_weights
         for ann in anns:
             assert np.array_equal(decode(coco.annToRLE(ann)).astype(bool), label == ann["defect_id"])
     with pytest.raises(ValueError, match="--defects applies to --region random"):
-        generate(sd_dir, plain_weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"})
+        generate(
+            sd_dir, plain_weights, tmp_path / "x", 1, defects=2, **{**kw, "region": tmp_path / "photos" / "part_0.png"}
+        )
 
 
 def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, plain_weights, tmp_path):

@@ -18,6 +18,7 @@ COMFYUI_PROVIDES = {
     "numpy",
     "PIL",
     "tqdm",  # in ComfyUI's own requirements.txt (0.3.75 and 0.33.0): its progress bars
+    "filelock",  # a dependency of torch, so in every ComfyUI: anodiff.common.jobs' single-host locks
     "comfy",
     "comfy_execution",
     "folder_paths",

@@ -1,46 +1,48 @@
+"""The single-host guards left after the cross-machine lock-file scheduler moved to Ray: an OS lock (``filelock``)
+that a second process cannot take while the first holds it, and that a dead holder never keeps."""
+
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import time
+import textwrap
 
-from anodiff.common.jobs import JobLock
+import pytest
+
+from anodiff.common.jobs import JobLock, SharedFileLock
 
 
 def test_a_claim_is_exclusive_and_released(tmp_path):
     first, second = JobLock(tmp_path / "job.lock"), JobLock(tmp_path / "job.lock")
     assert first.acquire() and not second.acquire()
-    assert second.describe_holder().endswith(f":{os.getpid()}")
+    assert "another process" in second.describe_holder()
     first.release()
-    assert not (tmp_path / "job.lock").exists() and second.acquire()
+    assert second.acquire()
     second.release()
 
 
-def test_the_claim_of_a_dead_process_is_recovered(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=False, capture_output=True, text=True)
-    lock = JobLock(tmp_path / "job.lock")
-    (tmp_path / "job.lock").write_text(json.dumps({"host": lock.owner["host"], "pid": int(dead.stdout), "token": "x"}))
-    assert lock.is_stale() and lock.acquire()
-    assert lock.holder()["token"] == lock.owner["token"]
-    assert len(list(tmp_path.glob("job.lock.stale-*"))) == 1  # the stale claim is kept aside, not deleted
-    lock.release()
-
-
-def test_a_claim_from_another_machine_goes_stale_without_heartbeat_and_not_with_it(tmp_path):
+def test_another_process_cannot_take_a_held_claim_and_a_dead_holder_keeps_none(tmp_path):
     path = tmp_path / "job.lock"
-    path.write_text(json.dumps({"host": "other-machine", "pid": 1, "token": "x"}))
-    lock = JobLock(path, stale_after=5.0)
-    assert not lock.acquire()  # fresh: its owner may be alive on the other machine
-    old = time.time() - 10
-    os.utime(path, (old, old))
-    assert lock.acquire()
-    lock.release()
+    probe = textwrap.dedent(f"""
+        from anodiff.common.jobs import JobLock
+        print(JobLock({str(path)!r}).acquire())
+    """)
+    with JobLock(path) as held:
+        assert held
+        other = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120)
+        assert other.stdout.strip() == "False", other.stderr
+    die = f"from anodiff.common.jobs import JobLock; import os; JobLock({str(path)!r}).acquire(); os._exit(1)"
+    subprocess.run([sys.executable, "-c", die], check=False, timeout=120)
+    assert JobLock(path).acquire()  # the OS released the dead holder's lock: nothing stale to break
 
-    owner = JobLock(path, stale_after=5.0, heartbeat=0.05)
-    assert owner.acquire()
-    os.utime(path, (old, old))
-    time.sleep(0.3)  # the heartbeat refreshed it
-    assert not JobLock(path, stale_after=5.0).acquire()
-    owner.release()
+
+def test_shared_file_lock_times_out_with_the_path_in_the_message(tmp_path):
+    path = tmp_path / "record.lock"
+    with (
+        SharedFileLock(path),
+        pytest.raises(TimeoutError, match="record.lock stays locked"),
+        SharedFileLock(path, timeout=0.1),
+    ):
+        pass
+    with SharedFileLock(path, timeout=0.1):  # released
+        pass

@@ -14,6 +14,7 @@ import torch
 from test_train import mvtec_root
 
 from anodiff import load_dual
+from anodiff.common.jobs import JobLock
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "multiprocess" / "train_worker.py"
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def torchrun(*args: str, procs: int = 2, timeout: float = 300) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *args]
-    done = subprocess.run(cmd, cwd=ROOT, env=ENV, check=False, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, check=False, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
@@ -66,7 +67,7 @@ def test_train_all_in_two_independent_processes_trains_every_job_once(base, tmp_
     assert sorted(trained) == ["bottle/crack", "bottle/hole", "bottle/scratch"]  # each job exactly once
     for anomaly in ("crack", "hole", "scratch"):
         folder = tmp_path / "runs" / "bottle" / anomaly
-        assert (folder / f"bottle_{anomaly}.safetensors").is_file() and not (folder / ".train.lock").exists()
+        assert (folder / f"bottle_{anomaly}.safetensors").is_file() and JobLock(folder / ".train.lock").acquire()
 
 
 def test_train_all_refuses_a_distributed_launch(base, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_train import config, mvtec_root
 
+from anodiff.common.jobs import JobLock
 from anodiff.train import trainer as trainer_module
 from anodiff.train.trainer import Trainer, TrainingInterrupted, train
 
@@ -58,7 +59,7 @@ def test_ctrl_c_stops_train_all_with_exit_130_and_the_resume_hint(base, tmp_path
     assert "--resume" in out and " trained " not in out
     assert "bottle/crack" in out and "interrupted" in out and "bottle/hole" not in out  # the list stopped
     crack = runs / "bottle" / "crack"
-    assert (crack / "checkpoints" / "step-000001.safetensors").is_file() and not (crack / ".train.lock").exists()
+    assert (crack / "checkpoints" / "step-000001.safetensors").is_file() and JobLock(crack / ".train.lock").acquire()
     assert not (crack / "bottle_crack.safetensors").exists() and not (runs / "bottle" / "hole").exists()
 
 

@@ -6,6 +6,7 @@ import argparse
 import itertools
 from pathlib import Path
 
+from ..common.imageio import read_rgb
 from ..common.pixels import read_pixels
 from ..dataset.checks import FOREGROUNDS
 from ..dataset.coco import INSTANCES, finalise, merge_coco

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..data.masks import METHODS
 from ..generate.options import DTYPES
@@ -21,15 +22,19 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(missing)} required (or --from-sidecar FILE --out DIR to regenerate one pair)")
     from ..generate.run import generate
 
+    device, runner, shard = args.device, None, args.shard
+    if args.ray is not None:
+        device, runner = _ray_runner(args)
+        shard = (0, 1)
     report = generate(
         args.base, args.weights[0] if len(args.weights) == 1 else args.weights, args.out, args.count,
         category=args.category, anomaly=args.anomaly,
         batch_size=args.batch_size, seed=args.seed, steps=args.steps, cfg=args.cfg, scheduler=args.scheduler,
         size=args.size, mask_method=args.mask_method, threshold=args.threshold, normal_dir=args.normal_dir,
-        background_every=args.background_every, force=args.force, device=args.device,
+        background_every=args.background_every, force=args.force, device=device,
         source=args.source, region=args.region, feather=args.feather, region_size=tuple(args.region_size),
-        dtype=args.dtype, shard=args.shard, workers=args.workers, context=args.context, working=args.working,
-        defects=args.defects, blend=args.blend, region_ids=args.region_ids,
+        dtype=args.dtype, shard=shard, workers=args.workers, context=args.context, working=args.working,
+        defects=args.defects, blend=args.blend, region_ids=args.region_ids, runner=runner,
     )  # fmt: skip
     print(
         f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
@@ -46,6 +51,22 @@ def _replay(args: argparse.Namespace) -> int:
     image = regenerate(args.from_sidecar, args.out, base=args.base, weights=args.weights, device=args.device)
     print(f"regenerated {image} from {args.from_sidecar}")
     return 0
+
+
+def _ray_runner(args: argparse.Namespace):
+    """``--ray``: join the cluster, pick the workers' device and check the output folder is shared, before
+    anything is written; returns (device, the Ray runner)."""
+    if args.shard is not None:
+        raise ValueError("--shard and --ray exclude each other: Ray spreads the batches itself")
+    if args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
+    from ..scale.cluster import check_shared_folder, connect, ray_device
+    from ..scale.generate import ray_runner
+
+    ray = connect(args.ray or None)
+    device = ray_device(ray, args.device)
+    check_shared_folder(ray, Path(args.out))
+    return device, ray_runner(replicas=args.replicas, device=device, writers=max(1, args.workers))
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -78,10 +99,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="BCM backgrounds (BCM files only): a folder of normal images, or a dataset root (MVTec AD, MPDD, BTAD, "
              "VisA) whose --category training normals are used")  # fmt: skip
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
-    add("--source", default=None, metavar="IMAGE|DIR",
-        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size")
-    add("--region", default=None, metavar="MASK",
-        help="region control: where the defect may go (white), or 'random' for regions on each photo's object")
+    add(
+        "--source",
+        default=None,
+        metavar="IMAGE|DIR",
+        help="region control: a normal photo, or a folder of them (pair i takes photo i %% n), at any size",
+    )
+    add(
+        "--region",
+        default=None,
+        metavar="MASK",
+        help="region control: where the defect may go (white), or 'random' for regions on each photo's object",
+    )
     add("--region-ids", action="store_true", help="--region is a label image: one defect per non-zero id")
     add("--defects", type=int, default=1, help="--region random: defects per image, on disjoint regions (default 1)")
     add("--context", type=float, default=2.0,
@@ -99,10 +128,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU); the VAE always decodes in fp32")
     add("--shard", default=None, metavar="K/N",
         help="this process's share of the pairs (default: RANK/WORLD_SIZE under torchrun or accelerate launch)")
-    add("--workers", type=int, default=2, help="threads extracting masks and writing PNGs while sampling (default 2)")
+    add("--workers", type=int, default=2,
+        help="threads extracting masks and writing PNGs while sampling (with --ray: writer actors) (default 2)")
     add("--from-sidecar", default=None, metavar="FILE",
         help="make one pair again from its meta/<anomaly>/NNN.json into --out, byte-identical on the same machine; "
              "the recorded files are checked by sha256 (--base/--weights: where the models are now, if moved)")  # fmt: skip
+    add(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="sample on a Ray cluster (no ADDRESS: a local Ray, or RAY_ADDRESS; auto: the cluster `ray start` "
+        "runs; HOST:PORT); --out must be on a file system every node shares; needs dualanodiff[ray]",
+    )
+    add(
+        "--replicas",
+        type=int,
+        default=1,
+        help="with --ray: pipeline actors, each loading the model once (one GPU each on CUDA) (default 1)",
+    )
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
     p.set_defaults(func=_run)
     return p

@@ -21,7 +21,7 @@ from ..common.precision import PRECISIONS
 from ..data.fewshot import SPLIT_RULES
 from ..train.config import TrainConfig
 
-COMMAND_ONLY = ("all", "dry_run")
+COMMAND_ONLY = ("all", "dry_run", "ray", "retries")
 """``train`` flags that steer the command, not the training run."""
 
 
@@ -45,6 +45,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.all:
         return _train_all(args)
+    if args.ray is not None:
+        raise ValueError("--ray spreads the jobs of --all over a Ray cluster; add --all (one job runs as usual)")
     config = train_config(args)
     _say_layout(config.data)
     if args.dry_run:
@@ -84,13 +86,42 @@ def _done(final: Path, force: bool, started: float) -> bool:
     return not force or written >= started
 
 
+def _train_all_ray(args: argparse.Namespace) -> int:
+    """``--all --ray``: the jobs as Ray tasks (``anodiff.scale.train``), then one row per job."""
+    from ..data import fewshot
+    from ..scale.cluster import check_shared_folder, connect, ray_device
+    from ..scale.train import train_all_on_ray
+
+    ray = connect(args.ray or None)
+    device = ray_device(ray, None)
+    _say_layout(args.data)
+    check_shared_folder(ray, Path(args.output))
+    configs = [train_config(args, category=c, anomaly=a, output=str(Path(args.output).resolve() / c / a))
+               for c, a in fewshot.list_jobs(args.data)]  # fmt: skip
+    rows, interrupted = train_all_on_ray(ray, configs, device=device, retries=args.retries)
+    _print_rows([(r.category, r.anomaly, r.status, r.path) for r in rows])
+    if interrupted:
+        print("interrupted; run the same command again: finished jobs are skipped, started ones resume")
+        return 130
+    return 0 if all(not r.status.startswith("failed") for r in rows) else 1
+
+
+def _print_rows(rows: list[tuple[str, str, str, str]]) -> None:
+    width = max((len(f"{c}/{a}") for c, a, _, _ in rows), default=10)
+    for category, anomaly, status, path in rows:
+        print(f"{category + '/' + anomaly:<{width}}  {status:<17}  {path}")
+
+
 def _train_all(args: argparse.Namespace) -> int:
-    """One model per (category, anomaly type) of an MVTec root; finished ones are skipped, and each job is claimed
-    with a lock file in its output folder, so several independent processes (one per GPU, or machines sharing the
-    output folder) drain the list together, each job trained once. Ctrl-C stops the whole list (exit 130)."""
+    """One model per (category, anomaly type) of an MVTec root; finished ones are skipped. Each job is held under
+    a single-host lock in its output folder, so independent processes on one machine (one per GPU) drain the list
+    together, each job trained once; across machines use ``--ray``. Ctrl-C stops the whole list (exit 130)."""
     from ..common.jobs import JobLock
     from ..data import fewshot
     from ..train.trainer import TrainingInterrupted, train
+
+    if args.ray is not None and not args.dry_run:
+        return _train_all_ray(args)
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
@@ -129,9 +160,7 @@ def _train_all(args: argparse.Namespace) -> int:
             lock.release()
         if interrupted:
             break
-    width = max((len(f"{c}/{a}") for c, a, _, _ in rows), default=10)
-    for category, anomaly, status, path in rows:
-        print(f"{category + '/' + anomaly:<{width}}  {status:<17}  {path}")
+    _print_rows(rows)
     if interrupted:
         print(f"{interrupted}; continue with the same command and --resume")
         return 130
@@ -140,9 +169,7 @@ def _train_all(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``train``; flags default to None so that ``TrainConfig``'s own defaults apply (``train_config``)."""
-    train = subparsers.add_parser(
-        "train", help="train a dual model on a few anomaly images (diffusers + accelerate)"
-    )
+    train = subparsers.add_parser("train", help="train a dual model on a few anomaly images (diffusers + accelerate)")
     train.add_argument("--base", required=True, help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
     train.add_argument("--data", required=True,
                        help="dataset root (MVTec AD, MPDD, BTAD, VisA: layout detected), or images/ + masks/")  # fmt: skip
@@ -150,6 +177,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--anomaly", default=None, help="MVTec anomaly type (e.g. broken_large)")
     train.add_argument("--output", "--out", dest="output", required=True, help="output folder")
     train.add_argument("--all", action="store_true", help="train every (category, anomaly) of the MVTec root")
+    train.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="with --all: one Ray task per job, one GPU each, retried and resumed (no ADDRESS: a "
+                            "local Ray; auto: the running cluster); needs dualanodiff[ray]")  # fmt: skip
+    train.add_argument("--retries", type=int, default=3, help="with --ray: retries of a job whose worker died")
     train.add_argument("--dry-run", action="store_true", help="list the exact training files and stop")
     train.add_argument("--name", default=None, help="final file name (default <category>_<anomaly>)")
     train.add_argument("--steps", type=int, default=None, help="optimisation steps (default 5000)")

@@ -79,13 +79,15 @@ def region_of(record: dict[str, Any], where: str) -> np.ndarray:
         raise ValueError(f"{where}: not a region record ({exc}); expected a COCO RLE with size and counts") from exc
 
 
-def background_record(backgrounds: Any, pair: int, size: list[int]) -> dict[str, Any] | None:
+def background_record(files: list[Path] | None, every: int, pair: int, size: list[int]) -> dict[str, Any] | None:
     """Pair ``pair``'s BCM background: the normal image, its sha256, and the ``[width, height]`` it was resized to
     before its object was blacked out (then, with regions, cut out with each defect's window, recorded per
-    defect). None without backgrounds."""
-    if backgrounds is None:
+    defect). None without backgrounds. Needs only the file list, so a writer that never decoded them can say it."""
+    if not files:
         return None
-    path = backgrounds.files[backgrounds.index_of(pair)]
+    from .backgrounds import background_of
+
+    path = files[background_of(pair, every, len(files))]
     return {"file": str(Path(path).resolve()), "sha256": file_sha256(path), "resized_to": list(size)}
 
 

@@ -138,7 +138,7 @@ def regenerate(
     from ..sd15.load import load_sd15
     from ..sd15.pipeline import DualAnoDiffPipeline
     from ..weights.load import load_dual
-    from .run import _write_pair, pair_paths
+    from .job import _write_pair, pair_paths
 
     path = Path(sidecar)
     meta = read_replayable(path)

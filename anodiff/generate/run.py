@@ -23,56 +23,31 @@ settings; folders that hold files this command did not write, or pairs made with
 unless ``force``, which regenerates pairs ``0 .. count-1`` over them and marks any older pair above them
 pending. Nothing is deleted but the label mask of a pair rewritten with one defect. The sidecar is written
 before the PNGs, so a complete pair has one; a kept pair whose sidecar names another photo than ``--source`` now
-gives it is refused.
+gives it is refused. Across machines the same job runs on Ray (``runner``; ``anodiff.scale.generate``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ..common.imageio import write_png
-from ..data.masks import U2NetP, extract_mask
-from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
+from ..dataset.sidecar import sidecar_path
 from ..regions.stitch import BLENDS
 from ..weights.load import load_dual
 from .backgrounds import IMAGE_SUFFIXES, Backgrounds, check_backgrounds, normal_images
+from .job import GenerateJob, GenerateReport, PipelineFactory, pair_paths, run_local
 from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
-from .plan import RANDOM, check_models, check_source, make_plan, sample_group, size_of, write_region_pair
-from .provenance import background_record, model_hashes
+from .plan import RANDOM, check_models, check_source, make_plan
+from .provenance import model_hashes
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class GenerateReport:
-    """What one ``generate`` call did; ``written``/``skipped``/``redone`` count pairs."""
-
-    folder: Path
-    written: int = 0
-    skipped: int = 0
-    redone: int = 0
-    empty_masks: int = 0
-    indices: list[int] = field(default_factory=list)
-
-
-def pair_paths(folder: Path, anomaly: str, index: int) -> tuple[Path, Path, Path]:
-    """(whole image, mask, anomaly part) of pair ``index`` under ``<out>/<category>``."""
-    name = f"{index:03d}"
-    return (
-        folder / "test" / anomaly / f"{name}.png",
-        folder / "ground_truth" / anomaly / f"{name}_mask.png",
-        folder / "anomaly_part" / anomaly / f"{name}.png",
-    )
+Runner = Callable[[GenerateJob, GenerateReport], GenerateReport]
+"""What runs a job's pairs once ``generate`` has checked everything: ``run_local`` (default), or
+``anodiff.scale.generate.ray_runner(...)`` for ``--ray``."""
 
 
 def generate(
@@ -107,6 +82,7 @@ def generate(
     defects: int = 1,
     blend: str = "feather",
     region_ids: bool = False,
+    runner: Runner | None = None,
 ) -> GenerateReport:
     """Generate pairs ``0 .. count-1`` into an MVTec-style tree (module docstring), resuming where files exist.
 
@@ -121,6 +97,7 @@ def generate(
     takes photo i % n), each defect is made in a crop window of ``context`` times its region at the ``working``
     size (default ``size``) and stitched back (``blend``: feather or poisson); ``defects`` random regions per pair,
     or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.dataset.sidecar``).
+    runner: what samples and writes the pairs still owed (default ``run_local``; ``--ray``: a Ray runner).
     """
     check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every, context=context,
                working=working, region_size=region_size)  # fmt: skip
@@ -170,6 +147,32 @@ def generate(
         settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
     record, owed = open_record(folder, anomaly, settings, force)
 
+    report, todo = _todo(folder, anomaly, count, batch_size, shard, owed, force, plan, record, settings)
+    if not todo:
+        return report
+    saliency = mask_method == "u2netp" or bool(files) or bool(plan and plan.fixed is None)
+    meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
+            "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "category": category, "anomaly": anomaly,
+            "run_seed": seed, "batch_size": batch_size, "mask_method": mask_method, "threshold": threshold,
+            "weights_files": [str(w.resolve()) for w in several], "hashes": model_hashes(base_path, several, saliency),
+            **{k: settings[k] for k in ("feather", "blend", "context", "working")}}  # fmt: skip
+    if plan is None:
+        meta["feather"] = None  # without regions nothing is feathered
+    job = GenerateJob(
+        folder, anomaly, category, record, settings, todo, batch_size, shard,
+        PipelineFactory(base_path, tuple(several), device, dtype_name), seed, steps, cfg, scheduler, size,
+        mask_method, threshold, plan, files, background_every, meta,
+    )  # fmt: skip
+    if runner is not None:
+        return runner(job, report)
+    return run_local(job, report, progress=progress, workers=workers)
+
+
+def _todo(
+    folder, anomaly, count, batch_size, shard, owed, force, plan, record, settings
+) -> tuple[GenerateReport, list]:
+    """The pairs of this shard still to make (skipping complete ones, warning about half-made ones), listed as
+    pending in the record before any model loads: a run stopped from here on leaves them pending, never done."""
     report = GenerateReport(folder)
     todo = []
     mine = {i for batch in shard_batches(list(range(count)) + sorted(owed), batch_size, shard) for i in batch}
@@ -186,92 +189,12 @@ def generate(
             report.redone += 1
         todo.append(i)
     owing = set(todo) | {i for i in owed if i in mine}
-    if owing:  # listed before the models load: a run stopped from here on leaves them pending, never "done"
+    if owing:
         update_pending(record, settings, add=owing)
-    if not todo:
-        return report
-
-    from ..common.precision import torch_dtype
-    from ..sd15.load import load_sd15
-    from ..sd15.pipeline import DualAnoDiffPipeline
-
-    pipe = [DualAnoDiffPipeline.from_sd15(load_sd15(base_path, dtype=torch_dtype(dtype_name)), d, device=device)
-            for d in (dual, *more)]
-    u2net = U2NetP() if (mask_method == "u2netp" or files) else None
-    backgrounds = Backgrounds(files, size, background_every, u2net) if files else None
-    if plan is not None and u2net is not None:
-        plan.source.saliency = u2net
-
-    def finish(indices: list[int], futures: list[Future]) -> None:
-        for i, done in zip(indices, futures):
-            empty = done.result()
-            report.written += 1
-            report.empty_masks += int(empty)
-            report.indices.append(i)
-        update_pending(record, settings, done=set(indices))
-        bar.update(len(indices))
-
-    with (
-        tqdm(total=len(todo), desc=f"{category}/{anomaly}", unit="pair", disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="anodiff-write") as pool,
-    ):
-        writing: deque[tuple[list[int], list[Future]]] = deque()
-        meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
-                "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "category": category, "anomaly": anomaly,
-                "run_seed": seed, "batch_size": batch_size, "mask_method": mask_method, "threshold": threshold,
-                "weights_files": [str(w.resolve()) for w in several],
-                "hashes": model_hashes(base_path, several, u2net is not None or bool(plan and plan.fixed is None)),
-                **{k: settings[k] for k in ("feather", "blend", "context", "working")}}  # fmt: skip
-        if plan is None:
-            meta["feather"] = None  # without regions nothing is feathered
-        for group in shard_batches(todo, batch_size, shard):
-            if plan is not None:
-                works = sample_group(pipe, plan, group, seed, steps=steps, cfg=cfg, scheduler=scheduler,
-                                     background_for=backgrounds.for_window if backgrounds else None)  # fmt: skip
-                futures = [
-                    pool.submit(write_region_pair, pair_paths(folder, anomaly, w.pair),
-                                label_path(folder, anomaly, w.pair), sidecar_path(folder, anomaly, w.pair), w, plan,
-                                mask_method, threshold, u2net,
-                                {**meta, "pair": w.pair, "seed": seed + w.pair, "group": group,
-                                 "background": background_record(backgrounds, w.pair, size_of(w.image))})
-                    for w in works
-                ]  # fmt: skip
-                writing.append((group, futures))
-                while len(writing) > 1:
-                    finish(*writing.popleft())
-                continue
-            batch = pipe[0](
-                len(group), size, size, steps=steps, cfg=cfg, scheduler=scheduler, seed=[seed + i for i in group],
-                backgrounds=[backgrounds.for_pair(i) for i in group] if backgrounds else None, progress=False,
-            )  # fmt: skip
-            futures = [
-                pool.submit(_write_pair, folder, anomaly, i, image, part, mask_method, threshold, u2net,
-                            {**meta, "pair": i, "seed": seed + i, "source": None, "size": [size, size], "group": group,
-                             "background": background_record(backgrounds, i, [size, size])})
-                for i, image, part in zip(group, batch.images, batch.anomaly_parts)
-            ]  # fmt: skip
-            writing.append((group, futures))
-            while len(writing) > 1:  # the GPU samples batch b while batch b - 1 is written
-                finish(*writing.popleft())
-        while writing:
-            finish(*writing.popleft())
-    return report
-
-
-def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
-    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread), after removing a label mask an earlier
-    multi-defect run left (export would take it for this pair's defects); True when the mask is empty."""
-    mask = extract_mask(part, mask_method, threshold, model=u2net)
-    write_sidecar(sidecar_path(folder, anomaly, i), meta)
-    write_label(label_path(folder, anomaly, i), None)
-    image_path, mask_path, part_path = pair_paths(folder, anomaly, i)
-    write_png(image_path, image)
-    write_png(part_path, part)
-    write_png(mask_path, mask.astype(np.uint8) * 255)
-    return not mask.any()
+    return report, todo
 
 
 __all__ = [
-    "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateReport", "generate",
-    "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
+    "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateJob", "GenerateReport",
+    "Runner", "generate", "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
 ]  # fmt: skip
