@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from tiny_diffusers import randomize_, tiny_unet
@@ -120,3 +121,145 @@ def test_grafted_restores_processors(one_torch_thread):
     with pytest.raises(RuntimeError), grafted(unet):
         raise RuntimeError("interrupted")
     assert {k: type(v) for k, v in unet.attn_processors.items()} == before
+
+
+@pytest.fixture(scope="module")
+def base():
+    from graft_fixtures import tiny_base
+
+    return tiny_base()
+
+
+def _inputs(target):
+    from graft_fixtures import reference_pair, textured
+
+    from anodiff.graft.inputs import GraftInputs
+
+    reference, ref_mask = reference_pair()
+    normal = textured(2)
+    return GraftInputs(reference, ref_mask > 0, normal, np.asarray(target) > 0.5)
+
+
+def test_zero_target_mask_gives_the_normal_reconstruction(base, one_torch_thread):
+    """Inversion + sampling round trip: with nothing to graft, the target is the normal image's DDIM inversion
+    replayed; its latent equals the normal's encoding (within 1e-5: the LocalBlend copies the trajectory)."""
+    from anodiff.graft.inversion import ddim_invert, ddim_schedulers
+    from anodiff.graft.sampler import GraftSampler, sample_graft
+
+    settings = GraftSettings(steps=10, optimise_steps=0)
+    sampler = GraftSampler(base, settings, progress=False)
+    inputs = _inputs(np.zeros((H, W)))
+    forward, inverse = ddim_schedulers(base.scheduler.config, settings.steps, sampler.device)
+    empty = base.encode_prompts([""])
+    normal = sampler.encode(inputs.normal)
+    ref_traj = ddim_invert(base.unet, inverse, sampler.encode(inputs.reference), empty, progress=False)
+    normal_traj = ddim_invert(base.unet, inverse, normal, empty, progress=False)
+    masks = GraftMasks(torch.from_numpy(inputs.reference_mask).float(), torch.zeros(H, W), LATENT)
+    context = base.encode_prompts(["a", "b", "c", "d", "e", "f"])
+    out = sample_graft(base.unet, forward, ref_traj, normal_traj, masks, context, settings, (5,), progress=False)
+    assert (out - normal).abs().max().item() <= 1e-5
+    # the same trajectory replayed by plain DDIM sampling (no graft, no blend) comes back close to x_0
+    x = normal_traj[-1]
+    with torch.no_grad():
+        for t in forward.timesteps:
+            x = forward.step(base.unet(x, t, empty).sample, t, x).prev_sample
+    error = ((x - normal).norm() / normal.norm()).item()
+    print("round-trip relative L2 error", error)
+    assert error < 0.1  # the tiny random UNet measures about 0.05 at 10 steps
+
+
+def test_graft_changes_only_inside_the_target_and_caches_the_reference(base, one_torch_thread):
+    from graft_fixtures import rect
+
+    from anodiff.graft.embedding import EmbeddingBank
+    from anodiff.graft.sampler import GraftSampler
+
+    bank = EmbeddingBank()
+    sampler = GraftSampler(base, GraftSettings(steps=6, optimise_steps=3), bank=bank, progress=False)
+    target = rect(H, 14, 26, 4, 16)
+    inputs = _inputs(target)
+    first = sampler(inputs, "brick", "hole")
+    assert bank.made == 1 and first.seconds["optimisation"] > 0
+    second = sampler(inputs, "brick", "hole")
+    assert bank.made == 1 and second.seconds["optimisation"] == 0.0
+    np.testing.assert_array_equal(first.image, second.image)
+    outside = ~np.asarray(first.target_mask)
+    grown = __import__("anodiff.regions.stitch", fromlist=["grown_region"]).grown_region(target, 4) > 0
+    np.testing.assert_array_equal(first.image[~grown], inputs.normal[~grown])
+    assert np.abs(first.image - inputs.normal)[~outside].max() > 0.01
+    assert not (first.mask & outside).any()
+
+
+def test_tighten_rule():
+    from anodiff.graft.inputs import tighten
+
+    normal = np.full((8, 8, 3), 0.5, np.float32)
+    image = normal.copy()
+    image[2:4, 2:4, 1] += 0.2  # changed inside the target
+    image[6, 6] += 0.2  # changed outside the target: never in the mask
+    image[4, 4, 0] += 4 / 255  # inside, below the 8-level threshold
+    target = np.zeros((8, 8), bool)
+    target[1:6, 1:6] = True
+    mask = tighten(image, normal, target)
+    expected = np.zeros((8, 8), bool)
+    expected[2:4, 2:4] = True
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(tighten(image, normal, target, threshold=None), target)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reference_mask": np.zeros((H, W))}, "reference mask is empty"),
+        ({"reference_mask": np.ones((H, W + 8))}, "reference mask is 40x32"),
+        ({"target_mask": np.zeros((H, W))}, "target mask is empty"),
+        ({"target_mask": np.ones((H + 1, W))}, "target mask is 32x33"),
+        ({"normal": np.zeros((H, W))}, "normal image must be an RGB image"),
+    ],
+)
+def test_bad_inputs_name_the_input(change, message):
+    from graft_fixtures import rect, reference_pair, textured
+
+    from anodiff.graft.inputs import GraftInputError, GraftInputs
+
+    reference, ref_mask = reference_pair()
+    given = {
+        "reference": reference,
+        "reference_mask": ref_mask,
+        "normal": textured(2),
+        "target_mask": rect(H, 2, 10, 2, 10),
+        **change,
+    }
+    with pytest.raises(ValueError, match=message) as info:
+        GraftInputs.checked(**given)
+    assert isinstance(info.value, GraftInputError) or "RGB" in message
+
+
+def test_non_sd15_model_is_refused(base):
+    from diffusers import UNet2DConditionModel
+
+    from anodiff.graft.sampler import GraftSampler
+    from anodiff.sd15.load import SD15, BaseModelError
+
+    odd = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+        layers_per_block=1,
+        sample_size=8,
+    )
+    with pytest.raises(BaseModelError, match="not a Stable Diffusion 1.5 UNet"):
+        GraftSampler(SD15(odd, base.vae, base.text_encoder, base.tokenizer, base.scheduler, "odd.safetensors"))
+    with pytest.raises(ValueError, match="needs an SD1.5 UNet"), grafted(odd):
+        pass
+
+
+def test_defect_token_positions(base):
+    from anodiff.graft.sampler import defect_token_positions
+
+    ids = base.tokenizer("a photo of a brick with a hole").input_ids
+    (pos,) = defect_token_positions(base.tokenizer, "a photo of a brick with a hole", "hole")
+    assert ids[pos] == base.tokenizer("hole", add_special_tokens=False).input_ids[0] and pos == len(ids) - 2
+    assert len(defect_token_positions(base.tokenizer, "a photo of a brick with a deep crack", "deep crack")) == 2

@@ -41,7 +41,7 @@ class GraftResult:
 
 def defect_token_positions(tokenizer, prompt: str, defect: str) -> tuple[int, ...]:
     """Positions of the defect words' tokens in the tokenized ``prompt`` (start token included), for rule 3."""
-    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    ids = tokenizer(prompt).input_ids
     word = tokenizer(defect, add_special_tokens=False).input_ids
     for start in range(len(ids) - len(word), -1, -1):
         if word and ids[start : start + len(word)] == word:
