@@ -149,12 +149,10 @@ class GraftSampler:
         with torch.no_grad():
             empty = self.base.encode_prompts([""]).float()
         trajectory_key = f"{key}-{s.steps}"
-        if trajectory_key not in self._trajectories:
-            self._trajectories = {
-                trajectory_key: ddim_invert(
-                    self.base.unet, inverse, ref_latent, empty, self.progress, "inversion (reference)"
-                )
-            }
+        if trajectory_key not in self._trajectories:  # a few MB per reference; references rotate
+            self._trajectories[trajectory_key] = ddim_invert(
+                self.base.unet, inverse, ref_latent, empty, self.progress, "inversion (reference)"
+            )
         ref_traj = self._trajectories[trajectory_key]
         normal_traj = ddim_invert(self.base.unet, inverse, normal_latent, empty, self.progress, "inversion (normal)")
         seconds["inversion"] = time.perf_counter() - clock
