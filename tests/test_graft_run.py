@@ -35,8 +35,8 @@ def files(tmp_path_factory):
 
 def job_for(files, base, out, **kw) -> GraftJob:
     refs = [(str(files / f"ref{k}.png"), str(files / f"ref{k}_mask.png")) for k in range(2)]
-    values = {"place": "masks", "masks": str(files / "masks"), "settings": FAST, "working": 64, **kw}
-    return GraftJob(str(base), refs, str(files / "normal"), str(out), 3, category="tile", anomaly="hole", **values)
+    values = {"place": "masks", "masks": str(files / "masks"), "settings": FAST, "working": 64, "count": 3, **kw}
+    return GraftJob(str(base), refs, str(files / "normal"), str(out), category="tile", anomaly="hole", **values)
 
 
 def test_tree_records_resume_and_shards(files, base, tmp_path, one_torch_thread):
@@ -139,3 +139,17 @@ def test_cli_reports_bad_input(files, base, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "anodiff graft: error:" in err and "reference-mask" in err and "96x96" in err
     assert not (tmp_path / "object").exists()
+
+
+def test_filter_and_export_read_the_graft_tree(files, base, tmp_path, one_torch_thread):
+    from anodiff.cli import main
+    from anodiff.dataset.tree import find_pairs
+
+    job = job_for(files, base, tmp_path / "g", count=2)
+    graft(job, progress=False)
+    assert [p.image.name for p in find_pairs(tmp_path / "g")] == ["000.png", "001.png"]
+    assert main(["filter", "--dir", str(tmp_path / "g"), "--max-area", "0.9"]) == 0
+    assert main(["export", "--from", str(tmp_path / "g"), "--out", str(tmp_path / "x")]) == 0
+    coco = next((tmp_path / "x").rglob("*.json"))
+    data = json.loads(coco.read_text())
+    assert len(data["images"]) >= 1 and "annotations" in data
