@@ -21,7 +21,7 @@ from ..common.imageio import write_atomic
 
 
 def optimise_embedding(
-    unet: torch.nn.Module,
+    predict,
     scheduler: object,
     reference: torch.Tensor,
     init: torch.Tensor,
@@ -31,25 +31,30 @@ def optimise_embedding(
     cfg: float,
     seed: int = 0,
     progress: bool = True,
+    bar: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """(1, 77, C) embedding fitted to ``reference`` (1, 4, h, w), scaled latent; ``scheduler`` adds the noise."""
-    emb = init.detach().float().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([emb], lr=lr)
+    """(1, 77, C) embedding fitted to ``reference`` (1, 4, h, w), scaled latent. predict(x, t, context) -> noise
+    (differentiable in context); ``scheduler.add_noise`` noises the reference; ``bar`` is called every step."""
     gen = torch.Generator().manual_seed(seed)
     total = int(scheduler.config.num_train_timesteps)
-    negative = negative.detach().to(unet.dtype)
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
+        emb = init.detach().float().clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([emb], lr=lr)
+        negative, reference = negative.detach().float().clone(), reference.detach().clone()
         for _ in tqdm(range(steps), desc="embedding optimisation", leave=False, disable=not progress):
-            t = torch.randint(1, total, (1,), generator=gen).to(reference.device)
+            t = torch.randint(1, total, (1,), generator=gen)
             noise = torch.randn(reference.shape, generator=gen).to(reference)
-            noisy = scheduler.add_noise(reference, noise, t).to(unet.dtype)
-            context = torch.cat([emb.to(unet.dtype), negative])
-            pred = unet(torch.cat([noisy, noisy]), torch.cat([t, t]), context, return_dict=False)[0].float()
-            cond, uncond = pred.chunk(2)
+            noisy = scheduler.add_noise(reference, noise, t)
+            pred = predict(
+                torch.cat([noisy, noisy]), torch.cat([t, t]).to(reference.device), torch.cat([emb, negative])
+            )
+            cond, uncond = pred.float().chunk(2)
             loss = F.mse_loss(uncond + cfg * (cond - uncond), noise)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if bar is not None:
+                bar()
     return emb.detach()
 
 

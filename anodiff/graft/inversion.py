@@ -3,35 +3,39 @@ keeping every intermediate latent: the trajectory the normal and reference branc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm.auto import tqdm
 
+from .ddim import DDIM
 
-def ddim_schedulers(config: dict, steps: int, device: torch.device) -> tuple[object, object]:
-    """(sampling DDIMScheduler, DDIMInverseScheduler) with O2MAG's settings on the base model's betas."""
-    from diffusers import DDIMInverseScheduler, DDIMScheduler
+Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(latents, timestep, context) -> predicted noise (fp32): the UNet behind whichever framework runs it."""
 
-    forward = DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
-    inverse = DDIMInverseScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
-    forward.set_timesteps(steps, device=device)
-    inverse.set_timesteps(steps, device=device)
-    return forward, inverse
+
+def ddim_schedulers(alphas: torch.Tensor, steps: int) -> tuple[DDIM, DDIM]:
+    """(sampling, inversion) DDIM steps on the model's ``alphas_cumprod``."""
+    return DDIM(alphas, steps), DDIM(alphas, steps, inverse=True)
 
 
 @torch.no_grad()
 def ddim_invert(
-    unet: torch.nn.Module,
-    inverse: object,
+    predict: Predict,
+    inverse: DDIM,
     latent: torch.Tensor,
     context: torch.Tensor,
     progress: bool = True,
     desc: str = "inversion",
+    bar: Callable[[], None] | None = None,
 ) -> list[torch.Tensor]:
-    """[x_0, x_{t_1}, ..., x_{t_T}] for ``latent`` (B, 4, h, w) under ``context`` (B, 77, C), no guidance."""
+    """[x_0, x_{t_1}, ..., x_{t_T}] for ``latent`` (B, 4, h, w) under ``context`` (B, 77, C), no guidance.
+    ``bar``: called after every step (ComfyUI's progress bar)."""
     trajectory = [latent]
     x = latent
     for t in tqdm(list(inverse.timesteps), desc=desc, leave=False, disable=not progress):
-        eps = unet(x.to(unet.dtype), t, context.to(unet.dtype), return_dict=False)[0].float()
-        x = inverse.step(eps, t, x).prev_sample
+        x = inverse.step(predict(x, t, context), t, x).prev_sample
         trajectory.append(x)
+        if bar is not None:
+            bar()
     return trajectory
