@@ -102,9 +102,9 @@ NOTES = {
 HEIGHTS = {
     "CheckpointLoaderSimple": 100,
     "LoadImage": 320,
-    "DualAnoDiffOneShotDefect": 420,
+    "DualAnoDiffOneShotDefect": 500,
     "SaveImage": 270,
-    "MaskToImage": 30,
+    "MaskToImage": 60,
     "Note": 200,
 }
 
