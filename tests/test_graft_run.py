@@ -153,3 +153,44 @@ def test_filter_and_export_read_the_graft_tree(files, base, tmp_path, one_torch_
     coco = next((tmp_path / "x").rglob("*.json"))
     data = json.loads(coco.read_text())
     assert len(data["images"]) >= 1 and "annotations" in data
+
+
+def test_cli_makes_and_resumes_pairs(files, base, tmp_path, capsys, one_torch_thread):
+    from anodiff.cli import main
+
+    argv = [
+        "graft",
+        "--base",
+        str(base),
+        "--reference",
+        str(files / "ref0.png"),
+        str(files / "ref1.png"),
+        "--reference-mask",
+        str(files / "ref0_mask.png"),
+        str(files / "ref1_mask.png"),
+        "--normal",
+        str(files / "normal"),
+        "--out",
+        str(tmp_path),
+        "--count",
+        "2",
+        "--masks",
+        str(files / "masks"),
+        "--steps",
+        "2",
+        "--optimise-steps",
+        "1",
+        "--size",
+        "64",
+        "--category",
+        "tile",
+        "--anomaly",
+        "hole",
+        "--shard",
+        "1/2",
+    ]
+    assert main(argv) == 0
+    assert "wrote 1 pair(s)" in capsys.readouterr().out
+    assert [p.name for p in sorted((tmp_path / "tile" / "test" / "hole").iterdir())] == ["001.png"]
+    assert main(argv) == 0
+    assert "wrote 0 pair(s), skipped 1" in capsys.readouterr().out
