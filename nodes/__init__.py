@@ -6,7 +6,7 @@ from .dataset import dataset as dataset_nodes
 from .dataset import mask as mask_nodes
 from .model import background, loader
 from .regions import defects, random_region, region_control, sources, stitch
-from .sampling import modular, sampler
+from .sampling import graft, modular, sampler
 from .train import train as train_nodes
 from .train import train_save, trainset
 
@@ -15,6 +15,7 @@ NODE_MODULES = (
     background,
     sampler,
     modular,
+    graft,
     mask_nodes,
     random_region,
     region_control,

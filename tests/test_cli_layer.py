@@ -15,7 +15,7 @@ from anodiff.cli.train import COMMAND_ONLY, train_config
 from anodiff.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("convert", "fetch-models", "train", "generate", "eval", "demo", "filter", "export", "info")
+COMMANDS = ("convert", "fetch-models", "train", "generate", "graft", "eval", "demo", "filter", "export", "info")
 
 
 def imports_argparse(path: Path) -> bool:

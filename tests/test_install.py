@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI_PROVIDES = {
+    "yaml",  # pyyaml, in ComfyUI's own requirements.txt: the folder config of Load Photo Folder / Load Defect Set
     "torch",
     "numpy",
     "PIL",

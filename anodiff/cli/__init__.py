@@ -16,6 +16,7 @@ from .errors import USER_ERRORS, report
 from .eval import register as register_eval
 from .export import register_export, register_filter
 from .generate import register as register_generate
+from .graft import register as register_graft
 from .models import register_convert, register_fetch_models, register_info
 from .train import register as register_train
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_fetch_models(sub)
     register_train(sub)
     register_generate(sub)
+    register_graft(sub)
     register_eval(sub)
     register_demo(sub)
     register_filter(sub)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.masks import METHODS
 from ..generate.options import DTYPES
 from ..regions.stitch import BLENDS
-from ..sd15.sampling import SCHEDULERS
+from ..sd15.schedulers import SCHEDULERS
 from .errors import reports_errors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..data.masks import METHODS
-from ..sd15.sampling import SCHEDULERS
+from ..sd15.schedulers import SCHEDULERS
 
 DUAL_DEFAULTS = (100, 2.5)
 """The authors' steps and guidance for the dual model (``inference_mvtec_split.py``: PNDM, 100 steps, CFG 2.5)."""

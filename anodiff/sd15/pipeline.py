@@ -27,7 +27,8 @@ from ..weights.schema import DualFile
 from . import conditioning
 from .pipeline_loading import DualLoading
 from .processor import UNetPass
-from .sampling import SCHEDULERS, denoise, make_scheduler
+from .sampling import denoise
+from .schedulers import SCHEDULERS, make_scheduler
 
 log = logging.getLogger(__name__)
 

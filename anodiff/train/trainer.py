@@ -256,7 +256,7 @@ class Trainer:
 
     def write_preview(self) -> Path | None:
         """global | anomaly part | mask of one sample at the current step, next to the checkpoints."""
-        from .preview import render_preview
+        from .render import render_preview
 
         if not self.accelerator.is_main_process:
             return None

@@ -129,6 +129,9 @@ def test_api_workflow_validates_against_input_types(path, classes):
     api = load_json(path)
     assert validate_api(api, classes) == []
     used = {n["class_type"] for n in api.values()}
+    assert not set(nodes_of(api, "Note")), "Note nodes are frontend-only"
+    if "DualAnoDiffOneShotDefect" in used:  # training-free: no dual model (test_graft_workflow.py checks it)
+        return
     sampling = {"DualAnoDiffSampler"} if "DualAnoDiffSampler" in used else MODULAR_NODES  # one path or the other
     source = {"DualAnoDiffTrain"} if "DualAnoDiffTrain" in used else {"DualAnoDiffLoadLoRA"}  # trained or loaded
     assert OUR_NODES - {"DualAnoDiffBackgroundCompensation", "DualAnoDiffSampler", "DualAnoDiffLoadLoRA"} | sampling | source <= used
