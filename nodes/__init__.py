@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .dataset import dataset as dataset_nodes
 from .dataset import mask as mask_nodes
+from .graft import graft
 from .model import background, loader
 from .regions import defects, random_region, region_control, sources, stitch
-from .sampling import graft, modular, sampler
+from .sampling import modular, sampler
 from .train import train as train_nodes
 from .train import train_save, trainset
 

@@ -16,7 +16,7 @@ def node_class(comfyui_root):
     import importlib
 
     import_pack()
-    return importlib.import_module(f"{PACK_NAME}.nodes.sampling.graft").DualAnoDiffOneShotDefect
+    return importlib.import_module(f"{PACK_NAME}.nodes.graft.graft").DualAnoDiffOneShotDefect
 
 
 def _inputs():

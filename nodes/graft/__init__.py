@@ -1,0 +1,1 @@
+"""ComfyUI adapter of the training-free one-shot mode (``anodiff.graft``)."""
