@@ -1,4 +1,4 @@
-"""Write workflows/dualanodiff_one_shot_defect.json (UI) and workflows/api/ (API): the training-free graft mode.
+"""Write example_workflows/dualanodiff_one_shot_defect.json (UI) and example_workflows/api/ (API): the training-free graft mode.
 
 A checkpoint, the reference defect photo (its mask painted in LoadImage's mask editor), the normal photo (the target
 mask painted the same way), One-Shot Defect, and the image + mask saved. The layout code is

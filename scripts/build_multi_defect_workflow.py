@@ -1,4 +1,4 @@
-"""Write workflows/dualanodiff_multi_defect.json (UI) and workflows/api/ (API) from the graph below.
+"""Write example_workflows/dualanodiff_multi_defect.json (UI) and example_workflows/api/ (API) from the graph below.
 
 Two defect types on one part at full resolution: one Random Defect Region node draws two regions on the photo;
 Crop Region (region_index 0) -> Region Latent -> Dual Sampler with the first Dual LoRA -> decode -> Stitch Region,
@@ -342,8 +342,8 @@ def main() -> None:
     init_comfy(cpu=True)
     ui = build_ui()
     api = ui_to_api(ui, *node_classes(import_pack()))
-    (ROOT / "workflows" / f"{NAME}.json").write_text(json.dumps(ui, indent=2) + "\n")
-    (ROOT / "workflows" / "api" / f"{NAME}.json").write_text(json.dumps(api, indent=2) + "\n")
+    (ROOT / "example_workflows" / f"{NAME}.json").write_text(json.dumps(ui, indent=2) + "\n")
+    (ROOT / "example_workflows" / "api" / f"{NAME}.json").write_text(json.dumps(api, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Write workflows/dualanodiff_train_and_generate.json (UI) and workflows/api/ (API) from the graph below.
+"""Write example_workflows/dualanodiff_train_and_generate.json (UI) and example_workflows/api/ (API) from the graph below.
 
 The whole loop in one graph: Load Defect Set -> Train Dual LoRA -> Save Dual LoRA (+ Loss Graph), then the
 trained MODEL/CLIP straight into Dual Sampler -> VAE Decode -> Extract Anomaly Mask -> Filter Pairs -> Export
@@ -152,8 +152,8 @@ def main() -> None:
     problems = validate_api(api, classes)
     if problems:
         raise SystemExit("\n".join(problems))
-    (ROOT / "workflows" / f"{NAME}.json").write_text(json.dumps(ui, indent=2) + "\n")
-    (ROOT / "workflows" / "api" / f"{NAME}.json").write_text(json.dumps(api, indent=2) + "\n")
+    (ROOT / "example_workflows" / f"{NAME}.json").write_text(json.dumps(ui, indent=2) + "\n")
+    (ROOT / "example_workflows" / "api" / f"{NAME}.json").write_text(json.dumps(api, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from test_train_e2e import write_defect_folder
 
 pytestmark = pytest.mark.slow
 
-WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
 ARTIFACTS = Path(os.environ.get("ANODIFF_ARTIFACTS", REPO_ROOT / ".cache" / "artifacts" / "browser"))
 IMAGE, DEFECTS, SIZE = "normal_browser.png", "defects_browser", 64
 RUN_TIMEOUT = 240.0
@@ -158,7 +158,7 @@ def test_a_bundled_workflow_opens_and_runs_in_the_browser(frontend, page, path):
 
 def test_a_missing_model_file_gets_comfyuis_message_not_a_traceback(frontend, page):
     """Bad input in the browser path: a Dual LoRA file that is not there is a validation error naming the value."""
-    path = REPO_ROOT / "workflows" / "dualanodiff_generate_pairs.json"
+    path = REPO_ROOT / "example_workflows" / "dualanodiff_generate_pairs.json"
     page.load(json.loads(path.read_text()), path.name)
     page.page.evaluate(
         TINIFY_JS, {"overrides": OVERRIDES, "loras": ["absent.safetensors"], "bcmLora": "absent.safetensors"}

@@ -53,3 +53,17 @@ def test_comfyui_serves_the_help_pages(pack_server):
     page = pack_server.get_bytes("/extensions/dualanodiff/docs/DualAnoDiffSampler.md").decode()
     assert page.startswith("# Dual Sampler") and "## Inputs" in page
     assert pack_server.get_bytes("/extensions/dualanodiff/docs/img/workflow_generate_pairs.png")[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_template_browser_lists_every_bundled_workflow(pack_server):
+    """ComfyUI's workflow-templates route lists the UI workflows of ``example_workflows/`` under this pack (the API
+    twins in ``example_workflows/api/`` stay out of it) and serves each file."""
+    import json
+
+    listed = json.loads(pack_server.get_bytes("/workflow_templates"))
+    bundled = sorted(p.stem for p in (REPO_ROOT / "example_workflows").glob("*.json"))
+    assert bundled and sorted(listed["dualanodiff"]) == bundled
+    for name in bundled:
+        served = json.loads(pack_server.get_bytes(f"/api/workflow_templates/dualanodiff/{name}.json"))
+        assert served["nodes"], name

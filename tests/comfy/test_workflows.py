@@ -68,8 +68,8 @@ def test_every_ui_workflow_has_an_api_twin_and_no_strays():
     ui, api = by_stem(ui_workflow_paths()), by_stem(api_workflow_paths())
     assert EXPECTED <= set(ui), f"missing UI workflows: {EXPECTED - set(ui)}"
     assert set(ui) == set(api), f"UI without API: {set(ui) - set(api)}, API without UI: {set(api) - set(ui)}"
-    # ComfyUI lists every *.json at the top of workflows/ as a template; API files must stay out of it.
-    assert all(load_json(p).get("nodes") is not None for p in ui.values()), "an API-format file sits in workflows/"
+    # ComfyUI lists every *.json at the top of example_workflows/ as a template; API files must stay out of it.
+    assert all(load_json(p).get("nodes") is not None for p in ui.values()), "an API-format file sits in example_workflows/"
     assert API_DIR.parent == WORKFLOWS_DIR
 
 

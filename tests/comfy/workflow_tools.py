@@ -23,7 +23,7 @@ from typing import Any
 
 from tiny import REPO_ROOT, comfyui_dir
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+WORKFLOWS_DIR = REPO_ROOT / "example_workflows"
 API_DIR = WORKFLOWS_DIR / "api"
 
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
@@ -51,12 +51,12 @@ class WorkflowError(ValueError):
 
 
 def ui_workflow_paths() -> list[Path]:
-    """The UI workflows: the ``*.json`` files at the top of ``workflows/`` (ComfyUI lists those as templates)."""
+    """The UI workflows: the ``*.json`` files at the top of ``example_workflows/`` (ComfyUI lists those as templates)."""
     return sorted(WORKFLOWS_DIR.glob("*.json"))
 
 
 def api_workflow_paths() -> list[Path]:
-    """The API twins in ``workflows/api/``."""
+    """The API twins in ``example_workflows/api/``."""
     return sorted(API_DIR.glob("*.json"))
 
 
