@@ -24,15 +24,25 @@ PACK_DIR = Path(__file__).resolve().parent
 
 PROVIDERS: dict[str, tuple[tuple[str, ...], str]] = {
     "onnxruntime": (
-        ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon",
-         "onnxruntime-rocm", "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu"),
+        (
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "onnxruntime-directml",
+            "onnxruntime-openvino",
+            "onnxruntime-silicon",
+            "onnxruntime-rocm",
+            "onnxruntime-qnn",
+            "onnxruntime-training",
+            "ort-nightly",
+            "ort-nightly-gpu",
+        ),
         "onnxruntime>=1.17",
     ),
     "cv2": (
         ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"),
         "opencv-python-headless>=4.8",
     ),
-}  # fmt: skip
+}
 """Module -> (distributions that provide it, the requirement to install when none is installed)."""
 
 
@@ -72,7 +82,9 @@ def install_providers(dry_run: bool = False) -> int:
 def load_assets():
     """``anodiff/common/assets.py`` loaded on its own: it needs only the standard library, whereas importing the
     ``anodiff`` package would pull in torch, which may not be importable yet in this interpreter."""
-    spec = importlib.util.spec_from_file_location("dualanodiff_install_assets", PACK_DIR / "anodiff" / "common" / "assets.py")
+    spec = importlib.util.spec_from_file_location(
+        "dualanodiff_install_assets", PACK_DIR / "anodiff" / "common" / "assets.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

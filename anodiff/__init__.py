@@ -15,7 +15,23 @@ from .weights.load import load_dual
 from .weights.schema import DualFile, DualWeightsError, to_dual_file
 
 __all__ = [
-    "ANOMALY", "GLOBAL", "PROMPT_ANOMALY", "PROMPT_GLOBAL", "SAIM", "SD15_SITES", "AttnSite", "BackgroundCompensation",
-    "BranchLoRA", "DualAdapter", "DualAttention", "DualConfig", "DualFile", "DualWeightsError", "branch_ids",
-    "interleave", "load_dual", "split", "to_dual_file",
-]  # fmt: skip
+    "ANOMALY",
+    "GLOBAL",
+    "PROMPT_ANOMALY",
+    "PROMPT_GLOBAL",
+    "SAIM",
+    "SD15_SITES",
+    "AttnSite",
+    "BackgroundCompensation",
+    "BranchLoRA",
+    "DualAdapter",
+    "DualAttention",
+    "DualConfig",
+    "DualFile",
+    "DualWeightsError",
+    "branch_ids",
+    "interleave",
+    "load_dual",
+    "split",
+    "to_dual_file",
+]

@@ -84,8 +84,9 @@ def child(mode: str, size: str, latent: int, out: str) -> None:
 
     model = build_model(size, mm.get_torch_device().type)
     if mode == "dynamic":
-        model = comfy.model_patcher.CoreModelPatcher(model.model, load_device=model.load_device,
-                                                     offload_device=model.offload_device)  # fmt: skip
+        model = comfy.model_patcher.CoreModelPatcher(
+            model.model, load_device=model.load_device, offload_device=model.offload_device
+        )
     config = model.model.model_config.unet_config
     channels = tuple(config["model_channels"] * m for m in (1, 2, 4, 4))
     adapter = DualAdapter(DualConfig(rank=min(32, channels[0])), channels, config["context_dim"])
@@ -99,17 +100,28 @@ def child(mode: str, size: str, latent: int, out: str) -> None:
     cond = [[torch.randn(1, 77, config["context_dim"], generator=g), {}]]
     cond_a = [[torch.randn(1, 77, config["context_dim"], generator=g), {}]]
     neg = [[torch.randn(1, 77, config["context_dim"], generator=g), {}]]
+
     def sample():
-        return sample_pairs(dual, cond, cond_a, neg, {"samples": torch.zeros(2, 4, latent, latent)}, 7, 4, 2.0,
-                            "euler", "normal", 1.0)  # fmt: skip
+        return sample_pairs(
+            dual, cond, cond_a, neg, {"samples": torch.zeros(2, 4, latent, latent)}, 7, 4, 2.0, "euler", "normal", 1.0
+        )
 
     glob, anomaly, _ = sample()
     device = next(find_dual(dual).adapter.parameters()).device
     after_unload = partial_unload(mm, dual)
     again, _, _ = sample()
     redo = (again["samples"].float() - glob["samples"].float()).abs().max().item()
-    torch.save({"global": glob["samples"], "anomaly": anomaly["samples"], "device": str(device),
-                "after_unload": after_unload, "redo": redo, "dynamic": dual.is_dynamic()}, out)  # fmt: skip
+    torch.save(
+        {
+            "global": glob["samples"],
+            "anomaly": anomaly["samples"],
+            "device": str(device),
+            "after_unload": after_unload,
+            "redo": redo,
+            "dynamic": dual.is_dynamic(),
+        },
+        out,
+    )
 
 
 def main() -> None:
@@ -131,8 +143,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:
             out = str(Path(tmp) / f"{mode}.pt")
-            done = subprocess.run([sys.executable, __file__, "--run", mode, "--out", out, "--size", args.size,
-                                   "--latent", str(args.latent)], check=False, capture_output=True, text=True)  # fmt: skip
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--run",
+                    mode,
+                    "--out",
+                    out,
+                    "--size",
+                    args.size,
+                    "--latent",
+                    str(args.latent),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode == 3:
                 print(f"{mode}: skipped (this ComfyUI has no dynamic VRAM; run it with ComfyUI 0.33+)")
                 continue

@@ -83,10 +83,14 @@ def main() -> None:
     for mode in modes:
         for clock, spent in (("wall", times[mode]), ("CPU", cpu[mode])):
             first, last = (statistics.median(part) * 1e3 for part in (spent[: args.window], spent[-args.window :]))
-            print(f"{mode}, {clock}: median per call, calls 1-{args.window}: {first:.2f} ms; last {args.window}: "
-                  f"{last:.2f} ms; ratio {last / first:.2f}")  # fmt: skip
-    print(f"append only, Python function calls per call (load-independent work): call 2: {work[0]}, call "
-          f"{args.calls + 3}: {work[1]}")  # fmt: skip
+            print(
+                f"{mode}, {clock}: median per call, calls 1-{args.window}: {first:.2f} ms; last {args.window}: "
+                f"{last:.2f} ms; ratio {last / first:.2f}"
+            )
+    print(
+        f"append only, Python function calls per call (load-independent work): call 2: {work[0]}, call "
+        f"{args.calls + 3}: {work[1]}"
+    )
     print(f"Finalise Dataset once at the end: {final * 1e3:.1f} ms ({summary.split(': ', 1)[1]})")
 
 

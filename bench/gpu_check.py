@@ -27,10 +27,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-FULL = {"unet": "sd15", "latent": 64, "channels": (320, 640, 1280, 1280), "context": 768, "pixels": 512,
-        "train_batch": 4, "train_steps": 3, "gen_pairs": 4, "gen_steps": 25, "repeats": 5}  # fmt: skip
-SMALL = {"unet": "tiny", "latent": 16, "channels": (32, 64, 64, 64), "context": 32, "pixels": 32,
-         "train_batch": 2, "train_steps": 2, "gen_pairs": 2, "gen_steps": 5, "repeats": 3}  # fmt: skip
+FULL = {
+    "unet": "sd15",
+    "latent": 64,
+    "channels": (320, 640, 1280, 1280),
+    "context": 768,
+    "pixels": 512,
+    "train_batch": 4,
+    "train_steps": 3,
+    "gen_pairs": 4,
+    "gen_steps": 25,
+    "repeats": 5,
+}
+SMALL = {
+    "unet": "tiny",
+    "latent": 16,
+    "channels": (32, 64, 64, 64),
+    "context": 32,
+    "pixels": 32,
+    "train_batch": 2,
+    "train_steps": 2,
+    "gen_pairs": 2,
+    "gen_steps": 5,
+    "repeats": 3,
+}
 
 
 def _sync(device) -> None:
@@ -62,8 +82,10 @@ def unet_overhead(size: dict, device: str, dtype) -> str:
                 _sync(device)
                 samples.append(time.perf_counter() - start)
     med = {name: statistics.median(v) for name, v in times.items()}
-    return (f"folded x{med['folded'] / med['vanilla']:.3f}, unfolded x{med['unfolded'] / med['vanilla']:.3f} "
-            f"(vanilla {med['vanilla'] * 1000:.1f} ms)")  # fmt: skip
+    return (
+        f"folded x{med['folded'] / med['vanilla']:.3f}, unfolded x{med['unfolded'] / med['vanilla']:.3f} "
+        f"(vanilla {med['vanilla'] * 1000:.1f} ms)"
+    )
 
 
 def train_step(size: dict) -> str:
@@ -71,12 +93,15 @@ def train_step(size: dict) -> str:
 
     sd15_vae = size["unet"] == "sd15"
     resolution = size["pixels"] if sd15_vae else 2 * size["latent"]  # the tiny VAE downsamples 2x, SD1.5's 8x
-    authors, ours = measure(size["channels"], size["context"], resolution, size["train_batch"], 32,
-                            size["train_steps"], sd15_vae)  # fmt: skip
+    authors, ours = measure(
+        size["channels"], size["context"], resolution, size["train_batch"], 32, size["train_steps"], sd15_vae
+    )
     gib = 2**30
-    return (f"ours {ours['seconds']:.3f} s/step, {ours['peak_bytes'] / gib:.2f} GiB ({ours['name']}); authors "
-            f"{authors['seconds']:.3f} s/step, {authors['peak_bytes'] / gib:.2f} GiB; speed x"
-            f"{authors['seconds'] / ours['seconds']:.2f}, memory x{ours['peak_bytes'] / authors['peak_bytes']:.2f}")
+    return (
+        f"ours {ours['seconds']:.3f} s/step, {ours['peak_bytes'] / gib:.2f} GiB ({ours['name']}); authors "
+        f"{authors['seconds']:.3f} s/step, {authors['peak_bytes'] / gib:.2f} GiB; speed x"
+        f"{authors['seconds'] / ours['seconds']:.2f}, memory x{ours['peak_bytes'] / authors['peak_bytes']:.2f}"
+    )
 
 
 def generate_rate(size: dict, device: str, dtype) -> str:
@@ -104,8 +129,18 @@ def generate_rate(size: dict, device: str, dtype) -> str:
 
 
 def comfy_ratio(size: dict, cuda: bool) -> str:
-    cmd = [sys.executable, str(ROOT / "bench" / "sampler_overhead.py"), "--size", size["unet"], "--latent",
-           str(size["latent"]), "--steps", "2", "--repeats", str(size["repeats"])] + (["--gpu"] if cuda else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "sampler_overhead.py"),
+        "--size",
+        size["unet"],
+        "--latent",
+        str(size["latent"]),
+        "--steps",
+        "2",
+        "--repeats",
+        str(size["repeats"]),
+    ] + (["--gpu"] if cuda else [])
     done = subprocess.run(cmd, cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
     found = re.search(r"ratio dual/plain = ([0-9.]+)", done.stdout)
     if done.returncode or not found:
@@ -127,15 +162,23 @@ def main() -> int:
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} thread(s)"
     label = "SD1.5" if size is FULL else "small"
     rows = [
-        ("dual UNet forward / vanilla", f"{label}, 4 rows of {size['latent']}x{size['latent']}, {str(dtype)[6:]}",
-         lambda: unet_overhead(size, device, dtype)),
-        ("training step, peak memory", f"{label}, batch {size['train_batch']}, rank 32",
-         lambda: train_step(size)),
-        ("generate", f"{label}, DPM++ {size['gen_steps']} steps, cfg 2.5, {str(dtype)[6:]}",
-         lambda: generate_rate(size, device, dtype)),
-        ("ComfyUI Dual Sampler / KSampler", f"{label}, 4 latents of {size['latent']}x{size['latent']}",
-         lambda: comfy_ratio(size, cuda)),
-    ]  # fmt: skip
+        (
+            "dual UNet forward / vanilla",
+            f"{label}, 4 rows of {size['latent']}x{size['latent']}, {str(dtype)[6:]}",
+            lambda: unet_overhead(size, device, dtype),
+        ),
+        ("training step, peak memory", f"{label}, batch {size['train_batch']}, rank 32", lambda: train_step(size)),
+        (
+            "generate",
+            f"{label}, DPM++ {size['gen_steps']} steps, cfg 2.5, {str(dtype)[6:]}",
+            lambda: generate_rate(size, device, dtype),
+        ),
+        (
+            "ComfyUI Dual Sampler / KSampler",
+            f"{label}, 4 latents of {size['latent']}x{size['latent']}",
+            lambda: comfy_ratio(size, cuda),
+        ),
+    ]
     print(f"| measurement ({where}, torch {torch.__version__}) | setting | result |")
     print("|---|---|---|")
     failed = 0

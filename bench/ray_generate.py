@@ -48,9 +48,20 @@ def run(args: argparse.Namespace, base: Path, weights: Path, out: Path, replicas
 
     runner = ray_runner(replicas=replicas, device=args.device, writers=1, progress=False)
     start = time.perf_counter()
-    report = generate(base, weights, out, args.count, batch_size=args.batch_size, steps=args.steps,
-                      scheduler=args.scheduler, size=args.size, mask_method=args.mask_method, device=args.device,
-                      progress=False, runner=runner)  # fmt: skip
+    report = generate(
+        base,
+        weights,
+        out,
+        args.count,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        scheduler=args.scheduler,
+        size=args.size,
+        mask_method=args.mask_method,
+        device=args.device,
+        progress=False,
+        runner=runner,
+    )
     seconds = time.perf_counter() - start
     GenerateJob.done = done
     assert report.written == args.count, report

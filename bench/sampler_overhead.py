@@ -104,12 +104,33 @@ def main() -> None:
     common = {"disable_pbar": True, "seed": 0}
 
     def plain():
-        comfy.sample.sample(model, noise, args.steps, args.cfg, "euler", "normal", pair_conditioning(cond, cond_a), neg,
-                            latents, **common)  # fmt: skip
+        comfy.sample.sample(
+            model,
+            noise,
+            args.steps,
+            args.cfg,
+            "euler",
+            "normal",
+            pair_conditioning(cond, cond_a),
+            neg,
+            latents,
+            **common,
+        )
 
     def paired():
-        sample_pairs(dual, cond, cond_a, neg, {"samples": torch.zeros(n, 4, side, side)}, 0, args.steps, args.cfg,
-                     "euler", "normal", 1.0)  # fmt: skip
+        sample_pairs(
+            dual,
+            cond,
+            cond_a,
+            neg,
+            {"samples": torch.zeros(n, 4, side, side)},
+            0,
+            args.steps,
+            args.cfg,
+            "euler",
+            "normal",
+            1.0,
+        )
 
     params = sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6
     extra = sum(p.numel() for p in adapter.parameters()) / 1e6
@@ -120,8 +141,10 @@ def main() -> None:
         f"{2 * n} latents of {side}x{side}, cfg {args.cfg}, median of {args.repeats} interleaved repeats"
     )
     steps = args.steps
-    print(f"plain KSampler step: wall {w_plain / steps:.2f} s, CPU {c_plain / steps:.2f} s; "
-          f"Dual Sampler step: wall {w_dual / steps:.2f} s, CPU {c_dual / steps:.2f} s")  # fmt: skip
+    print(
+        f"plain KSampler step: wall {w_plain / steps:.2f} s, CPU {c_plain / steps:.2f} s; "
+        f"Dual Sampler step: wall {w_dual / steps:.2f} s, CPU {c_dual / steps:.2f} s"
+    )
     print(f"ratio dual/plain = {w_dual / w_plain:.3f} (wall), {c_dual / c_plain:.3f} (CPU time)")
 
 

@@ -67,8 +67,9 @@ def run_setting(name: str, config: dict, steps: int) -> dict:
     return result
 
 
-def measure(channels: tuple[int, ...], context: int, resolution: int, batch: int, rank: int, steps: int,
-            sd15_vae: bool = False) -> list[dict]:  # fmt: skip
+def measure(
+    channels: tuple[int, ...], context: int, resolution: int, batch: int, rank: int, steps: int, sd15_vae: bool = False
+) -> list[dict]:
     """[authors' setting, ours]: seconds per step and peak bytes, each trained in its own process."""
     from test_train import write_fixed_defect_set
     from tiny_diffusers import save_tiny_sd15
@@ -76,9 +77,18 @@ def measure(channels: tuple[int, ...], context: int, resolution: int, batch: int
     with tempfile.TemporaryDirectory() as tmp:
         base = save_tiny_sd15(Path(tmp) / "sd15", channels=channels, context=context, sd15_vae=sd15_vae)
         data = write_fixed_defect_set(Path(tmp) / "data", n=9, size=resolution)
-        common = {"base": str(base), "data": str(data), "output": str(Path(tmp) / "out"), "steps": 10**6, "batch_size": batch,
-                      "resolution": resolution, "rank": rank, "text_rank": min(rank, 32), "progress": False,
-                      "force": True}  # fmt: skip
+        common = {
+            "base": str(base),
+            "data": str(data),
+            "output": str(Path(tmp) / "out"),
+            "steps": 10**6,
+            "batch_size": batch,
+            "resolution": resolution,
+            "rank": rank,
+            "text_rank": min(rank, 32),
+            "progress": False,
+            "force": True,
+        }
         precision = "bf16" if bf16_available() else "no"
         settings = {
             "authors (fp32, no checkpointing)": dict(common, mixed_precision="no", gradient_checkpointing=False),
@@ -106,7 +116,9 @@ def main() -> None:
     channels = tuple(int(c) for c in args.channels.split(","))
     results = measure(channels, args.context, args.resolution, args.batch, args.rank, args.steps, args.sd15_vae)
     authors, ours = results
-    print(f"UNet widths {channels}, context {args.context}, {args.resolution}px, batch {args.batch} pairs, rank {args.rank}")
+    print(
+        f"UNet widths {channels}, context {args.context}, {args.resolution}px, batch {args.batch} pairs, rank {args.rank}"
+    )
     for r in results:
         print(f"{r['name']:<36} {r['seconds']:.3f} s/step  peak {r['peak_bytes'] / 2**30:.2f} GiB")
     print(f"speed ratio ours/authors (steps per second) = {authors['seconds'] / ours['seconds']:.2f}")

@@ -165,16 +165,23 @@ def main() -> None:
         return statistics.median(a / b for a, b in zip(times[name], times["vanilla"]))
 
     params = sum(p.numel() for p in unet.parameters()) / 1e6
-    print(f"UNet {args.size} ({params:.0f} M params), {2 * args.pairs} rows of {args.latent}x{args.latent}, "
-          f"{torch.get_num_threads()} threads, {rounds} interleaved rounds in rotated order; "
-          f"|folded - unfolded| max {drift:.1e}")  # fmt: skip
-    print("x: median over rounds of time / vanilla's time in the same round. CPU time counts this process only, so "
-          "it is the steadier figure on a shared machine (1 thread).")
+    print(
+        f"UNet {args.size} ({params:.0f} M params), {2 * args.pairs} rows of {args.latent}x{args.latent}, "
+        f"{torch.get_num_threads()} threads, {rounds} interleaved rounds in rotated order; "
+        f"|folded - unfolded| max {drift:.1e}"
+    )
+    print(
+        "x: median over rounds of time / vanilla's time in the same round. CPU time counts this process only, so "
+        "it is the steadier figure on a shared machine (1 thread)."
+    )
     for name in names:
         runs = " ".join(f"{v:.2f}" for v in wall[name])
-        print(f"{name:9s} wall {statistics.median(wall[name]):7.2f} s x{ratio(wall, name):.3f}   "
-              f"CPU {statistics.median(cpu[name]):7.2f} s x{ratio(cpu, name):.3f}   "
-              f"FLOPs x{counted[name] / counted['vanilla']:.3f} ({counted[name] / 1e9:.1f} GFLOP)   wall runs [s]: {runs}")  # fmt: skip
+        print(
+            f"{name:9s} wall {statistics.median(wall[name]):7.2f} s x{ratio(wall, name):.3f}   "
+            f"CPU {statistics.median(cpu[name]):7.2f} s x{ratio(cpu, name):.3f}   "
+            f"FLOPs x{counted[name] / counted['vanilla']:.3f} ({counted[name] / 1e9:.1f} GFLOP)   wall runs [s]: {runs}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -225,11 +225,24 @@ NOTES = {
 
 
 HEIGHTS = {  # node body heights as the frontend draws them, so stacked nodes never overlap
-    "CheckpointLoaderSimple": 100, "DualAnoDiffLoadLoRA": 190, "CLIPTextEncode": 130, "LoadImage": 320,
-    "DualAnoDiffRandomRegion": 330, "PreviewImage": 250, "DualAnoDiffCropRegion": 150, "DualAnoDiffRegionLatent": 100,
-    "DualAnoDiffSampler": 290, "VAEDecode": 50, "DualAnoDiffExtractMask": 150, "DualAnoDiffStitchRegion": 120,
-    "DualAnoDiffDefectLabels": 120, "SaveImage": 270, "MaskToImage": 30, "DualAnoDiffExportDefects": 170, "Note": 200,
-}  # fmt: skip
+    "CheckpointLoaderSimple": 100,
+    "DualAnoDiffLoadLoRA": 190,
+    "CLIPTextEncode": 130,
+    "LoadImage": 320,
+    "DualAnoDiffRandomRegion": 330,
+    "PreviewImage": 250,
+    "DualAnoDiffCropRegion": 150,
+    "DualAnoDiffRegionLatent": 100,
+    "DualAnoDiffSampler": 290,
+    "VAEDecode": 50,
+    "DualAnoDiffExtractMask": 150,
+    "DualAnoDiffStitchRegion": 120,
+    "DualAnoDiffDefectLabels": 120,
+    "SaveImage": 270,
+    "MaskToImage": 30,
+    "DualAnoDiffExportDefects": 170,
+    "Note": 200,
+}
 GAP, TOP = 50, 110
 
 

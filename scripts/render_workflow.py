@@ -161,7 +161,9 @@ def render(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workflow", help="UI-format workflow JSON (e.g. example_workflows/dualanodiff_generate_pairs.json)")
+    parser.add_argument(
+        "workflow", help="UI-format workflow JSON (e.g. example_workflows/dualanodiff_generate_pairs.json)"
+    )
     parser.add_argument("output", help="PNG to write (e.g. docs/workflow_generate_pairs.png)")
     parser.add_argument("--width", type=int, default=1600, help="viewport width in pixels (default 1600)")
     parser.add_argument("--height", type=int, default=1000, help="viewport height in pixels (default 1000)")

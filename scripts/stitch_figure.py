@@ -86,8 +86,12 @@ def main(out_dir: Path) -> None:
     contours, _ = cv2.findContours((~outside).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(diff_rgb, contours, -1, (0, 255, 120), 2)
     work = np.round(generated * 255).astype(np.uint8)
-    panels = [cv2.resize(boxed, (683, 512), interpolation=cv2.INTER_AREA), work,
-              zoom(diff_rgb[y : y + h, x : x + w]), zoom(np.where(full_mask[..., None], 255, 0).astype(np.uint8).repeat(3, 2)[y : y + h, x : x + w])]  # fmt: skip
+    panels = [
+        cv2.resize(boxed, (683, 512), interpolation=cv2.INTER_AREA),
+        work,
+        zoom(diff_rgb[y : y + h, x : x + w]),
+        zoom(np.where(full_mask[..., None], 255, 0).astype(np.uint8).repeat(3, 2)[y : y + h, x : x + w]),
+    ]
     gap = np.full((512, 12, 3), 255, np.uint8)
     strip = np.concatenate([p if i == 0 else np.concatenate([gap, p], 1) for i, p in enumerate(panels)], axis=1)
     write_png(out_dir / "crop_and_stitch_steps.png", strip)

@@ -96,9 +96,22 @@ def test_generate_and_export_keep_the_source_file_pixels(kind, sd_dir, plain_wei
     label[60:100, 80:200] = 1
     label[250:290, 300:340] = 2
     regions = write_file(tmp_path / "regions.png", label)
-    report = generate(sd_dir, plain_weights, tmp_path / "gen", 1, source=source, region=regions, region_ids=True,
-                      feather=3, batch_size=1, steps=2, scheduler="ddim", size=64, mask_method="grey",
-                      progress=False)  # fmt: skip
+    report = generate(
+        sd_dir,
+        plain_weights,
+        tmp_path / "gen",
+        1,
+        source=source,
+        region=regions,
+        region_ids=True,
+        feather=3,
+        batch_size=1,
+        steps=2,
+        scheduler="ddim",
+        size=64,
+        mask_method="grey",
+        progress=False,
+    )
     assert report.written == 1
     made = read_pixels(tmp_path / "gen" / "object" / "test" / "defect" / "000.png")
     assert made.dtype == photo.dtype and made.shape == photo.shape

@@ -92,8 +92,25 @@ def test_eval_reports_the_classification(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser(prog="anodiff")
     register(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "out"
-    args = parser.parse_args(["eval", "--generated", str(gen), "--real", str(real), "--out", str(out), "--no-fid",
-                              "--no-lpips", "--no-is", "--classification", "--cls-epochs", "1", "--cls-size", "32"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "eval",
+            "--generated",
+            str(gen),
+            "--real",
+            str(real),
+            "--out",
+            str(out),
+            "--no-fid",
+            "--no-lpips",
+            "--no-is",
+            "--classification",
+            "--cls-epochs",
+            "1",
+            "--cls-size",
+            "32",
+        ]
+    )
     assert args.func(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["classification"]["test_images"] == 8 and 0.0 <= report["classification"]["accuracy"] <= 1.0

@@ -38,8 +38,15 @@ def test_argparse_is_imported_only_by_the_cli_package():
 
 def test_python_m_anodiff_cli_help_lists_every_command():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "anodiff.cli", "--help"], check=False, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "anodiff.cli", "--help"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     listed = done.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
     assert tuple(listed) == COMMANDS
@@ -64,18 +71,87 @@ def test_unset_train_flags_keep_the_train_config_defaults():
 
 
 def test_a_full_train_command_line_is_the_train_config_built_directly():
-    argv = ["train", "--base", "b", "--data", "d", "--output", "o", "--category", "bottle", "--anomaly", "crack",
-            "--name", "n", "--steps", "7", "--batch-size", "3", "--lr", "0.5", "--rank", "5", "--text-rank", "6",
-            "--no-text-encoder", "--no-saim", "--saim-zero-init", "--bcm", "--resolution", "64", "--no-flips",
-            "--split", "authors", "--prompt-global", "pg", "--prompt-anomaly", "pa", "--seed", "9",
-            "--mixed-precision", "bf16", "--gradient-checkpointing", "--adam8bit", "off", "--checkpoint-every", "2",
-            "--preview-every", "4", "--resume", "--force"]  # fmt: skip
+    argv = [
+        "train",
+        "--base",
+        "b",
+        "--data",
+        "d",
+        "--output",
+        "o",
+        "--category",
+        "bottle",
+        "--anomaly",
+        "crack",
+        "--name",
+        "n",
+        "--steps",
+        "7",
+        "--batch-size",
+        "3",
+        "--lr",
+        "0.5",
+        "--rank",
+        "5",
+        "--text-rank",
+        "6",
+        "--no-text-encoder",
+        "--no-saim",
+        "--saim-zero-init",
+        "--bcm",
+        "--resolution",
+        "64",
+        "--no-flips",
+        "--split",
+        "authors",
+        "--prompt-global",
+        "pg",
+        "--prompt-anomaly",
+        "pa",
+        "--seed",
+        "9",
+        "--mixed-precision",
+        "bf16",
+        "--gradient-checkpointing",
+        "--adam8bit",
+        "off",
+        "--checkpoint-every",
+        "2",
+        "--preview-every",
+        "4",
+        "--resume",
+        "--force",
+    ]
     expected = TrainConfig(
-        base="b", data="d", output="o", category="bottle", anomaly="crack", name="n", steps=7, batch_size=3, lr=0.5,
-        rank=5, text_rank=6, train_text_encoder=False, saim=False, saim_zero_init=True, bcm=True, resolution=64,
-        flips=False, split="authors", prompt_global="pg", prompt_anomaly="pa", seed=9, mixed_precision="bf16",
-        gradient_checkpointing=True, adam8bit="off", checkpoint_every=2, preview_every=4, resume=True, force=True,
-    )  # fmt: skip
+        base="b",
+        data="d",
+        output="o",
+        category="bottle",
+        anomaly="crack",
+        name="n",
+        steps=7,
+        batch_size=3,
+        lr=0.5,
+        rank=5,
+        text_rank=6,
+        train_text_encoder=False,
+        saim=False,
+        saim_zero_init=True,
+        bcm=True,
+        resolution=64,
+        flips=False,
+        split="authors",
+        prompt_global="pg",
+        prompt_anomaly="pa",
+        seed=9,
+        mixed_precision="bf16",
+        gradient_checkpointing=True,
+        adam8bit="off",
+        checkpoint_every=2,
+        preview_every=4,
+        resume=True,
+        force=True,
+    )
     assert train_config(build_parser().parse_args(argv)) == expected
     overridden = train_config(build_parser().parse_args(argv), category="cable", output="x")
     assert (overridden.category, overridden.output, overridden.steps) == ("cable", "x", 7)

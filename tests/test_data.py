@@ -57,8 +57,11 @@ def mvtec(tmp_path: Path) -> Path:
     for category, kinds in (("bottle", {"crack": 4, "hole": 2}), ("cable", {"bent_wire": 1})):
         for kind, n in kinds.items():
             for i in reversed(range(n)):
-                make_pair(root / category / "test" / kind / f"{i:03d}.png",
-                          root / category / "ground_truth" / kind / f"{i:03d}_mask.png", seed=i)  # fmt: skip
+                make_pair(
+                    root / category / "test" / kind / f"{i:03d}.png",
+                    root / category / "ground_truth" / kind / f"{i:03d}_mask.png",
+                    seed=i,
+                )
         write(root / category / "test" / "good" / "000.png", pattern_rgb()[..., ::-1])
         for i in (2, 0, 1):
             write(root / category / "train" / "good" / f"{i:03d}.png", pattern_rgb(i)[..., ::-1])
@@ -121,8 +124,11 @@ def test_plain_layout_pairs_by_stem_any_extension(tmp_path):
     write(root / "masks" / "b.png", defect_mask())
     write(root / "masks" / "c_mask.tif", defect_mask())
     samples = data.find_samples(root)
-    assert [(s.image.name, s.mask.name) for s in samples] == [("a.png", "a.bmp"), ("b.jpg", "b.png"),
-                                                               ("c.bmp", "c_mask.tif")]  # fmt: skip
+    assert [(s.image.name, s.mask.name) for s in samples] == [
+        ("a.png", "a.bmp"),
+        ("b.jpg", "b.png"),
+        ("c.bmp", "c_mask.tif"),
+    ]
     with pytest.raises(ValueError, match="plain"):
         data.find_samples(root, "bottle", "crack")
     write(root / "masks" / "a.png", defect_mask())
@@ -265,8 +271,12 @@ def test_resized_mask_is_thresholded_to_binary(tmp_path):
 
 
 def _which_flip(flipped: torch.Tensor, reference: torch.Tensor) -> tuple[bool, bool]:
-    matches = [(h, v) for h in (False, True) for v in (False, True)
-               if torch.equal(flipped, torch.flip(reference, [d for d, on in ((-1, h), (-2, v)) if on]))]  # fmt: skip
+    matches = [
+        (h, v)
+        for h in (False, True)
+        for v in (False, True)
+        if torch.equal(flipped, torch.flip(reference, [d for d, on in ((-1, h), (-2, v)) if on]))
+    ]
     assert len(matches) == 1, "the test pattern must identify the flip uniquely"
     return matches[0]
 

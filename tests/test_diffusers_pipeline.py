@@ -141,8 +141,9 @@ def test_to_moves_every_module_the_adapter_too_and_keeps_the_vae_in_fp32(sd_dir,
     assert pipe.unet.dtype == torch.bfloat16 and {p.dtype for p in pipe.adapter.parameters()} == {torch.bfloat16}
     assert pipe.vae.dtype == torch.float32  # SD1.5's VAE overflows in half
     pipe.to("meta")
-    assert {p.device.type for m in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.adapter)
-            for p in m.parameters()} == {"meta"}  # fmt: skip
+    assert {p.device.type for m in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.adapter) for p in m.parameters()} == {
+        "meta"
+    }
 
 
 def test_model_cpu_offload_installs_hooks_and_samples_the_same(sd_dir, dual, reference):

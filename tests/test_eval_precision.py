@@ -19,15 +19,21 @@ def test_localization_trains_in_bf16_close_to_fp32(tmp_path):
     data = loc.build_data(generated_pairs(folder), real, category, val_share=0.2)
     runs = {}
     for precision in ("no", "bf16"):
-        config = loc.LocalizationConfig(size=32, base_width=2, epochs=2, samples_per_epoch=8, batch_size=4, pool=5,
-                                        mixed_precision=precision)  # fmt: skip
+        config = loc.LocalizationConfig(
+            size=32, base_width=2, epochs=2, samples_per_epoch=8, batch_size=4, pool=5, mixed_precision=precision
+        )
         runs[precision] = loc.train_localization(data, config, progress=False)
     full, half = ([row["loss"] for row in runs[p].history] for p in ("no", "bf16"))
     np.testing.assert_allclose(half, full, rtol=0.05)  # same data and seed; bf16 rounding only
     assert all(0.0 <= v <= 1.0 for v in runs["bf16"].test.values())
     with pytest.raises(ValueError, match="mixed_precision must be no, fp16 or bf16"):
-        loc.train_localization(data, loc.LocalizationConfig(size=32, base_width=2, epochs=1, samples_per_epoch=4,
-                                                            batch_size=4, mixed_precision="fp8"), progress=False)
+        loc.train_localization(
+            data,
+            loc.LocalizationConfig(
+                size=32, base_width=2, epochs=1, samples_per_epoch=4, batch_size=4, mixed_precision="fp8"
+            ),
+            progress=False,
+        )
 
 
 def test_classifier_trains_in_bf16_like_fp32(tmp_path):
@@ -37,8 +43,13 @@ def test_classifier_trains_in_bf16_like_fp32(tmp_path):
     real, gen = _trees(tmp_path)
     types, train, test = classification_items(generated_pairs(gen / "bottle"), real, "bottle")
     runs = {
-        precision: train_classifier(types, train, test, ClassificationConfig(size=S, epochs=12, batch_size=4, lr=1e-3,
-                                    mixed_precision=precision), progress=False)  # fmt: skip
+        precision: train_classifier(
+            types,
+            train,
+            test,
+            ClassificationConfig(size=S, epochs=12, batch_size=4, lr=1e-3, mixed_precision=precision),
+            progress=False,
+        )
         for precision in ("no", "bf16")
     }
     # a from-scratch ResNet-34 with batch 4 diverges from the fp32 trajectory after a few steps, so the check is

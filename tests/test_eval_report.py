@@ -92,9 +92,13 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
     )
     report = json.loads((out / "report.json").read_text())
     expected = torch_fidelity.calculate_metrics(
-        input1=str(tmp_path / "gen" / "bottle" / "test" / "crack"), isc=True, cuda=False, cache=False, verbose=False,
+        input1=str(tmp_path / "gen" / "bottle" / "test" / "crack"),
+        isc=True,
+        cuda=False,
+        cache=False,
+        verbose=False,
         feature_extractor_weights_path=str(inception_file),
-    )["inception_score_mean"]  # fmt: skip
+    )["inception_score_mean"]
     ours = report["types"]["crack"]["inception_score"]
     assert ours > 1.05 and ours == pytest.approx(expected, rel=1e-5)
     assert report["dataset"] == "MVTec AD" and report["mean"]["inception_score"] == pytest.approx(ours)
@@ -106,8 +110,20 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
     assert "rounds up (`--split authors`)" in markdown
 
     out_visa = tmp_path / "report_candle"
-    assert _eval(["--generated", str(tmp_path / "gen_visa"), "--real", str(tmp_path / "visa"), "--out", str(out_visa),
-                  *common]) == 0  # fmt: skip
+    assert (
+        _eval(
+            [
+                "--generated",
+                str(tmp_path / "gen_visa"),
+                "--real",
+                str(tmp_path / "visa"),
+                "--out",
+                str(out_visa),
+                *common,
+            ]
+        )
+        == 0
+    )
     visa = json.loads((out_visa / "report.json").read_text())
     assert visa["dataset"] == "VisA" and visa["types"]["anomaly"]["real_train"] == 2
     assert visa["types"]["anomaly"]["real_test"] == 4
@@ -120,8 +136,20 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
 
     # too few generated images for 10 splits: skipped with the reason
     _generated(tmp_path / "few", "bottle", "crack", 4, rng)
-    assert _eval(["--generated", str(tmp_path / "few"), "--real", str(tmp_path / "mvtec"), "--out",
-                  str(tmp_path / "few_out"), *common]) == 0  # fmt: skip
+    assert (
+        _eval(
+            [
+                "--generated",
+                str(tmp_path / "few"),
+                "--real",
+                str(tmp_path / "mvtec"),
+                "--out",
+                str(tmp_path / "few_out"),
+                *common,
+            ]
+        )
+        == 0
+    )
     few = json.loads((tmp_path / "few_out" / "report.json").read_text())
     assert "Inception Score skipped for crack: 4 generated images, 10 needed" in few["notes"]
 
@@ -129,8 +157,22 @@ def test_eval_reports_is_beside_the_papers_and_summarises(tmp_path, inception_fi
     _mvtec(tmp_path / "mvtec", "cable", "bent_wire", rng)
     _generated(tmp_path / "gen", "cable", "bent_wire", 10, rng)
     out_cable = tmp_path / "report_cable"
-    assert _eval(["--generated", str(tmp_path / "gen"), "--real", str(tmp_path / "mvtec"), "--out", str(out_cable),
-                  "--category", "cable", *common]) == 0  # fmt: skip
+    assert (
+        _eval(
+            [
+                "--generated",
+                str(tmp_path / "gen"),
+                "--real",
+                str(tmp_path / "mvtec"),
+                "--out",
+                str(out_cable),
+                "--category",
+                "cable",
+                *common,
+            ]
+        )
+        == 0
+    )
     cable = json.loads((out_cable / "report.json").read_text())
     assert _eval(["--summary", str(out / "report.json"), str(out_cable), "--out", str(tmp_path / "summary")]) == 0
     summary = json.loads((tmp_path / "summary" / "summary.json").read_text())

@@ -55,12 +55,14 @@ def paint(source: np.ndarray, region: np.ndarray, colour=(0.1, 0.35, 0.1), seed:
 def good_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
     """Defects of several shapes, sizes and colours on the object, masks where they are."""
     out = []
-    for k, (centre, axes, colour) in enumerate([
-        ((64, 48), (8, 5), (0.1, 0.35, 0.1)),
-        ((50, 40), (14, 3), (0.05, 0.05, 0.05)),
-        ((78, 58), (5, 5), (0.95, 0.9, 0.2)),
-        ((60, 30), (20, 8), (0.4, 0.4, 0.8)),
-    ]):  # fmt: skip
+    for k, (centre, axes, colour) in enumerate(
+        [
+            ((64, 48), (8, 5), (0.1, 0.35, 0.1)),
+            ((50, 40), (14, 3), (0.05, 0.05, 0.05)),
+            ((78, 58), (5, 5), (0.95, 0.9, 0.2)),
+            ((60, 30), (20, 8), (0.4, 0.4, 0.8)),
+        ]
+    ):
         region = blob(centre, axes, 15.0 * k)
         out.append((paint(photo(), region, colour, seed=k), region))
     return out
@@ -132,9 +134,13 @@ def test_filter_pairs_reports_each_dropped_index():
     kept, dropped = filtering.filter_pairs(list(images), list(masks), [disc()] * 8, [photo()] * 8)
     assert kept == [0, 1]
     assert {i: next(p for p in filtering.REASONS if r.startswith(p)) for i, r in dropped.items()} == {
-        2: filtering.EMPTY, 3: filtering.TOO_SMALL, 4: filtering.TOO_LARGE, 5: filtering.PIECES,
-        6: filtering.OFF_OBJECT, 7: filtering.DISAGREES,
-    }  # fmt: skip
+        2: filtering.EMPTY,
+        3: filtering.TOO_SMALL,
+        4: filtering.TOO_LARGE,
+        5: filtering.PIECES,
+        6: filtering.OFF_OBJECT,
+        7: filtering.DISAGREES,
+    }
     loose = {"max_area": 1.0, "min_foreground": 0.0, "min_agreement": 0.0, "min_area": 0.0, "max_pieces": 0}
     assert filtering.filter_pairs(list(images), list(masks), disc(), photo(), **loose)[1] == {2: filtering.EMPTY}
 
@@ -313,7 +319,7 @@ def write_tree(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]], category=
             (folder / "test" / anomaly / f"{i:03d}.png", export.encode_png(image)),
             (folder / "ground_truth" / anomaly / f"{i:03d}_mask.png", export.encode_png(mask.astype(np.uint8) * 255)),
             (folder / "anomaly_part" / anomaly / f"{i:03d}.png", export.encode_png(part)),
-        ):  # fmt: skip
+        ):
             export.write_new(path, data)
     (folder / f".anodiff-generate-{anomaly}.json").write_text("{}")
 
@@ -399,8 +405,12 @@ def test_concurrent_exporters_share_a_folder_and_lose_nothing(tmp_path):
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", EXPORTER, str(tmp_path), str(seed)], env=env,
-                              stderr=subprocess.PIPE, text=True) for seed in (0, 1)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", EXPORTER, str(tmp_path), str(seed)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for seed in (0, 1)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
     names = sorted(p.name for p in (tmp_path / "bottle" / "test" / "crack").iterdir())
     assert names == [f"{i:03d}.png" for i in range(8)]  # every pair got its own index, none overwritten
@@ -434,7 +444,8 @@ def test_a_coco_file_from_before_shards_is_taken_over_once(tmp_path):
     new = export.export_dataset(images[2:3], masks[2:3], tmp_path, "bottle", "crack")
     assert new.indices == [2]
     merged = json.loads(new.coco.read_text())
-    assert merged["images"][:2] == legacy["images"] and merged["annotations"][: len(legacy["annotations"])] == legacy[
-        "annotations"
-    ]
+    assert (
+        merged["images"][:2] == legacy["images"]
+        and merged["annotations"][: len(legacy["annotations"])] == legacy["annotations"]
+    )
     assert merged["images"][2]["file_name"] == "bottle/test/crack/002.png"

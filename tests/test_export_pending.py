@@ -26,7 +26,7 @@ def write_pairs(root: Path, count: int, pending: list[int], anomaly: str = "crac
         for path, data in (
             (folder / "test" / anomaly / f"{i:03d}.png", encode_png(np.full((24, 32, 3), 0.3 + 0.1 * i, np.float32))),
             (folder / "ground_truth" / anomaly / f"{i:03d}_mask.png", encode_png(mask.astype(np.uint8) * 255)),
-        ):  # fmt: skip
+        ):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
     (folder / f".anodiff-generate-{anomaly}.json").write_text(json.dumps({"version": 1, "pending": pending}))

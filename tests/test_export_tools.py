@@ -37,8 +37,11 @@ def anomalib_folder(root: Path, normal: str, abnormal: str, normal_test: str, ma
     paired = list(zip(abnormal_rows, masks[: len(abnormal_rows)]))
     for image, mask_path in paired:
         assert Path(image).stem in Path(mask_path).stem, "anomalib MisMatchError: mask names do not follow images"
-    return {"train": [p for p, label in rows if label == "normal"],
-            "test_normal": [p for p, label in rows if label == "normal_test"], "test_abnormal": paired}  # fmt: skip
+    return {
+        "train": [p for p, label in rows if label == "normal"],
+        "test_normal": [p for p, label in rows if label == "normal_test"],
+        "test_abnormal": paired,
+    }
 
 
 def _tree(root: Path) -> tuple[Path, Path, list]:
@@ -59,8 +62,10 @@ def _tree(root: Path) -> tuple[Path, Path, list]:
 def test_anomalib_folder_layout_reads_back_for_validation_and_test(tmp_path):
     gen, normals, pairs = _tree(tmp_path)
     out = tmp_path / "anomalib"
-    assert run_cli(["export", "--from", str(gen), "--out", str(out), "--format", "anomalib",
-                    "--normal-dir", str(normals)]) == 0  # fmt: skip
+    assert (
+        run_cli(["export", "--from", str(gen), "--out", str(out), "--format", "anomalib", "--normal-dir", str(normals)])
+        == 0
+    )
     root = out / "bottle"
     seen = {}
     for split in ("validation", "test"):
@@ -74,20 +79,27 @@ def test_anomalib_folder_layout_reads_back_for_validation_and_test(tmp_path):
             mask = np.asarray(Image.open(mask_path).convert("L")) / 255.0  # anomalib's read_mask
             np.testing.assert_array_equal(mask > 0.5, pairs[int(index)][1])
             seen[Path(image).stem] = split
-    assert seen == {"crack_000": "validation", "crack_001": "validation", "crack_002": "test",
-                    "hole_000": "validation", "hole_001": "test"}  # fmt: skip
+    assert seen == {
+        "crack_000": "validation",
+        "crack_001": "validation",
+        "crack_002": "test",
+        "hole_000": "validation",
+        "hole_001": "test",
+    }
     assert (
         run_cli(["export", "--from", str(gen), "--out", str(out), "--format", "anomalib", "--normal-dir", str(normals)])
         == 2
-    )  # fmt: skip  (not empty: refused, nothing mixed)
+    )  # (not empty: refused, nothing mixed)
     assert run_cli(["export", "--from", str(gen), "--out", str(tmp_path / "x"), "--format", "anomalib"]) == 2
 
 
 def test_asbench_layout_reads_back_as_its_dataset_does(tmp_path):
     gen, normals, pairs = _tree(tmp_path)
     out = tmp_path / "asbench"
-    assert run_cli(["export", "--from", str(gen), "--out", str(out), "--format", "asbench",
-                    "--normal-dir", str(normals)]) == 0  # fmt: skip
+    assert (
+        run_cli(["export", "--from", str(gen), "--out", str(out), "--format", "asbench", "--normal-dir", str(normals)])
+        == 0
+    )
     root = out / "bottle"
     ori, aug, masks = (sorted(glob.glob(str(root / sub) + "/*.jpg")) for sub in ("image", "augmented", "mask"))
     assert len(ori) == len(aug) == len(masks) == 5

@@ -65,8 +65,15 @@ def test_cli_mask_gate_settings_and_recorded_reasons(tmp_path, capsys):
     assert run_cli(argv) == 0
     assert "would move 0" in capsys.readouterr().out
     first, second = json.loads((tmp_path / filtering.REPORT_FILE).read_text())["runs"]
-    assert first["limits"] | {"blur": 0} == {"min_area": 0.001, "max_area": 0.2, "max_pieces": 5, "min_foreground": 0.5,
-                                              "min_agreement": 0.3, "change_threshold": 0.1, "blur": 0}  # fmt: skip
+    assert first["limits"] | {"blur": 0} == {
+        "min_area": 0.001,
+        "max_area": 0.2,
+        "max_pieces": 5,
+        "min_foreground": 0.5,
+        "min_agreement": 0.3,
+        "change_threshold": 0.1,
+        "blur": 0,
+    }
     assert [(d["index"], d["reason"]) for d in first["dropped"]] == [
         (1, "mask too small: 0.0244% of the image (3 px, < min_area 0.1%)"),
         (2, "mask covers 69.5% of the image (> max_area 20%)"),

@@ -57,8 +57,9 @@ def test_generate_dtype_fp16_on_cpu_matches_fp32(sd_dir, plain_weights, tmp_path
         assert generate(sd_dir, plain_weights, tmp_path / dtype, 2, dtype=dtype, device="cpu", **kw).written == 2
     for i in range(2):
         for sub, name in (("test", f"{i:03d}.png"), ("anomaly_part", f"{i:03d}.png")):
-            full, half = (cv2.imread(str(tmp_path / d / "object" / sub / "defect" / name)) / 255.0
-                          for d in ("fp32", "fp16"))  # fmt: skip
+            full, half = (
+                cv2.imread(str(tmp_path / d / "object" / sub / "defect" / name)) / 255.0 for d in ("fp32", "fp16")
+            )
             close_images(full, half, f"{sub}/{name}")
 
 

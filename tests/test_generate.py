@@ -29,8 +29,9 @@ def test_backgrounds_black_out_the_object_as_the_one_blackout_function(tmp_path)
     files = normal_images(tmp_path)
     backgrounds = Backgrounds(files, 32, 2, Ramp())
     first = backgrounds.for_pair(0)
-    image = cv2.resize(cv2.imread(str(files[0]))[..., ::-1].astype(np.float32) / 255.0, (32, 32),
-                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    image = cv2.resize(
+        cv2.imread(str(files[0]))[..., ::-1].astype(np.float32) / 255.0, (32, 32), interpolation=cv2.INTER_AREA
+    )
     np.testing.assert_array_equal(first, image * (1.0 - Ramp().saliency(image)[..., None]))
     np.testing.assert_array_equal(first, blackened_background(image, Ramp().saliency(image)))
     assert backgrounds.for_pair(1) is first  # pairs 0 and 1 share image 0 (every=2)
@@ -96,6 +97,15 @@ def test_generate_decodes_backgrounds_before_loading_sd15(sd_dir, tmp_path, monk
 
     monkeypatch.setattr(anodiff.sd15.load, "load_sd15", never)
     with pytest.raises(ValueError, match="001.png: a --normal-dir background that cannot be decoded"):
-        generate(sd_dir, weights, tmp_path / "out", 2, normal_dir=normal, background_every=1, size=32,
-                 mask_method="grey", progress=False)  # fmt: skip
+        generate(
+            sd_dir,
+            weights,
+            tmp_path / "out",
+            2,
+            normal_dir=normal,
+            background_every=1,
+            size=32,
+            mask_method="grey",
+            progress=False,
+        )
     assert not (tmp_path / "out").exists(), "refused before anything was written"

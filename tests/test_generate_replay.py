@@ -55,8 +55,16 @@ def test_bcm_background_is_windowed_like_the_photo(sd_dir, bcm_weights, tmp_path
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(DualAnoDiffPipeline, "__call__", record)
-    generate(sd_dir, bcm_weights, tmp_path / "out", 1, source=tmp_path / "photo.png", region=tmp_path / "region.png",
-             normal_dir=tmp_path / "normals", **FAST)  # fmt: skip
+    generate(
+        sd_dir,
+        bcm_weights,
+        tmp_path / "out",
+        1,
+        source=tmp_path / "photo.png",
+        region=tmp_path / "region.png",
+        normal_dir=tmp_path / "normals",
+        **FAST,
+    )
     meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "000.json")
     window = Window.from_dict(meta["defects"][0]["window"])
     assert (window.width, window.height) != (window.photo_width, window.photo_height)  # a real window, not the photo
@@ -67,16 +75,22 @@ def test_bcm_background_is_windowed_like_the_photo(sd_dir, bcm_weights, tmp_path
     expected = crop(blackened, region, window)[0]
     assert len(seen) == 1 and len(seen[0]) == 1
     np.testing.assert_array_equal(seen[0][0], expected)  # the photo's window of the background, at working size
-    squashed = resize(blackened_background(resize(normal, 64, 64), Disc().saliency(resize(normal, 64, 64))),
-                      *window.work_shape)  # fmt: skip
+    squashed = resize(
+        blackened_background(resize(normal, 64, 64), Disc().saliency(resize(normal, 64, 64))), *window.work_shape
+    )
     assert np.abs(seen[0][0] - squashed).mean() > 0.02  # what was passed before: the whole image squashed
 
 
 def pair_files(root: Path, i: int) -> dict[str, bytes]:
     """Every file of pair ``i`` under ``root/object``: image, mask, anomaly part, label mask (if any), sidecar."""
     folder = root / "object"
-    names = [f"test/defect/{i:03d}.png", f"ground_truth/defect/{i:03d}_mask.png", f"anomaly_part/defect/{i:03d}.png",
-             f"labels/defect/{i:03d}.png", f"meta/defect/{i:03d}.json"]  # fmt: skip
+    names = [
+        f"test/defect/{i:03d}.png",
+        f"ground_truth/defect/{i:03d}_mask.png",
+        f"anomaly_part/defect/{i:03d}.png",
+        f"labels/defect/{i:03d}.png",
+        f"meta/defect/{i:03d}.json",
+    ]
     return {n: (folder / n).read_bytes() for n in names if (folder / n).is_file()}
 
 
@@ -92,12 +106,24 @@ def test_from_sidecar_regenerates_region_pairs_with_bcm_byte_identically(sd_dir,
     from anodiff.cli import main
 
     write_scene(tmp_path)
-    kw = {**FAST, "source": tmp_path / "photo.png", "region": "random", "region_size": (0.15, 0.25), "feather": 3,
-          "normal_dir": tmp_path / "normals", "blend": "poisson"}  # fmt: skip
+    kw = {
+        **FAST,
+        "source": tmp_path / "photo.png",
+        "region": "random",
+        "region_size": (0.15, 0.25),
+        "feather": 3,
+        "normal_dir": tmp_path / "normals",
+        "blend": "poisson",
+    }
     generate(sd_dir, bcm_weights, tmp_path / "out", 3, defects=2, **kw)
     meta = read_sidecar(tmp_path / "out" / "object" / "meta" / "defect" / "001.json")
     assert (meta["feather"], meta["blend"], meta["mask_method"], meta["sampler"], meta["steps"]) == (
-        3, "poisson", "grey", "ddim", 2)  # fmt: skip
+        3,
+        "poisson",
+        "grey",
+        "ddim",
+        2,
+    )
     assert meta["seed"] == 1 and meta["group"] == [0, 1] and meta["hashes"]["weights"][0] == sha256(bcm_weights)
     assert meta["background"]["file"] == str((tmp_path / "normals" / "good.png").resolve())
     assert meta["background"]["resized_to"] == [200, 120] and len(meta["hashes"]["base"]) == 64
@@ -122,8 +148,12 @@ def test_from_sidecar_regenerates_a_plain_pair_and_refuses_changed_files(sd_dir,
     sidecar = tmp_path / "out" / "object" / "meta" / "defect" / "001.json"
     assert main(["generate", "--from-sidecar", str(sidecar), "--out", str(tmp_path / "again")]) == 0
     assert pair_files(tmp_path / "again", 1) == pair_files(tmp_path / "out", 1)
-    assert set(pair_files(tmp_path / "again", 1)) == {"test/defect/001.png", "ground_truth/defect/001_mask.png",
-                                                       "anomaly_part/defect/001.png", "meta/defect/001.json"}  # fmt: skip
+    assert set(pair_files(tmp_path / "again", 1)) == {
+        "test/defect/001.png",
+        "ground_truth/defect/001_mask.png",
+        "anomaly_part/defect/001.png",
+        "meta/defect/001.json",
+    }
 
     moved = tmp_path / "moved.safetensors"
     moved.write_bytes(Path(plain_weights).read_bytes()[:-1] + b" ")

@@ -68,8 +68,9 @@ def test_shard_batches_and_specs(monkeypatch):
         parse_shard("4/4")
 
 
-def test_shards_union_is_the_single_process_file_set_with_random_regions_batched(sd_dir, plain_weights, tmp_path,
-                                                                                  monkeypatch):  # fmt: skip
+def test_shards_union_is_the_single_process_file_set_with_random_regions_batched(
+    sd_dir, plain_weights, tmp_path, monkeypatch
+):
     import anodiff.regions.placement
 
     class Disc:  # a stand-in for U²-Net-P: the object is the bright disc
@@ -77,7 +78,9 @@ def test_shards_union_is_the_single_process_file_set_with_random_regions_batched
             return (image.mean(axis=2) > 0.6).astype(np.float32)
 
     original = anodiff.regions.placement.foreground_mask
-    monkeypatch.setattr(anodiff.regions.placement, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw))
+    monkeypatch.setattr(
+        anodiff.regions.placement, "foreground_mask", lambda image, model=None, **kw: original(image, Disc(), **kw)
+    )
     cv2.imwrite(str(tmp_path / "photo.png"), (disc_photo() * 255).astype(np.uint8))
     calls = []
     real_call = DualAnoDiffPipeline.__call__
@@ -87,14 +90,30 @@ def test_shards_union_is_the_single_process_file_set_with_random_regions_batched
         return real_call(self, num_pairs, *args, **kwargs)
 
     monkeypatch.setattr(DualAnoDiffPipeline, "__call__", counting)
-    kw = {"batch_size": 2, "steps": 2, "scheduler": "ddim", "size": SIZE, "mask_method": "grey", "progress": False,
-          "source": tmp_path / "photo.png", "region": "random", "region_size": (0.2, 0.3)}  # fmt: skip
+    kw = {
+        "batch_size": 2,
+        "steps": 2,
+        "scheduler": "ddim",
+        "size": SIZE,
+        "mask_method": "grey",
+        "progress": False,
+        "source": tmp_path / "photo.png",
+        "region": "random",
+        "region_size": (0.2, 0.3),
+    }
     single = generate(sd_dir, plain_weights, tmp_path / "one", 5, shard="0/1", **kw)
-    windows = [json.loads((tmp_path / "one" / "object" / "meta" / "defect" / f"{i:03d}.json").read_text())
-               ["defects"][0]["window"] for i in range(5)]  # fmt: skip
+    windows = [
+        json.loads((tmp_path / "one" / "object" / "meta" / "defect" / f"{i:03d}.json").read_text())["defects"][0][
+            "window"
+        ]
+        for i in range(5)
+    ]
     shapes = [(w["work_height"], w["work_width"]) for w in windows]
-    per_call = [sum(s == shape for s in group) for group in (shapes[:2], shapes[2:4], shapes[4:])
-                for shape in dict.fromkeys(group)]  # fmt: skip
+    per_call = [
+        sum(s == shape for s in group)
+        for group in (shapes[:2], shapes[2:4], shapes[4:])
+        for shape in dict.fromkeys(group)
+    ]
     assert single.written == 5 and calls == per_call and len(calls) < 5  # pairs of one window shape share a call
     first = generate(sd_dir, plain_weights, tmp_path / "two", 5, shard="0/2", **kw)
     second = generate(sd_dir, plain_weights, tmp_path / "two", 5, shard="1/2", **kw)
@@ -106,15 +125,46 @@ def test_shards_union_is_the_single_process_file_set_with_random_regions_batched
 
 @pytest.mark.slow
 def test_two_torchrun_processes_write_exactly_the_single_process_files(sd_dir, plain_weights, tmp_path):
-    args = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--count", "8", "--batch-size", "2",
-            "--steps", "2", "--scheduler", "ddim", "--size", str(SIZE), "--mask-method", "grey"]  # fmt: skip
+    args = [
+        "generate",
+        "--base",
+        str(sd_dir),
+        "--weights",
+        str(plain_weights),
+        "--count",
+        "8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--size",
+        str(SIZE),
+        "--mask-method",
+        "grey",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    one = subprocess.run([sys.executable, "-m", "anodiff.cli", *args, "--out", str(tmp_path / "one")], cwd=ROOT,
-                         env=env, check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "-m", "anodiff.cli", *args, "--out", str(tmp_path / "one")],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "anodiff.cli"]
-    two = subprocess.run([*run, *args, "--out", str(tmp_path / "two")], cwd=ROOT, env=env, check=False, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    two = subprocess.run(
+        [*run, *args, "--out", str(tmp_path / "two")],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("wrote 4 pair(s)") == 2  # each process made its half
     assert files(tmp_path / "one") == files(tmp_path / "two") and len(files(tmp_path / "one")) == 24

@@ -168,8 +168,16 @@ def test_a_1600x1200_photo_keeps_its_size_and_bytes(sd_dir, plain_weights, tmp_p
     region[700:820, 300:420] = 255
     cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
     cv2.imwrite(str(tmp_path / "region.png"), region)
-    report = generate(sd_dir, plain_weights, tmp_path / "out", 1, source=tmp_path / "photo.png", region=tmp_path / "region.png",
-                      feather=4, **FAST)  # fmt: skip
+    report = generate(
+        sd_dir,
+        plain_weights,
+        tmp_path / "out",
+        1,
+        source=tmp_path / "photo.png",
+        region=tmp_path / "region.png",
+        feather=4,
+        **FAST,
+    )
     assert report.written == 1
     image = cv2.imread(str(tmp_path / "out" / "object" / "test" / "defect" / "000.png"))[..., ::-1]
     assert image.shape == photo.shape

@@ -99,9 +99,21 @@ def test_visa_label_masks_train(visa_labels, tmp_path):
     dataset = fewshot.FewShotDataset(samples[:1], resolution=S, flips=False)
     np.testing.assert_array_equal(dataset.items()[0]["mask"][0].numpy() > 0, _label_mask() > 0)
     AcceleratorState._reset_state(True)
-    config = TrainConfig(base=str(save_tiny_sd15(tmp_path / "sd15")), data=str(visa_labels), category="candle",
-                         anomaly="anomaly", output=str(tmp_path / "run"), steps=1, batch_size=1, resolution=S,
-                         rank=2, text_rank=2, checkpoint_every=1000, preview_every=1000, progress=False)  # fmt: skip
+    config = TrainConfig(
+        base=str(save_tiny_sd15(tmp_path / "sd15")),
+        data=str(visa_labels),
+        category="candle",
+        anomaly="anomaly",
+        output=str(tmp_path / "run"),
+        steps=1,
+        batch_size=1,
+        resolution=S,
+        rank=2,
+        text_rank=2,
+        checkpoint_every=1000,
+        preview_every=1000,
+        progress=False,
+    )
     trainer = Trainer(config)
     assert [s.image.name for s in trainer.samples] == ["000.JPG", "001.JPG"]
     assert trainer.run().is_file()
@@ -126,9 +138,29 @@ def test_visa_label_masks_through_eval_and_localization(visa_labels, tmp_path, m
     monkeypatch.setattr(assets, "REPO_CACHE_DIR", tmp_path / "no-cache")
     monkeypatch.setattr(assets, "PACK_MODELS_DIR", tmp_path / "no-models")
     gen, out = _generated(tmp_path / "gen"), tmp_path / "report"
-    argv = ["eval", "--generated", str(gen), "--real", str(visa_labels), "--out", str(out), "--no-fid", "--no-is",
-            "--no-lpips", "--localization", "--loc-epochs", "1", "--loc-size", "32", "--loc-base-width", "2",
-            "--loc-samples", "8", "--loc-batch-size", "4"]  # fmt: skip
+    argv = [
+        "eval",
+        "--generated",
+        str(gen),
+        "--real",
+        str(visa_labels),
+        "--out",
+        str(out),
+        "--no-fid",
+        "--no-is",
+        "--no-lpips",
+        "--localization",
+        "--loc-epochs",
+        "1",
+        "--loc-size",
+        "32",
+        "--loc-base-width",
+        "2",
+        "--loc-samples",
+        "8",
+        "--loc-batch-size",
+        "4",
+    ]
     assert _eval_cli(argv) == 0
     report = json.loads((out / "report.json").read_text())
     row = report["types"]["anomaly"]

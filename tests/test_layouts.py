@@ -77,8 +77,9 @@ def test_mvtec_and_mpdd_are_told_apart_by_category_names(tmp_path):
     mpdd = mvtec_like(tmp_path / "mpdd", "metal_plate", kinds=("scratch",))
     assert detect_layout(mpdd).dataset == "MPDD"
     samples = data.find_samples(mpdd, "metal_plate", "scratch")
-    assert samples[0] == Sample(mpdd / "metal_plate/test/scratch/000.png",
-                                mpdd / "metal_plate/ground_truth/scratch/000_mask.png")  # fmt: skip
+    assert samples[0] == Sample(
+        mpdd / "metal_plate/test/scratch/000.png", mpdd / "metal_plate/ground_truth/scratch/000_mask.png"
+    )
     assert detect_layout(mvtec_like(tmp_path / "own", "widget")).dataset == "MVTec-style"
 
 
@@ -180,9 +181,21 @@ def test_training_reads_a_visa_tree(tmp_path):
 
     AcceleratorState._reset_state(True)
     root = visa(tmp_path / "visa", categories=("candle",), n=3)
-    config = TrainConfig(base=str(save_tiny_sd15(tmp_path / "sd15")), data=str(root), category="candle",
-                         anomaly="anomaly", output=str(tmp_path / "run"), steps=1, batch_size=1, resolution=32,
-                         rank=2, text_rank=2, checkpoint_every=1000, preview_every=1000, progress=False)  # fmt: skip
+    config = TrainConfig(
+        base=str(save_tiny_sd15(tmp_path / "sd15")),
+        data=str(root),
+        category="candle",
+        anomaly="anomaly",
+        output=str(tmp_path / "run"),
+        steps=1,
+        batch_size=1,
+        resolution=32,
+        rank=2,
+        text_rank=2,
+        checkpoint_every=1000,
+        preview_every=1000,
+        progress=False,
+    )
     trainer = Trainer(config)
     assert [s.image.name for s in trainer.samples] == ["000.JPG"]
     assert trainer.run().is_file()
@@ -201,6 +214,17 @@ def test_generation_takes_bcm_backgrounds_from_a_dataset_root(tmp_path, sd_dir):
     with pytest.raises(FileNotFoundError, match="not a dataset root with normal images of category 'nope'"):
         normal_images(root, "nope")
     bcm = dual_file(bcm=True).save(tmp_path / "bcm.safetensors")
-    report = generate(sd_dir, bcm, tmp_path / "out", 1, category="candle", normal_dir=root, steps=1, scheduler="ddim",
-                      size=32, mask_method="grey", progress=False)  # fmt: skip
+    report = generate(
+        sd_dir,
+        bcm,
+        tmp_path / "out",
+        1,
+        category="candle",
+        normal_dir=root,
+        steps=1,
+        scheduler="ddim",
+        size=32,
+        mask_method="grey",
+        progress=False,
+    )
     assert report.written == 1

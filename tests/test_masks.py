@@ -98,7 +98,9 @@ def test_grey_map_is_on_an_absolute_scale():
     assert 0.0 <= score.min() and score.max() <= 1.0
     assert score[truth].mean() > 0.7
     assert score[~truth].mean() < 0.1
-    blank = np.full((32, 32, 3), 0.5, np.float32) + np.random.default_rng(0).normal(0, 0.01, (32, 32, 3)).astype(np.float32)
+    blank = np.full((32, 32, 3), 0.5, np.float32) + np.random.default_rng(0).normal(0, 0.01, (32, 32, 3)).astype(
+        np.float32
+    )
     assert not masks.extract_mask(blank, "grey").any()  # no defect drawn: no mask, not stretched noise
 
 

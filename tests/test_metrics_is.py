@@ -47,9 +47,13 @@ def test_inception_score_equals_torch_fidelity(tmp_path, random_inception_file):
     model = load_is_inception(random_inception_file)
     ours = inception_score(logits(sorted(folder.iterdir()), model, batch_size=5))
     reference = torch_fidelity.calculate_metrics(
-        input1=str(folder), isc=True, cuda=False, cache=False, verbose=False,
+        input1=str(folder),
+        isc=True,
+        cuda=False,
+        cache=False,
+        verbose=False,
         feature_extractor_weights_path=str(random_inception_file),
-    )  # fmt: skip
+    )
     assert ours.mean > 1.1  # a score that tells images apart, so equality is not 1 == 1
     assert ours.mean == pytest.approx(reference["inception_score_mean"], rel=1e-5)
     assert ours.std == pytest.approx(reference["inception_score_std"], rel=1e-4, abs=1e-6)

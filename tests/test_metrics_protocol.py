@@ -101,8 +101,25 @@ def test_eval_reports_background_per_type_and_kid_beside_is_and_ic_lpips(tmp_pat
 
     real, gen = _fake_trees(tmp_path)
     out = tmp_path / "report"
-    assert _eval_cli(["eval", "--generated", str(gen), "--real", str(real), "--out", str(out), "--no-fid", "--no-is",
-                      "--no-lpips", "--background-dilate", "3"]) == 0  # fmt: skip
+    assert (
+        _eval_cli(
+            [
+                "eval",
+                "--generated",
+                str(gen),
+                "--real",
+                str(real),
+                "--out",
+                str(out),
+                "--no-fid",
+                "--no-is",
+                "--no-lpips",
+                "--background-dilate",
+                "3",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     for row in report["types"].values():  # no sidecars: every pair against its nearest train/good image
         assert row["background_from_normal"] == 6 and 10 < row["background_psnr"] < 100
@@ -110,8 +127,24 @@ def test_eval_reports_background_per_type_and_kid_beside_is_and_ic_lpips(tmp_pat
     markdown = (out / "report.md").read_text()
     assert "bg PSNR dB" in markdown and "grown by 3 px" in markdown
     off = tmp_path / "off"
-    assert _eval_cli(["eval", "--generated", str(gen), "--real", str(real), "--out", str(off), "--no-fid", "--no-is",
-                      "--no-lpips", "--no-background"]) == 0  # fmt: skip
+    assert (
+        _eval_cli(
+            [
+                "eval",
+                "--generated",
+                str(gen),
+                "--real",
+                str(real),
+                "--out",
+                str(off),
+                "--no-fid",
+                "--no-is",
+                "--no-lpips",
+                "--no-background",
+            ]
+        )
+        == 0
+    )
     assert "background_psnr" not in json.loads((off / "report.json").read_text())["types"]["crack"]
     header = _table({"crack": {"inception_score": 1.5, "kid_x1000": 12.0, "ic_lpips": 0.3, "fid": 80.0}}, {})[0]
     assert "| IS | KID x1000 | IC-LPIPS | FID |" in header
@@ -170,15 +203,49 @@ def test_no_checkpoint_is_picked_on_the_test_set(tmp_path, monkeypatch):
 def test_eval_protocol_end_to_end_on_tiny_data(tmp_path):
     real, gen = _fake_trees(tmp_path)
     out = tmp_path / "protocol"
-    small = ["--loc-epochs", "2", "--loc-size", "32", "--loc-base-width", "2", "--loc-samples", "8",
-             "--loc-batch-size", "4", "--cls-epochs", "1", "--cls-size", "32", "--cls-batch-size", "4"]  # fmt: skip
-    argv = ["eval", "--generated", str(gen), "--real", str(real), "--out", str(out), "--no-fid", "--no-is",
-            "--no-lpips", "--no-background", "--protocol", "--protocol-generated", "4", *small]  # fmt: skip
+    small = [
+        "--loc-epochs",
+        "2",
+        "--loc-size",
+        "32",
+        "--loc-base-width",
+        "2",
+        "--loc-samples",
+        "8",
+        "--loc-batch-size",
+        "4",
+        "--cls-epochs",
+        "1",
+        "--cls-size",
+        "32",
+        "--cls-batch-size",
+        "4",
+    ]
+    argv = [
+        "eval",
+        "--generated",
+        str(gen),
+        "--real",
+        str(real),
+        "--out",
+        str(out),
+        "--no-fid",
+        "--no-is",
+        "--no-lpips",
+        "--no-background",
+        "--protocol",
+        "--protocol-generated",
+        "4",
+        *small,
+    ]
     assert _eval_cli(argv) == 0
     report = json.loads((out / "report.json").read_text())
     protocol = report["protocol"]
-    assert protocol["counts"] == {"generated": {"crack": 4, "dent": 4}, "real_train": {"crack": 2, "dent": 2},
-                                  "real_test": {"crack": 4, "dent": 4}}  # fmt: skip
+    assert protocol["counts"] == {
+        "generated": {"crack": 4, "dent": 4},
+        "real_train": {"crack": 2, "dent": 2},
+        "real_test": {"crack": 4, "dent": 4},
+    }
     loc = protocol["localization"]
     assert loc["best_epoch"] == 2 and loc["validation"] == {} and 0 <= loc["test"]["pixel_auroc"] <= 1
     cls = protocol["classification"]
@@ -211,12 +278,22 @@ def test_readme_holds_the_table_of_published_numbers_with_sources_and_marks():
 def test_the_protocol_numbers_are_the_ones_beside_the_papers():
     from anodiff.metrics.markdown import headline_values
 
-    report = {"mean": {"inception_score": 1.5, "kid": 0.01},
-              "localization": {"test": {"pixel_auroc": 0.90}}, "classification": {"accuracy": 0.4},
-              "protocol": {"localization": {"test": {"pixel_auroc": 0.95, "pixel_f1_max": 0.5}},
-                           "classification": {"accuracy": 0.6}}}  # fmt: skip
+    report = {
+        "mean": {"inception_score": 1.5, "kid": 0.01},
+        "localization": {"test": {"pixel_auroc": 0.90}},
+        "classification": {"accuracy": 0.4},
+        "protocol": {
+            "localization": {"test": {"pixel_auroc": 0.95, "pixel_f1_max": 0.5}},
+            "classification": {"accuracy": 0.6},
+        },
+    }
     ours = headline_values(report)
-    assert ours == {"inception_score": 1.5, "kid": 0.01, "pixel_auroc": 0.95, "pixel_f1_max": 0.5,
-                    "classification_accuracy": 0.6}  # fmt: skip
+    assert ours == {
+        "inception_score": 1.5,
+        "kid": 0.01,
+        "pixel_auroc": 0.95,
+        "pixel_f1_max": 0.5,
+        "classification_accuracy": 0.6,
+    }
     del report["protocol"]
     assert headline_values(report)["pixel_auroc"] == 0.90 and headline_values(report)["classification_accuracy"] == 0.4

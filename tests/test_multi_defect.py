@@ -59,8 +59,9 @@ def test_three_regions_two_models_give_three_ids_and_three_coco_annotations(two_
 
     photo, label = photo_and_label()
     regions = regions_from_labels(label)
-    crack, scratch = (pipeline_generator(p, seed=5, mask_method="grey", threshold=0.0, steps=2, scheduler="ddim")
-                      for p in two_pipes)  # fmt: skip
+    crack, scratch = (
+        pipeline_generator(p, seed=5, mask_method="grey", threshold=0.0, steps=2, scheduler="ddim") for p in two_pipes
+    )
     result = add_defects(photo, regions, [crack, scratch, crack], context=1.5, working=64, feather=2)
     assert result.image.shape == photo.shape and result.image.dtype == np.uint8
     outside = ~np.any([grown_region(r, 2) for r in regions], axis=0)

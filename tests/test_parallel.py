@@ -46,9 +46,32 @@ def test_two_process_training_divides_the_work_writes_once_and_resumes_exactly(b
     b0, b1 = ranks(tmp_path / "rec_b")
     assert (b0["batches"], b1["batches"]) == (a0["batches"][:2], a1["batches"][:2])
     # the README's command resumes it: the same model as the uninterrupted two-process run
-    torchrun("-m", "anodiff.cli", "train", "--base", str(base), "--data", str(data), "--output", str(parts),
-             "--steps", "4", "--batch-size", "2", "--resolution", "32", "--rank", "4", "--text-rank", "2",
-             "--checkpoint-every", "2", "--lr", "1e-3", "--resume")  # fmt: skip
+    torchrun(
+        "-m",
+        "anodiff.cli",
+        "train",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--output",
+        str(parts),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--resolution",
+        "32",
+        "--rank",
+        "4",
+        "--text-rank",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--lr",
+        "1e-3",
+        "--resume",
+    )
     x, y = load_dual(straight / "dualanodiff.safetensors"), load_dual(parts / "dualanodiff.safetensors")
     for key in x.tensors:
         torch.testing.assert_close(x.tensors[key], y.tensors[key], atol=1e-6, rtol=1e-5)
@@ -56,11 +79,33 @@ def test_two_process_training_divides_the_work_writes_once_and_resumes_exactly(b
 
 def test_train_all_in_two_independent_processes_trains_every_job_once(base, tmp_path):
     root = mvtec_root(tmp_path, ("crack", "hole", "scratch"))
-    cmd = [sys.executable, "-m", "anodiff.cli", "train", "--all", "--base", str(base), "--data", str(root),
-           "--output", str(tmp_path / "runs"), "--steps", "2", "--batch-size", "1", "--resolution", "32",
-           "--rank", "2", "--text-rank", "2"]  # fmt: skip
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "anodiff.cli",
+        "train",
+        "--all",
+        "--base",
+        str(base),
+        "--data",
+        str(root),
+        "--output",
+        str(tmp_path / "runs"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "32",
+        "--rank",
+        "2",
+        "--text-rank",
+        "2",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     trained = [line.split()[0] for out, _ in outs for line in out.splitlines() if " trained " in line]

@@ -31,15 +31,47 @@ def free_port() -> int:
 
 def launch(base, data, out: Path, logs: Path, *extra: str) -> list[subprocess.Popen]:
     """Two ranks as torchrun starts them (the same environment variables), without torchrun's agent."""
-    cmd = [sys.executable, "-m", "anodiff.cli", "train", "--base", str(base), "--data", str(data), "--output",
-           str(out), "--steps", STEPS, "--batch-size", "2", "--resolution", "32", "--rank", "4", "--text-rank", "2",
-           "--checkpoint-every", "1000", "--lr", "1e-3", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "anodiff.cli",
+        "train",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--steps",
+        STEPS,
+        "--batch-size",
+        "2",
+        "--resolution",
+        "32",
+        "--rank",
+        "4",
+        "--text-rank",
+        "2",
+        "--checkpoint-every",
+        "1000",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
     port, procs = str(free_port()), []
     logs.mkdir(parents=True, exist_ok=True)
     for rank in range(2):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": "2"}  # fmt: skip
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(ROOT),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": "2",
+        }
         out_f, err_f = (open(logs / f"rank{rank}.{k}", "w") for k in ("out", "err"))  # noqa: SIM115
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out_f, stderr=err_f, text=True))
     return procs

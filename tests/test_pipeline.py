@@ -218,9 +218,20 @@ def test_generate_with_bcm_backgrounds(sd_dir, weights, tmp_path):
     for k in range(2):
         cv2.imwrite(str(normal / f"{k:03d}.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     report = generate(
-        sd_dir, weights[1], tmp_path / "out", 2, category="obj", anomaly="crack", steps=1, scheduler="ddim", size=SIZE,
-        mask_method="grey", normal_dir=normal, background_every=1, progress=False,
-    )  # fmt: skip
+        sd_dir,
+        weights[1],
+        tmp_path / "out",
+        2,
+        category="obj",
+        anomaly="crack",
+        steps=1,
+        scheduler="ddim",
+        size=SIZE,
+        mask_method="grey",
+        normal_dir=normal,
+        background_every=1,
+        progress=False,
+    )
     assert report.written == 2 and all(p.is_file() for i in range(2) for p in tree(tmp_path / "out", i))
 
 
@@ -267,9 +278,21 @@ def test_generate_with_a_region_writes_clipped_masks(sd_dir, weights, tmp_path):
     cv2.imwrite(str(tmp_path / "photo.png"), photo[..., ::-1])
     cv2.imwrite(str(tmp_path / "region.png"), region)
     plain, _ = weights
-    report = generate(sd_dir, plain, tmp_path / "out", 2, batch_size=2, steps=3, scheduler="ddim", size=32,
-                      mask_method="grey", progress=False, source=tmp_path / "photo.png", region=tmp_path / "region.png",
-                      feather=2)  # fmt: skip
+    report = generate(
+        sd_dir,
+        plain,
+        tmp_path / "out",
+        2,
+        batch_size=2,
+        steps=3,
+        scheduler="ddim",
+        size=32,
+        mask_method="grey",
+        progress=False,
+        source=tmp_path / "photo.png",
+        region=tmp_path / "region.png",
+        feather=2,
+    )
     assert report.written == 2
     for i in range(2):
         image_path, mask_path, _ = tree(tmp_path / "out", i, "object", "defect")
@@ -299,9 +322,21 @@ def test_generate_with_random_regions_on_the_object(sd_dir, weights, tmp_path):
     original = anodiff.regions.placement.foreground_mask
     anodiff.regions.placement.foreground_mask = lambda image, model=None, **kw: original(image, model=Disc(), **kw)
     try:
-        report = generate(sd_dir, weights[0], tmp_path / "out", 2, batch_size=2, steps=2, scheduler="ddim", size=32,
-                          mask_method="grey", progress=False, source=tmp_path / "photo.png", region="random",
-                          region_size=(0.2, 0.3))  # fmt: skip
+        report = generate(
+            sd_dir,
+            weights[0],
+            tmp_path / "out",
+            2,
+            batch_size=2,
+            steps=2,
+            scheduler="ddim",
+            size=32,
+            mask_method="grey",
+            progress=False,
+            source=tmp_path / "photo.png",
+            region="random",
+            region_size=(0.2, 0.3),
+        )
     finally:
         anodiff.regions.placement.foreground_mask = original
     assert report.written == 2

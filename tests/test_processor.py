@@ -105,7 +105,9 @@ def test_errors(fresh_unet):
     with pytest.raises(ValueError, match="mode must be one of"):
         replace(UNetPass(), mode="both")
     wrong = DualAdapter(DualConfig(rank=4), (32, 64, 128, 128), TINY_CONTEXT)
-    with pytest.raises(ValueError, match=r"down_blocks\.2\.attentions\.0\.transformer_blocks\.0\.attn1: UNet attention has"):
+    with pytest.raises(
+        ValueError, match=r"down_blocks\.2\.attentions\.0\.transformer_blocks\.0\.attn1: UNet attention has"
+    ):
         install(tiny_unet(), wrong)
 
 
@@ -113,10 +115,14 @@ def test_rejects_unet_without_sd15_layout():
     from diffusers import UNet2DConditionModel
 
     small = UNet2DConditionModel(
-        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=TINY_CONTEXT,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=TINY_CONTEXT,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=8,
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match="SD1.5 block layout"):
         install(small, DualAdapter(DualConfig(rank=4), TINY_CHANNELS, TINY_CONTEXT))
 

@@ -56,8 +56,11 @@ def one_process(sd_dir, plain_weights, tmp_path_factory):
 
 def files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` but the settings record and lock files (which name their own folder)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".anodiff-generate")}  # fmt: skip
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".anodiff-generate")
+    }
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,9 @@ class KillOnce:
 
 
 @pytest.mark.slow
-def test_generate_on_ray_equals_one_process_after_a_killed_actor_and_resumes(ray, sd_dir, plain_weights, tmp_path,
-                                                                            one_process, capsys):  # fmt: skip
+def test_generate_on_ray_equals_one_process_after_a_killed_actor_and_resumes(
+    ray, sd_dir, plain_weights, tmp_path, one_process, capsys
+):
     from anodiff.cli import main
     from anodiff.generate.job import GenerateJob
     from anodiff.generate.run import generate
@@ -102,16 +106,36 @@ def test_generate_on_ray_equals_one_process_after_a_killed_actor_and_resumes(ray
     assert marker.exists(), "the actor was killed"
     assert report.indices == list(range(COUNT)) and report.written == COUNT  # each pair once, none duplicated
     assert files(tmp_path / "out") == one_process  # byte-identical, no temporary or half-written file left
-    argv = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--out", str(tmp_path / "out"),
-            "--count", str(COUNT), "--batch-size", "2", "--steps", "2", "--scheduler", "ddim", "--size", str(SIZE),
-            "--mask-method", "grey", "--ray"]  # fmt: skip
+    argv = [
+        "generate",
+        "--base",
+        str(sd_dir),
+        "--weights",
+        str(plain_weights),
+        "--out",
+        str(tmp_path / "out"),
+        "--count",
+        str(COUNT),
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--size",
+        str(SIZE),
+        "--mask-method",
+        "grey",
+        "--ray",
+    ]
     assert main(argv) == 0
     assert f"wrote 0 pair(s), skipped {COUNT} already complete" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_an_interrupted_driver_leaves_the_rest_pending_and_a_rerun_finishes_it(ray, sd_dir, plain_weights,
-                                                                               tmp_path, one_process, monkeypatch):  # fmt: skip
+def test_an_interrupted_driver_leaves_the_rest_pending_and_a_rerun_finishes_it(
+    ray, sd_dir, plain_weights, tmp_path, one_process, monkeypatch
+):
     import json
 
     from anodiff.generate.job import GenerateJob
@@ -143,11 +167,32 @@ def test_a_second_driver_joins_the_cluster_by_its_address(ray, sd_dir, plain_wei
     import subprocess
 
     address = ray.get_runtime_context().gcs_address
-    argv = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--out", str(tmp_path),
-            "--count", str(COUNT), "--batch-size", "2", "--steps", "2", "--scheduler", "ddim", "--size", str(SIZE),
-            "--mask-method", "grey", "--ray", address]  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "anodiff.cli", *argv], cwd=ROOT, check=False, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    argv = [
+        "generate",
+        "--base",
+        str(sd_dir),
+        "--weights",
+        str(plain_weights),
+        "--out",
+        str(tmp_path),
+        "--count",
+        str(COUNT),
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--scheduler",
+        "ddim",
+        "--size",
+        str(SIZE),
+        "--mask-method",
+        "grey",
+        "--ray",
+        address,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "anodiff.cli", *argv], cwd=ROOT, check=False, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {COUNT} pair(s)" in done.stdout
     assert files(tmp_path) == one_process
@@ -182,8 +227,7 @@ class DieOnce:
 
 
 @pytest.mark.slow
-def test_train_all_on_ray_retries_a_killed_task_from_its_checkpoint_to_the_same_weights(ray, base, tmp_path,
-                                                                                        capsys):  # fmt: skip
+def test_train_all_on_ray_retries_a_killed_task_from_its_checkpoint_to_the_same_weights(ray, base, tmp_path, capsys):
     from test_train import config, mvtec_root
 
     from anodiff.cli import main
@@ -205,8 +249,27 @@ def test_train_all_on_ray_retries_a_killed_task_from_its_checkpoint_to_the_same_
     for key, value in reference.items():
         torch.testing.assert_close(final[key], value, rtol=0, atol=1e-6, msg=key)
     assert not (Path(job.output) / MARKER).exists()
-    argv = ["train", "--all", "--ray", "--base", str(base), "--data", str(root), "--output", str(tmp_path / "runs"),
-            "--steps", "4", "--batch-size", "2", "--resolution", "32", "--rank", "4", "--text-rank", "2"]  # fmt: skip
+    argv = [
+        "train",
+        "--all",
+        "--ray",
+        "--base",
+        str(base),
+        "--data",
+        str(root),
+        "--output",
+        str(tmp_path / "runs"),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--resolution",
+        "32",
+        "--rank",
+        "4",
+        "--text-rank",
+        "2",
+    ]
     assert main(argv) == 0
     assert "bottle/crack" in (out := capsys.readouterr().out) and "skipped (done)" in out
 
@@ -233,8 +296,10 @@ def test_a_job_whose_data_fails_is_reported_failed_and_not_retried(ray, tmp_path
     done.write_bytes(b"finished earlier")
     jobs = [config("base", "data", tmp_path / a, category="bottle", anomaly=a) for a in ("crack", "hole")]
     rows, interrupted = train_all_on_ray(ray, jobs, device="cpu", train_fn=BadData(str(tmp_path / "log")))
-    assert [(r.anomaly, r.status) for r in rows] == [("crack", "failed: crack: no usable pair"),
-                                                     ("hole", "skipped (done)")]  # fmt: skip
+    assert [(r.anomaly, r.status) for r in rows] == [
+        ("crack", "failed: crack: no usable pair"),
+        ("hole", "skipped (done)"),
+    ]
     assert (tmp_path / "log").read_text() == "attempt\n" and not interrupted
 
 
@@ -249,12 +314,25 @@ def test_the_output_folder_must_be_visible_from_every_node(ray, tmp_path, monkey
     assert not (tmp_path / "local").exists()
 
 
-def test_cuda_on_a_cluster_without_gpus_is_a_one_line_error_and_writes_nothing(ray, sd_dir, plain_weights,
-                                                                               tmp_path, capsys):  # fmt: skip
+def test_cuda_on_a_cluster_without_gpus_is_a_one_line_error_and_writes_nothing(
+    ray, sd_dir, plain_weights, tmp_path, capsys
+):
     from anodiff.cli import main
 
-    argv = ["generate", "--base", str(sd_dir), "--weights", str(plain_weights), "--out", str(tmp_path / "out"),
-            "--count", "2", "--ray", "--device", "cuda"]  # fmt: skip
+    argv = [
+        "generate",
+        "--base",
+        str(sd_dir),
+        "--weights",
+        str(plain_weights),
+        "--out",
+        str(tmp_path / "out"),
+        "--count",
+        "2",
+        "--ray",
+        "--device",
+        "cuda",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "the Ray cluster has no GPU" in err and len(err.splitlines()) == 1

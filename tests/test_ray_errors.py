@@ -21,16 +21,28 @@ def no_ray_running():
 
 
 def generate_argv(out: Path, *extra: str) -> list[str]:
-    return ["generate", "--base", str(out / "base"), "--weights", str(out / "w.safetensors"), "--out", str(out),
-            "--count", "2", *extra]  # fmt: skip
+    return [
+        "generate",
+        "--base",
+        str(out / "base"),
+        "--weights",
+        str(out / "w.safetensors"),
+        "--out",
+        str(out),
+        "--count",
+        "2",
+        *extra,
+    ]
 
 
 def test_ray_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     from anodiff.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    for argv in (generate_argv(tmp_path / "gen", "--ray"),
-                 ["train", "--all", "--ray", "--base", "b", "--data", str(tmp_path), "--output", str(tmp_path / "t")]):  # fmt: skip
+    for argv in (
+        generate_argv(tmp_path / "gen", "--ray"),
+        ["train", "--all", "--ray", "--base", "b", "--data", str(tmp_path), "--output", str(tmp_path / "t")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.endswith('--ray needs Ray, which is not installed: pip install "dualanodiff[ray]"'), err
@@ -60,9 +72,12 @@ def test_ray_and_shard_or_ray_without_all_are_refused(tmp_path, capsys):
 
 
 def test_the_command_line_and_the_nodes_never_import_ray():
-    code = ("import sys, anodiff, anodiff.cli, anodiff.cli.generate, anodiff.cli.train, anodiff.generate.run; "
-            "anodiff.cli.build_parser(); print('ray' in sys.modules)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    code = (
+        "import sys, anodiff, anodiff.cli, anodiff.cli.generate, anodiff.cli.train, anodiff.generate.run; "
+        "anodiff.cli.build_parser(); print('ray' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=300
+    )
     assert done.stdout.strip() == "False", done.stderr[-2000:]
     assert "ray" not in node_imports()  # every module the nodes reach, lazily imported ones too

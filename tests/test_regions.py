@@ -81,13 +81,15 @@ def test_the_same_seed_gives_the_same_regions():
     first = regions.sample_regions(foreground, 4, seed=7)
     again = regions.sample_regions(foreground, 4, seed=7)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    assert np.array_equal(regions.sample_regions(foreground, 2, seed=(7, 1))[0],
-                          regions.sample_regions(foreground, 2, seed=(7, 1))[0])  # fmt: skip
+    assert np.array_equal(
+        regions.sample_regions(foreground, 2, seed=(7, 1))[0], regions.sample_regions(foreground, 2, seed=(7, 1))[0]
+    )
     others = [regions.sample_regions(foreground, 1, seed=s)[0] for s in range(10)]
     assert len({o.tobytes() for o in others}) == 10, "different seeds must give different regions"
     assert len({r.tobytes() for r in first}) == 4, "the regions of one call must differ"
-    assert not np.array_equal(regions.sample_regions(foreground, 1, seed=(7, 0))[0],
-                              regions.sample_regions(foreground, 1, seed=(7, 1))[0])  # fmt: skip
+    assert not np.array_equal(
+        regions.sample_regions(foreground, 1, seed=(7, 0))[0], regions.sample_regions(foreground, 1, seed=(7, 1))[0]
+    )
 
 
 def test_a_tight_foreground_still_gets_regions_that_fit():

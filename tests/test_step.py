@@ -18,8 +18,9 @@ def test_add_noise_is_diffusers_add_noise():
     g = torch.Generator().manual_seed(0)
     x, noise = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
     t = torch.tensor([0, 1, 499, 500, 998, 999])
-    torch.testing.assert_close(add_noise(scheduler.alphas_cumprod, x, noise, t), scheduler.add_noise(x, noise, t),
-                               atol=0, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        add_noise(scheduler.alphas_cumprod, x, noise, t), scheduler.add_noise(x, noise, t), atol=0, rtol=0
+    )
 
 
 def test_pair_loss_draws_latents_timesteps_and_noise_in_order_with_one_timestep_per_pair():
@@ -83,6 +84,14 @@ def test_forward_inputs_are_on_the_training_device_whatever_the_latents_device()
         return torch.zeros(4 if len(keys) == 2 else 2, 4, 2, 2)
 
     meta = torch.device("meta")
-    pair_loss({}, torch.Generator().manual_seed(0), cpu_latents, forward, sd15_scheduler().alphas_cumprod, 0.18215,
-              meta, bcm=True)  # fmt: skip
+    pair_loss(
+        {},
+        torch.Generator().manual_seed(0),
+        cpu_latents,
+        forward,
+        sd15_scheduler().alphas_cumprod,
+        0.18215,
+        meta,
+        bcm=True,
+    )
     assert seen == {"noisy": meta, "timesteps": meta, "background": meta}

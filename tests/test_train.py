@@ -36,8 +36,20 @@ def write_fixed_defect_set(folder: Path, n: int = 9, size: int = 32) -> Path:
 
 
 def config(base, data, out, **kw):
-    values = {"base": str(base), "data": str(data), "output": str(out), "steps": 6, "batch_size": 2, "resolution": 32, "rank": 4,
-                  "text_rank": 2, "checkpoint_every": 3, "preview_every": 1000, "progress": False, "lr": 1e-3}  # fmt: skip
+    values = {
+        "base": str(base),
+        "data": str(data),
+        "output": str(out),
+        "steps": 6,
+        "batch_size": 2,
+        "resolution": 32,
+        "rank": 4,
+        "text_rank": 2,
+        "checkpoint_every": 3,
+        "preview_every": 1000,
+        "progress": False,
+        "lr": 1e-3,
+    }
     values.update(kw)
     return TrainConfig(**values)
 
@@ -75,9 +87,30 @@ def test_resume_reproduces_the_uninterrupted_run(base, data, tmp_path):
 
 def test_sigint_leaves_a_loadable_checkpoint(base, data, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "anodiff.cli", "train", "--base", str(base), "--data", str(data), "--output", str(out),
-           "--steps", "100000", "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2",
-           "--checkpoint-every", "100000"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "anodiff.cli",
+        "train",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--steps",
+        "100000",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "32",
+        "--rank",
+        "2",
+        "--text-rank",
+        "2",
+        "--checkpoint-every",
+        "100000",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -132,8 +165,29 @@ def test_generate_from_a_trained_model_writes_the_tree(base, data, tmp_path):
 
     model = Trainer(config(base, data, tmp_path / "run", steps=4, lr=3e-3)).run()
     out = tmp_path / "gen"
-    code = main(["generate", "--base", str(base), "--weights", str(model), "--out", str(out), "--count", "2",
-                 "--batch-size", "2", "--steps", "4", "--scheduler", "ddim", "--size", "32", "--mask-method", "grey"])  # fmt: skip
+    code = main(
+        [
+            "generate",
+            "--base",
+            str(base),
+            "--weights",
+            str(model),
+            "--out",
+            str(out),
+            "--count",
+            "2",
+            "--batch-size",
+            "2",
+            "--steps",
+            "4",
+            "--scheduler",
+            "ddim",
+            "--size",
+            "32",
+            "--mask-method",
+            "grey",
+        ]
+    )
     assert code == 0
     root = out / "object"
     for i in range(2):
@@ -165,8 +219,26 @@ def test_train_all_trains_each_anomaly_type_once(base, tmp_path, capsys):
     from anodiff.cli import main
 
     root = mvtec_root(tmp_path)
-    argv = ["train", "--all", "--base", str(base), "--data", str(root), "--output", str(tmp_path / "runs"),
-            "--steps", "1", "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2"]  # fmt: skip
+    argv = [
+        "train",
+        "--all",
+        "--base",
+        str(base),
+        "--data",
+        str(root),
+        "--output",
+        str(tmp_path / "runs"),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "32",
+        "--rank",
+        "2",
+        "--text-rank",
+        "2",
+    ]
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert first.count("trained") == 2

@@ -32,8 +32,27 @@ def ctrl_c_after_the_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def argv(root: Path, runs: Path, base: Path, *extra: str) -> list[str]:
-    return ["train", "--all", "--base", str(base), "--data", str(root), "--output", str(runs), "--steps", "3",
-            "--batch-size", "1", "--resolution", "32", "--rank", "2", "--text-rank", "2", *extra]  # fmt: skip
+    return [
+        "train",
+        "--all",
+        "--base",
+        str(base),
+        "--data",
+        str(root),
+        "--output",
+        str(runs),
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--resolution",
+        "32",
+        "--rank",
+        "2",
+        "--text-rank",
+        "2",
+        *extra,
+    ]
 
 
 def test_train_raises_training_interrupted_after_writing_the_checkpoint(base, data, tmp_path, monkeypatch):
@@ -63,8 +82,9 @@ def test_ctrl_c_stops_train_all_with_exit_130_and_the_resume_hint(base, tmp_path
     assert not (crack / "bottle_crack.safetensors").exists() and not (runs / "bottle" / "hole").exists()
 
 
-def test_train_all_force_skips_a_job_another_process_finished_during_this_invocation(base, tmp_path, monkeypatch,
-                                                                                     capsys):  # fmt: skip
+def test_train_all_force_skips_a_job_another_process_finished_during_this_invocation(
+    base, tmp_path, monkeypatch, capsys
+):
     """Process P trains crack while process Q (simulated) finishes hole: P, reaching hole unlocked and done since P
     started, skips it; finals older than the invocation are trained again, as --force asks."""
     from anodiff.cli import main

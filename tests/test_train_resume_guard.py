@@ -18,9 +18,32 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_accelerate_state
 
 def cli(base: Path, data: Path, out: Path, *extra: str) -> list[str]:
     """``anodiff train`` with the settings of ``test_train.config``."""
-    return ["train", "--base", str(base), "--data", str(data), "--output", str(out), "--steps", "6",
-            "--batch-size", "2", "--resolution", "32", "--rank", "4", "--text-rank", "2", "--checkpoint-every", "3",
-            "--preview-every", "1000", "--lr", "1e-3", *extra]  # fmt: skip
+    return [
+        "train",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--resolution",
+        "32",
+        "--rank",
+        "4",
+        "--text-rank",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--preview-every",
+        "1000",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
 
 
 def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside_so_resume_continues_only_itself(base, data, tmp_path):

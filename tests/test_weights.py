@@ -15,7 +15,11 @@ from anodiff.weights.text import add_text_lora, attached_lora, load_text_lora, t
 
 def inputs(seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    made = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 7, TINY_CONTEXT, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    made = (
+        torch.randn(4, 4, 8, 8, generator=g),
+        torch.randn(4, 7, TINY_CONTEXT, generator=g),
+        torch.randn(2, 4, 8, 8, generator=g),
+    )
     return tuple(t.to(dtype) for t in made)
 
 
@@ -105,7 +109,9 @@ def sd15_key(site="down_blocks.0.attentions.0.transformer_blocks.0.attn2", rest=
 
 def test_sdxl_lora_in_authors_format_is_refused(tmp_path):
     torch.save({sd15_key(rest="to_k_lora.0.down.weight"): torch.zeros(32, 2048)}, tmp_path / "xl.bin")
-    with pytest.raises(DualWeightsError, match=r"attn2.processor.to_k_lora.0.down.weight.*|shape \(32, 2048\), expected \(32, 768\)"):
+    with pytest.raises(
+        DualWeightsError, match=r"attn2.processor.to_k_lora.0.down.weight.*|shape \(32, 2048\), expected \(32, 768\)"
+    ):
         load_dual(tmp_path / "xl.bin")
     xl_site = "down_blocks.1.attentions.0.transformer_blocks.1.attn1"
     torch.save({sd15_key(site=xl_site): torch.zeros(32, 640)}, tmp_path / "xl2.bin")
@@ -191,5 +197,7 @@ def test_loaded_adapter_keeps_dtype_option(tmp_path):
     assert not any(p.is_meta for p in half.parameters())
     x, ctx, _ = inputs()
     with torch.no_grad():
-        assert torch.equal(DualUNet(tiny_unet(), load_dual(path).adapter())(x, 5, ctx, unet_pass=UNetPass()),
-                           DualUNet(tiny_unet(), adapter)(x, 5, ctx))  # fmt: skip
+        assert torch.equal(
+            DualUNet(tiny_unet(), load_dual(path).adapter())(x, 5, ctx, unet_pass=UNetPass()),
+            DualUNet(tiny_unet(), adapter)(x, 5, ctx),
+        )

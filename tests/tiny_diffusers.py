@@ -55,7 +55,6 @@ def randomize_(module: torch.nn.Module, seed: int = 1, std: float = 0.05) -> tor
     return module
 
 
-
 COMFY_TOKENIZER = Path(__file__).resolve().parents[1] / ".cache" / "comfyui" / "comfy" / "sd1_tokenizer"
 
 
@@ -64,10 +63,16 @@ def tiny_vae(seed: int = 0):
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 32),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32,
         sample_size=32,
-    )  # fmt: skip
+    )
 
 
 def save_tiny_sd15(
@@ -89,17 +94,23 @@ def save_tiny_sd15(
         from anodiff.sd15.config import VAE
 
         torch.manual_seed(0)
-        AutoencoderKL.from_config({k: v for k, v in VAE.items() if not k.startswith("_")}).save_pretrained(folder / "vae")
+        AutoencoderKL.from_config({k: v for k, v in VAE.items() if not k.startswith("_")}).save_pretrained(
+            folder / "vae"
+        )
     else:
         tiny_vae().save_pretrained(folder / "vae")
     tiny_text_encoder(hidden=context).save_pretrained(folder / "text_encoder")
-    CLIPTokenizer(str(COMFY_TOKENIZER / "vocab.json"), str(COMFY_TOKENIZER / "merges.txt"), model_max_length=77).save_pretrained(
-        folder / "tokenizer"
-    )
+    CLIPTokenizer(
+        str(COMFY_TOKENIZER / "vocab.json"), str(COMFY_TOKENIZER / "merges.txt"), model_max_length=77
+    ).save_pretrained(folder / "tokenizer")
     DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        steps_offset=1, clip_sample=False,
-    ).save_pretrained(folder / "scheduler")  # fmt: skip
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        clip_sample=False,
+    ).save_pretrained(folder / "scheduler")
     from anodiff.sd15.config import MODEL_INDEX
 
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX))  # also usable as a single-file config folder

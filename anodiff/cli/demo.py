@@ -10,7 +10,12 @@ from ..demo.run import DEFAULT_MINUTES, run_demo, summary_table
 
 def _demo(args: argparse.Namespace) -> int:
     report = run_demo(
-        args.out, minutes=args.minutes, steps=args.steps, seed=args.seed, pairs=args.pairs, threads=args.threads,
+        args.out,
+        minutes=args.minutes,
+        steps=args.steps,
+        seed=args.seed,
+        pairs=args.pairs,
+        threads=args.threads,
         mixed_precision=args.mixed_precision,
     )
     print(summary_table(report))
@@ -27,16 +32,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     demo.add_argument(
-        "--minutes", type=float, default=DEFAULT_MINUTES,
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
         help=f"training budget per model in minutes, wall clock (default {DEFAULT_MINUTES}: about 10 min in all)",
-    )  # fmt: skip
+    )
     demo.add_argument("--steps", type=int, default=None, help="train this many steps instead of a time budget")
     demo.add_argument("--pairs", type=int, default=16, help="pairs generated per model (default 16)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the sampling (default 0)")
     demo.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default 2, or 1 when the machine is busy)"
     )
-    demo.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
-                      help="train and sample in bfloat16 (default no: fp32)")  # fmt: skip
+    demo.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16"],
+        default="no",
+        help="train and sample in bfloat16 (default no: fp32)",
+    )
     demo.set_defaults(func=_demo)
     return demo

@@ -40,21 +40,48 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(missing)} required (or --fetch-models alone to install the metric weights)")
     from ..metrics.report import EvalOptions, evaluate, write_report
 
-    loc = {"epochs": args.loc_epochs, "base_width": args.loc_base_width, "size": args.loc_size,
-           "samples_per_epoch": args.loc_samples, "batch_size": args.loc_batch_size}  # fmt: skip
-    cls = {"weights": args.cls_weights, "epochs": args.cls_epochs, "size": args.cls_size,
-           "batch_size": args.cls_batch_size}  # fmt: skip
+    loc = {
+        "epochs": args.loc_epochs,
+        "base_width": args.loc_base_width,
+        "size": args.loc_size,
+        "samples_per_epoch": args.loc_samples,
+        "batch_size": args.loc_batch_size,
+    }
+    cls = {
+        "weights": args.cls_weights,
+        "epochs": args.cls_epochs,
+        "size": args.cls_size,
+        "batch_size": args.cls_batch_size,
+    }
     opts = EvalOptions(
-        Path(args.generated), Path(args.real), Path(args.out), category=args.category, dataset=args.dataset,
-        inception=args.inception, inception_logits=args.inception_logits, inception_score=not args.no_is,
-        vgg=args.vgg, lpips_heads=args.lpips_heads, localization=args.localization, split=args.split,
-        reference=args.reference, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-        fid_kid=not args.no_fid, lpips=not args.no_lpips, device=args.device, mixed_precision=args.mixed_precision,
+        Path(args.generated),
+        Path(args.real),
+        Path(args.out),
+        category=args.category,
+        dataset=args.dataset,
+        inception=args.inception,
+        inception_logits=args.inception_logits,
+        inception_score=not args.no_is,
+        vgg=args.vgg,
+        lpips_heads=args.lpips_heads,
+        localization=args.localization,
+        split=args.split,
+        reference=args.reference,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        fid_kid=not args.no_fid,
+        lpips=not args.no_lpips,
+        device=args.device,
+        mixed_precision=args.mixed_precision,
         loc={k: v for k, v in loc.items() if v is not None},
-        classification=args.classification, cls={k: v for k, v in cls.items() if v is not None},
-        background=not args.no_background, background_dilate=args.background_dilate, protocol=args.protocol,
+        classification=args.classification,
+        cls={k: v for k, v in cls.items() if v is not None},
+        background=not args.no_background,
+        background_dilate=args.background_dilate,
+        protocol=args.protocol,
         protocol_generated=args.protocol_generated,
-    )  # fmt: skip
+    )
     written = write_report(evaluate(opts), opts.out)
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
@@ -82,9 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--inception", metavar="PATH", help="FID Inception .pt (default: $ANODIFF_INCEPTION or the model folders)"
     )
-    p.add_argument("--inception-logits", metavar="FILE",
-                   help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's / torch-fidelity's) for the Inception "
-                        "Score (default: $ANODIFF_INCEPTION_LOGITS, the model folders or torch's hub cache)")  # fmt: skip
+    p.add_argument(
+        "--inception-logits",
+        metavar="FILE",
+        help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's / torch-fidelity's) for the Inception "
+        "Score (default: $ANODIFF_INCEPTION_LOGITS, the model folders or torch's hub cache)",
+    )
     p.add_argument("--vgg", metavar="PATH", help="torchvision's vgg16-397923af.pth for LPIPS (default: $ANODIFF_VGG16)")
     p.add_argument("--lpips-heads", metavar="PATH", help="lpips' weights/v0.1/vgg.pth (default: $ANODIFF_LPIPS_HEADS)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
@@ -94,8 +124,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--split", choices=["floor", "authors"], default="floor", help="few-shot split rule (as anodiff train)"
     )
-    p.add_argument("--reference", choices=["heldout", "all"], default="heldout",
-                   help="real images FID/KID compare with: the held-out two thirds (default) or all")  # fmt: skip
+    p.add_argument(
+        "--reference",
+        choices=["heldout", "all"],
+        default="heldout",
+        help="real images FID/KID compare with: the held-out two thirds (default) or all",
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N generated pairs per type")
     p.add_argument("--seed", type=int, default=0, help="seed for KID subsets, IC-LPIPS shuffles and training")
     p.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
@@ -131,11 +165,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "pairs per type plus the first third of the real anomalies, and are scored once, last epoch, on the rest "
         "(uses the --loc-* and --cls-* settings)",
     )
-    p.add_argument("--protocol-generated", type=int, default=1000, metavar="N",
-                   help="generated pairs per type in --protocol (default 1000, as the papers)")  # fmt: skip
+    p.add_argument(
+        "--protocol-generated",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="generated pairs per type in --protocol (default 1000, as the papers)",
+    )
     p.add_argument("--no-background", action="store_true", help="skip the background-preservation score")
-    p.add_argument("--background-dilate", type=int, default=5, metavar="PX",
-                   help="pixels (at 256 px) the mask grows before the background is compared (default 5)")  # fmt: skip
+    p.add_argument(
+        "--background-dilate",
+        type=int,
+        default=5,
+        metavar="PX",
+        help="pixels (at 256 px) the mask grows before the background is compared (default 5)",
+    )
     p.add_argument(
         "--summary",
         nargs="+",

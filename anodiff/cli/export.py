@@ -35,9 +35,18 @@ def _export(args: argparse.Namespace) -> int:
     pairs = find_pairs(source, args.category, args.anomaly)
     for (category, anomaly), group in itertools.groupby(pairs, key=lambda p: (p.category, p.anomaly)):
         group = list(group)
-        report = export_dataset((read_pixels(p.image) for p in group), (read_mask(p.mask) for p in group), out,
-                                category, anomaly, formats, instances=args.instances, merge=False,
-                                sidecars=(pair_sidecar(p.image) for p in group), total=len(group))  # fmt: skip
+        report = export_dataset(
+            (read_pixels(p.image) for p in group),
+            (read_mask(p.mask) for p in group),
+            out,
+            category,
+            anomaly,
+            formats,
+            instances=args.instances,
+            merge=False,
+            sidecars=(pair_sidecar(p.image) for p in group),
+            total=len(group),
+        )
         print(report.summary())
     if "coco" in formats:
         for category in sorted({p.category for p in pairs}):
@@ -74,14 +83,17 @@ def _nearest_normal(folder: str | None):
 def _filter(args: argparse.Namespace) -> int:
     names = ("min_area", "max_area", "max_pieces", "min_foreground", "min_agreement", "change_threshold", "blur")
     limits = {name: getattr(args, name) for name in names}
-    report = filter_tree(args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to,
-                         args.dry_run, **limits)  # fmt: skip
+    report = filter_tree(
+        args.dir, args.category, args.anomaly, args.foreground, args.source, args.move_to, args.dry_run, **limits
+    )
     for record in report.dropped:
         print(f"{record['image']}: {record['reason']}")
     verb = "would move" if args.dry_run else "moved"
     where = "" if args.dry_run else f" to {args.move_to or Path(args.dir) / REJECTED_DIR}"
-    print(f"checked {report.checked} pair(s): kept {report.kept}, {verb} {len(report.dropped)}{where}; "
-          f"reasons in {report.report}")  # fmt: skip
+    print(
+        f"checked {report.checked} pair(s): kept {report.kept}, {verb} {len(report.dropped)}{where}; "
+        f"reasons in {report.report}"
+    )
     return 0
 
 
@@ -98,22 +110,36 @@ def register_export(subparsers: argparse._SubParsersAction) -> argparse.Argument
     )
     add = p.add_argument
     add("--from", dest="from_dir", metavar="DIR", help="root of a tree written by anodiff generate")
-    add("--finalise", action="store_true",
+    add(
+        "--finalise",
+        action="store_true",
         help="only write OUT/annotations/<category>.json from the records appended so far (ComfyUI's Export Dataset / "
-             "Export Defects append; this is Finalise Dataset on the command line)")  # fmt: skip
+        "Export Defects append; this is Finalise Dataset on the command line)",
+    )
     add("--out", required=True, metavar="DIR", help="dataset root to add to (created if missing)")
-    add("--format", default="mvtec,coco",
+    add(
+        "--format",
+        default="mvtec,coco",
         help="mvtec, coco or mvtec,coco (default: both); or anomalib (Folder datamodule layout) or asbench "
-             "(image/augmented/mask), written whole into a new --out")  # fmt: skip
-    add("--normal-dir", default=None, metavar="DIR",
+        "(image/augmented/mask), written whole into a new --out",
+    )
+    add(
+        "--normal-dir",
+        default=None,
+        metavar="DIR",
         help="real normal images: anomalib's normal folders (needed), ASBench's origin for pairs without a source "
-             "photo in their sidecar")  # fmt: skip
+        "photo in their sidecar",
+    )
     add("--val-share", type=float, default=0.5, help="anomalib: share of each type's pairs in validation (0.5)")
     add("--size", type=int, default=256, help="asbench: image side in pixels (256, ASBench's working size)")
     add("--category", default=None, help="only this category (default: all)")
     add("--anomaly", default=None, help="only this anomaly type (default: all)")
-    add("--instances", choices=INSTANCES, default="component",
-        help="one COCO annotation per connected component (default) or per mask")  # fmt: skip
+    add(
+        "--instances",
+        choices=INSTANCES,
+        default="component",
+        help="one COCO annotation per connected component (default) or per mask",
+    )
     p.set_defaults(func=_export)
     return p
 
@@ -132,19 +158,39 @@ def register_filter(subparsers: argparse._SubParsersAction) -> argparse.Argument
     add("--dir", required=True, metavar="DIR", help="root of a tree written by anodiff generate (its --out)")
     add("--category", default=None, help="only this category (default: all)")
     add("--anomaly", default=None, help="only this anomaly type (default: all)")
-    add("--min-area", type=float, default=GATE["min_area"],
-        help=f"drop masks covering less of the image, a share in [0, 1] (default: {GATE['min_area']})")  # fmt: skip
-    add("--max-area", type=float, default=GATE["max_area"],
-        help=f"drop masks covering more of the image; 1 turns it off (default: {GATE['max_area']})")  # fmt: skip
-    add("--max-pieces", type=int, default=GATE["max_pieces"],
+    add(
+        "--min-area",
+        type=float,
+        default=GATE["min_area"],
+        help=f"drop masks covering less of the image, a share in [0, 1] (default: {GATE['min_area']})",
+    )
+    add(
+        "--max-area",
+        type=float,
+        default=GATE["max_area"],
+        help=f"drop masks covering more of the image; 1 turns it off (default: {GATE['max_area']})",
+    )
+    add(
+        "--max-pieces",
+        type=int,
+        default=GATE["max_pieces"],
         help=f"drop masks in more 8-connected pieces; 0 turns it off, raise it for --defects K pairs "
-             f"(default: {GATE['max_pieces']})")  # fmt: skip
-    add("--foreground", choices=FOREGROUNDS, default="none",
+        f"(default: {GATE['max_pieces']})",
+    )
+    add(
+        "--foreground",
+        choices=FOREGROUNDS,
+        default="none",
         help="u2netp: drop masks mostly off the object found by U2-Net-P (object categories, not textures); "
-             "default: none")  # fmt: skip
+        "default: none",
+    )
     add("--min-foreground", type=float, default=0.5, help="share of the mask on the object (default: 0.5)")
-    add("--source", default=None, metavar="IMAGE",
-        help="the normal photo the defects were generated into (region control); resized to each image")  # fmt: skip
+    add(
+        "--source",
+        default=None,
+        metavar="IMAGE",
+        help="the normal photo the defects were generated into (region control); resized to each image",
+    )
     add("--min-agreement", type=float, default=0.3, help="IoU of mask and changed region, with --source (0.3)")
     add("--change-threshold", type=float, default=0.1, help="difference counted as a change, in [0, 1] (0.1)")
     add("--blur", type=float, default=2.0, help="Gaussian sigma in pixels on the difference (default: 2)")

@@ -53,8 +53,10 @@ def _fetch_models(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise FileNotFoundError(f"could not fetch U2-Net-P: {exc}") from exc
     except PermissionError as exc:  # the default folder sits inside the installed package, often read-only
-        raise ValueError(f"cannot write to {target} ({exc.strerror}); pass a writable folder with --dir DIR "
-                         f"and set {ENV_VAR} to the file it prints") from exc  # fmt: skip
+        raise ValueError(
+            f"cannot write to {target} ({exc.strerror}); pass a writable folder with --dir DIR "
+            f"and set {ENV_VAR} to the file it prints"
+        ) from exc
     print(f"U2-Net-P ready: {path}")
     if args.dir:
         print(f"set {ENV_VAR}={path} (or pass this folder to the nodes' models/dualanodiff) so anodiff finds it")

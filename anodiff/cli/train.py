@@ -96,8 +96,10 @@ def _train_all_ray(args: argparse.Namespace) -> int:
     device = ray_device(ray, None)
     _say_layout(args.data)
     check_shared_folder(ray, Path(args.output))
-    configs = [train_config(args, category=c, anomaly=a, output=str(Path(args.output).resolve() / c / a))
-               for c, a in fewshot.list_jobs(args.data)]  # fmt: skip
+    configs = [
+        train_config(args, category=c, anomaly=a, output=str(Path(args.output).resolve() / c / a))
+        for c, a in fewshot.list_jobs(args.data)
+    ]
     rows, interrupted = train_all_on_ray(ray, configs, device=device, retries=args.retries)
     _print_rows([(r.category, r.anomaly, r.status, r.path) for r in rows])
     if interrupted:
@@ -171,15 +173,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``train``; flags default to None so that ``TrainConfig``'s own defaults apply (``train_config``)."""
     train = subparsers.add_parser("train", help="train a dual model on a few anomaly images (diffusers + accelerate)")
     train.add_argument("--base", required=True, help="SD1.5: a diffusers folder or a .safetensors/.ckpt checkpoint")
-    train.add_argument("--data", required=True,
-                       help="dataset root (MVTec AD, MPDD, BTAD, VisA: layout detected), or images/ + masks/")  # fmt: skip
+    train.add_argument(
+        "--data", required=True, help="dataset root (MVTec AD, MPDD, BTAD, VisA: layout detected), or images/ + masks/"
+    )
     train.add_argument("--category", default=None, help="MVTec category (e.g. bottle)")
     train.add_argument("--anomaly", default=None, help="MVTec anomaly type (e.g. broken_large)")
     train.add_argument("--output", "--out", dest="output", required=True, help="output folder")
     train.add_argument("--all", action="store_true", help="train every (category, anomaly) of the MVTec root")
-    train.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                       help="with --all: one Ray task per job, one GPU each, retried and resumed (no ADDRESS: a "
-                            "local Ray; auto: the running cluster); needs dualanodiff[ray]")  # fmt: skip
+    train.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="with --all: one Ray task per job, one GPU each, retried and resumed (no ADDRESS: a "
+        "local Ray; auto: the running cluster); needs dualanodiff[ray]",
+    )
     train.add_argument("--retries", type=int, default=3, help="with --ray: retries of a job whose worker died")
     train.add_argument("--dry-run", action="store_true", help="list the exact training files and stop")
     train.add_argument("--name", default=None, help="final file name (default <category>_<anomaly>)")
@@ -188,17 +197,35 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="learning rate, constant (default 2e-5)")
     train.add_argument("--rank", type=int, default=None, help="UNet LoRA rank per branch (default 32)")
     train.add_argument("--text-rank", type=int, default=None, help="text-encoder LoRA rank (default 32)")
-    train.add_argument("--no-text-encoder", dest="train_text_encoder", action="store_false", default=None,
-                       help="do not train the text-encoder LoRA")  # fmt: skip
+    train.add_argument(
+        "--no-text-encoder",
+        dest="train_text_encoder",
+        action="store_false",
+        default=None,
+        help="do not train the text-encoder LoRA",
+    )
     train.add_argument("--no-saim", dest="saim", action="store_false", default=None, help="ablation: no SAIM")
-    train.add_argument("--saim-zero-init", action="store_true", default=None,
-                       help="zero SAIM's out-linear at start (ours; the authors do not)")  # fmt: skip
+    train.add_argument(
+        "--saim-zero-init",
+        action="store_true",
+        default=None,
+        help="zero SAIM's out-linear at start (ours; the authors do not)",
+    )
     train.add_argument("--bcm", action="store_true", default=None, help="train background compensation too")
     train.add_argument("--resolution", type=int, default=None, help="training size in pixels (default 512)")
-    train.add_argument("--no-flips", dest="flips", action="store_false", default=None,
-                       help="no random flips (orientation-sensitive objects: cable, transistor)")  # fmt: skip
-    train.add_argument("--split", choices=SPLIT_RULES, default=None,
-                       help="floor: first floor(n/3) sorted files (default); authors: their rounding")  # fmt: skip
+    train.add_argument(
+        "--no-flips",
+        dest="flips",
+        action="store_false",
+        default=None,
+        help="no random flips (orientation-sensitive objects: cable, transistor)",
+    )
+    train.add_argument(
+        "--split",
+        choices=SPLIT_RULES,
+        default=None,
+        help="floor: first floor(n/3) sorted files (default); authors: their rounding",
+    )
     train.add_argument("--prompt-global", default=None)
     train.add_argument("--prompt-anomaly", default=None)
     train.add_argument("--seed", type=int, default=None, help="default 32, as the authors")
@@ -208,9 +235,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     train.add_argument("--preview-every", type=int, default=None, help="steps between preview PNGs (default 500)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from the newest checkpoint")
-    train.add_argument("--resume-changed", action="store_true", default=None,
-                       help="with --resume: continue although settings such as --lr, the data or the number of "
-                            "processes changed (warned; the model shape must still match)")  # fmt: skip
+    train.add_argument(
+        "--resume-changed",
+        action="store_true",
+        default=None,
+        help="with --resume: continue although settings such as --lr, the data or the number of "
+        "processes changed (warned; the model shape must still match)",
+    )
     train.add_argument("--force", action="store_true", default=None, help="train again over a finished model")
     train.set_defaults(func=_train)
     return train

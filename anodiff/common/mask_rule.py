@@ -57,14 +57,27 @@ def _notice(name: str, key: str, rule: str, top: float, half: float, pixels: int
         _noticed.add((key, rule))
     again = f" (not repeated for the other masks in {key})" if key != name else ""
     if rule == NONZERO:
-        log.warning("%s: no value above %g (largest %g): read as a label mask, every non-zero pixel is defect "
-                    "(%d px; VisA's rule)%s", name, half, top, pixels, again)  # fmt: skip
+        log.warning(
+            "%s: no value above %g (largest %g): read as a label mask, every non-zero pixel is defect "
+            "(%d px; VisA's rule)%s",
+            name,
+            half,
+            top,
+            pixels,
+            again,
+        )
     elif top == 1 and pixels:
         log.warning("%s: a 0/1 mask, its 1s are defect (%d px; half-brightness rule)%s", name, pixels, again)
     else:
-        log.warning("%s: no value above %g (largest %g): the half-brightness rule leaves it empty; label masks "
-                    "(1, 2, ... per defect) count non-zero only in VisA's Data/Masks folders, so save this one as "
-                    "0/255%s", name, half, top, again)  # fmt: skip
+        log.warning(
+            "%s: no value above %g (largest %g): the half-brightness rule leaves it empty; label masks "
+            "(1, 2, ... per defect) count non-zero only in VisA's Data/Masks folders, so save this one as "
+            "0/255%s",
+            name,
+            half,
+            top,
+            again,
+        )
 
 
 def binarise(mask: np.ndarray, rule: str = HALF, name: str = "mask", key: str | None = None) -> np.ndarray:

@@ -106,7 +106,24 @@ def describe(samples: Sequence[Sample]) -> str:
 
 
 __all__ = [
-    "CACHE_FOLDER", "GOOD", "IMAGE_EXTENSIONS", "SPLIT_RULES", "DataError", "FewShotDataset", "Sample",
-    "background_image", "blackened_background", "check_pair", "describe", "find_samples", "list_jobs",
-    "normal_images", "object_mask", "object_mask_path", "read_image", "read_mask", "split_train", "validate_samples",
-]  # fmt: skip
+    "CACHE_FOLDER",
+    "GOOD",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_RULES",
+    "DataError",
+    "FewShotDataset",
+    "Sample",
+    "background_image",
+    "blackened_background",
+    "check_pair",
+    "describe",
+    "find_samples",
+    "list_jobs",
+    "normal_images",
+    "object_mask",
+    "object_mask_path",
+    "read_image",
+    "read_mask",
+    "split_train",
+    "validate_samples",
+]

@@ -26,10 +26,25 @@ from .samples import GOOD, Sample, _plain_samples, _subdirs
 
 VISA_TYPE = "anomaly"
 VISA_CSV = Path("split_csv") / "1cls.csv"
-MVTEC_CATEGORIES = frozenset({
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
-    "toothbrush", "transistor", "wood", "zipper",
-})  # fmt: skip
+MVTEC_CATEGORIES = frozenset(
+    {
+        "bottle",
+        "cable",
+        "capsule",
+        "carpet",
+        "grid",
+        "hazelnut",
+        "leather",
+        "metal_nut",
+        "pill",
+        "screw",
+        "tile",
+        "toothbrush",
+        "transistor",
+        "wood",
+        "zipper",
+    }
+)
 MPDD_CATEGORIES = frozenset({"bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"})
 NORMAL_NAMES = (GOOD, "ok")
 EXPECTED = (
@@ -168,8 +183,10 @@ class VisALayout(Layout):
                     reader = csv.DictReader(fh)
                     missing = {"object", "split", "label", "image", "mask"} - set(reader.fieldnames or ())
                     if missing:
-                        raise DataError(f"{self.csv}: no column {', '.join(sorted(missing))} (VisA's 1cls.csv has "
-                                        "object, split, label, image, mask)")  # fmt: skip
+                        raise DataError(
+                            f"{self.csv}: no column {', '.join(sorted(missing))} (VisA's 1cls.csv has "
+                            "object, split, label, image, mask)"
+                        )
                     self._rows = [{k: (v or "").strip() for k, v in row.items()} for row in reader]
         return self._rows
 
@@ -188,8 +205,9 @@ class VisALayout(Layout):
     def samples(self, category: str | None, anomaly: str | None) -> list[Sample]:
         self._category(category, anomaly)
         if category not in self.categories():
-            raise FileNotFoundError(f"no VisA category {category!r} in {self.root}; available: "
-                                    f"{', '.join(self.categories())}")  # fmt: skip
+            raise FileNotFoundError(
+                f"no VisA category {category!r} in {self.root}; available: {', '.join(self.categories())}"
+            )
         if anomaly != VISA_TYPE:
             raise FileNotFoundError(
                 f"VisA has no anomaly-type folders: use anomaly type {VISA_TYPE!r}, not {anomaly!r}"
@@ -264,6 +282,13 @@ def detect_layout(root: str | os.PathLike) -> Layout:
 
 
 __all__ = [
-    "EXPECTED", "MPDD_CATEGORIES", "MVTEC_CATEGORIES", "VISA_TYPE", "Layout", "MVTecLayout", "PlainLayout",
-    "VisALayout", "detect_layout",
-]  # fmt: skip
+    "EXPECTED",
+    "MPDD_CATEGORIES",
+    "MVTEC_CATEGORIES",
+    "VISA_TYPE",
+    "Layout",
+    "MVTecLayout",
+    "PlainLayout",
+    "VisALayout",
+    "detect_layout",
+]

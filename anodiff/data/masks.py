@@ -237,6 +237,14 @@ def overlay(
 
 
 __all__ = [
-    "CANVAS", "METHODS", "U2NetP", "anomaly_map", "as_float_image", "extract_mask", "grey_distance", "grow_mask",
-    "overlay", "remove_small",
-]  # fmt: skip
+    "CANVAS",
+    "METHODS",
+    "U2NetP",
+    "anomaly_map",
+    "as_float_image",
+    "extract_mask",
+    "grey_distance",
+    "grow_mask",
+    "overlay",
+    "remove_small",
+]

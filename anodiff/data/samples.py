@@ -56,9 +56,11 @@ def _load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     rule = rule_for(sample.mask)  # the layout's rule (common.mask_rule)
     mask = read_binary_mask(sample.mask, rule).astype(np.float32)
     if not mask.any():
-        raise DataError(f"mask {sample.mask} is all zero under the {rule!r} mask rule (defect: "
-                        f"{'any non-zero pixel' if rule == NONZERO else 'above 127 of 255, or the 1s of a 0/1 mask'}): "
-                        f"image {sample.image} has no anomaly pixels; save the mask as 0/255")  # fmt: skip
+        raise DataError(
+            f"mask {sample.mask} is all zero under the {rule!r} mask rule (defect: "
+            f"{'any non-zero pixel' if rule == NONZERO else 'above 127 of 255, or the 1s of a 0/1 mask'}): "
+            f"image {sample.image} has no anomaly pixels; save the mask as 0/255"
+        )
     check_pair(image, mask, f"image {sample.image}", f"mask {sample.mask}")
     return image, mask
 

@@ -43,8 +43,11 @@ def parts_dir(root: Path, category: str) -> Path:
 
 
 def _new_coco(category: str) -> dict[str, Any]:
-    info = {"description": f"DualAnoDiff synthetic anomalies: {category}", "contributor": "anodiff export",
-            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    info = {
+        "description": f"DualAnoDiff synthetic anomalies: {category}",
+        "contributor": "anodiff export",
+        "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     return {"info": info, "licenses": [], "images": [], "annotations": [], "categories": []}
 
 
@@ -87,8 +90,13 @@ def coco_instances(mask: np.ndarray, instances: str = "component") -> list[dict[
     for part in parts:
         rle = rle_tools.encode(np.asfortranarray(part.astype(np.uint8)))
         area, bbox = float(rle_tools.area(rle)), [float(v) for v in rle_tools.toBbox(rle)]
-        out.append({"segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-                    "area": area, "bbox": bbox})  # fmt: skip
+        out.append(
+            {
+                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "area": area,
+                "bbox": bbox,
+            }
+        )
     return out
 
 
@@ -136,8 +144,9 @@ class ShardWriter:
         self.path = folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
         self._fh = open_exclusive(self.path)
 
-    def add(self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict],
-            extra: dict | None = None) -> None:  # fmt: skip
+    def add(
+        self, file_name: str, width: int, height: int, anomaly: str, annotations: list[dict], extra: dict | None = None
+    ) -> None:
         """extra: more fields for the COCO image entry (e.g. ``anodiff``: the pair's sidecar)."""
         line = {
             "file_name": file_name,
@@ -168,9 +177,12 @@ def _complete_lines(shard: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{shard}: not an export shard, not UTF-8 text ({exc}); move the file away") from exc
     if last.strip():
-        log.warning("%s: its last line (%d) has no newline, so its exporter is still writing it or was killed "
-                    "mid-write; left out of this merge (merge again once the exporter has finished)",
-                    shard, len(lines) + 1)  # fmt: skip
+        log.warning(
+            "%s: its last line (%d) has no newline, so its exporter is still writing it or was killed "
+            "mid-write; left out of this merge (merge again once the exporter has finished)",
+            shard,
+            len(lines) + 1,
+        )
     return lines
 
 
@@ -208,8 +220,13 @@ def _merged(root: Path, category: str) -> tuple[Path, dict[str, Any]]:
             try:
                 record = json.loads(line)
                 anomaly = record["anomaly"]
-                image = {"id": len(coco["images"]) + 1, "file_name": record["file_name"], "width": record["width"],
-                         "height": record["height"], **record.get("extra", {})}  # fmt: skip
+                image = {
+                    "id": len(coco["images"]) + 1,
+                    "file_name": record["file_name"],
+                    "width": record["width"],
+                    "height": record["height"],
+                    **record.get("extra", {}),
+                }
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{shard}, line {number}: not an export record ({exc}); move the file away") from exc
             coco["images"].append(image)
@@ -221,8 +238,15 @@ def _merged(root: Path, category: str) -> tuple[Path, dict[str, Any]]:
             for ann in record["annotations"]:
                 name = ann.get("anomaly", anomaly)
                 fields = {k: v for k, v in ann.items() if k != "anomaly"}
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image["id"],
-                                            "category_id": categories[name], "iscrowd": 0, **fields})  # fmt: skip
+                coco["annotations"].append(
+                    {
+                        "id": len(coco["annotations"]) + 1,
+                        "image_id": image["id"],
+                        "category_id": categories[name],
+                        "iscrowd": 0,
+                        **fields,
+                    }
+                )
     path = coco_path(root, category)
     write_atomic(path, json.dumps(coco, indent=1).encode("utf-8"))
     return path, coco

@@ -161,13 +161,19 @@ def export_dataset(
     if following is None:  # no record yet: list the folders, once
         following = _after_files(folder, anomaly)
     if start is not None and _taken(folder, anomaly, start):
-        raise FileExistsError(f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
-                              f"{following}, or leave start unset")  # fmt: skip
+        raise FileExistsError(
+            f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
+            f"{following}, or leave start unset"
+        )
     index = following if start is None else start
     extras = iter(sidecars) if sidecars is not None else None
-    bar = tqdm(zip(images, masks, strict=True), total=len(images) if hasattr(images, "__len__") else total,
-               desc=f"export {category}/{anomaly}", unit="pair",
-               disable=None if progress is None else not progress)  # fmt: skip
+    bar = tqdm(
+        zip(images, masks, strict=True),
+        total=len(images) if hasattr(images, "__len__") else total,
+        desc=f"export {category}/{anomaly}",
+        unit="pair",
+        disable=None if progress is None else not progress,
+    )
     try:
         for image, mask in bar:
             meta, label = next(extras, (None, None)) if extras is not None else (None, None)
@@ -188,8 +194,14 @@ def export_dataset(
                     if label is not None
                     else coco_instances(m, instances)
                 )
-                shard.add(image_path.relative_to(root).as_posix(), int(m.shape[1]), int(m.shape[0]), anomaly, anns,
-                          {"anodiff": meta} if meta else None)  # fmt: skip
+                shard.add(
+                    image_path.relative_to(root).as_posix(),
+                    int(m.shape[1]),
+                    int(m.shape[0]),
+                    anomaly,
+                    anns,
+                    {"anodiff": meta} if meta else None,
+                )
                 report.annotations += len(anns)
             report.indices.append(index)
             report.empty_masks += int(not m.any())
@@ -215,15 +227,23 @@ def _trusted(label: np.ndarray | None, mask: np.ndarray, image_path: Path, meta:
     if label is None or label_matches(label, mask):
         return label
     pair = f"pair {meta['pair']}" if isinstance(meta, dict) and "pair" in meta else "a pair"
-    log.warning("%s (%s): its label mask does not cover exactly its mask (a label left by an earlier run?); "
-                "ignored, the COCO annotations come from the mask", image_path, pair)  # fmt: skip
+    log.warning(
+        "%s (%s): its label mask does not cover exactly its mask (a label left by an earlier run?); "
+        "ignored, the COCO annotations come from the mask",
+        image_path,
+        pair,
+    )
     return None
 
 
 def _after_files(folder: Path, anomaly: str) -> int:
     """One past the highest pair index among the files of ``folder``'s ``anomaly`` (0 when there are none)."""
-    found = [index_of(name) for sub in ("test", "ground_truth") if (folder / sub / anomaly).is_dir()
-             for name in os.listdir(folder / sub / anomaly)]  # fmt: skip
+    found = [
+        index_of(name)
+        for sub in ("test", "ground_truth")
+        if (folder / sub / anomaly).is_dir()
+        for name in os.listdir(folder / sub / anomaly)
+    ]
     return 1 + max((i for i in found if i is not None), default=-1)
 
 
@@ -247,13 +267,28 @@ def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, sta
             return index, path
         except FileExistsError:
             if not search:
-                raise FileExistsError(f"start={start}: pair {index:03d} already exists in {folder}; leave start "
-                                      "unset to take the next free index") from None  # fmt: skip
+                raise FileExistsError(
+                    f"start={start}: pair {index:03d} already exists in {folder}; leave start "
+                    "unset to take the next free index"
+                ) from None
             index += 1
 
 
 __all__ = [
-    "FORMATS", "INSTANCES", "ExportReport", "TreePair", "as_bool_mask", "coco_instances", "encode_png",
-    "export_dataset", "finalise", "find_pairs", "load_coco", "merge_coco", "parse_formats", "read_mask", "read_rgb",
+    "FORMATS",
+    "INSTANCES",
+    "ExportReport",
+    "TreePair",
+    "as_bool_mask",
+    "coco_instances",
+    "encode_png",
+    "export_dataset",
+    "finalise",
+    "find_pairs",
+    "load_coco",
+    "merge_coco",
+    "parse_formats",
+    "read_mask",
+    "read_rgb",
     "write_new",
-]  # fmt: skip
+]

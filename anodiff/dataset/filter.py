@@ -194,17 +194,27 @@ def filter_tree(
         if reason is None:
             report.kept += 1
             continue
-        record = {"category": pair.category, "anomaly": pair.anomaly, "index": pair.index,
-                  "image": pair.image.relative_to(root).as_posix(), "reason": reason}  # fmt: skip
+        record = {
+            "category": pair.category,
+            "anomaly": pair.anomaly,
+            "index": pair.index,
+            "image": pair.image.relative_to(root).as_posix(),
+            "reason": reason,
+        }
         record["moved_to"] = None if dry_run else _move_aside(pair, root, move_to)
         report.dropped.append(record)
         log.info("%s: %s", record["image"], reason)
     run = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dry_run": dry_run, "foreground": foreground, "source": str(source) if source is not None else None,
-        "move_to": None if dry_run else str(move_to), "limits": limits,
-        "checked": report.checked, "kept": report.kept, "dropped": report.dropped,
-    }  # fmt: skip
+        "dry_run": dry_run,
+        "foreground": foreground,
+        "source": str(source) if source is not None else None,
+        "move_to": None if dry_run else str(move_to),
+        "limits": limits,
+        "checked": report.checked,
+        "kept": report.kept,
+        "dropped": report.dropped,
+    }
     report.report = root / REPORT_FILE
     append_run(report.report, run)
     return report
@@ -221,13 +231,29 @@ def append_run(path: Path, run: dict[str, Any]) -> None:
                 if not isinstance(runs, list):
                     raise TypeError("'runs' must be a list")
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}: unreadable ({exc}); expected a filter report {{'runs': [...]}}, move it "
-                                 "away to start a new report") from exc  # fmt: skip
+                raise ValueError(
+                    f"{path}: unreadable ({exc}); expected a filter report {{'runs': [...]}}, move it "
+                    "away to start a new report"
+                ) from exc
         write_atomic(path, json.dumps({"runs": [*runs, run]}, indent=2).encode("utf-8"))
 
 
 __all__ = [
-    "DISAGREES", "EMPTY", "FOREGROUNDS", "GATE", "OFF_OBJECT", "PIECES", "REASONS", "TOO_LARGE", "TOO_SMALL",
-    "FilterReport", "as_bool_mask", "change_map", "check_pair", "filter_pairs", "filter_tree", "match_size",
+    "DISAGREES",
+    "EMPTY",
+    "FOREGROUNDS",
+    "GATE",
+    "OFF_OBJECT",
+    "PIECES",
+    "REASONS",
+    "TOO_LARGE",
+    "TOO_SMALL",
+    "FilterReport",
+    "as_bool_mask",
+    "change_map",
+    "check_pair",
+    "filter_pairs",
+    "filter_tree",
+    "match_size",
     "object_mask",
-]  # fmt: skip
+]

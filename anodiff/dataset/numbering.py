@@ -31,8 +31,11 @@ def _read(path: Path) -> int | None:
 
 def next_index(root: Path, category: str, anomaly: str) -> int | None:
     """The recorded next free pair index of ``category/anomaly``; None when nothing is recorded."""
-    found = [i for i in (_read(record_file(root, category, anomaly)), _read(_legacy_file(root, category, anomaly)))
-             if i is not None]  # fmt: skip
+    found = [
+        i
+        for i in (_read(record_file(root, category, anomaly)), _read(_legacy_file(root, category, anomaly)))
+        if i is not None
+    ]
     return max(found, default=None)
 
 

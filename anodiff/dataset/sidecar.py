@@ -81,8 +81,13 @@ def pair_sidecar(image: Path) -> tuple[dict | None, np.ndarray | None]:
         return record, None
     defects = record.get("defects", []) if record is not None else None  # no "defects": made without regions
     if isinstance(defects, list) and len(defects) <= 1:
-        log.warning("%s: ignored, %s lists %d defect(s), so this label is left from an earlier run; the COCO "
-                    "annotations come from the mask", label_file, meta_path, len(defects))  # fmt: skip
+        log.warning(
+            "%s: ignored, %s lists %d defect(s), so this label is left from an earlier run; the COCO "
+            "annotations come from the mask",
+            label_file,
+            meta_path,
+            len(defects),
+        )
         return record, None
     label = read_label(label_file)
     if label.ndim != 2:

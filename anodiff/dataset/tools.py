@@ -72,8 +72,13 @@ def _name(pair: TreePair) -> str:
     return f"{pair.anomaly}_{pair.index:03d}"
 
 
-def export_anomalib(pairs: Sequence[TreePair], out: str | Path, normal_dir: str | Path, val_share: float = 0.5,
-                    normal_holdout: float = 0.2) -> dict[str, int]:  # fmt: skip
+def export_anomalib(
+    pairs: Sequence[TreePair],
+    out: str | Path,
+    normal_dir: str | Path,
+    val_share: float = 0.5,
+    normal_holdout: float = 0.2,
+) -> dict[str, int]:
     """Write the anomalib Folder layout (module docstring); returns the count of files per folder."""
     if not 0.0 < val_share < 1.0 or not 0.0 < normal_holdout < 0.5:
         raise ValueError(f"need 0 < val_share < 1 and 0 < normal_holdout < 0.5, got {val_share}, {normal_holdout}")
@@ -82,10 +87,20 @@ def export_anomalib(pairs: Sequence[TreePair], out: str | Path, normal_dir: str 
         raise ValueError(f"--normal-dir needs at least 3 normal images (train, validation, test), got {len(normals)}")
     root = Path(out) / pairs[0].category
     held = max(1, round(normal_holdout * len(normals)))
-    parts = {"normal": normals[: len(normals) - 2 * held], "validation/normal": normals[-2 * held : -held],
-             "test/normal": normals[-held:]}  # fmt: skip
-    for sub in ("normal", "validation/normal", "validation/abnormal", "validation/mask", "test/normal",
-                "test/abnormal", "test/mask"):  # fmt: skip
+    parts = {
+        "normal": normals[: len(normals) - 2 * held],
+        "validation/normal": normals[-2 * held : -held],
+        "test/normal": normals[-held:],
+    }
+    for sub in (
+        "normal",
+        "validation/normal",
+        "validation/abnormal",
+        "validation/mask",
+        "test/normal",
+        "test/abnormal",
+        "test/mask",
+    ):
         _fresh(root / sub)
     counts = {}
     for sub, files in parts.items():
@@ -132,8 +147,10 @@ def export_asbench(
     for pair in pairs:
         image, photo = read_rgb(pair.image), source_photo(pair.image)
         if photo is None and origin_of is None:
-            raise ValueError(f"{pair.image}: its sidecar names no source photo; give --normal-dir so the nearest "
-                             "normal image can be its origin")  # fmt: skip
+            raise ValueError(
+                f"{pair.image}: its sidecar names no source photo; give --normal-dir so the nearest "
+                "normal image can be its origin"
+            )
         origin = read_rgb(photo) if photo is not None else origin_of(image)
         counts["from_source" if photo is not None else "from_normal"] += 1
         mask = cv2.resize(read_mask(pair.mask).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)

@@ -54,9 +54,14 @@ def read_pending(record: Path) -> set[int]:
 def warn_pending(folder: Path, skipped: int, record: Path) -> None:
     """The one warning for pairs of ``folder`` left out because ``record`` lists them as pending."""
     if skipped:
-        log.warning("%s: %d pair(s) skipped, %s lists them as pending (a generate run was interrupted or is still "
-                    "running; their files may be from older settings); rerun the same anodiff generate command to "
-                    "finish them", folder, skipped, record.name)  # fmt: skip
+        log.warning(
+            "%s: %d pair(s) skipped, %s lists them as pending (a generate run was interrupted or is still "
+            "running; their files may be from older settings); rerun the same anodiff generate command to "
+            "finish them",
+            folder,
+            skipped,
+            record.name,
+        )
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -31,9 +31,17 @@ DEFAULT_MINUTES = 4.5
 """Training budget per model: two models plus sampling make the whole demo about 10 minutes on 2 idle cores."""
 MODELS = (("saim", True), ("no_saim", False))
 METRIC_KEYS = (
-    "defect_fraction", "anomaly_defect_fraction", "mean_iou", "chance_iou", "novelty_share", "steps", "seconds",
-    "seed", "parameters", "final_loss",
-)  # fmt: skip
+    "defect_fraction",
+    "anomaly_defect_fraction",
+    "mean_iou",
+    "chance_iou",
+    "novelty_share",
+    "steps",
+    "seconds",
+    "seed",
+    "parameters",
+    "final_loss",
+)
 SHEETS = {"saim": "sheet_saim.png", "no_saim": "sheet_no_saim.png", "both": "saim_vs_no_saim.png"}
 
 
@@ -97,16 +105,27 @@ def run_demo(
     try:
         data = make_fewshot(train_pairs, size, seed)
         write_fewshot(out / "fewshot", data.images, data.masks)
-        settings = TrainSettings(steps=steps, seconds=None if steps is not None else minutes * 60.0, seed=seed,
-                                 mixed_precision=mixed_precision)  # fmt: skip
+        settings = TrainSettings(
+            steps=steps,
+            seconds=None if steps is not None else minutes * 60.0,
+            seed=seed,
+            mixed_precision=mixed_precision,
+        )
         reference = with_flips(list(data.masks)) if settings.flips else list(data.masks)
         results: dict[str, Any] = {}
         sheets: dict[str, np.ndarray] = {}
         generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, saim in MODELS:
             trained = train_model(data, saim, settings, desc="with SAIM" if saim else "without SAIM")
-            glob, part = ddim_sample(trained.model, pairs, size, sample_steps, settings.timesteps, seed=seed + 1,
-                                     mixed_precision=mixed_precision)  # fmt: skip
+            glob, part = ddim_sample(
+                trained.model,
+                pairs,
+                size,
+                sample_steps,
+                settings.timesteps,
+                seed=seed + 1,
+                mixed_precision=mixed_precision,
+            )
             metrics, masks, _ = evaluate(glob, part, reference)
             metrics.update(
                 steps=trained.steps,

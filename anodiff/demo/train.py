@@ -179,7 +179,12 @@ class CosineDDIM:
 
 @torch.no_grad()
 def ddim_sample(
-    model: PairUNet, n_pairs: int, size: int, steps: int = 25, timesteps: int = 200, seed: int = 0,
+    model: PairUNet,
+    n_pairs: int,
+    size: int,
+    steps: int = 25,
+    timesteps: int = 200,
+    seed: int = 0,
     mixed_precision: str = "no",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic DDIM (eta = 0) from the x0-prediction: ``n_pairs`` (global, anomaly) image pairs.

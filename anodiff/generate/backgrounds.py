@@ -48,8 +48,10 @@ def check_backgrounds(files: list[Path], pairs: Iterable[int], every: int) -> No
         try:
             read_rgb(files[k])
         except (OSError, ValueError, cv2.error) as exc:
-            raise ValueError(f"{files[k]}: a --normal-dir background that cannot be decoded ({exc}); expected an "
-                             "image file, remove or replace it") from exc  # fmt: skip
+            raise ValueError(
+                f"{files[k]}: a --normal-dir background that cannot be decoded ({exc}); expected an "
+                "image file, remove or replace it"
+            ) from exc
 
 
 class Backgrounds:

@@ -68,8 +68,10 @@ class PipelineFactory:
         from ..weights.load import load_dual
 
         duals = [load_dual(w) for w in self.weights]
-        return [DualAnoDiffPipeline.from_sd15(load_sd15(self.base, dtype=torch_dtype(self.dtype)), d,
-                                              device=self.device) for d in duals]  # fmt: skip
+        return [
+            DualAnoDiffPipeline.from_sd15(load_sd15(self.base, dtype=torch_dtype(self.dtype)), d, device=self.device)
+            for d in duals
+        ]
 
 
 @dataclass
@@ -124,14 +126,28 @@ class GenerateJob:
             if saliency is not None:
                 self.plan.source.saliency = saliency
             windowed = self._backgrounds.for_window if self._backgrounds is not None else None
-            return sample_group(pipes, self.plan, group, self.seed, steps=self.steps, cfg=self.cfg,
-                                scheduler=self.scheduler, background_for=windowed)  # fmt: skip
+            return sample_group(
+                pipes,
+                self.plan,
+                group,
+                self.seed,
+                steps=self.steps,
+                cfg=self.cfg,
+                scheduler=self.scheduler,
+                background_for=windowed,
+            )
         background_for = self._backgrounds.for_pair if self._backgrounds is not None else None
         batch = pipes[0](
-            len(group), self.size, self.size, steps=self.steps, cfg=self.cfg, scheduler=self.scheduler,
-            seed=[self.seed + i for i in group], progress=False,
+            len(group),
+            self.size,
+            self.size,
+            steps=self.steps,
+            cfg=self.cfg,
+            scheduler=self.scheduler,
+            seed=[self.seed + i for i in group],
+            progress=False,
             backgrounds=[background_for(i) for i in group] if background_for else None,
-        )  # fmt: skip
+        )
         return list(zip(group, batch.images, batch.anomaly_parts))
 
     @staticmethod
@@ -151,9 +167,17 @@ class GenerateJob:
         files, every = self.background_files, self.background_every
         if isinstance(item, PairWork):
             meta["background"] = background_record(files, every, i, size_of(item.image))
-            return write_region_pair(pair_paths(self.folder, self.anomaly, i), label_path(self.folder, self.anomaly, i),
-                                     sidecar_path(self.folder, self.anomaly, i), item, self.plan, self.mask_method,
-                                     self.threshold, saliency, meta)  # fmt: skip
+            return write_region_pair(
+                pair_paths(self.folder, self.anomaly, i),
+                label_path(self.folder, self.anomaly, i),
+                sidecar_path(self.folder, self.anomaly, i),
+                item,
+                self.plan,
+                self.mask_method,
+                self.threshold,
+                saliency,
+                meta,
+            )
         _, image, part = item
         meta.update(source=None, size=[self.size, self.size])
         meta["background"] = background_record(files, every, i, [self.size, self.size])

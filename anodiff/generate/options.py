@@ -22,9 +22,18 @@ def check_name(value: str, what: str) -> str:
 
 
 def check_args(
-    count: int, batch_size: int, size: int, scheduler: str, mask_method: str, threshold: float, every: int, *,
-    context: float = 2.0, working: int | None = None, region_size: Sequence[float] = (0.05, 0.2),
-) -> None:  # fmt: skip
+    count: int,
+    batch_size: int,
+    size: int,
+    scheduler: str,
+    mask_method: str,
+    threshold: float,
+    every: int,
+    *,
+    context: float = 2.0,
+    working: int | None = None,
+    region_size: Sequence[float] = (0.05, 0.2),
+) -> None:
     """``ValueError`` naming the first of ``generate``'s arguments that is out of range; region control's too,
     which the crop window and region sampler would only check after SD1.5 has loaded."""
     for name, value in (("count", count), ("batch_size", batch_size), ("background_every", every)):
@@ -39,18 +48,21 @@ def check_args(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if isinstance(context, bool) or not isinstance(context, (int, float)) or not context >= 1.0:
-        raise ValueError(f"--context must be a number >= 1 (the crop window is the region's box times it), "
-                         f"got {context!r}")  # fmt: skip
-    if working is not None and (isinstance(working, bool) or not isinstance(working, int) or working < 8
-                                or working % 8):  # fmt: skip
+        raise ValueError(
+            f"--context must be a number >= 1 (the crop window is the region's box times it), got {context!r}"
+        )
+    if working is not None and (
+        isinstance(working, bool) or not isinstance(working, int) or working < 8 or working % 8
+    ):
         raise ValueError(f"--working must be a positive multiple of 8 (the crop's longer side), got {working!r}")
     try:
         low, high = (float(v) for v in region_size)
     except (TypeError, ValueError):
         raise ValueError(f"--region-size must be two numbers MIN MAX, got {region_size!r}") from None
     if not 0.0 < low <= high <= 1.0:
-        raise ValueError(f"--region-size must satisfy 0 < MIN <= MAX <= 1 (fractions of the image side), "
-                         f"got {low:g} {high:g}")  # fmt: skip
+        raise ValueError(
+            f"--region-size must satisfy 0 < MIN <= MAX <= 1 (fractions of the image side), got {low:g} {high:g}"
+        )
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

@@ -55,20 +55,31 @@ class RegionPlan:
         if self.fixed is None:
             from ..regions.multi_defect import sample_disjoint
 
-            return sample_disjoint(self.source.foreground(pair), self.defects, self.size_range, (self.seed, pair),
-                                   feather=self.feather)  # fmt: skip
+            return sample_disjoint(
+                self.source.foreground(pair), self.defects, self.size_range, (self.seed, pair), feather=self.feather
+            )
         zones = [region_mask(r, *photo.shape[:2]) for r in self.fixed]
         for k, zone in enumerate(zones):
             if not zone.any():
-                raise ValueError(f"region {k + 1} vanished when resized to {self.source.name_for(pair)} "
-                                 f"({photo.shape[1]}x{photo.shape[0]}); draw it larger")  # fmt: skip
+                raise ValueError(
+                    f"region {k + 1} vanished when resized to {self.source.name_for(pair)} "
+                    f"({photo.shape[1]}x{photo.shape[0]}); draw it larger"
+                )
         return zones
 
 
 def make_plan(
-    source: str | os.PathLike | None, region: str | os.PathLike | None, seed: int, size_range: Sequence[float],
-    context: float, working: int, feather: int, blend: str, defects: int = 1, region_ids: bool = False,
-) -> RegionPlan | None:  # fmt: skip
+    source: str | os.PathLike | None,
+    region: str | os.PathLike | None,
+    seed: int,
+    size_range: Sequence[float],
+    context: float,
+    working: int,
+    feather: int,
+    blend: str,
+    defects: int = 1,
+    region_ids: bool = False,
+) -> RegionPlan | None:
     """The plan for ``generate``'s region options, or None without region control; bad options name the flag."""
     from ..regions.multi_defect import check_disjoint, regions_from_labels
 
@@ -138,11 +149,19 @@ def sample_group(
             sub = [w for w in active if crops[w.pair][0].work_shape == shape]
             seeds = [defect_seed(seed, w.pair, k) for w in sub]
             batch = pipes[k % len(pipes)](
-                len(sub), shape[0], shape[1], seed=seeds, source=[crops[w.pair][1] for w in sub],
-                region=[crops[w.pair][2] for w in sub], feather=None, progress=False,
-                backgrounds=[background_for(w.pair, w.regions[k], crops[w.pair][0]) for w in sub] if background_for
-                else None, **kwargs,
-            )  # fmt: skip
+                len(sub),
+                shape[0],
+                shape[1],
+                seed=seeds,
+                source=[crops[w.pair][1] for w in sub],
+                region=[crops[w.pair][2] for w in sub],
+                feather=None,
+                progress=False,
+                backgrounds=[background_for(w.pair, w.regions[k], crops[w.pair][0]) for w in sub]
+                if background_for
+                else None,
+                **kwargs,
+            )
             for j, w in enumerate(sub):
                 window = crops[w.pair][0]
                 w.image = stitch(
@@ -166,17 +185,32 @@ def finish_pair(
     for k, (zone, window, piece) in enumerate(zip(work.regions, work.windows, work.parts)):
         part = stitch(part, piece, zone, window, feather=plan.feather)[0]
         masks.append(stitch_mask(extract_mask(piece, mask_method, threshold, model=model), zone, window))
-        entries.append({"id": k + 1, "seed": work.seeds[k], "box": list(region_box(zone)), "window": window.to_dict(),
-                        "mask_pixels": int(masks[-1].sum()), "region": region_record(zone)})  # fmt: skip
+        entries.append(
+            {
+                "id": k + 1,
+                "seed": work.seeds[k],
+                "box": list(region_box(zone)),
+                "window": window.to_dict(),
+                "mask_pixels": int(masks[-1].sum()),
+                "region": region_record(zone),
+            }
+        )
         if plan.models:
             entries[-1].update(model=plan.models[k % len(plan.models)], type=plan.types[k % len(plan.types)])
     return part, masks, entries
 
 
 def write_region_pair(
-    paths: tuple[Path, Path, Path], label_file: Path, sidecar_file: Path, work: PairWork, plan: RegionPlan,
-    mask_method: str, threshold: float, model: Any, meta: dict,
-) -> bool:  # fmt: skip
+    paths: tuple[Path, Path, Path],
+    label_file: Path,
+    sidecar_file: Path,
+    work: PairWork,
+    plan: RegionPlan,
+    mask_method: str,
+    threshold: float,
+    model: Any,
+    meta: dict,
+) -> bool:
     """On a writer thread: masks, then the sidecar, then the PNGs (the label mask with several defects, else an
     old label removed; image, mask, part), each atomic, so three PNGs on disk mean the sidecar is there too. True
     when the mask is empty."""
@@ -192,8 +226,11 @@ def write_region_pair(
     if meta.get("background"):  # BCM: the background is cut out with each defect's own window
         entries = [{**e, "background_window": e["window"]} for e in entries]
     size = size_of(work.image)
-    where = {"source": source.name_for(work.pair), "source_root": str(source.root.resolve()),
-             "source_sha256": file_sha256(source.file_for(work.pair))}  # fmt: skip
+    where = {
+        "source": source.name_for(work.pair),
+        "source_root": str(source.root.resolve()),
+        "source_sha256": file_sha256(source.file_for(work.pair)),
+    }
     write_sidecar(sidecar_file, {**meta, **where, "size": size, "defects": entries})
     image_path, mask_path, part_path = paths
     write_label(label_file, label if len(masks) > 1 else None)
@@ -213,8 +250,10 @@ def check_models(files: list[Path], duals: list[Any], plan: RegionPlan | None, b
     if plan is None:
         raise ValueError("several --weights need region control (--source and --region): defect k uses weights k % n")
     if plan.defects < len(files):
-        raise ValueError(f"{len(files)} --weights but {plan.defects} defect(s) per image; raise --defects so each "
-                         "model draws at least one")  # fmt: skip
+        raise ValueError(
+            f"{len(files)} --weights but {plan.defects} defect(s) per image; raise --defects so each "
+            "model draws at least one"
+        )
     if bcm and not all(d.config.bcm for d in duals):
         raise ValueError("normal_dir given, but not every --weights file was trained with BCM")
     plan.models = [str(f.resolve()) for f in files]
@@ -234,6 +273,15 @@ def check_source(path: Path, plan: RegionPlan | None, pair: int) -> None:
 
 
 __all__ = [
-    "RANDOM", "PairWork", "RegionPlan", "check_models", "check_source", "defect_seed", "finish_pair", "make_plan",
-    "sample_group", "size_of", "write_region_pair",
-]  # fmt: skip
+    "RANDOM",
+    "PairWork",
+    "RegionPlan",
+    "check_models",
+    "check_source",
+    "defect_seed",
+    "finish_pair",
+    "make_plan",
+    "sample_group",
+    "size_of",
+    "write_region_pair",
+]

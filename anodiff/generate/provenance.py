@@ -16,9 +16,26 @@ import numpy as np
 from ..common.assets import file_digest
 
 RUN_KEYS = (
-    "hashes", "weights_files", "base", "prompts", "steps", "cfg", "sampler", "dtype", "run_seed", "mask_method",
-    "threshold", "feather", "blend", "context", "working", "batch_size", "category", "anomaly", "group",
-)  # fmt: skip
+    "hashes",
+    "weights_files",
+    "base",
+    "prompts",
+    "steps",
+    "cfg",
+    "sampler",
+    "dtype",
+    "run_seed",
+    "mask_method",
+    "threshold",
+    "feather",
+    "blend",
+    "context",
+    "working",
+    "batch_size",
+    "category",
+    "anomaly",
+    "group",
+)
 """Sidecar fields equal for every pair sampled in one call: a batch mate whose sidecar differs in one of them
 was rewritten by another run."""
 
@@ -92,5 +109,11 @@ def background_record(files: list[Path] | None, every: int, pair: int, size: lis
 
 
 __all__ = [
-    "RUN_KEYS", "background_record", "file_sha256", "model_hashes", "model_sha256", "region_of", "region_record",
-]  # fmt: skip
+    "RUN_KEYS",
+    "background_record",
+    "file_sha256",
+    "model_hashes",
+    "model_sha256",
+    "region_of",
+    "region_record",
+]

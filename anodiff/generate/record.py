@@ -115,5 +115,3 @@ def shard_batches(todo: list[int], batch_size: int, shard: tuple[int, int]) -> l
         if (i // batch_size) % n == k:
             batches.setdefault(i // batch_size, []).append(i)
     return [batches[b] for b in sorted(batches)]
-
-

@@ -37,20 +37,26 @@ def read_replayable(path: Path) -> dict[str, Any]:
     regions = ("source_root", "source_sha256", "defects") if meta.get("source") is not None else ()
     missing = [k for k in (*REQUIRED, *regions) if k not in meta]
     if missing:
-        raise ValueError(f"{path}: written before sidecars recorded what regenerates a pair (no {', '.join(missing)}); "
-                         "make the pair again with anodiff generate --force")  # fmt: skip
+        raise ValueError(
+            f"{path}: written before sidecars recorded what regenerates a pair (no {', '.join(missing)}); "
+            "make the pair again with anodiff generate --force"
+        )
     return meta
 
 
 def check_file(path: str | os.PathLike, expected: str, what: str) -> None:
     """``path`` must still hold what the pair was made from."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{what} {path} not found (the sidecar records sha256 {expected[:16]}...); "
-                                "restore it, or pass where it is now")  # fmt: skip
+        raise FileNotFoundError(
+            f"{what} {path} not found (the sidecar records sha256 {expected[:16]}...); "
+            "restore it, or pass where it is now"
+        )
     actual = model_sha256(path)
     if actual != expected:
-        raise ValueError(f"{what} {path} changed since the pair was made: sha256 {actual[:16]}..., the sidecar "
-                         f"records {expected[:16]}...; pass the original file")  # fmt: skip
+        raise ValueError(
+            f"{what} {path} changed since the pair was made: sha256 {actual[:16]}..., the sidecar "
+            f"records {expected[:16]}...; pass the original file"
+        )
 
 
 def batch_mates(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,8 +69,13 @@ def batch_mates(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
         except ValueError:
             mate = None
         if mate is None or any(mate.get(k) != meta.get(k) for k in RUN_KEYS):
-            log.warning("%s: pair %d was sampled with this one, but its sidecar %s is missing or from another run; "
-                        "sampling without it, so the pair may differ from the original by rounding", path, j, other)  # fmt: skip
+            log.warning(
+                "%s: pair %d was sampled with this one, but its sidecar %s is missing or from another run; "
+                "sampling without it, so the pair may differ from the original by rounding",
+                path,
+                j,
+                other,
+            )
             continue
         mates.append(mate)
     return mates
@@ -117,19 +128,33 @@ class RecordedBackgrounds(Backgrounds):
 
 
 def _plan(meta: dict[str, Any], mates: list[dict[str, Any]]) -> RecordedPlan:
-    regions = {m["pair"]: [region_of(d["region"], f"pair {m['pair']} defect {d['id']}") for d in m["defects"]]
-               for m in mates}  # fmt: skip
-    plan = RecordedPlan(RecordedPhotos(mates), None, len(meta["defects"]), meta["run_seed"], (0.0, 0.0),
-                        meta["context"], meta["working"], meta["feather"], meta["blend"], recorded=regions)  # fmt: skip
+    regions = {
+        m["pair"]: [region_of(d["region"], f"pair {m['pair']} defect {d['id']}") for d in m["defects"]] for m in mates
+    }
+    plan = RecordedPlan(
+        RecordedPhotos(mates),
+        None,
+        len(meta["defects"]),
+        meta["run_seed"],
+        (0.0, 0.0),
+        meta["context"],
+        meta["working"],
+        meta["feather"],
+        meta["blend"],
+        recorded=regions,
+    )
     if len(meta["weights_files"]) > 1:  # as generate's check_models
         plan.models, plan.types = list(meta["weights_files"]), [Path(f).stem for f in meta["weights_files"]]
     return plan
 
 
 def regenerate(
-    sidecar: str | os.PathLike, out_dir: str | os.PathLike, base: str | os.PathLike | None = None,
-    weights: list[str | os.PathLike] | None = None, device: str | None = None,
-) -> Path:  # fmt: skip
+    sidecar: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    base: str | os.PathLike | None = None,
+    weights: list[str | os.PathLike] | None = None,
+    device: str | None = None,
+) -> Path:
     """Make the pair of ``sidecar`` again under ``out_dir/<category>`` (module docstring); returns its image.
     base/weights: where the model files are now, when they moved (checked against the recorded sha256)."""
     import torch
@@ -159,28 +184,61 @@ def regenerate(
 
         check_file(u2netp_path(), hashes["u2netp"], "U²-Net-P")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipes = [DualAnoDiffPipeline.from_sd15(load_sd15(base_path, dtype=torch_dtype(meta["dtype"])), load_dual(w),
-                                           device=device) for w in weight_paths]  # fmt: skip
+    pipes = [
+        DualAnoDiffPipeline.from_sd15(
+            load_sd15(base_path, dtype=torch_dtype(meta["dtype"])), load_dual(w), device=device
+        )
+        for w in weight_paths
+    ]
     backgrounds = RecordedBackgrounds(mates, meta["size"][0], u2net) if meta["background"] else None
     sampling = {"steps": meta["steps"], "cfg": meta["cfg"], "scheduler": meta["sampler"]}
     record = {k: v for k, v in meta.items() if k != "version"}
     pairs = [m["pair"] for m in mates]
     if meta["source"] is not None:
         plan = _plan(meta, mates)
-        works = sample_group(pipes, plan, pairs, meta["run_seed"], **sampling,
-                             background_for=backgrounds.for_window if backgrounds else None)  # fmt: skip
+        works = sample_group(
+            pipes,
+            plan,
+            pairs,
+            meta["run_seed"],
+            **sampling,
+            background_for=backgrounds.for_window if backgrounds else None,
+        )
         work = works[pairs.index(pair)]
-        write_region_pair(pair_paths(folder, anomaly, pair), label_path(folder, anomaly, pair),
-                          sidecar_path(folder, anomaly, pair), work, plan, meta["mask_method"], meta["threshold"], u2net,
-                          record)  # fmt: skip
+        write_region_pair(
+            pair_paths(folder, anomaly, pair),
+            label_path(folder, anomaly, pair),
+            sidecar_path(folder, anomaly, pair),
+            work,
+            plan,
+            meta["mask_method"],
+            meta["threshold"],
+            u2net,
+            record,
+        )
     else:
         size = meta["size"][0]
-        batch = pipes[0](len(pairs), size, size, **sampling, seed=[meta["run_seed"] + j for j in pairs],
-                         backgrounds=[backgrounds.for_pair(j) for j in pairs] if backgrounds else None,
-                         progress=False)  # fmt: skip
+        batch = pipes[0](
+            len(pairs),
+            size,
+            size,
+            **sampling,
+            seed=[meta["run_seed"] + j for j in pairs],
+            backgrounds=[backgrounds.for_pair(j) for j in pairs] if backgrounds else None,
+            progress=False,
+        )
         k = pairs.index(pair)
-        _write_pair(folder, anomaly, pair, batch.images[k], batch.anomaly_parts[k], meta["mask_method"],
-                    meta["threshold"], u2net, record)  # fmt: skip
+        _write_pair(
+            folder,
+            anomaly,
+            pair,
+            batch.images[k],
+            batch.anomaly_parts[k],
+            meta["mask_method"],
+            meta["threshold"],
+            u2net,
+            record,
+        )
     return pair_paths(folder, anomaly, pair)[0]
 
 

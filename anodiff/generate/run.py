@@ -99,8 +99,18 @@ def generate(
     or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.dataset.sidecar``).
     runner: what samples and writes the pairs still owed (default ``run_local``; ``--ray``: a Ray runner).
     """
-    check_args(count, batch_size, size, scheduler, mask_method, threshold, background_every, context=context,
-               working=working, region_size=region_size)  # fmt: skip
+    check_args(
+        count,
+        batch_size,
+        size,
+        scheduler,
+        mask_method,
+        threshold,
+        background_every,
+        context=context,
+        working=working,
+        region_size=region_size,
+    )
     shard = parse_shard(shard)
     if device is None:
         import torch
@@ -134,15 +144,29 @@ def generate(
     steps = default_steps if steps is None else steps
     cfg = default_cfg if cfg is None else float(cfg)
     settings = settings_of(
-        base_path, weights_path, dual, seed=seed, steps=steps, cfg=cfg, scheduler=scheduler, size=size,
-        mask_method=mask_method, threshold=threshold, background_every=background_every,
+        base_path,
+        weights_path,
+        dual,
+        seed=seed,
+        steps=steps,
+        cfg=cfg,
+        scheduler=scheduler,
+        size=size,
+        mask_method=mask_method,
+        threshold=threshold,
+        background_every=background_every,
         normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
         source=str(Path(source).resolve()) if source else None,
         region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
-        feather=feather, region_size=list(region_size), dtype=dtype_name,
-        **({"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
-           if plan else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))),
-    )  # fmt: skip
+        feather=feather,
+        region_size=list(region_size),
+        dtype=dtype_name,
+        **(
+            {"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
+            if plan
+            else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))
+        ),
+    )
     if more:  # one file keeps the record's old form
         settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
     record, owed = open_record(folder, anomaly, settings, force)
@@ -151,18 +175,48 @@ def generate(
     if not todo:
         return report
     saliency = mask_method == "u2netp" or bool(files) or bool(plan and plan.fixed is None)
-    meta = {"model": settings["weights"], "base": settings["base"], "prompts": settings["prompts"], "steps": steps,
-            "cfg": cfg, "sampler": scheduler, "dtype": dtype_name, "category": category, "anomaly": anomaly,
-            "run_seed": seed, "batch_size": batch_size, "mask_method": mask_method, "threshold": threshold,
-            "weights_files": [str(w.resolve()) for w in several], "hashes": model_hashes(base_path, several, saliency),
-            **{k: settings[k] for k in ("feather", "blend", "context", "working")}}  # fmt: skip
+    meta = {
+        "model": settings["weights"],
+        "base": settings["base"],
+        "prompts": settings["prompts"],
+        "steps": steps,
+        "cfg": cfg,
+        "sampler": scheduler,
+        "dtype": dtype_name,
+        "category": category,
+        "anomaly": anomaly,
+        "run_seed": seed,
+        "batch_size": batch_size,
+        "mask_method": mask_method,
+        "threshold": threshold,
+        "weights_files": [str(w.resolve()) for w in several],
+        "hashes": model_hashes(base_path, several, saliency),
+        **{k: settings[k] for k in ("feather", "blend", "context", "working")},
+    }
     if plan is None:
         meta["feather"] = None  # without regions nothing is feathered
     job = GenerateJob(
-        folder, anomaly, category, record, settings, todo, batch_size, shard,
-        PipelineFactory(base_path, tuple(several), device, dtype_name), seed, steps, cfg, scheduler, size,
-        mask_method, threshold, plan, files, background_every, meta,
-    )  # fmt: skip
+        folder,
+        anomaly,
+        category,
+        record,
+        settings,
+        todo,
+        batch_size,
+        shard,
+        PipelineFactory(base_path, tuple(several), device, dtype_name),
+        seed,
+        steps,
+        cfg,
+        scheduler,
+        size,
+        mask_method,
+        threshold,
+        plan,
+        files,
+        background_every,
+        meta,
+    )
     if runner is not None:
         return runner(job, report)
     return run_local(job, report, progress=progress, workers=workers)
@@ -195,6 +249,18 @@ def _todo(
 
 
 __all__ = [
-    "BCM_DEFAULTS", "DTYPES", "DUAL_DEFAULTS", "IMAGE_SUFFIXES", "Backgrounds", "GenerateJob", "GenerateReport",
-    "Runner", "generate", "normal_images", "pair_paths", "parse_shard", "resolve_dtype", "shard_batches",
-]  # fmt: skip
+    "BCM_DEFAULTS",
+    "DTYPES",
+    "DUAL_DEFAULTS",
+    "IMAGE_SUFFIXES",
+    "Backgrounds",
+    "GenerateJob",
+    "GenerateReport",
+    "Runner",
+    "generate",
+    "normal_images",
+    "pair_paths",
+    "parse_shard",
+    "resolve_dtype",
+    "shard_batches",
+]

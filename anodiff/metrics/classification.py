@@ -130,8 +130,12 @@ def train_classifier(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = grad_scaler(device, config.mixed_precision)
-    loader = DataLoader(_Images(train, config.size, True, config.seed), config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+    loader = DataLoader(
+        _Images(train, config.size, True, config.seed),
+        config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     history = []
     for _ in tqdm(range(config.epochs), desc="classification", unit="epoch", disable=not progress):
         model.train()
@@ -139,8 +143,9 @@ def train_classifier(
         for images, labels in loader:
             with autocast(device, config.mixed_precision):
                 logits = model(images.to(device))
-            losses.append(training_step(torch.nn.functional.cross_entropy(logits.float(), labels.to(device)),
-                                        optimizer, scaler))  # fmt: skip
+            losses.append(
+                training_step(torch.nn.functional.cross_entropy(logits.float(), labels.to(device)), optimizer, scaler)
+            )
         history.append(float(np.mean(losses)))
     model.eval()
     predicted = []
@@ -154,5 +159,9 @@ def train_classifier(
 
 
 __all__ = [
-    "ClassificationConfig", "ClassificationResult", "build_resnet34", "classification_items", "train_classifier",
-]  # fmt: skip
+    "ClassificationConfig",
+    "ClassificationResult",
+    "build_resnet34",
+    "classification_items",
+    "train_classifier",
+]

@@ -149,10 +149,17 @@ def kid(
     if size < subset_size:
         log.info("KID: subset size lowered from %d to %d (the smaller set's size)", subset_size, size)
     out = kid_features_to_metric(
-        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
-        verbose=False, kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+        torch.from_numpy(a),
+        torch.from_numpy(b),
+        kid_subsets=subsets,
+        kid_subset_size=size,
+        rng_seed=seed,
+        verbose=False,
+        kid_kernel="poly",
+        kid_kernel_poly_degree=3,
+        kid_kernel_poly_gamma=None,
         kid_kernel_poly_coef0=1,
-    )  # fmt: skip
+    )
     return KIDResult(out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"], subsets, size)
 
 
@@ -165,6 +172,13 @@ def inception_available(path: str | os.PathLike | None = None) -> Path | None:
 
 
 __all__ = [
-    "FEATURE_DIM", "INCEPTION_SIZE", "KIDResult", "features", "fid", "inception_available", "kid", "load_inception",
+    "FEATURE_DIM",
+    "INCEPTION_SIZE",
+    "KIDResult",
+    "features",
+    "fid",
+    "inception_available",
+    "kid",
+    "load_inception",
     "preprocess",
-]  # fmt: skip
+]

@@ -226,6 +226,15 @@ def train_localization(
 
 
 __all__ = [
-    "Item", "LocalizationConfig", "LocalizationData", "LocalizationResult", "build_data", "epoch_items", "evaluate",
-    "hold_out_normals", "load_item", "selection_score", "train_localization",
-]  # fmt: skip
+    "Item",
+    "LocalizationConfig",
+    "LocalizationData",
+    "LocalizationResult",
+    "build_data",
+    "epoch_items",
+    "evaluate",
+    "hold_out_normals",
+    "load_item",
+    "selection_score",
+    "train_localization",
+]

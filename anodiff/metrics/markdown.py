@@ -90,14 +90,22 @@ def protocol_lines(protocol: dict | None) -> list[str]:
         return []
     counts = protocol["counts"]
     lines = [
-        "## Downstream protocol (the papers')", "",
-        (f"Per type up to {protocol['generated_per_type']} generated pairs plus the first third of the real anomalies "
-         "trained the U-Net and the ResNet-34; the remaining real anomalies are the test set. Weights of the "
-         f"{protocol['checkpoint']}."), "",
-        "| type | generated | real train | real test |", "|---|---|---|---|",
-        *(f"| {t} | {counts['generated'][t]} | {counts['real_train'][t]} | {counts['real_test'][t]} |"
-          for t in sorted(counts["generated"])), "",
-    ]  # fmt: skip
+        "## Downstream protocol (the papers')",
+        "",
+        (
+            f"Per type up to {protocol['generated_per_type']} generated pairs plus the first third of the real anomalies "
+            "trained the U-Net and the ResNet-34; the remaining real anomalies are the test set. Weights of the "
+            f"{protocol['checkpoint']}."
+        ),
+        "",
+        "| type | generated | real train | real test |",
+        "|---|---|---|---|",
+        *(
+            f"| {t} | {counts['generated'][t]} | {counts['real_train'][t]} | {counts['real_test'][t]} |"
+            for t in sorted(counts["generated"])
+        ),
+        "",
+    ]
     loc = protocol.get("localization")
     if loc:
         lines += ["| localisation | " + " | ".join(LOCALIZATION) + " |", "|---" * (len(LOCALIZATION) + 1) + "|"]
@@ -136,10 +144,13 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
     loc = report.get("localization")
     if loc:
         lines += [
-            "## Downstream localisation", "",
-            f"Checkpoint of epoch {loc['best_epoch']} of {len(loc['history'])}, chosen on the validation set.", "",
-            "| set | " + " | ".join(LOCALIZATION) + " |", "|---" * (len(LOCALIZATION) + 1) + "|",
-        ]  # fmt: skip
+            "## Downstream localisation",
+            "",
+            f"Checkpoint of epoch {loc['best_epoch']} of {len(loc['history'])}, chosen on the validation set.",
+            "",
+            "| set | " + " | ".join(LOCALIZATION) + " |",
+            "|---" * (len(LOCALIZATION) + 1) + "|",
+        ]
         for name in ("validation", "test"):
             lines.append(f"| {name} | " + " | ".join(_cell(loc[name].get(k), "{:.3f}") for k in LOCALIZATION) + " |")
         lines.append("")
@@ -148,15 +159,28 @@ def to_markdown(report: dict, files: dict[str, str]) -> str:
     cls = report.get("classification")
     if cls:
         lines += [
-            "## Downstream classification", "",
-            (f"{cls['backbone']}, trained on {cls['train_images']} generated images, tested on {cls['test_images']} "
-             f"real held-out images: accuracy **{cls['accuracy']:.3f}**."), "",
-            "| type | recall |", "|---|---|", *(f"| {t} | {r:.3f} |" for t, r in sorted(cls["per_type"].items())), "",
-        ]  # fmt: skip
+            "## Downstream classification",
+            "",
+            (
+                f"{cls['backbone']}, trained on {cls['train_images']} generated images, tested on {cls['test_images']} "
+                f"real held-out images: accuracy **{cls['accuracy']:.3f}**."
+            ),
+            "",
+            "| type | recall |",
+            "|---|---|",
+            *(f"| {t} | {r:.3f} |" for t, r in sorted(cls["per_type"].items())),
+            "",
+        ]
     lines += protocol_lines(report.get("protocol"))
     reference = "held-out test part" if settings["reference"] == "heldout" else "all real anomalies of the type"
-    lines.append(READING.format(reference=reference, cap=settings["max_per_cluster"], seed=settings["seed"],
-                                dilate=settings.get("background_dilate", 5)))  # fmt: skip
+    lines.append(
+        READING.format(
+            reference=reference,
+            cap=settings["max_per_cluster"],
+            seed=settings["seed"],
+            dilate=settings.get("background_dilate", 5),
+        )
+    )
     return "\n".join(lines)
 
 

@@ -113,9 +113,12 @@ class LPIPS(nn.Module):
 
     @classmethod
     def from_files(
-        cls, vgg: str | os.PathLike | None = None, heads: str | os.PathLike | None = None, device: str = "cpu",
+        cls,
+        vgg: str | os.PathLike | None = None,
+        heads: str | os.PathLike | None = None,
+        device: str = "cpu",
         size: int = LPIPS_SIZE,
-    ) -> LPIPS:  # fmt: skip
+    ) -> LPIPS:
         """LPIPS-VGG from torchvision's VGG16 file and the lpips heads file (paths resolved as in ``assets``)."""
         return cls(build_lpips(vgg, heads), size).to(device)
 

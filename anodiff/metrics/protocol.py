@@ -48,10 +48,16 @@ def run_protocol(generated: dict[str, list], opts, category: str, notes: list[st
     short = [t for t, n in counts["generated"].items() if n < opts.protocol_generated]
     if short:
         have = ", ".join(str(counts["generated"][t]) for t in short)
-        notes.append(f"protocol: fewer than {opts.protocol_generated} generated pairs for {', '.join(short)} "
-                     f"({have}); the papers use 1000 per type")  # fmt: skip
-    out: dict = {"generated_per_type": opts.protocol_generated, "real_share": REAL_SHARE, "counts": counts,
-                 "checkpoint": "last epoch (no selection on the test set)"}  # fmt: skip
+        notes.append(
+            f"protocol: fewer than {opts.protocol_generated} generated pairs for {', '.join(short)} "
+            f"({have}); the papers use 1000 per type"
+        )
+    out: dict = {
+        "generated_per_type": opts.protocol_generated,
+        "real_share": REAL_SHARE,
+        "counts": counts,
+        "checkpoint": "last epoch (no selection on the test set)",
+    }
     real_train = [item for t in sorted(sets["real_train"]) for item in sets["real_train"][t]]
     test = [(p, None) for p in real_normals(opts.real, category, "test")]
     test += [item for t in sorted(sets["real_test"]) for item in sets["real_test"][t]]

@@ -33,62 +33,137 @@ _SEAS = "SeaS, ICCV 2025"
 _O2MAG = "O2MAG (One-to-More), CVPR 2026 (arXiv 2603.18093)"
 _ADIFF_97 = "the paper's U-Net table as quoted in sjtuplayer/anomalydiffusion issue #97"
 PUBLISHED = (
-    Published("DualAnoDiff", "MVTec AD", "paper (CVPR 2025)",
-              {"inception_score": 1.93, "ic_lpips": 0.38, "pixel_auroc": 99.1, "pixel_ap": 84.5}, _DUAL,
-              dict.fromkeys(("inception_score", "ic_lpips", "pixel_auroc", "pixel_ap"),
-                            "the paper's MVTec AD averages as earlier anodiff notes give them; not checked against "
-                            "the paper's tables, which could not be read here"),
-              frozenset({"inception_score", "ic_lpips", "pixel_auroc", "pixel_ap"})),
-    Published("AnomalyDiffusion", "MVTec AD", "paper (AAAI 2024); U-Net numbers quoted in its issue #97",
-              {"inception_score": 1.80, "ic_lpips": 0.32, "image_auroc": 99.2, "image_ap": 99.7, "pixel_auroc": 99.1,
-               "pixel_ap": 81.4}, _ADIFF,
-              {**dict.fromkeys(("inception_score", "ic_lpips"), "SeaS README's comparison table"),
-               **dict.fromkeys(("image_auroc", "image_ap", "pixel_auroc", "pixel_ap"), _ADIFF_97)},
-              frozenset({"inception_score", "ic_lpips", "image_auroc", "image_ap", "pixel_auroc", "pixel_ap"})),
-    Published("SeaS", "MVTec AD", "SeaS README (downstream with supervised segmenters, not the U-Net)",
-              {"inception_score": 1.88, "ic_lpips": 0.34, "kid": 0.04}, _SEAS,
-              dict.fromkeys(("inception_score", "ic_lpips", "kid"), "SeaS README (HUST-SLOW/SeaS)"),
-              frozenset({"inception_score", "ic_lpips", "kid"})),
-    Published("SeaS", "VisA", "SeaS README", {"inception_score": 1.27, "ic_lpips": 0.26}, _SEAS,
-              dict.fromkeys(("inception_score", "ic_lpips"), "SeaS README (HUST-SLOW/SeaS)"),
-              frozenset({"inception_score", "ic_lpips"})),
-    Published("O2MAG", "MVTec AD", "paper (CVPR 2026), U-Net protocol (1000 generated + first real third)",
-              {"ic_lpips": 0.30, "image_ap": 99.8, "pixel_auroc": 99.2, "pixel_ap": 86.3,
-               "pixel_f1_max": 80.8, "classification_accuracy": 82.35}, _O2MAG,
-              dict.fromkeys(("ic_lpips", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max",
-                             "classification_accuracy"),
-                            "the paper's MVTec AD averages as the project's O2MAG notes (shared/docs/one-shot-reference.md) "
-                            "give them; table number not checked"),
-              frozenset({"ic_lpips", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max",
-                         "classification_accuracy"})),
-)  # fmt: skip
+    Published(
+        "DualAnoDiff",
+        "MVTec AD",
+        "paper (CVPR 2025)",
+        {"inception_score": 1.93, "ic_lpips": 0.38, "pixel_auroc": 99.1, "pixel_ap": 84.5},
+        _DUAL,
+        dict.fromkeys(
+            ("inception_score", "ic_lpips", "pixel_auroc", "pixel_ap"),
+            "the paper's MVTec AD averages as earlier anodiff notes give them; not checked against "
+            "the paper's tables, which could not be read here",
+        ),
+        frozenset({"inception_score", "ic_lpips", "pixel_auroc", "pixel_ap"}),
+    ),
+    Published(
+        "AnomalyDiffusion",
+        "MVTec AD",
+        "paper (AAAI 2024); U-Net numbers quoted in its issue #97",
+        {
+            "inception_score": 1.80,
+            "ic_lpips": 0.32,
+            "image_auroc": 99.2,
+            "image_ap": 99.7,
+            "pixel_auroc": 99.1,
+            "pixel_ap": 81.4,
+        },
+        _ADIFF,
+        {
+            **dict.fromkeys(("inception_score", "ic_lpips"), "SeaS README's comparison table"),
+            **dict.fromkeys(("image_auroc", "image_ap", "pixel_auroc", "pixel_ap"), _ADIFF_97),
+        },
+        frozenset({"inception_score", "ic_lpips", "image_auroc", "image_ap", "pixel_auroc", "pixel_ap"}),
+    ),
+    Published(
+        "SeaS",
+        "MVTec AD",
+        "SeaS README (downstream with supervised segmenters, not the U-Net)",
+        {"inception_score": 1.88, "ic_lpips": 0.34, "kid": 0.04},
+        _SEAS,
+        dict.fromkeys(("inception_score", "ic_lpips", "kid"), "SeaS README (HUST-SLOW/SeaS)"),
+        frozenset({"inception_score", "ic_lpips", "kid"}),
+    ),
+    Published(
+        "SeaS",
+        "VisA",
+        "SeaS README",
+        {"inception_score": 1.27, "ic_lpips": 0.26},
+        _SEAS,
+        dict.fromkeys(("inception_score", "ic_lpips"), "SeaS README (HUST-SLOW/SeaS)"),
+        frozenset({"inception_score", "ic_lpips"}),
+    ),
+    Published(
+        "O2MAG",
+        "MVTec AD",
+        "paper (CVPR 2026), U-Net protocol (1000 generated + first real third)",
+        {
+            "ic_lpips": 0.30,
+            "image_ap": 99.8,
+            "pixel_auroc": 99.2,
+            "pixel_ap": 86.3,
+            "pixel_f1_max": 80.8,
+            "classification_accuracy": 82.35,
+        },
+        _O2MAG,
+        dict.fromkeys(
+            ("ic_lpips", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "classification_accuracy"),
+            "the paper's MVTec AD averages as the project's O2MAG notes (shared/docs/one-shot-reference.md) "
+            "give them; table number not checked",
+        ),
+        frozenset({"ic_lpips", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "classification_accuracy"}),
+    ),
+)
 """DualAnoDiff and AnomalyDiffusion publish nothing on VisA, MPDD or BTAD (DualAnoDiff lists it as a limitation).
 O2MAG reports KID and the U-Net and ResNet-34 protocol (its repository's ``eval/`` scripts); its numbers come from the
 project's notes on the paper, not from a table read here, so each carries the mark. Its KID (45.55, DualAnoDiff 103.87
 in the same table) is on a scale the notes do not state, so it is left out rather than set beside ours."""
 
 METRICS = (
-    ("inception_score", "IS ↑", "{:.2f}", 1.0,
-     ("Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the report's network line names "
-      "`pt_inception-2015-12-05-6726825d.pth`. IS grows with the images per split: the papers used about 500 per "
-      "type (they state 1,000); compare with a similar count.")),
-    ("ic_lpips", "IC-LPIPS ↑", "{:.2f}", 1.0,
-     ("AnomalyDiffusion/DualAnoDiff protocol (lpips 0.1.4 VGG, 256 px, at most 50 per cluster), seeded here, "
-      "unseeded by the authors (a few 0.01 between runs). SeaS counts single-image clusters as 0: lower, not "
-      "comparable.")),
-    ("kid", "KID ↓", "{:.3f}", 1.0,
-     ("Unbiased MMD² of Inception pool3 features (torch-fidelity, cubic kernel) against the held-out real images "
-      "of the type; SeaS's value is as its README prints it, against its own reference set.")),
-    ("image_auroc", "image AUROC ↑", "{:.1f}", 100.0,
-     ("DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on the "
-      "test set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not comparable.")),
+    (
+        "inception_score",
+        "IS ↑",
+        "{:.2f}",
+        1.0,
+        (
+            "Same computation (torch-fidelity, 10 splits, 2015-12-05 Inception) when the report's network line names "
+            "`pt_inception-2015-12-05-6726825d.pth`. IS grows with the images per split: the papers used about 500 per "
+            "type (they state 1,000); compare with a similar count."
+        ),
+    ),
+    (
+        "ic_lpips",
+        "IC-LPIPS ↑",
+        "{:.2f}",
+        1.0,
+        (
+            "AnomalyDiffusion/DualAnoDiff protocol (lpips 0.1.4 VGG, 256 px, at most 50 per cluster), seeded here, "
+            "unseeded by the authors (a few 0.01 between runs). SeaS counts single-image clusters as 0: lower, not "
+            "comparable."
+        ),
+    ),
+    (
+        "kid",
+        "KID ↓",
+        "{:.3f}",
+        1.0,
+        (
+            "Unbiased MMD² of Inception pool3 features (torch-fidelity, cubic kernel) against the held-out real images "
+            "of the type; SeaS's value is as its README prints it, against its own reference set."
+        ),
+    ),
+    (
+        "image_auroc",
+        "image AUROC ↑",
+        "{:.1f}",
+        100.0,
+        (
+            "DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on the "
+            "test set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not comparable."
+        ),
+    ),
     ("image_ap", "image AP ↑", "{:.1f}", 100.0, "As image AUROC."),
     ("pixel_auroc", "pixel AUROC ↑", "{:.1f}", 100.0, "As image AUROC."),
     ("pixel_ap", "pixel AP ↑", "{:.1f}", 100.0, "As image AUROC."),
     ("pixel_f1_max", "pixel F1-max ↑", "{:.1f}", 100.0, "As image AUROC."),
-    ("classification_accuracy", "classification acc. ↑", "{:.1f}", 100.0,
-     "ResNet-34 on the types (`--classification`, `--protocol`); last epoch, no selection on the test set."),
-)  # fmt: skip
+    (
+        "classification_accuracy",
+        "classification acc. ↑",
+        "{:.1f}",
+        100.0,
+        "ResNet-34 on the types (`--classification`, `--protocol`); last epoch, no selection on the test set.",
+    ),
+)
 """(key, column title, format, our scale to the papers' units, where the comparison holds)."""
 
 SPLIT_NOTE = (
@@ -103,8 +178,15 @@ def published_for(dataset: str) -> list[Published]:
     return [p for p in PUBLISHED if p.dataset == dataset and p.values]
 
 
-README_METRICS = ("inception_score", "ic_lpips", "kid", "pixel_auroc", "pixel_ap", "pixel_f1_max",
-                  "classification_accuracy")  # fmt: skip
+README_METRICS = (
+    "inception_score",
+    "ic_lpips",
+    "kid",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1_max",
+    "classification_accuracy",
+)
 OUTSIDE_MARK = "*"
 
 
@@ -155,6 +237,13 @@ def comparison_table(ours: dict[str, float], dataset: str, scope: str) -> list[s
 
 
 __all__ = [
-    "METRICS", "OUTSIDE_MARK", "PUBLISHED", "README_METRICS", "SPLIT_NOTE", "Published", "comparison_table",
-    "published_for", "readme_table",
-]  # fmt: skip
+    "METRICS",
+    "OUTSIDE_MARK",
+    "PUBLISHED",
+    "README_METRICS",
+    "SPLIT_NOTE",
+    "Published",
+    "comparison_table",
+    "published_for",
+    "readme_table",
+]

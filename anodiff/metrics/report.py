@@ -170,8 +170,10 @@ def _score_type(
                 fid=fid(fa, fb), kid=k.mean, kid_std=k.std, kid_x1000=1000 * k.mean, kid_subset_size=k.subset_size
             )
         else:
-            notes.append(f"FID/KID skipped for {anomaly}: {len(reference)} real and {len(images)} generated images "
-                         "(2 of each needed; try --reference all)")  # fmt: skip
+            notes.append(
+                f"FID/KID skipped for {anomaly}: {len(reference)} real and {len(images)} generated images "
+                "(2 of each needed; try --reference all)"
+            )
     if is_net is not None:
         from .inception_score import SPLITS, inception_score, logits
 
@@ -216,11 +218,17 @@ def evaluate(opts: EvalOptions) -> dict:
     for anomaly, pairs in tqdm(sorted(types.items()), desc=f"eval {category}", unit="type", disable=not opts.progress):
         rows[anomaly] = _score_type(anomaly, pairs, opts, category, normals, nets, notes)
     report = {
-        "category": category, "generated": str(folder), "real": str(Path(opts.real) / category),
+        "category": category,
+        "generated": str(folder),
+        "real": str(Path(opts.real) / category),
         "settings": {k: v for k, v in asdict(opts).items() if k not in ("generated", "real", "out", "progress")},
-        "types": rows, "mean": _means(rows), "notes": notes, "networks": info,
-        "layout": layout.describe(), "dataset": opts.dataset or layout.dataset,
-    }  # fmt: skip
+        "types": rows,
+        "mean": _means(rows),
+        "notes": notes,
+        "networks": info,
+        "layout": layout.describe(),
+        "dataset": opts.dataset or layout.dataset,
+    }
     if opts.localization:
         report["localization"] = _localization(types, opts, category)
     if opts.protocol:
@@ -232,8 +240,9 @@ def evaluate(opts: EvalOptions) -> dict:
 
         try:
             items = classification_items(types, opts.real, category, opts.split)
-            config = ClassificationConfig(seed=opts.seed, device=opts.device, mixed_precision=opts.mixed_precision,
-                                          **opts.cls)  # fmt: skip
+            config = ClassificationConfig(
+                seed=opts.seed, device=opts.device, mixed_precision=opts.mixed_precision, **opts.cls
+            )
             report["classification"] = train_classifier(*items, config, opts.progress).as_dict()
         except ValueError as exc:
             notes.append(f"classification skipped: {exc}")

@@ -18,8 +18,14 @@ from .markdown import COLUMNS, _cell, headline_values
 from .published import comparison_table
 
 LOCALIZATION_KEYS = (
-    "image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro", "classification_accuracy",
-)  # fmt: skip
+    "image_auroc",
+    "image_ap",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1_max",
+    "au_pro",
+    "classification_accuracy",
+)
 
 
 def read_reports(paths: list[str | os.PathLike]) -> list[dict]:

@@ -63,9 +63,15 @@ UNetCall = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", str, dic
 """(latents, timesteps, context, mode "write" or "read", bank) -> the host UNet's output for that pass."""
 
 
-def write_then_read(unet: UNetCall, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None,
-                    background: torch.Tensor, background_t: torch.Tensor | None = None,
-                    background_context: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def write_then_read(
+    unet: UNetCall,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor | None,
+    background: torch.Tensor,
+    background_t: torch.Tensor | None = None,
+    background_context: torch.Tensor | None = None,
+) -> torch.Tensor:
     """BCM's two UNet passes, for every host (diffusers ``DualUNet``, the ComfyUI sampler patch, training).
 
     The write pass runs ``background`` (B, 4, h, w), already noised, at each pair's global timestep with its

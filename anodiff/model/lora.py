@@ -38,7 +38,9 @@ def branch_lora_delta(
     branch (alpha / rank times the user strength). Returns (R, ..., out) in x's dtype.
     """
     if branch_ids.shape != (x.shape[0],):
-        raise ValueError(f"branch_ids must have shape ({x.shape[0]},) to match the rows of x, got {tuple(branch_ids.shape)}")
+        raise ValueError(
+            f"branch_ids must have shape ({x.shape[0]},) to match the rows of x, got {tuple(branch_ids.shape)}"
+        )
     ids = branch_ids.to(device=x.device, dtype=torch.long)
     flat = x.reshape(x.shape[0], -1, x.shape[-1])
     hidden = torch.einsum("bni,bri->bnr", flat, cast_like(down, x)[ids])
@@ -78,7 +80,9 @@ class BranchLoRA(nn.Module):
         check_activation(x, self.in_features, "BranchLoRA input")
         row_scale = torch.as_tensor(strengths, dtype=torch.float32) * self.scale
         if row_scale.shape != (self.down.shape[0],):
-            raise ValueError(f"strengths must give one value per branch ({self.down.shape[0]}), got {tuple(row_scale.shape)}")
+            raise ValueError(
+                f"strengths must give one value per branch ({self.down.shape[0]}), got {tuple(row_scale.shape)}"
+            )
         return branch_lora_delta(x, branch_ids, self.down, self.up, row_scale)
 
     def extra_repr(self) -> str:

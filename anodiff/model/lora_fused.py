@@ -22,9 +22,13 @@ def _autocast(x: torch.Tensor) -> bool:
 
 
 def add_branch_lora(
-    base: torch.Tensor, x: torch.Tensor, branch_ids: torch.Tensor, down: torch.Tensor, up: torch.Tensor,
+    base: torch.Tensor,
+    x: torch.Tensor,
+    branch_ids: torch.Tensor,
+    down: torch.Tensor,
+    up: torch.Tensor,
     row_scale: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """``base + up[b] @ down[b] @ x * row_scale[b]`` per row b = branch_ids[row].
 
     base: (R, ..., out) the frozen Linear's output; x: (R, ..., in); down: (F, r, in); up: (F, out, r);
@@ -54,9 +58,14 @@ def merge_pays(tokens: int, in_features: int, out_features: int, branches: int =
 
 
 def merged_branch_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, branch_ids: list[int], down: torch.Tensor,
-    up: torch.Tensor, row_scale: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    branch_ids: list[int],
+    down: torch.Tensor,
+    up: torch.Tensor,
+    row_scale: torch.Tensor,
+) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` plus each row's branch LoRA, with the LoRA merged into one weight per branch:
     no extra work per token at all (inference; ``x``: (R, N, in), ``branch_ids``: R ints)."""
     scaled_up = cast_like(up, x) * cast_like(row_scale, x).view(-1, 1, 1)

@@ -58,8 +58,9 @@ def branch_ids(rows: int, chunks: int = 1, device: torch.device | str | None = N
     return (torch.arange(rows, device=device) % per_chunk) % BRANCHES
 
 
-def row_branches(rows: int, chunks: int, write: bool, device: torch.device | str | None = None
-                 ) -> tuple[torch.Tensor, list[int]]:  # fmt: skip
+def row_branches(
+    rows: int, chunks: int, write: bool, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, list[int]]:
     """The branch of every row as a tensor on ``device`` and as a Python list (for code that picks weights per
     row without a device sync). ``write``: BCM's background pass, where every row runs the global branch."""
     if write:

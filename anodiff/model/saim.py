@@ -57,7 +57,11 @@ class SAIM(nn.Module):
             raise ValueError(f"SAIM input: expected (rows, tokens, {self.dim}), got {tuple(attn_out.shape)}")
         check_rows(attn_out.shape[0], what="SAIM input")
         x = F.layer_norm(
-            attn_out, (self.dim,), cast_like(self.norm.weight, attn_out), cast_like(self.norm.bias, attn_out), self.norm.eps
+            attn_out,
+            (self.dim,),
+            cast_like(self.norm.weight, attn_out),
+            cast_like(self.norm.bias, attn_out),
+            self.norm.eps,
         )
         u = _linear(self.proj_in, x).view(-1, BRANCHES, *attn_out.shape[1:])  # (pairs, 2, N, C)
         du = u[:, ANOMALY] - u[:, GLOBAL]

@@ -57,9 +57,11 @@ class FoldedSAIM(nn.Module):
         folded = cls(saim.dim, saim.norm.eps, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for name, value in (
-                ("qk", gamma[:, None] * qk * gamma[None, :]), ("qk_bias", (beta @ qk + m) * gamma),
-                ("vo", gamma[:, None] * v_w.T), ("vo_bias", beta @ v_w.T + v_b),
-            ):  # fmt: skip
+                ("qk", gamma[:, None] * qk * gamma[None, :]),
+                ("qk_bias", (beta @ qk + m) * gamma),
+                ("vo", gamma[:, None] * v_w.T),
+                ("vo_bias", beta @ v_w.T + v_b),
+            ):
                 getattr(folded, name).data = value.to(ref.dtype)
         return folded
 

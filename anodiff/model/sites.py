@@ -29,11 +29,20 @@ def _sd15_blocks() -> list[tuple[str, str, tuple[str, int], int]]:
     blocks = []
     for level in range(3):
         for j in range(2):
-            blocks.append((f"down_blocks.{level}.attentions.{j}", f"input_blocks.{3 * level + j + 1}.1", ("input", 3 * level + j + 1), level))
+            blocks.append(
+                (
+                    f"down_blocks.{level}.attentions.{j}",
+                    f"input_blocks.{3 * level + j + 1}.1",
+                    ("input", 3 * level + j + 1),
+                    level,
+                )
+            )
     blocks.append(("mid_block.attentions.0", "middle_block.1", ("middle", 0), 3))
     for up in range(1, 4):
         for j in range(3):
-            blocks.append((f"up_blocks.{up}.attentions.{j}", f"output_blocks.{3 * up + j}.1", ("output", 3 * up + j), 3 - up))
+            blocks.append(
+                (f"up_blocks.{up}.attentions.{j}", f"output_blocks.{3 * up + j}.1", ("output", 3 * up + j), 3 - up)
+            )
     return blocks
 
 
@@ -52,8 +61,12 @@ SD15_CHANNELS = (320, 640, 1280, 1280)
 SD15_CONTEXT_DIM = 768
 
 
-def site_dims(site: AttnSite, channels: tuple[int, ...] = SD15_CHANNELS, context_dim: int = SD15_CONTEXT_DIM) -> tuple[int, int]:
+def site_dims(
+    site: AttnSite, channels: tuple[int, ...] = SD15_CHANNELS, context_dim: int = SD15_CONTEXT_DIM
+) -> tuple[int, int]:
     """(hidden size, key/value input size) of a site for a UNet with these block channels."""
     dim = channels[min(site.level, len(channels) - 1)]
     return dim, (dim if site.is_self else context_dim)
+
+
 SD15_BY_BLOCK: dict[tuple[tuple[str, int], str], AttnSite] = {(s.block, s.kind): s for s in SD15_SITES}

@@ -96,13 +96,23 @@ def defects_coco(label: np.ndarray, types: Sequence[str], file_name: str, superc
 
     label = np.asarray(label)
     names = list(dict.fromkeys(types))
-    coco = {"images": [{"id": 1, "file_name": file_name, "width": int(label.shape[1]), "height": int(label.shape[0])}],
-            "annotations": [], "categories": [{"id": k + 1, "name": n, "supercategory": supercategory}
-                                              for k, n in enumerate(names)]}  # fmt: skip
+    coco = {
+        "images": [{"id": 1, "file_name": file_name, "width": int(label.shape[1]), "height": int(label.shape[0])}],
+        "annotations": [],
+        "categories": [{"id": k + 1, "name": n, "supercategory": supercategory} for k, n in enumerate(names)],
+    }
     for ident in range(1, len(types) + 1):
         for ann in coco_instances(label == ident, "mask"):
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": 1, "iscrowd": 0,
-                                        "category_id": names.index(types[ident - 1]) + 1, "defect_id": ident, **ann})  # fmt: skip
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": 1,
+                    "iscrowd": 0,
+                    "category_id": names.index(types[ident - 1]) + 1,
+                    "defect_id": ident,
+                    **ann,
+                }
+            )
     return coco
 
 
@@ -173,5 +183,13 @@ def pipeline_generator(
     return make
 
 
-__all__ = ["Defects", "add_defects", "check_disjoint", "defects_coco", "label_mask", "pipeline_generator",
-           "regions_from_labels", "sample_disjoint"]  # fmt: skip
+__all__ = [
+    "Defects",
+    "add_defects",
+    "check_disjoint",
+    "defects_coco",
+    "label_mask",
+    "pipeline_generator",
+    "regions_from_labels",
+    "sample_disjoint",
+]

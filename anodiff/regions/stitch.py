@@ -89,8 +89,9 @@ def _place(start: int, side: int, box: int, extent: int) -> int:
     return int(min(max(centred, 0), extent - side))
 
 
-def _scale(box: tuple[int, int], need: tuple[float, float], photo: tuple[int, int], working: int,
-           limits: tuple[int, int, int]) -> float:  # fmt: skip
+def _scale(
+    box: tuple[int, int], need: tuple[float, float], photo: tuple[int, int], working: int, limits: tuple[int, int, int]
+) -> float:
     """Working pixels per photo pixel: the context window's longer side at ``working`` and a photo's short side at
     least ``min_side`` (each enlarging at most ``MAX_UPSCALE`` times), raised until the region's short side reaches
     ``min_defect``, lowered until the region's long side fits ``max_side``."""
@@ -127,8 +128,11 @@ def crop_window(
     height, width = np.asarray(region).shape[:2]
     x, y, w, h = region_box(region, name)
     step = min(multiple, max(8, working // 8))
-    limits = (working // 2 if min_side is None else min_side, max(1, working // 16) if min_defect is None else
-              min_defect, 3 * working if max_side is None else max_side)  # fmt: skip
+    limits = (
+        working // 2 if min_side is None else min_side,
+        max(1, working // 16) if min_defect is None else min_defect,
+        3 * working if max_side is None else max_side,
+    )
     need = (min(w * float(context), width), min(h * float(context), height))  # no more context than the photo has
     s = _scale((w, h), need, (width, height), working, limits)
     sides, works = [], []
@@ -140,15 +144,29 @@ def crop_window(
         works.append(max(step, round(side * s / step) * step))
     defect = min(w * works[0] / sides[0], h * works[1] / sides[1])
     if defect < limits[1]:
-        log.warning("%s: the defect would be %.1f px (%.1f latent px) across at the working size, under the minimum "
-                    "%d px; split it into shorter regions, draw it thicker, or raise the working size", name, defect, defect / 8,
-                    limits[1])  # fmt: skip
-    return Window(_place(x, sides[0], w, width), _place(y, sides[1], h, height), sides[0], sides[1], works[0],
-                  works[1], width, height)  # fmt: skip
+        log.warning(
+            "%s: the defect would be %.1f px (%.1f latent px) across at the working size, under the minimum "
+            "%d px; split it into shorter regions, draw it thicker, or raise the working size",
+            name,
+            defect,
+            defect / 8,
+            limits[1],
+        )
+    return Window(
+        _place(x, sides[0], w, width),
+        _place(y, sides[1], h, height),
+        sides[0],
+        sides[1],
+        works[0],
+        works[1],
+        width,
+        height,
+    )
 
 
-def shared_windows(regions: list[np.ndarray], context: float = 2.0, working: int = 512,
-                   names: list[str] | None = None) -> list[Window]:  # fmt: skip
+def shared_windows(
+    regions: list[np.ndarray], context: float = 2.0, working: int = 512, names: list[str] | None = None
+) -> list[Window]:
     """One window per region (all of one photo size) with one working shape, for a batch that must share it: each
     region's own window when those agree, else windows around boxes of the largest width and height, each centred
     on its region's box and kept inside the photo (same box, same photo size: same window shape)."""
@@ -193,8 +211,10 @@ def crop(photo: np.ndarray, region: np.ndarray, window: Window) -> tuple[np.ndar
 def _check_sizes(photo: np.ndarray, region: np.ndarray, window: Window) -> None:
     shape = (window.photo_height, window.photo_width)
     if np.asarray(photo).shape[:2] != shape or np.asarray(region).shape[:2] != shape:
-        raise ValueError(f"photo {np.asarray(photo).shape[:2]} and region {np.asarray(region).shape[:2]} must both "
-                         f"have the size the crop window was made for, {shape}")  # fmt: skip
+        raise ValueError(
+            f"photo {np.asarray(photo).shape[:2]} and region {np.asarray(region).shape[:2]} must both "
+            f"have the size the crop window was made for, {shape}"
+        )
 
 
 def _poisson(generated: np.ndarray, background: np.ndarray, grown: np.ndarray) -> np.ndarray:

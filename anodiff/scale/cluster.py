@@ -41,8 +41,10 @@ def _probe(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as exc:
-        raise ClusterError(f"--ray {address}: no Ray head answers there ({exc.strerror or exc}); "
-                           "start one with `ray start --head` or check the address") from None  # fmt: skip
+        raise ClusterError(
+            f"--ray {address}: no Ray head answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head` or check the address"
+        ) from None
 
 
 def connect(address: str | None) -> Any:
@@ -103,8 +105,12 @@ def check_shared_folder(ray: Any, folder: Path) -> None:
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
         sees = ray.remote(_sees)
-        refs = [sees.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(str(probe), token) for n in nodes]  # fmt: skip
+        refs = [
+            sees.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe), token)
+            for n in nodes
+        ]
         results = ray.get(refs)
     finally:
         probe.unlink(missing_ok=True)

@@ -89,12 +89,20 @@ def run_on_ray(
     rows = [{"batch": b, "group": list(group)} for b, group in enumerate(batches)]
     gpu = device.startswith("cuda")
     sampled = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _Sampler, fn_constructor_args=(job, factory or job.factory), batch_size=1,
+        _Sampler,
+        fn_constructor_args=(job, factory or job.factory),
+        batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=replicas),
-        num_gpus=1 if gpu else 0, num_cpus=1 if gpu else cpus_per_replica,
-    )  # fmt: skip
-    written = sampled.map_batches(_Writer, fn_constructor_args=(job,), batch_size=None,
-                                  compute=ray.data.ActorPoolStrategy(size=writers), num_cpus=0.5)  # fmt: skip
+        num_gpus=1 if gpu else 0,
+        num_cpus=1 if gpu else cpus_per_replica,
+    )
+    written = sampled.map_batches(
+        _Writer,
+        fn_constructor_args=(job,),
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=writers),
+        num_cpus=0.5,
+    )
     sizes = {b: len(group) for b, group in enumerate(batches)}
     finished: dict[int, list[int]] = {}
     for out in written.iter_batches(batch_size=None, batch_format="numpy"):

@@ -56,8 +56,9 @@ def train_all_on_ray(
 
     rows, refs = [], {}
     gpu = device.startswith("cuda")
-    task = ray.remote(run_job).options(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=retries,
-                                       retry_exceptions=False)  # fmt: skip
+    task = ray.remote(run_job).options(
+        num_gpus=1 if gpu else 0, num_cpus=1, max_retries=retries, retry_exceptions=False
+    )
     for config in configs:
         final = Path(config.output) / f"{config.model_name}.safetensors"
         if final.exists() and not config.force:

@@ -16,8 +16,9 @@ from ..model.pairs import interleave
 Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
-def background_latents(encode: Encode, backgrounds: Sequence[np.ndarray], num_pairs: int, height: int,
-                       width: int) -> torch.Tensor:  # fmt: skip
+def background_latents(
+    encode: Encode, backgrounds: Sequence[np.ndarray], num_pairs: int, height: int, width: int
+) -> torch.Tensor:
     """(num_pairs, 4, h, w) unscaled latents of the backgrounds, resized to the output size; one image may serve all."""
     if len(backgrounds) not in (1, num_pairs):
         raise ValueError(f"backgrounds: give one image per pair ({num_pairs}) or one for all, got {len(backgrounds)}")
@@ -30,8 +31,14 @@ def background_latents(encode: Encode, backgrounds: Sequence[np.ndarray], num_pa
     return latents.expand(num_pairs, *latents.shape[1:]) if len(backgrounds) == 1 else latents
 
 
-def noised_backgrounds(train_scheduler, background: torch.Tensor, grey: torch.Tensor, t: torch.Tensor,
-                       generators: list[torch.Generator], guided: bool) -> dict[str, torch.Tensor]:  # fmt: skip
+def noised_backgrounds(
+    train_scheduler,
+    background: torch.Tensor,
+    grey: torch.Tensor,
+    t: torch.Tensor,
+    generators: list[torch.Generator],
+    guided: bool,
+) -> dict[str, torch.Tensor]:
     """BCM write-pass inputs: backgrounds DDPM-noised to step ``t`` with fresh noise from each pair's generator.
 
     Rows follow the pairs of the UNet batch: the grey (uncond) backgrounds, then the real ones (§5.4).
@@ -47,8 +54,14 @@ def noised_backgrounds(train_scheduler, background: torch.Tensor, grey: torch.Te
     return {"background": noised, "background_timestep": steps}
 
 
-def region_targets(encode: Encode, grey: torch.Tensor, scale: float, photos: list[np.ndarray], regions: np.ndarray,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def region_targets(
+    encode: Encode,
+    grey: torch.Tensor,
+    scale: float,
+    photos: list[np.ndarray],
+    regions: np.ndarray,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows the latents are held to outside the regions, (2N, 1, h, w) per-row map: 1 where sampling is free).
 
     grey: the unscaled latent of the grey canvas. Both rows of pair i share region i (and photo i when one per pair
@@ -58,8 +71,10 @@ def region_targets(encode: Encode, grey: torch.Tensor, scale: float, photos: lis
     photo_latent = torch.cat(encoded).float() * scale
     grey = grey.float() * scale
     num_pairs = regions.shape[0]
-    rows = interleave(photo_latent.expand(num_pairs, -1, -1, -1) if len(photos) == 1 else photo_latent,
-                      grey.expand(num_pairs, -1, -1, -1))  # fmt: skip
+    rows = interleave(
+        photo_latent.expand(num_pairs, -1, -1, -1) if len(photos) == 1 else photo_latent,
+        grey.expand(num_pairs, -1, -1, -1),
+    )
     m = torch.from_numpy(regions.astype(np.float32))[:, None]
     keep = torch.nn.functional.adaptive_max_pool2d(m, rows.shape[-2:])  # a latent cell touching the region is free
     return rows.to(device), keep.repeat_interleave(2, dim=0).to(device)

@@ -80,9 +80,13 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None)
         folder = Path(config) if config else write_config_folder(Path(tmp), find_tokenizer())
         try:
             pipe = StableDiffusionPipeline.from_single_file(
-                source, config=str(folder), local_files_only=True, torch_dtype=dtype, safety_checker=None,
+                source,
+                config=str(folder),
+                local_files_only=True,
+                torch_dtype=dtype,
+                safety_checker=None,
                 requires_safety_checker=False,
-            )  # fmt: skip
+            )
         except Exception as exc:  # diffusers raises many types for a checkpoint that does not fit
             raise BaseModelError(f"{source}: cannot read it as a Stable Diffusion 1.5 checkpoint ({exc})") from exc
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -108,7 +112,9 @@ def load_sd15(path: str | Path, dtype: torch.dtype = torch.float32, config: str 
     root = Path(path)
     source = str(root)
     if not root.exists():
-        raise BaseModelError(f"{source}: base model not found; give an SD1.5 diffusers folder or a .safetensors/.ckpt checkpoint")
+        raise BaseModelError(
+            f"{source}: base model not found; give an SD1.5 diffusers folder or a .safetensors/.ckpt checkpoint"
+        )
     if root.is_file():
         return _load_single_file(root, dtype, config)
     absent = [c for c in COMPONENTS if not (root / c).is_dir()]

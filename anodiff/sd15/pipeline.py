@@ -109,8 +109,16 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
             self._grey[key] = self._encode_image(torch.zeros(1, 3, height, width))
         return self._grey[key]
 
-    def _check_call(self, num_pairs: int, height: int, width: int, steps: int, cfg: float, scheduler: str,
-                    tensor_inputs: Sequence[str]) -> None:  # fmt: skip
+    def _check_call(
+        self,
+        num_pairs: int,
+        height: int,
+        width: int,
+        steps: int,
+        cfg: float,
+        scheduler: str,
+        tensor_inputs: Sequence[str],
+    ) -> None:
         if self.model is None:
             raise ValueError("no DualAnoDiff weights in this pipeline: call pipe.load_dual(path) first")
         for name, value in (("num_pairs", num_pairs), ("steps", steps)):
@@ -126,8 +134,9 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown[0]!r} is not one of "
-                             f"{self._callback_tensor_inputs}")  # fmt: skip
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {unknown[0]!r} is not one of {self._callback_tensor_inputs}"
+            )
 
     @torch.inference_mode()
     def __call__(
@@ -192,8 +201,10 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
         background = grey = None
         if backgrounds is not None:
             if not self.bcm:
-                raise ValueError(f"backgrounds given, but {self.source} was trained without BCM; drop the backgrounds "
-                                 "or use a BCM weight file")  # fmt: skip
+                raise ValueError(
+                    f"backgrounds given, but {self.source} was trained without BCM; drop the backgrounds "
+                    "or use a BCM weight file"
+                )
             background = conditioning.background_latents(self._encode_image, backgrounds, num_pairs, height, width)
             grey = self._grey_latent(height, width).expand_as(background)
         elif self.bcm:
@@ -208,8 +219,9 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
         if source is not None or region is not None:
             photos, regions = region_inputs(source, region, num_pairs, height, width)
             grey_latent = self._grey_latent(height, width)
-            held = conditioning.region_targets(self._encode_image, grey_latent, self.base.latent_scale, photos,
-                                               regions, device)  # fmt: skip
+            held = conditioning.region_targets(
+                self._encode_image, grey_latent, self.base.latent_scale, photos, regions, device
+            )
         timesteps = list(sampler.timesteps)
 
         def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -241,8 +253,12 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
             latents = denoise(denoiser, sampler, latents, on_step_end=step_end, progress=bar)
         pairs = self._decode(latents, seeds)
         if held is not None and feather is not None:
-            pairs.images[:] = np.stack([composite(img, photos[k % len(photos)], mask, feather)
-                                        for k, (img, mask) in enumerate(zip(pairs.images, regions))])  # fmt: skip
+            pairs.images[:] = np.stack(
+                [
+                    composite(img, photos[k % len(photos)], mask, feather)
+                    for k, (img, mask) in enumerate(zip(pairs.images, regions))
+                ]
+            )
         self.maybe_free_model_hooks()
         return pairs
 

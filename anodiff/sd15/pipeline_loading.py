@@ -32,8 +32,12 @@ class DualLoading:
         return pipe
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dual: DualFile | str | os.PathLike
-                        | None = None, torch_dtype: torch.dtype | None = None):  # fmt: skip
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        dual: DualFile | str | os.PathLike | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ):
         """SD1.5 from a local diffusers folder (never downloaded), plus ``dual`` when given (else ``load_dual`` later).
 
         torch_dtype: the UNet's and text encoder's dtype (default fp32); the VAE stays fp32.
@@ -44,9 +48,13 @@ class DualLoading:
         return cls._from_base(load_sd15(path, dtype=torch_dtype or torch.float32), dual)
 
     @classmethod
-    def from_single_file(cls, pretrained_model_link_or_path: str | os.PathLike, dual: DualFile | str | os.PathLike
-                         | None = None, torch_dtype: torch.dtype | None = None,
-                         config: str | os.PathLike | None = None):  # fmt: skip
+    def from_single_file(
+        cls,
+        pretrained_model_link_or_path: str | os.PathLike,
+        dual: DualFile | str | os.PathLike | None = None,
+        torch_dtype: torch.dtype | None = None,
+        config: str | os.PathLike | None = None,
+    ):
         """SD1.5 from one ``.safetensors``/``.ckpt`` checkpoint read with SD1.5's bundled configs, plus ``dual``.
 
         config: a diffusers folder to take the component configs from instead (``anodiff.sd15.load.load_sd15``).
@@ -103,8 +111,14 @@ class DualLoading:
     @property
     def base(self) -> SD15:
         """The five SD1.5 components as an ``SD15`` (the same objects)."""
-        return SD15(self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler,
-                    self.name_or_path or "the base model")  # fmt: skip
+        return SD15(
+            self.unet,
+            self.vae,
+            self.text_encoder,
+            self.tokenizer,
+            self.scheduler,
+            self.name_or_path or "the base model",
+        )
 
     @property
     def adapter(self) -> DualAdapter | None:

@@ -44,7 +44,6 @@ class UNetPass:
             raise ValueError(f"UNetPass.mode must be one of {MODES}, got {self.mode!r}")
 
 
-
 class DualAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` on one SD1.5 attention site.
 
@@ -58,8 +57,9 @@ class DualAttnProcessor:
         self._folds = FoldCache()
         self._scales: dict[tuple, torch.Tensor] = {}
 
-    def _project(self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int],
-                 strengths) -> torch.Tensor:  # fmt: skip
+    def _project(
+        self, linear: nn.Module, x: torch.Tensor, lora: BranchLoRA, ids: torch.Tensor, id_list: list[int], strengths
+    ) -> torch.Tensor:
         """Inference: ``linear(x)`` plus the branch LoRA, merged into the weights where that is cheaper (many
         tokens: self-attention at 64x64 and 32x32), else added inside the rank-r GEMM."""
         key = (tuple(float(v) for v in strengths), lora.scale, x.device, x.dtype)
@@ -206,5 +206,6 @@ class DualUNet(nn.Module):
         if not self.adapter.config.bcm:
             raise ValueError("background given, but this dual model was built without BCM (DualConfig.bcm=False)")
         t = torch.as_tensor(timestep, device=sample.device)
-        return write_then_read(call, sample, t, encoder_hidden_states, background, background_timestep,
-                               background_context)  # fmt: skip
+        return write_then_read(
+            call, sample, t, encoder_hidden_states, background, background_timestep, background_context
+        )

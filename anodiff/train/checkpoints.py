@@ -57,26 +57,42 @@ def run_fingerprint(config: TrainConfig, samples: Sequence, processes: int = 1) 
     batch is ``batch_size`` x processes)."""
     c, dual = config, config.dual_config
     return {
-        "seed": str(c.seed), "lr": repr(float(c.lr)), "rank": str(c.rank), "alpha": f"{dual.lora_alpha:g}",
-        "bcm": _flag(c.bcm), "saim": _flag(c.saim), "text_encoder": _flag(c.train_text_encoder),
-        "text_rank": str(c.text_rank) if c.train_text_encoder else "off", "resolution": str(c.resolution),
-        "batch_size": str(c.batch_size), "processes": str(processes), "flips": _flag(c.flips),
+        "seed": str(c.seed),
+        "lr": repr(float(c.lr)),
+        "rank": str(c.rank),
+        "alpha": f"{dual.lora_alpha:g}",
+        "bcm": _flag(c.bcm),
+        "saim": _flag(c.saim),
+        "text_encoder": _flag(c.train_text_encoder),
+        "text_rank": str(c.text_rank) if c.train_text_encoder else "off",
+        "resolution": str(c.resolution),
+        "batch_size": str(c.batch_size),
+        "processes": str(processes),
+        "flips": _flag(c.flips),
         "weight_decay": repr(float(c.weight_decay)),
         "max_grad_norm": repr(float(c.max_grad_norm)),
-        "mixed_precision": c.mixed_precision, "data": ",".join(sorted(Path(s.image).name for s in samples)),
-        "prompt_global": c.prompt_global, "prompt_anomaly": c.prompt_anomaly,
-    }  # fmt: skip
+        "mixed_precision": c.mixed_precision,
+        "data": ",".join(sorted(Path(s.image).name for s in samples)),
+        "prompt_global": c.prompt_global,
+        "prompt_anomaly": c.prompt_anomaly,
+    }
 
 
 def fingerprint_of_model(meta: dict[str, str]) -> dict[str, str]:
     """The part of a fingerprint a checkpoint's model metadata gives (checkpoints written before ``run`` existed)."""
     text = meta.get("text_layers", "0") not in ("", "0")
     found = {
-        "seed": meta.get("seed"), "rank": meta.get("rank"), "alpha": meta.get("alpha"), "bcm": meta.get("has_bcm"),
-        "saim": meta.get("has_saim"), "text_encoder": _flag(text),
-        "text_rank": meta.get("text_rank") if text else "off", "resolution": meta.get("resolution"),
-        "prompt_global": meta.get("prompt_global"), "prompt_anomaly": meta.get("prompt_anomaly"),
-    }  # fmt: skip
+        "seed": meta.get("seed"),
+        "rank": meta.get("rank"),
+        "alpha": meta.get("alpha"),
+        "bcm": meta.get("has_bcm"),
+        "saim": meta.get("has_saim"),
+        "text_encoder": _flag(text),
+        "text_rank": meta.get("text_rank") if text else "off",
+        "resolution": meta.get("resolution"),
+        "prompt_global": meta.get("prompt_global"),
+        "prompt_anomaly": meta.get("prompt_anomaly"),
+    }
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -84,8 +100,13 @@ SHAPE = ("rank", "bcm", "saim", "text_encoder", "text_rank")
 """Fingerprint fields that decide the model's tensors: a checkpoint that differs in one of them cannot load."""
 
 
-def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str, str], now: dict[str, str],
-                   allow_changed: bool = False) -> None:  # fmt: skip
+def check_same_run(
+    state: Path,
+    state_meta: dict[str, str],
+    model_meta: dict[str, str],
+    now: dict[str, str],
+    allow_changed: bool = False,
+) -> None:
     """Refuse (``ValueError`` naming ``state`` and every differing field, checkpoint vs now) to resume a checkpoint
     of another run: a different rank or text LoRA would not even load, other settings would silently give a
     different model than the one run ``--resume`` promises. ``allow_changed`` (``--resume-changed``) turns the
@@ -109,11 +130,14 @@ def check_same_run(state: Path, state_meta: dict[str, str], model_meta: dict[str
         shape = set(changed) & set(SHAPE)
         raise ValueError(
             f"{state}: --resume would continue a different run; these settings differ: {differ}. "
-            + (f"The model's shape differs ({', '.join(sorted(shape))}), so it cannot continue; "
-               if shape else "Add --resume-changed to continue anyway (not an exact continuation), ")
+            + (
+                f"The model's shape differs ({', '.join(sorted(shape))}), so it cannot continue; "
+                if shape
+                else "Add --resume-changed to continue anyway (not an exact continuation), "
+            )
             + "resume with the checkpoint's settings, or train afresh without --resume (this moves the old "
             "checkpoints aside)"
-        )  # fmt: skip
+        )
 
 
 def set_aside(folder: Path) -> Path | None:
@@ -137,8 +161,9 @@ def set_aside(folder: Path) -> Path | None:
     return aside
 
 
-def write_checkpoint(path: Path, step: int, optimizer: dict[str, torch.Tensor], fingerprint: dict[str, str],
-                     model: DualFile | Path) -> Path:  # fmt: skip
+def write_checkpoint(
+    path: Path, step: int, optimizer: dict[str, torch.Tensor], fingerprint: dict[str, str], model: DualFile | Path
+) -> Path:
     """The optimiser state (with the run fingerprint in its metadata), then the model: ``model`` itself, or a
     model file of this step already written (the final one), linked rather than written again."""
     save_dual(state_path(path), optimizer, {"step": str(step), RUN_KEY: json.dumps(fingerprint, sort_keys=True)})
@@ -150,8 +175,9 @@ def write_checkpoint(path: Path, step: int, optimizer: dict[str, torch.Tensor], 
     return path
 
 
-def read_checkpoint(path: Path, fingerprint: dict[str, str],
-                    allow_changed: bool = False) -> tuple[DualFile, dict[str, torch.Tensor]]:  # fmt: skip
+def read_checkpoint(
+    path: Path, fingerprint: dict[str, str], allow_changed: bool = False
+) -> tuple[DualFile, dict[str, torch.Tensor]]:
     """The model and optimiser state of checkpoint ``path``, once ``check_same_run`` has accepted it."""
     dual = load_dual(path)
     with safe_open(str(state_path(path)), "pt") as f:

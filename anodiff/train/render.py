@@ -8,8 +8,16 @@ from ..common.imageio import write_png
 from .preview import PREVIEW_CFG, PREVIEW_STEPS, preview_sheet
 
 
-def render_preview(sd, dual_unet, prompts: tuple[str, str], resolution: int, seed: int, path: Path,
-                   steps: int = PREVIEW_STEPS, cfg: float = PREVIEW_CFG) -> Path:  # fmt: skip
+def render_preview(
+    sd,
+    dual_unet,
+    prompts: tuple[str, str],
+    resolution: int,
+    seed: int,
+    path: Path,
+    steps: int = PREVIEW_STEPS,
+    cfg: float = PREVIEW_CFG,
+) -> Path:
     """``dual_unet`` is the training ``DualUNet`` and ``sd`` the base whose text encoder carries the live text LoRA;
     sampling runs the pipeline (the project's one loop, ``anodiff.sd15.sampling.denoise``; DDIM here), in the UNet's
     dtype under mixed precision."""

@@ -56,8 +56,9 @@ class SessionConfig:
 
     @property
     def dual_config(self) -> DualConfig:
-        return DualConfig(rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm,
-                          text_rank=self.text_rank)  # fmt: skip
+        return DualConfig(
+            rank=self.rank, saim=self.saim, saim_zero_init=self.saim_zero_init, bcm=self.bcm, text_rank=self.text_rank
+        )
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,16 @@ class TrainingSession:
     ``start``: a ``TrainedDual`` to continue (same data and seed give the weights of one longer run).
     """
 
-    def __init__(self, config: SessionConfig, dataset, channels: tuple[int, ...], context_dim: int,
-                 text_shapes: dict[str, tuple[int, int]] | None, device: torch.device,
-                 start: TrainedDual | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: SessionConfig,
+        dataset,
+        channels: tuple[int, ...],
+        context_dim: int,
+        text_shapes: dict[str, tuple[int, int]] | None,
+        device: torch.device,
+        start: TrainedDual | None = None,
+    ) -> None:
         self.config, self.dataset, self.device = config, dataset, torch.device(device)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the host's global RNG
             torch.manual_seed(config.seed)
@@ -121,12 +129,24 @@ class TrainingSession:
         self.step, self.losses = start.steps, list(start.losses)
         seed = dual.metadata.get("seed")
         if seed is not None and seed != str(self.config.seed):
-            log.warning("%s was trained with seed %s, continued with %d: not the run one longer training would give",
-                        dual.source, seed, self.config.seed)  # fmt: skip
+            log.warning(
+                "%s was trained with seed %s, continued with %d: not the run one longer training would give",
+                dual.source,
+                seed,
+                self.config.seed,
+            )
 
-    def train_step(self, forward: Forward, sample_latents: SampleLatents, alphas_cumprod: torch.Tensor,
-                   latent_scale: float, scaler: torch.amp.GradScaler | None = None, rank: int = 0,
-                   backward: Callable | None = None, clip: Callable | None = None) -> float:  # fmt: skip
+    def train_step(
+        self,
+        forward: Forward,
+        sample_latents: SampleLatents,
+        alphas_cumprod: torch.Tensor,
+        latent_scale: float,
+        scaler: torch.amp.GradScaler | None = None,
+        rank: int = 0,
+        backward: Callable | None = None,
+        clip: Callable | None = None,
+    ) -> float:
         """One optimiser step; every draw comes from ``step_generator(seed, step, rank)``. Returns the loss.
 
         ``rank``: this process of a data-parallel run; ``backward``/``clip``: accelerate's. An exception leaves
@@ -148,9 +168,17 @@ class TrainingSession:
         c = self.config
         adapter = DualAdapter(self.adapter.config, self.adapter.channels, self.adapter.context_dim)
         adapter.load_state_dict({k: v.detach().float().cpu() for k, v in self.adapter.state_dict().items()})
-        dual = to_dual_file(adapter, self.text.state() if self.text is not None else None, steps=self.step,
-                    resolution=c.resolution, prompt_global=c.prompt_global, prompt_anomaly=c.prompt_anomaly,
-                    seed=c.seed, train_images=images, source=source)  # fmt: skip
+        dual = to_dual_file(
+            adapter,
+            self.text.state() if self.text is not None else None,
+            steps=self.step,
+            resolution=c.resolution,
+            prompt_global=c.prompt_global,
+            prompt_anomaly=c.prompt_anomaly,
+            seed=c.seed,
+            train_images=images,
+            source=source,
+        )
         return TrainedDual(dual, optimizer_tensors(self.optimizer), tuple(self.losses))
 
 

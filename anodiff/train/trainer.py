@@ -59,8 +59,14 @@ class DualTrainModel(nn.Module):
         pairs = noisy.shape[0] // 2
         context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
         context = context.repeat(pairs, 1, 1)
-        return self.dual_unet(noisy, timesteps, context, unet_pass=UNetPass(), background=background,
-                              background_timestep=timesteps[0::2] if background is not None else None)  # fmt: skip
+        return self.dual_unet(
+            noisy,
+            timesteps,
+            context,
+            unet_pass=UNetPass(),
+            background=background,
+            background_timestep=timesteps[0::2] if background is not None else None,
+        )
 
 
 def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
@@ -120,9 +126,13 @@ class Trainer:
                 enable = getattr(text_encoder, "activation_checkpointing_enable", None)
                 (enable or text_encoder.gradient_checkpointing_enable)()
                 text_encoder.train()
-        ids = self.sd.tokenizer([config.prompt_global, config.prompt_anomaly], padding="max_length",
-                                max_length=min(self.sd.tokenizer.model_max_length, 77), truncation=True,
-                                return_tensors="pt").input_ids  # fmt: skip
+        ids = self.sd.tokenizer(
+            [config.prompt_global, config.prompt_anomaly],
+            padding="max_length",
+            max_length=min(self.sd.tokenizer.model_max_length, 77),
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         self.model = DualTrainModel(DualUNet(self.sd.unet, self.adapter), text_encoder, ids).to(device)
         self.latents = LatentCache(self._encode, config.cache_latents)
         if (
@@ -193,8 +203,16 @@ class Trainer:
 
     def loss_at(self, step_batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
         """The step's loss on ``step_batch`` with the draws of ``g`` (what ``train_step`` minimises)."""
-        return pair_loss(step_batch, g, self.latents, self.forward, self.sd.scheduler.alphas_cumprod,
-                         self.sd.latent_scale, self.accelerator.device, bcm=self.config.bcm)  # fmt: skip
+        return pair_loss(
+            step_batch,
+            g,
+            self.latents,
+            self.forward,
+            self.sd.scheduler.alphas_cumprod,
+            self.sd.latent_scale,
+            self.accelerator.device,
+            bcm=self.config.bcm,
+        )
 
     @property
     def forward(self):
@@ -206,8 +224,16 @@ class Trainer:
 
     def train_step(self) -> float:
         clip = self.accelerator.clip_grad_norm_ if self.accelerator.sync_gradients else (lambda *a: None)
-        return self.session.train_step(self.forward, self.latents, self.sd.scheduler.alphas_cumprod, self.sd.latent_scale,
-                                       self.scaler, rank=self.rank, backward=self.accelerator.backward, clip=clip)  # fmt: skip
+        return self.session.train_step(
+            self.forward,
+            self.latents,
+            self.sd.scheduler.alphas_cumprod,
+            self.sd.latent_scale,
+            self.scaler,
+            rank=self.rank,
+            backward=self.accelerator.backward,
+            clip=clip,
+        )
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``config.steps`` (or ``until``); returns the final file, or the checkpoint written on Ctrl-C."""
@@ -280,6 +306,14 @@ def train(config: TrainConfig) -> Path:
 
 
 __all__ = [
-    "CHECKPOINT", "DualTrainModel", "TrainConfig", "Trainer", "TrainingInterrupted", "latest_checkpoint",
-    "make_optimizer", "step_generator", "train", "trainable_parameters",
-]  # fmt: skip
+    "CHECKPOINT",
+    "DualTrainModel",
+    "TrainConfig",
+    "Trainer",
+    "TrainingInterrupted",
+    "latest_checkpoint",
+    "make_optimizer",
+    "step_generator",
+    "train",
+    "trainable_parameters",
+]

@@ -167,4 +167,3 @@ def convert_official(state: dict[str, torch.Tensor], source: str = "<state dict>
     dual = DualFile(config, channels, context, {k: v.float() for k, v in out.items()}, meta, source)
     validate(dual)
     return dual
-

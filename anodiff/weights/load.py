@@ -26,7 +26,9 @@ def load_dual(path: str | os.PathLike, sd15_only: bool = True) -> DualFile:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise DualWeightsError(f"{source}: cannot read as a PyTorch state dict ({exc.__class__.__name__}: {exc})") from exc
+            raise DualWeightsError(
+                f"{source}: cannot read as a PyTorch state dict ({exc.__class__.__name__}: {exc})"
+            ) from exc
         if not isinstance(state, dict):
             raise DualWeightsError(f"{source}: expected a state dict of tensors, got {type(state).__name__}")
         return convert_official(state, source, sd15_only)

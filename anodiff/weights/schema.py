@@ -42,10 +42,28 @@ TEXT_PREFIX = "text_encoder."
 SD15_TEXT_HIDDEN, SD15_TEXT_LAYERS = 768, 12
 TEXT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 META_FIELDS = (
-    "format", "format_version", "base_model", "unet_channels", "context_dim", "rank", "alpha", "has_saim",
-    "saim_zero_init", "has_bcm", "text_rank", "text_alpha", "text_hidden", "text_layers", "prompt_global",
-    "prompt_anomaly", "steps", "resolution", "source", "seed", "train_images",
-)  # fmt: skip
+    "format",
+    "format_version",
+    "base_model",
+    "unet_channels",
+    "context_dim",
+    "rank",
+    "alpha",
+    "has_saim",
+    "saim_zero_init",
+    "has_bcm",
+    "text_rank",
+    "text_alpha",
+    "text_hidden",
+    "text_layers",
+    "prompt_global",
+    "prompt_anomaly",
+    "steps",
+    "resolution",
+    "source",
+    "seed",
+    "train_images",
+)
 OPTIONAL_META_FIELDS = ("seed", "train_images")
 """Written by a training run only (its seed, how many photos it trained on); every other field is always there."""
 
@@ -105,7 +123,9 @@ def check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[in
             raise DualWeightsError(f"{source}: key {key!r} has dtype {value.dtype}, expected a floating point tensor")
     for key, shape in expected.items():
         if key not in tensors:
-            raise DualWeightsError(f"{source}: missing key {key!r} (expected shape {_fmt(shape)}); truncated or partial file?")
+            raise DualWeightsError(
+                f"{source}: missing key {key!r} (expected shape {_fmt(shape)}); truncated or partial file?"
+            )
 
 
 @dataclass
@@ -149,7 +169,9 @@ class DualFile:
                     )
             for name in ("saim", "bcm"):
                 if getattr(layer, name) is not None:
-                    local.update({f"{name}.{k}": self.tensors[f"{prefix}{name}.{k}"] for k in getattr(layer, name).state_dict()})
+                    local.update(
+                        {f"{name}.{k}": self.tensors[f"{prefix}{name}.{k}"] for k in getattr(layer, name).state_dict()}
+                    )
             layer.load_state_dict({k: (v.to(dtype) if dtype else v.clone()) for k, v in local.items()}, assign=True)
         return adapter
 
@@ -222,8 +244,6 @@ def to_dual_file(
     return result
 
 
-
-
 def validate(dual: DualFile) -> None:
     expected = unet_shapes(dual.config, dual.channels, dual.context_dim)
     hidden, layers = int(dual.metadata.get("text_hidden", 0)), int(dual.metadata.get("text_layers", 0))
@@ -265,7 +285,9 @@ def _parse_float(meta: dict[str, str], key: str, source: str, default: str) -> f
 def from_metadata(tensors: dict[str, torch.Tensor], meta: dict[str, str], source: str) -> DualFile:
     version = _parse_int(meta, "format_version", source)
     if version > FORMAT_VERSION:
-        raise DualWeightsError(f"{source}: format_version {version} is newer than this anodiff ({FORMAT_VERSION}); upgrade")
+        raise DualWeightsError(
+            f"{source}: format_version {version} is newer than this anodiff ({FORMAT_VERSION}); upgrade"
+        )
     try:
         channels = tuple(int(c) for c in meta["unet_channels"].split(","))
     except (KeyError, ValueError):

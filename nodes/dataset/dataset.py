@@ -106,8 +106,10 @@ class DualAnoDiffFilterPairs:
             "required": {
                 "image": ("IMAGE", {"tooltip": FILTER_TOOLTIPS["image"]}),
                 "mask": ("MASK", {"tooltip": FILTER_TOOLTIPS["mask"]}),
-                "max_area": ("FLOAT", {"default": GATE["max_area"], **unit, "min": 0.01,
-                                       "tooltip": FILTER_TOOLTIPS["max_area"]}),
+                "max_area": (
+                    "FLOAT",
+                    {"default": GATE["max_area"], **unit, "min": 0.01, "tooltip": FILTER_TOOLTIPS["max_area"]},
+                ),
                 "min_foreground": ("FLOAT", {"default": 0.5, **unit, "tooltip": FILTER_TOOLTIPS["min_foreground"]}),
                 "min_agreement": ("FLOAT", {"default": 0.3, **unit, "tooltip": FILTER_TOOLTIPS["min_agreement"]}),
                 "change_threshold": ("FLOAT", {"default": 0.1, **unit, "tooltip": FILTER_TOOLTIPS["change_threshold"]}),
@@ -115,15 +117,37 @@ class DualAnoDiffFilterPairs:
             "optional": {
                 "source": ("IMAGE", {"tooltip": FILTER_TOOLTIPS["source"]}),
                 "foreground": ("MASK", {"tooltip": FILTER_TOOLTIPS["foreground"]}),
-                "min_area": ("FLOAT", {"default": GATE["min_area"], "min": 0.0, "max": 1.0, "step": 0.0005,
-                                       "tooltip": FILTER_TOOLTIPS["min_area"]}),
-                "max_pieces": ("INT", {"default": GATE["max_pieces"], "min": 0, "max": 1000,
-                                       "tooltip": FILTER_TOOLTIPS["max_pieces"]}),
+                "min_area": (
+                    "FLOAT",
+                    {
+                        "default": GATE["min_area"],
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.0005,
+                        "tooltip": FILTER_TOOLTIPS["min_area"],
+                    },
+                ),
+                "max_pieces": (
+                    "INT",
+                    {"default": GATE["max_pieces"], "min": 0, "max": 1000, "tooltip": FILTER_TOOLTIPS["max_pieces"]},
+                ),
             },
-        }  # fmt: skip
+        }
 
-    def filter(self, image, mask, max_area, min_foreground, min_agreement, change_threshold=0.1, source=None,
-               foreground=None, min_area=GATE["min_area"], max_pieces=GATE["max_pieces"], **kwargs):  # fmt: skip
+    def filter(
+        self,
+        image,
+        mask,
+        max_area,
+        min_foreground,
+        min_agreement,
+        change_threshold=0.1,
+        source=None,
+        foreground=None,
+        min_area=GATE["min_area"],
+        max_pieces=GATE["max_pieces"],
+        **kwargs,
+    ):
         node = "Filter Pairs"
         images = _images(image, node, "image")
         count, shape = images.shape[0], images.shape[1:3]
@@ -137,10 +161,18 @@ class DualAnoDiffFilterPairs:
                 raise ValueError(f"{node}: {photos.shape[0]} sources for {count} images; give one, or one per image")
             source = [filtering.match_size(photos[min(i, len(photos) - 1)], shape) for i in range(count)]
         try:
-            kept, dropped = filtering.filter_pairs(images, masks, fgs, source, max_area=max_area,
-                                                   min_foreground=min_foreground, min_agreement=min_agreement,
-                                                   change_threshold=change_threshold, min_area=min_area,
-                                                   max_pieces=max_pieces)  # fmt: skip
+            kept, dropped = filtering.filter_pairs(
+                images,
+                masks,
+                fgs,
+                source,
+                max_area=max_area,
+                min_foreground=min_foreground,
+                min_agreement=min_agreement,
+                change_threshold=change_threshold,
+                min_area=min_area,
+                max_pieces=max_pieces,
+            )
         except ValueError as err:
             raise ValueError(f"{node}: {err}") from err
         report = "\n".join(f"pair {i}: {reason}" for i, reason in dropped.items())
@@ -219,7 +251,7 @@ class DualAnoDiffExportDataset(ExportNodeOutput):
                 "anomaly": ("STRING", {"default": "defect", "tooltip": EXPORT_TOOLTIPS["anomaly"]}),
                 "format": (list(FORMATS), {"default": "mvtec+coco", "tooltip": EXPORT_TOOLTIPS["format"]}),
             }
-        }  # fmt: skip
+        }
 
     def export(self, images, masks, output_dir, category, anomaly, format):
         node = "Export Dataset"
@@ -245,10 +277,16 @@ class DualAnoDiffFinaliseDataset(ExportNodeOutput):
         return {
             "required": {
                 "output_dir": ("STRING", {"default": "dualanodiff_dataset", "tooltip": EXPORT_TOOLTIPS["output_dir"]}),
-                "category": ("STRING", {"default": "", "tooltip": "The object category whose COCO file to write; "
-                                                                  "empty: every category with exported records."}),
+                "category": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The object category whose COCO file to write; "
+                        "empty: every category with exported records.",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):

@@ -95,13 +95,17 @@ class DualAnoDiffExtractMask:
             "required": {
                 "anomaly": ("IMAGE", {"tooltip": TOOLTIPS["anomaly"]}),
                 "method": (list(METHODS), {"default": "u2netp", "tooltip": TOOLTIPS["method"]}),
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": TOOLTIPS["threshold"]}),
+                "threshold": (
+                    "FLOAT",
+                    {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": TOOLTIPS["threshold"]},
+                ),
                 "grow": ("INT", {"default": 0, "min": -64, "max": 64, "step": 1, "tooltip": TOOLTIPS["grow"]}),
-                "min_area": ("INT", {"default": 0, "min": 0, "max": 1 << 24, "step": 1,
-                                     "tooltip": TOOLTIPS["min_area"]}),
+                "min_area": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 1 << 24, "step": 1, "tooltip": TOOLTIPS["min_area"]},
+                ),
             }
-        }  # fmt: skip
+        }
 
     def extract(self, anomaly, method, threshold, grow, min_area):
         if method not in METHODS:

@@ -59,19 +59,35 @@ class DualAnoDiffBackgroundCompensation:
             "required": {
                 "model": ("MODEL", {"tooltip": "MODEL from Load Dual LoRA with a BCM-trained file."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE, to encode the background."}),
-                "background": ("IMAGE", {"tooltip": "A normal (defect-free) photo of the product; one, or one per latent."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                                       "tooltip": "Scales the learned mixing weight; 0 turns BCM off, 1 is as trained."}),
+                "background": (
+                    "IMAGE",
+                    {"tooltip": "A normal (defect-free) photo of the product; one, or one per latent."},
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 2.0,
+                        "step": 0.05,
+                        "tooltip": "Scales the learned mixing weight; 0 turns BCM off, 1 is as trained.",
+                    },
+                ),
             },
             "optional": {
-                "object_mask": ("MASK", {"tooltip": "Where the object is (white). Without it, U²-Net-P segments the object."}),
+                "object_mask": (
+                    "MASK",
+                    {"tooltip": "Where the object is (white). Without it, U²-Net-P segments the object."},
+                ),
             },
-        }  # fmt: skip
+        }
 
     def apply(self, model, vae, background, strength, object_mask=None):
         dual = find_dual(model)
         if dual is None:
-            raise ValueError("Background Compensation needs the MODEL output of Load Dual LoRA; connect it after the loader")
+            raise ValueError(
+                "Background Compensation needs the MODEL output of Load Dual LoRA; connect it after the loader"
+            )
         if dual.config.bcm is False:
             raise ValueError(
                 f"'{dual.name}' has no BCM weights (trained without background compensation); remove Background "

@@ -68,8 +68,17 @@ class BCMPatch(SharedAcrossClones):
         bg = torch.cat(rows).to(device=like.device, dtype=like.dtype)
         return fit_latent(bg, tuple(like.shape[-2:]))
 
-    def apply_model_wrapper(self, executor: Callable, x, t, c_concat=None, c_crossattn=None, control=None,
-                            transformer_options=None, **kwargs):  # fmt: skip
+    def apply_model_wrapper(
+        self,
+        executor: Callable,
+        x,
+        t,
+        c_concat=None,
+        c_crossattn=None,
+        control=None,
+        transformer_options=None,
+        **kwargs,
+    ):
         options = dict(transformer_options or {})
         cond_or_uncond = list(options.get("cond_or_uncond") or [0])
         per_chunk = x.shape[0] // len(cond_or_uncond)
@@ -81,8 +90,9 @@ class BCMPatch(SharedAcrossClones):
         def call(latents, timesteps, context, mode: str, bank: dict):
             if mode == "write":  # the background: no concat/control inputs of the pairs
                 return executor(latents, timesteps, None, context, None, {**options, MODE: mode, BANK: bank})
-            return executor(latents, timesteps, c_concat, context, control, {**options, MODE: mode, BANK: bank},
-                            **kwargs)  # fmt: skip
+            return executor(
+                latents, timesteps, c_concat, context, control, {**options, MODE: mode, BANK: bank}, **kwargs
+            )
 
         return write_then_read(call, x, t, c_crossattn, noisy, sigma)
 
@@ -103,8 +113,10 @@ def apply_bcm(model, patch: BCMPatch):
     import comfy.patcher_extension
 
     if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY + "_bcm"):
-        raise ValueError("Background Compensation: this MODEL already has Background Compensation; connect the "
-                         "MODEL from Load Dual LoRA (one background set per model; use a batch of backgrounds)")  # fmt: skip
+        raise ValueError(
+            "Background Compensation: this MODEL already has Background Compensation; connect the "
+            "MODEL from Load Dual LoRA (one background set per model; use a batch of backgrounds)"
+        )
     m = model.clone()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY + "_bcm", patch.apply_model_wrapper)
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY + "_bcm", outer_sample_wrapper)

@@ -63,20 +63,55 @@ class DualAnoDiffLoadLoRA:
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.5 checkpoint's MODEL (the one the dual model was trained on)."}),
                 "clip": ("CLIP", {"tooltip": "The same checkpoint's CLIP."}),
-                "lora_name": (list_files(), {"tooltip": "A dual weight file in models/dualanodiff (or models/loras; "
-                                                        "ordinary LoRAs are not listed)."}),
-                "strength_global": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                                              "tooltip": "LoRA strength of the global branch (whole image)."}),
-                "strength_anomaly": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                                               "tooltip": "LoRA strength of the anomaly branch (defect on grey)."}),
-                "strength_clip": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                                            "tooltip": "Strength of the text-encoder LoRA shared by both prompts."}),
+                "lora_name": (
+                    list_files(),
+                    {
+                        "tooltip": "A dual weight file in models/dualanodiff (or models/loras; "
+                        "ordinary LoRAs are not listed)."
+                    },
+                ),
+                "strength_global": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -4.0,
+                        "max": 4.0,
+                        "step": 0.05,
+                        "tooltip": "LoRA strength of the global branch (whole image).",
+                    },
+                ),
+                "strength_anomaly": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -4.0,
+                        "max": 4.0,
+                        "step": 0.05,
+                        "tooltip": "LoRA strength of the anomaly branch (defect on grey).",
+                    },
+                ),
+                "strength_clip": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -4.0,
+                        "max": 4.0,
+                        "step": 0.05,
+                        "tooltip": "Strength of the text-encoder LoRA shared by both prompts.",
+                    },
+                ),
             },
             "optional": {
-                "saim": ("BOOLEAN", {"default": True, "tooltip": "Let the branches exchange attention (SAIM). "
-                                     "Off only to compare: the defect then lands anywhere in each branch."}),
+                "saim": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Let the branches exchange attention (SAIM). "
+                        "Off only to compare: the defect then lands anywhere in each branch.",
+                    },
+                ),
             },
-        }  # fmt: skip
+        }
 
     @classmethod
     def VALIDATE_INPUTS(cls, lora_name):

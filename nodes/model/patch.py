@@ -35,7 +35,9 @@ class SharedAcrossClones:
     def __deepcopy__(self, memo: dict) -> SharedAcrossClones:
         return self
 
-    def to(self, device: torch.device) -> SharedAcrossClones:  # ModelPatcher.model_patches_to: DualPatch moves on load/detach
+    def to(
+        self, device: torch.device
+    ) -> SharedAcrossClones:  # ModelPatcher.model_patches_to: DualPatch moves on load/detach
         return self
 
 
@@ -47,9 +49,17 @@ class DualPatch(SharedAcrossClones):
     where each Linear call casts its own factors, as ComfyUI casts its own offloaded weights).
     """
 
-    def __init__(self, adapter: DualAdapter, strengths: tuple[float, float], saim: bool = True, name: str = "",
-                 dtype: torch.dtype | None = None, device: torch.device | None = None,
-                 fold: bool = True, source: FoldedFile | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        adapter: DualAdapter,
+        strengths: tuple[float, float],
+        saim: bool = True,
+        name: str = "",
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+        fold: bool = True,
+        source: FoldedFile | None = None,
+    ) -> None:
         """fold=False runs ``adapter`` itself, unfolded and uncopied (the adapter being trained). Its device is the
         trainer's (its optimiser state lives there), so ComfyUI's loads and unloads never move it. ``source``: the
         cached ``FoldedFile`` whose already folded ``adapter`` this is, held while this patch lives."""
@@ -108,8 +118,10 @@ class DualPatch(SharedAcrossClones):
         try:
             ids, id_list = row_branches(rows, chunks, options.get(MODE) == "write", x.device)
         except ValueError as err:
-            raise ValueError(f"this MODEL carries a Dual LoRA, which samples [global, anomaly] pairs ({err}); sample "
-                             "it with Dual Sampler, or put Pair Latent and Pair Conditioning before the KSampler") from err  # fmt: skip
+            raise ValueError(
+                f"this MODEL carries a Dual LoRA, which samples [global, anomaly] pairs ({err}); sample "
+                "it with Dual Sampler, or put Pair Latent and Pair Conditioning before the KSampler"
+            ) from err
         installed = []
         try:
             for site in SD15_SITES:
@@ -150,10 +162,13 @@ def _plain_linear(module, x: torch.Tensor) -> bool:
     """ComfyUI's Linear would run a plain ``F.linear`` on its own weights: no casting, streaming, weight patches."""
     weight = getattr(module, "weight", None)
     return (
-        type(weight) is torch.nn.Parameter and weight.device == x.device and weight.dtype == x.dtype
+        type(weight) is torch.nn.Parameter
+        and weight.device == x.device
+        and weight.dtype == x.dtype
         and not getattr(module, "comfy_cast_weights", False)
-        and not getattr(module, "weight_function", None) and not getattr(module, "bias_function", None)
-    )  # fmt: skip
+        and not getattr(module, "weight_function", None)
+        and not getattr(module, "bias_function", None)
+    )
 
 
 def _branch_forward(
@@ -163,8 +178,15 @@ def _branch_forward(
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         scales = patch.branch_scales(lora.scale, x)
-        if (previous is None and not args and not kwargs and x.dim() == 3 and not torch.is_grad_enabled()
-                and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features) and _plain_linear(module, x)):  # fmt: skip
+        if (
+            previous is None
+            and not args
+            and not kwargs
+            and x.dim() == 3
+            and not torch.is_grad_enabled()
+            and merge_pays(x.shape[0] * x.shape[1], lora.in_features, lora.out_features)
+            and _plain_linear(module, x)
+        ):
             _run_every_op()
             return merged_branch_linear(x, module.weight, module.bias, id_list, lora.down, lora.up, scales)
         return add_branch_lora(base(x, *args, **kwargs), x, ids, lora.down, lora.up, scales)
@@ -258,8 +280,15 @@ def check_sd15_layout(model) -> None:
             ) from None
 
 
-def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), strength_clip: float = 1.0,
-                saim: bool = True, name: str = ""):  # fmt: skip
+def attach_dual(
+    model,
+    clip,
+    dual,
+    strengths: tuple[float, float] = (1.0, 1.0),
+    strength_clip: float = 1.0,
+    saim: bool = True,
+    name: str = "",
+):
     """A ``DualFile`` (folded here) or a ``FoldedFile`` (folded once, shared) on clones of ``model`` and ``clip``:
     the dual patch in the MODEL's compute dtype, and the shared text-encoder LoRA on the CLIP (when the file has
     one and ``strength_clip`` is not 0)."""
@@ -267,11 +296,17 @@ def attach_dual(model, clip, dual, strengths: tuple[float, float] = (1.0, 1.0), 
         patch = DualPatch(dual.adapter, strengths, saim=saim, name=name, source=dual)
         dual = dual.dual
     else:
-        patch = DualPatch(dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model),
-                          device=model.offload_device)  # fmt: skip
+        patch = DualPatch(
+            dual.adapter(), strengths, saim=saim, name=name, dtype=compute_dtype(model), device=model.offload_device
+        )
     new_clip = clip
     if clip is not None and dual.has_text_lora and strength_clip != 0:
         config = dual.config
-        new_clip = apply_text_lora(clip, {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
-                                   config.text_rank, config.text_lora_alpha, strength_clip)  # fmt: skip
+        new_clip = apply_text_lora(
+            clip,
+            {"text_encoder." + k: v for k, v in dual.text_tensors().items()},
+            config.text_rank,
+            config.text_lora_alpha,
+            strength_clip,
+        )
     return apply_dual(model, patch), new_clip

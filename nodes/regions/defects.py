@@ -18,8 +18,10 @@ def split_types(types: str, count: int, node: str) -> list[str]:
     """``"crack, scratch"`` -> the defect type of id 1, 2, ...; too few or unsafe names are an error."""
     names = [t.strip() for t in types.split(",")]
     if len(names) < count or any(not n or n in (".", "..") or any(c in n for c in "/\\") for n in names):
-        raise ValueError(f"{node}: defect_types must name a defect type for each of the {count} label(s), "
-                         f"comma-separated, in the order of Defect Labels' masks (plain names), got {types!r}")  # fmt: skip
+        raise ValueError(
+            f"{node}: defect_types must name a defect type for each of the {count} label(s), "
+            f"comma-separated, in the order of Defect Labels' masks (plain names), got {types!r}"
+        )
     return names
 
 
@@ -41,13 +43,23 @@ class DualAnoDiffDefectLabels:
 
     @classmethod
     def INPUT_TYPES(cls):
-        optional = {f"mask_{k}": ("MASK", {"tooltip": f"Defect {k}'s mask at the photo's size (optional)."})
-                    for k in range(2, SLOTS + 1)}  # fmt: skip
-        optional["feather"] = ("INT", {"default": 4, "min": 0, "max": 256,
-                                       "tooltip": "Stitch Region's feather: masks closer than this to one another "
-                                                  "are refused."})  # fmt: skip
-        return {"required": {"mask_1": ("MASK", {"tooltip": "The first defect's full-size mask (Stitch Region)."})},
-                "optional": optional}  # fmt: skip
+        optional = {
+            f"mask_{k}": ("MASK", {"tooltip": f"Defect {k}'s mask at the photo's size (optional)."})
+            for k in range(2, SLOTS + 1)
+        }
+        optional["feather"] = (
+            "INT",
+            {
+                "default": 4,
+                "min": 0,
+                "max": 256,
+                "tooltip": "Stitch Region's feather: masks closer than this to one another are refused.",
+            },
+        )
+        return {
+            "required": {"mask_1": ("MASK", {"tooltip": "The first defect's full-size mask (Stitch Region)."})},
+            "optional": optional,
+        }
 
     def merge(self, mask_1, feather=4, **more):
         given = [mask_1] + [more[f"mask_{k}"] for k in range(2, SLOTS + 1) if more.get(f"mask_{k}") is not None]
@@ -83,32 +95,57 @@ class DualAnoDiffExportDefects(ExportNodeOutput):
             "required": {
                 "images": ("IMAGE", {"tooltip": "The full-size photos with their defects."}),
                 "labels": ("MASK", {"tooltip": "Label masks from Defect Labels (defect number as the value)."}),
-                "defect_types": ("STRING", {"default": "crack, scratch",
-                                            "tooltip": "One defect type per label number, comma-separated: the COCO "
-                                                       "category of each defect."}),
-                "output_dir": ("STRING", {"default": "dualanodiff_dataset",
-                                          "tooltip": "Dataset folder, relative to ComfyUI's output folder."}),
+                "defect_types": (
+                    "STRING",
+                    {
+                        "default": "crack, scratch",
+                        "tooltip": "One defect type per label number, comma-separated: the COCO "
+                        "category of each defect.",
+                    },
+                ),
+                "output_dir": (
+                    "STRING",
+                    {
+                        "default": "dualanodiff_dataset",
+                        "tooltip": "Dataset folder, relative to ComfyUI's output folder.",
+                    },
+                ),
                 "category": ("STRING", {"default": "object", "tooltip": "The object category (COCO file name)."}),
-                "folder": ("STRING", {"default": "multi_defect",
-                                      "tooltip": "The MVTec sub-folder for these images (test/<folder>/NNN.png)."}),
+                "folder": (
+                    "STRING",
+                    {
+                        "default": "multi_defect",
+                        "tooltip": "The MVTec sub-folder for these images (test/<folder>/NNN.png).",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
     def export(self, images, labels, defect_types, output_dir, category, folder):
         node = "Export Defects"
         pictures = images[..., :3].detach().to("cpu", torch.float32).numpy()
         ids = np.rint(mask_batch(labels)).astype(np.uint8)
         if ids.shape[0] != pictures.shape[0] or ids.shape[1:] != pictures.shape[1:3]:
-            raise ValueError(f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
-                             f"{pictures.shape[:3]}")  # fmt: skip
+            raise ValueError(
+                f"{node}: labels {ids.shape} must hold one label mask of the image's size per image "
+                f"{pictures.shape[:3]}"
+            )
         types = split_types(defect_types, int(ids.max(initial=0)), node)
         try:
             folder = check_name(folder, "folder")  # the library calls it 'anomaly'; this node's input is 'folder'
         except ValueError as err:
             raise ValueError(f"{node}: {err}") from err
         root = output_root(output_dir, node)
-        return self.exported(node, pictures, ids > 0, root, category, folder, ("mvtec", "coco"),
-                             sidecars=[({"defect_types": types}, i) for i in ids])  # fmt: skip
+        return self.exported(
+            node,
+            pictures,
+            ids > 0,
+            root,
+            category,
+            folder,
+            ("mvtec", "coco"),
+            sidecars=[({"defect_types": types}, i) for i in ids],
+        )
 
 
 NODE_CLASS_MAPPINGS = {

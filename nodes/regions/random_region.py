@@ -82,15 +82,25 @@ class DualAnoDiffRandomRegion:
                 "min_aspect": ("FLOAT", {**aspect(0.5), "tooltip": TOOLTIPS["min_aspect"]}),
                 "max_aspect": ("FLOAT", {**aspect(2.0), "tooltip": TOOLTIPS["max_aspect"]}),
                 "shape": (list(regions.SHAPES), {"default": "ellipse", "tooltip": TOOLTIPS["shape"]}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": TOOLTIPS["seed"]}),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": TOOLTIPS["seed"],
+                    },
+                ),
                 "erode": ("INT", {"default": 0, "min": 0, "max": 512, "tooltip": TOOLTIPS["erode"]}),
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": TOOLTIPS["threshold"]}),
+                "threshold": (
+                    "FLOAT",
+                    {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": TOOLTIPS["threshold"]},
+                ),
                 "feather": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip": TOOLTIPS["feather"]}),
             },
             "optional": {"foreground": ("MASK", {"tooltip": TOOLTIPS["foreground"]})},
-        }  # fmt: skip
+        }
 
     def sample(
         self,

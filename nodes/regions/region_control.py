@@ -40,20 +40,26 @@ class DualAnoDiffRegionLatent:
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
                 "source": ("IMAGE", {"tooltip": "The normal photo(s) to put a defect into; sides multiples of 8."}),
                 "region": ("MASK", {"tooltip": "Where the defect may go (white), e.g. from Random Defect Region."}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
-                                       "tooltip": "Pairs per photo when one photo is given."}),
+                "batch_size": (
+                    "INT",
+                    {"default": 1, "min": 1, "max": 64, "tooltip": "Pairs per photo when one photo is given."},
+                ),
             }
-        }  # fmt: skip
+        }
 
     def make(self, vae, source, region, batch_size=1):
         images = source[..., :3]
         if images.shape[1] % 8 or images.shape[2] % 8:
-            raise ValueError(f"Region Latent: the photo is {images.shape[2]}x{images.shape[1]}; resize it to multiples of 8")
+            raise ValueError(
+                f"Region Latent: the photo is {images.shape[2]}x{images.shape[1]}; resize it to multiples of 8"
+            )
         if images.shape[0] == 1 and batch_size > 1:
             images = images.expand(batch_size, -1, -1, -1)
         masks = _per_image(region, images.shape[0], "Region Latent")
         if masks.shape[-2:] != images.shape[1:3]:
-            raise ValueError(f"Region Latent: region {tuple(masks.shape[-2:])} and photo {tuple(images.shape[1:3])} differ in size")
+            raise ValueError(
+                f"Region Latent: region {tuple(masks.shape[-2:])} and photo {tuple(images.shape[1:3])} differ in size"
+            )
         photo = vae.encode(images)
         grey = vae.encode(torch.full_like(images[:1], 0.5)).expand_as(photo)
         latent = {"samples": photo, "noise_mask": masks.float()}
@@ -78,30 +84,42 @@ class DualAnoDiffCompositeRegion:
                 "generated": ("IMAGE", {"tooltip": "Decoded global images from the Dual Sampler."}),
                 "source": ("IMAGE", {"tooltip": "The same photo(s) given to Region Latent."}),
                 "region": ("MASK", {"tooltip": "The same region given to Region Latent."}),
-                "feather": ("INT", {"default": 4, "min": 0, "max": 64,
-                                    "tooltip": "Soft edge width in pixels, outside the region."}),
+                "feather": (
+                    "INT",
+                    {"default": 4, "min": 0, "max": 64, "tooltip": "Soft edge width in pixels, outside the region."},
+                ),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Defect mask from Extract Anomaly Mask, clipped to the region."}),
             },
-        }  # fmt: skip
+        }
 
     def paste(self, generated, source, region, feather, mask=None):
         count = generated.shape[0]
         if source.shape[0] not in (1, count):
-            raise ValueError(f"Composite Region: source has {source.shape[0]} photos for {count} generated images; "
-                             "give one photo, or one per generated image (decode the Dual Sampler's global output, "
-                             "not its pairs output)")  # fmt: skip
+            raise ValueError(
+                f"Composite Region: source has {source.shape[0]} photos for {count} generated images; "
+                "give one photo, or one per generated image (decode the Dual Sampler's global output, "
+                "not its pairs output)"
+            )
         sources = source[..., :3] if source.shape[0] == count else source[..., :3].expand(count, -1, -1, -1)
         regions = _per_image(region, count, "Composite Region")
-        out = [torch.from_numpy(composite(g.detach().cpu().numpy(), s.detach().cpu().numpy(), r.detach().cpu().numpy(), feather))
-               for g, s, r in zip(generated, sources, regions)]  # fmt: skip
+        out = [
+            torch.from_numpy(
+                composite(g.detach().cpu().numpy(), s.detach().cpu().numpy(), r.detach().cpu().numpy(), feather)
+            )
+            for g, s, r in zip(generated, sources, regions)
+        ]
         if mask is None:
             clipped = regions.gt(0.5).float()
         else:
             masks = _per_image(mask, count, "Composite Region mask")
-            clipped = torch.stack([torch.from_numpy(clip_mask(m.detach().cpu().numpy(), r.detach().cpu().numpy()).astype(np.float32))
-                                   for m, r in zip(masks, regions)])  # fmt: skip
+            clipped = torch.stack(
+                [
+                    torch.from_numpy(clip_mask(m.detach().cpu().numpy(), r.detach().cpu().numpy()).astype(np.float32))
+                    for m, r in zip(masks, regions)
+                ]
+            )
         return torch.stack(out).to(generated), clipped.to(generated)
 
 

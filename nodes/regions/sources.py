@@ -45,18 +45,35 @@ class DualAnoDiffLoadPhotoFolder:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": ("STRING", {"default": "normal_photos",
-                                      "tooltip": "Folder of normal photos, relative to ComfyUI's input folder "
-                                                 "(or absolute: inside input/ or output/, or listed in "
-                                                 "user/dualanodiff.yaml)."}),
-                "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
-                                  "tooltip": "First photo (by name order) to load; for working through a folder in parts."}),
+                "folder": (
+                    "STRING",
+                    {
+                        "default": "normal_photos",
+                        "tooltip": "Folder of normal photos, relative to ComfyUI's input folder "
+                        "(or absolute: inside input/ or output/, or listed in "
+                        "user/dualanodiff.yaml).",
+                    },
+                ),
+                "start": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 1_000_000,
+                        "tooltip": "First photo (by name order) to load; for working through a folder in parts.",
+                    },
+                ),
                 "limit": ("INT", {"default": 0, "min": 0, "max": 100_000, "tooltip": "How many photos; 0 loads all."}),
-                "output": (list(MODES), {"default": "list",
-                                         "tooltip": "list: one IMAGE per photo, any sizes (later nodes run per photo). "
-                                                    "batch: one IMAGE batch of same-size photos, names one per line."}),
+                "output": (
+                    list(MODES),
+                    {
+                        "default": "list",
+                        "tooltip": "list: one IMAGE per photo, any sizes (later nodes run per photo). "
+                        "batch: one IMAGE batch of same-size photos, names one per line.",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
     @classmethod
     def IS_CHANGED(cls, folder="", **_):
@@ -76,9 +93,11 @@ class DualAnoDiffLoadPhotoFolder:
             return [torch.from_numpy(image)[None] for image in images], names, len(names)
         for image, name in zip(images, names):
             if image.shape != images[0].shape:
-                raise ValueError(f"Load Photo Folder: batch needs photos of one size, but {name} is "
-                                 f"{image.shape[1]}x{image.shape[0]} and {names[0]} {images[0].shape[1]}x"
-                                 f"{images[0].shape[0]}; use output=list")  # fmt: skip
+                raise ValueError(
+                    f"Load Photo Folder: batch needs photos of one size, but {name} is "
+                    f"{image.shape[1]}x{image.shape[0]} and {names[0]} {images[0].shape[1]}x"
+                    f"{images[0].shape[0]}; use output=list"
+                )
         return [torch.from_numpy(np.stack(images))], ["\n".join(names)], len(names)
 
 

@@ -38,30 +38,63 @@ class DualAnoDiffCropRegion:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE", {"tooltip": "The normal photo, any size and aspect (or a batch of same-size photos)."}),
-                "region": ("MASK", {"tooltip": "Where the defect may go (white), at the photo's size: one, one per "
-                                               "photo, or several defect regions to pick from with region_index."}),
-                "context": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 16.0, "step": 0.1,
-                                      "tooltip": "Window width and height as a multiple of the region box's, each "
-                                                 "axis on its own (a long scratch gets a long window); larger shows "
-                                                 "the model more of the part around the defect."}),
-                "working_size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                         "tooltip": "The window's longer side when generating (SD1.5: 512); a thin or "
-                                                    "tiny region may get up to 3x this so its defect stays at least "
-                                                    "4 latent pixels across; the shorter side is at least half."}),
-                "region_index": ("INT", {"default": -1, "min": -1, "max": 255,
-                                         "tooltip": "-1: region k for photo k. 0, 1, ...: take that region of the "
-                                                    "batch (several defects on one part); the regions must not overlap "
-                                                    "nor come within Stitch Region's feather of one another."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "The normal photo, any size and aspect (or a batch of same-size photos)."},
+                ),
+                "region": (
+                    "MASK",
+                    {
+                        "tooltip": "Where the defect may go (white), at the photo's size: one, one per "
+                        "photo, or several defect regions to pick from with region_index."
+                    },
+                ),
+                "context": (
+                    "FLOAT",
+                    {
+                        "default": 2.0,
+                        "min": 1.0,
+                        "max": 16.0,
+                        "step": 0.1,
+                        "tooltip": "Window width and height as a multiple of the region box's, each "
+                        "axis on its own (a long scratch gets a long window); larger shows "
+                        "the model more of the part around the defect.",
+                    },
+                ),
+                "working_size": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "The window's longer side when generating (SD1.5: 512); a thin or "
+                        "tiny region may get up to 3x this so its defect stays at least "
+                        "4 latent pixels across; the shorter side is at least half.",
+                    },
+                ),
+                "region_index": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -1,
+                        "max": 255,
+                        "tooltip": "-1: region k for photo k. 0, 1, ...: take that region of the "
+                        "batch (several defects on one part); the regions must not overlap "
+                        "nor come within Stitch Region's feather of one another.",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
     def crop(self, image, region, context, working_size, region_index=-1):
         photos = image[..., :3].detach().to("cpu", torch.float32).numpy()
         masks = batch = mask_batch(region)
         if masks.shape[1:] != photos.shape[1:3]:
-            raise ValueError(f"Crop Region: region {masks.shape[1:]} and photo {photos.shape[1:3]} differ in size; "
-                             "draw the region on the photo itself")  # fmt: skip
+            raise ValueError(
+                f"Crop Region: region {masks.shape[1:]} and photo {photos.shape[1:3]} differ in size; "
+                "draw the region on the photo itself"
+            )
         if region_index >= 0:
             if region_index >= len(masks):
                 raise ValueError(f"Crop Region: region_index {region_index}, but the region batch holds {len(masks)}")
@@ -71,19 +104,25 @@ class DualAnoDiffCropRegion:
                 raise ValueError(f"Crop Region: {err} (try another seed)") from err
             masks = masks[region_index : region_index + 1]  # Stitch Region checks the batch again with its feather
         if len(masks) not in (1, len(photos)):
-            raise ValueError(f"Crop Region: {len(masks)} regions for {len(photos)} photos; give one, one per photo, "
-                             "or pick one with region_index")  # fmt: skip
+            raise ValueError(
+                f"Crop Region: {len(masks)} regions for {len(photos)} photos; give one, one per photo, "
+                "or pick one with region_index"
+            )
         chosen = [masks[k % len(masks)] for k in range(len(photos))]
-        windows = shared_windows(chosen, float(context), int(working_size),
-                                 [f"Crop Region: photo {k}" for k in range(len(photos))])  # fmt: skip
+        windows = shared_windows(
+            chosen, float(context), int(working_size), [f"Crop Region: photo {k}" for k in range(len(photos))]
+        )
         crops, zones = [], []
         for photo, zone, window in zip(photos, chosen, windows):
             piece, small = crop(photo, zone, window)
             crops.append(piece)
             zones.append(small)
-        info = {"windows": windows, "photos": image[..., :3].detach().cpu(), "regions": torch.from_numpy(
-            np.stack([masks[k % len(masks)] for k in range(len(photos))])),
-            "batch": torch.from_numpy(batch) if region_index >= 0 else None}  # fmt: skip
+        info = {
+            "windows": windows,
+            "photos": image[..., :3].detach().cpu(),
+            "regions": torch.from_numpy(np.stack([masks[k % len(masks)] for k in range(len(photos))])),
+            "batch": torch.from_numpy(batch) if region_index >= 0 else None,
+        }
         out = torch.from_numpy(np.stack(crops)).to(image)
         return out, torch.from_numpy(np.stack(zones).astype(np.float32)).to(image), info
 
@@ -106,18 +145,35 @@ class DualAnoDiffStitchRegion:
             "required": {
                 "image": ("IMAGE", {"tooltip": "Decoded global images of the window (Dual Sampler -> VAE Decode)."}),
                 "stitch": (STITCH, {"tooltip": "From the Crop Region that made the window."}),
-                "feather": ("INT", {"default": 4, "min": 0, "max": 256,
-                                    "tooltip": "Soft edge in full-size pixels, outside the region. Regions picked "
-                                               "from one batch (region_index) closer than this are refused."}),
-                "blend": (list(BLENDS), {"default": "feather",
-                                         "tooltip": "feather: soft edge; poisson: OpenCV seamless cloning (matches "
-                                                    "lighting), still only inside the grown region."}),
+                "feather": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 0,
+                        "max": 256,
+                        "tooltip": "Soft edge in full-size pixels, outside the region. Regions picked "
+                        "from one batch (region_index) closer than this are refused.",
+                    },
+                ),
+                "blend": (
+                    list(BLENDS),
+                    {
+                        "default": "feather",
+                        "tooltip": "feather: soft edge; poisson: OpenCV seamless cloning (matches "
+                        "lighting), still only inside the grown region.",
+                    },
+                ),
             },
             "optional": {
-                "mask": ("MASK", {"tooltip": "Defect mask at the working size (Extract Anomaly Mask); without it the "
-                                             "region is returned."}),
+                "mask": (
+                    "MASK",
+                    {
+                        "tooltip": "Defect mask at the working size (Extract Anomaly Mask); without it the "
+                        "region is returned."
+                    },
+                ),
             },
-        }  # fmt: skip
+        }
 
     def stitch(self, image, stitch, feather, blend, mask=None):
         windows, photos, regions = stitch["windows"], stitch["photos"], stitch["regions"]
@@ -161,8 +217,10 @@ def stitch_one(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One window pasted back; the photo's float values are kept exactly outside the grown region."""
     if generated.shape[:2] != window.work_shape:
-        raise ValueError(f"Stitch Region: image {generated.shape[:2]} is not the window's size {window.work_shape}; "
-                         "decode the latent made from Crop Region's image")  # fmt: skip
+        raise ValueError(
+            f"Stitch Region: image {generated.shape[:2]} is not the window's size {window.work_shape}; "
+            "decode the latent made from Crop Region's image"
+        )
     return stitch(photo, generated, region, window, mask=mask, feather=int(feather), blend=blend)
 
 

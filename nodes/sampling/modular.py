@@ -23,14 +23,24 @@ class DualAnoDiffPairLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "latent": ("LATENT", {"tooltip": "N latents (Empty Latent Image, a photo's latent) for the global "
-                                                 "rows, or a paired LATENT (Region Latent, a sampler's pairs)."}),
+                "latent": (
+                    "LATENT",
+                    {
+                        "tooltip": "N latents (Empty Latent Image, a photo's latent) for the global "
+                        "rows, or a paired LATENT (Region Latent, a sampler's pairs)."
+                    },
+                ),
             },
             "optional": {
-                "anomaly": ("LATENT", {"tooltip": "N latents for the anomaly rows (e.g. Split Pairs' anomaly output, "
-                                                  "edited like 'latent'); unconnected: a copy of 'latent'."}),
+                "anomaly": (
+                    "LATENT",
+                    {
+                        "tooltip": "N latents for the anomaly rows (e.g. Split Pairs' anomaly output, "
+                        "edited like 'latent'); unconnected: a copy of 'latent'."
+                    },
+                ),
             },
-        }  # fmt: skip
+        }
 
     def pair(self, latent, anomaly=None):
         return (pair_latent(latent, anomaly),)
@@ -50,10 +60,13 @@ class DualAnoDiffPairConditioning:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "positive_global": ("CONDITIONING", {"tooltip": "Prompt of the global branch, trained as 'a vfx with sks'."}),
+                "positive_global": (
+                    "CONDITIONING",
+                    {"tooltip": "Prompt of the global branch, trained as 'a vfx with sks'."},
+                ),
                 "positive_anomaly": ("CONDITIONING", {"tooltip": "Prompt of the anomaly branch, trained as 'sks'."}),
             }
-        }  # fmt: skip
+        }
 
     def pair(self, positive_global, positive_anomaly):
         return (pair_conditioning(positive_global, positive_anomaly),)

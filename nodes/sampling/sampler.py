@@ -16,8 +16,19 @@ except ImportError:  # imported outside ComfyUI (docs, tests of the library)
     SAMPLERS, SCHEDULERS = ["euler"], ["normal"]
 
 
-def sample_latent(model, positive, negative, latent: dict, seed: int, steps: int, cfg: float, sampler_name: str,
-                  scheduler: str, denoise: float, preview: bool = True) -> dict:  # fmt: skip
+def sample_latent(
+    model,
+    positive,
+    negative,
+    latent: dict,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float,
+    preview: bool = True,
+) -> dict:
     """KSampler's sampling (noise from ``batch_index``, noise_mask, preview) on a LATENT, returning a LATENT.
 
     preview=False: no latent previews and no progress bar (a sample inside another node's progress, e.g. training).
@@ -39,17 +50,38 @@ def sample_latent(model, positive, negative, latent: dict, seed: int, steps: int
         except ImportError:
             pass
     out = comfy.sample.sample(
-        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples, denoise=denoise,
-        noise_mask=latent.get("noise_mask"), callback=callback,
+        model,
+        noise,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        samples,
+        denoise=denoise,
+        noise_mask=latent.get("noise_mask"),
+        callback=callback,
         disable_pbar=not (preview and comfy.utils.PROGRESS_BAR_ENABLED),
         seed=seed,
-    )  # fmt: skip
+    )
     return {**latent, "samples": out}
 
 
-def sample_pairs(model, positive_global, positive_anomaly, negative, latent: dict, seed: int, steps: int, cfg: float,
-                 sampler_name: str, scheduler: str, denoise: float,
-                 preview: bool = True) -> tuple[dict, dict, dict]:  # fmt: skip
+def sample_pairs(
+    model,
+    positive_global,
+    positive_anomaly,
+    negative,
+    latent: dict,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float,
+    preview: bool = True,
+) -> tuple[dict, dict, dict]:
     """Pair Latent + Pair Conditioning + KSampler + Split Pairs in one call: (global, anomaly, pairs)."""
     refuse_unpairable(negative, "negative")
     positive = pair_conditioning(positive_global, positive_anomaly)
@@ -81,29 +113,93 @@ class DualAnoDiffSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "MODEL from Load Dual LoRA (optionally through Background Compensation)."}),
-                "positive_global": ("CONDITIONING", {"tooltip": "Prompt of the global branch, trained as 'a vfx with sks'."}),
+                "model": (
+                    "MODEL",
+                    {"tooltip": "MODEL from Load Dual LoRA (optionally through Background Compensation)."},
+                ),
+                "positive_global": (
+                    "CONDITIONING",
+                    {"tooltip": "Prompt of the global branch, trained as 'a vfx with sks'."},
+                ),
                 "positive_anomaly": ("CONDITIONING", {"tooltip": "Prompt of the anomaly branch, trained as 'sks'."}),
-                "negative": ("CONDITIONING", {"tooltip": "Negative prompt, shared by both branches (an empty prompt as trained). "
-                                               "ControlNet/T2I-Adapter/GLIGEN conditioning is refused: it cannot follow the pairs."}),
-                "latent_image": ("LATENT", {"tooltip": "N latents (e.g. Empty Latent Image, batch N): N pairs are made. "
-                                             "Or pairs: Region Latent, a Dual Sampler's pairs (refine)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Noise seed; every latent of every branch gets its own noise."}),
+                "negative": (
+                    "CONDITIONING",
+                    {
+                        "tooltip": "Negative prompt, shared by both branches (an empty prompt as trained). "
+                        "ControlNet/T2I-Adapter/GLIGEN conditioning is refused: it cannot follow the pairs."
+                    },
+                ),
+                "latent_image": (
+                    "LATENT",
+                    {
+                        "tooltip": "N latents (e.g. Empty Latent Image, batch N): N pairs are made. "
+                        "Or pairs: Region Latent, a Dual Sampler's pairs (refine)."
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": "Noise seed; every latent of every branch gets its own noise.",
+                    },
+                ),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 10000, "tooltip": "Denoising steps."}),
-                "cfg": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance (the authors used 2.5; 2.0 with BCM)."}),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 2.5,
+                        "min": 0.0,
+                        "max": 100.0,
+                        "step": 0.1,
+                        "round": 0.01,
+                        "tooltip": "Classifier-free guidance (the authors used 2.5; 2.0 with BCM).",
+                    },
+                ),
                 "sampler_name": (SAMPLERS, {"tooltip": "Any ComfyUI sampler."}),
                 "scheduler": (SCHEDULERS, {"tooltip": "Any ComfyUI scheduler."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                      "tooltip": "1.0 from pure noise; lower keeps more of latent_image."}),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "1.0 from pure noise; lower keeps more of latent_image.",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
-    def sample(self, model, positive_global, positive_anomaly, negative, latent_image, seed, steps, cfg,
-               sampler_name, scheduler, denoise=1.0):  # fmt: skip
-        return sample_pairs(model, positive_global, positive_anomaly, negative, latent_image, seed, steps, cfg,
-                            sampler_name, scheduler, denoise)  # fmt: skip
+    def sample(
+        self,
+        model,
+        positive_global,
+        positive_anomaly,
+        negative,
+        latent_image,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        denoise=1.0,
+    ):
+        return sample_pairs(
+            model,
+            positive_global,
+            positive_anomaly,
+            negative,
+            latent_image,
+            seed,
+            steps,
+            cfg,
+            sampler_name,
+            scheduler,
+            denoise,
+        )
 
 
 NODE_CLASS_MAPPINGS = {"DualAnoDiffSampler": DualAnoDiffSampler}

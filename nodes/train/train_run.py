@@ -48,18 +48,27 @@ class RunOptions:
     """Steps between autosaves (0: only when the run stops on Cancel or an error)."""
 
 
-def build_dataset(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None, resolution: int,
-                  flips: bool, seed: int) -> FewShotDataset:  # fmt: skip
+def build_dataset(
+    images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor | None, resolution: int, flips: bool, seed: int
+) -> FewShotDataset:
     """IMAGE (B, H, W, C) / MASK (B, H, W) batches -> the few-shot dataset under ``anodiff.data``'s rules."""
     if images.dim() != 4 or images.shape[-1] not in (3, 4):
-        raise ValueError(f"Train Dual LoRA: images must be an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"Train Dual LoRA: images must be an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}"
+        )
     if masks.dim() == 2:
         masks = masks[None]
     if masks.shape[0] == 1 and images.shape[0] > 1:
         raise ValueError(f"Train Dual LoRA: masks: 1 mask for {images.shape[0]} images; give one mask per image")
     bgs = None if backgrounds is None else [b[..., :3].cpu().numpy() for b in backgrounds]
-    return FewShotDataset.from_arrays([i[..., :3].cpu().numpy() for i in images], [m.cpu().numpy() for m in masks],
-                                      bgs, resolution=resolution, flips=flips, seed=seed)  # fmt: skip
+    return FewShotDataset.from_arrays(
+        [i[..., :3].cpu().numpy() for i in images],
+        [m.cpu().numpy() for m in masks],
+        bgs,
+        resolution=resolution,
+        flips=flips,
+        seed=seed,
+    )
 
 
 def vae_encoder(vae):
@@ -86,20 +95,32 @@ def alphas_cumprod(model) -> torch.Tensor:
     return 1.0 / (sigmas * sigmas + 1.0)
 
 
-def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfig, options: RunOptions,
-                 start: TrainedDual | None = None, preview=None) -> TrainedDual:  # fmt: skip
+def run_training(
+    model,
+    clip,
+    vae,
+    dataset: FewShotDataset,
+    config: SessionConfig,
+    options: RunOptions,
+    start: TrainedDual | None = None,
+    preview=None,
+) -> TrainedDual:
     """Train ``options.steps`` more steps; returns the result (CPU tensors). ``preview(model, clip, step)`` may
     return an image for the progress bar. Cancel or an error: autosaved, then raised."""
     import comfy.model_management as mm
 
     check_sd15_layout(model)
     if find_dual(model) is not None:
-        raise ValueError("Train Dual LoRA: this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual LoRA "
-                         "and pass the dual model to continue as 'resume'")  # fmt: skip
+        raise ValueError(
+            "Train Dual LoRA: this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual LoRA "
+            "and pass the dual model to continue as 'resume'"
+        )
     channels, context_dim = unet_widths(model)
     shapes = text_shapes(clip.cond_stage_model.named_modules()) if config.train_text_encoder else None
     if config.train_text_encoder and not shapes:
-        raise ValueError("Train Dual LoRA: train_text_encoder: this CLIP has no SD1.5 text projections (text_model...q_proj)")
+        raise ValueError(
+            "Train Dual LoRA: train_text_encoder: this CLIP has no SD1.5 text projections (text_model...q_proj)"
+        )
     with torch.inference_mode(False):
         session = TrainingSession(config, dataset, channels, context_dim, shapes, model.load_device, start)
         first, name = session.step, autosave_name(config.seed)
@@ -119,8 +140,9 @@ def run_training(model, clip, vae, dataset: FewShotDataset, config: SessionConfi
                 forward = unet_forward(
                     m, prompt_context(c, (config.prompt_global, config.prompt_anomaly), session.text is not None)
                 )
-                cancelled = _loop(session, forward, vae, model, options, lambda step: _preview(preview, m, c, step),
-                                  save)  # fmt: skip
+                cancelled = _loop(
+                    session, forward, vae, model, options, lambda step: _preview(preview, m, c, step), save
+                )
         except BaseException as exc:  # out of memory, any error, a second Cancel: keep what was trained
             _save_on_failure(save, session.step, first, exc)
             raise
@@ -178,8 +200,10 @@ def _save_on_failure(save, step: int, first: int, exc: BaseException | None) -> 
     except Exception:
         log.exception("Train Dual LoRA: could not autosave step %d after %s", step, why)
         return
-    message = (f"Train Dual LoRA stopped by {why} after step {step}: the weights and optimiser state are saved as "
-               f"models/dualanodiff/{name}; choose it as resume_file to continue exactly")  # fmt: skip
+    message = (
+        f"Train Dual LoRA stopped by {why} after step {step}: the weights and optimiser state are saved as "
+        f"models/dualanodiff/{name}; choose it as resume_file to continue exactly"
+    )
     log.warning(message)
     if exc is not None and hasattr(exc, "add_note"):
         exc.add_note(message)

@@ -56,8 +56,10 @@ def save_trained(trained: TrainedDual, prefix: str, resumable: bool = True) -> P
     moved model is kept, not paired with a new model); the model file claims the number, then its state is written.
     """
     if not PREFIX.match(prefix) or ".." in prefix.split("/"):
-        raise ValueError(f"Save Dual LoRA: filename_prefix {prefix!r} must be a name or sub/name (letters, digits, "
-                         "- _ . and spaces), inside models/dualanodiff")  # fmt: skip
+        raise ValueError(
+            f"Save Dual LoRA: filename_prefix {prefix!r} must be a name or sub/name (letters, digits, "
+            "- _ . and spaces), inside models/dualanodiff"
+        )
     data = save({k: v.contiguous() for k, v in trained.dual.tensors.items()}, metadata=trained.dual.metadata)
     folder = _folder(FOLDER)
     for n in range(1, 100000):
@@ -123,8 +125,10 @@ def load_trained(name: str) -> TrainedDual | None:
         with safe_open(str(state), "pt") as f:
             steps = (f.metadata() or {}).get("steps")
             if steps != dual.metadata.get("steps"):
-                raise ValueError(f"{state}: optimiser state of step {steps}, but {name} is at "
-                                 f"step {dual.metadata.get('steps')}; the two files do not belong together")  # fmt: skip
+                raise ValueError(
+                    f"{state}: optimiser state of step {steps}, but {name} is at "
+                    f"step {dual.metadata.get('steps')}; the two files do not belong together"
+                )
             optimizer = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     losses = optimizer.pop(LOSSES, torch.zeros(0)).tolist()
     return TrainedDual(dual, optimizer, tuple(losses))
@@ -148,12 +152,23 @@ class DualAnoDiffSaveModel:
         return {
             "required": {
                 "dual_weights": ("DUAL_ANODIFF_WEIGHTS", {"tooltip": "Weights from Train Dual LoRA."}),
-                "filename_prefix": ("STRING", {"default": "dualanodiff", "tooltip": "File name start; _00001, "
-                                               "_00002... is added. sub/name saves in a sub-folder."}),
-                "resumable": ("BOOLEAN", {"default": True, "tooltip": "Also keep the optimiser state (about twice "
-                                          "the model's size) so training can continue exactly from this file."}),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "dualanodiff",
+                        "tooltip": "File name start; _00001, _00002... is added. sub/name saves in a sub-folder.",
+                    },
+                ),
+                "resumable": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Also keep the optimiser state (about twice "
+                        "the model's size) so training can continue exactly from this file.",
+                    },
+                ),
             }
-        }  # fmt: skip
+        }
 
     def save(self, dual_weights, filename_prefix, resumable=True):
         path = save_trained(dual_weights, filename_prefix.strip(), resumable)
@@ -176,7 +191,7 @@ class DualAnoDiffLossGraph:
                 "width": ("INT", {"default": 768, "min": 256, "max": 4096, "tooltip": "Picture width in pixels."}),
                 "height": ("INT", {"default": 384, "min": 128, "max": 4096, "tooltip": "Picture height in pixels."}),
             }
-        }  # fmt: skip
+        }
 
     def draw(self, loss, width, height):
         losses = loss.get("loss") if isinstance(loss, dict) else None

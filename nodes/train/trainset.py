@@ -71,25 +71,58 @@ class DualAnoDiffLoadTrainingSet:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": ("STRING", {"default": "", "tooltip": "Dataset folder, relative to ComfyUI's input folder "
-                                      "(or absolute: inside input/ or output/, or listed in user/dualanodiff.yaml). "
-                                      "Ignored when images and masks are connected."}),
-                "category": ("STRING", {"default": "", "tooltip": "Category of a multi-category dataset, e.g. bottle "
-                                        "(empty for a folder with images/ and masks/)."}),
-                "anomaly": ("STRING", {"default": "", "tooltip": "Anomaly type, e.g. broken_large (MVTec test/<type>)."}),
-                "split": (["floor", "authors"], {"tooltip": "Which images train: floor = the first floor(n/3) "
-                          "in name order (the rest held out for evaluation), authors = the official trainer's count "
-                          "(floor(n/3), +1 unless divisible by 3)."}),
-                "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                                       "tooltip": "Training size in pixels (512 for SD1.5); images are stretched to it."}),
-                "background": ("BOOLEAN", {"default": False, "tooltip": "Also make the object-blacked-out "
-                               "backgrounds BCM trains on (needs u2netp.onnx)."}),
+                "folder": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Dataset folder, relative to ComfyUI's input folder "
+                        "(or absolute: inside input/ or output/, or listed in user/dualanodiff.yaml). "
+                        "Ignored when images and masks are connected.",
+                    },
+                ),
+                "category": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Category of a multi-category dataset, e.g. bottle "
+                        "(empty for a folder with images/ and masks/).",
+                    },
+                ),
+                "anomaly": (
+                    "STRING",
+                    {"default": "", "tooltip": "Anomaly type, e.g. broken_large (MVTec test/<type>)."},
+                ),
+                "split": (
+                    ["floor", "authors"],
+                    {
+                        "tooltip": "Which images train: floor = the first floor(n/3) "
+                        "in name order (the rest held out for evaluation), authors = the official trainer's count "
+                        "(floor(n/3), +1 unless divisible by 3)."
+                    },
+                ),
+                "resolution": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "Training size in pixels (512 for SD1.5); images are stretched to it.",
+                    },
+                ),
+                "background": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Also make the object-blacked-out backgrounds BCM trains on (needs u2netp.onnx).",
+                    },
+                ),
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Defect photos from any node, instead of a folder."}),
                 "masks": ("MASK", {"tooltip": "One defect mask per connected image (white = defect)."}),
             },
-        }  # fmt: skip
+        }
 
     @classmethod
     def IS_CHANGED(cls, folder="", **_):

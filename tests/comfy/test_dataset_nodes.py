@@ -46,8 +46,12 @@ def scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         images[b][regions[b] > 0] = (0.1, 0.1, 0.1)
     masks = regions.astype(np.float32)
     masks[1] = 0.0
-    return (torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(source[None]),
-            torch.from_numpy(obj.astype(np.float32)[None]))  # fmt: skip
+    return (
+        torch.from_numpy(images),
+        torch.from_numpy(masks),
+        torch.from_numpy(source[None]),
+        torch.from_numpy(obj.astype(np.float32)[None]),
+    )
 
 
 def inputs_of(cls) -> dict:
@@ -92,8 +96,10 @@ def test_filter_pairs_mask_gate_settings(dataset_module):
         pieces[30:33, x : x + 3] = 1.0
     both = torch.stack([speck, pieces])
     out = node.filter(images[[0, 3]], both, 0.2, 0.0, 0.0, 0.1, max_pieces=2)
-    assert out[2].splitlines() == ["pair 0: mask too small: 0.0977% of the image (3 px, < min_area 0.1%)",
-                                   "pair 1: mask in too many pieces: 3 (> max_pieces 2)"]  # fmt: skip
+    assert out[2].splitlines() == [
+        "pair 0: mask too small: 0.0977% of the image (3 px, < min_area 0.1%)",
+        "pair 1: mask in too many pieces: 3 (> max_pieces 2)",
+    ]
     kept = node.filter(images[[0, 3]], both, 0.2, 0.0, 0.0, 0.1, min_area=0.0, max_pieces=3)
     assert kept[2] == "" and kept[0].shape[0] == 2
 

@@ -26,8 +26,10 @@ def folders(pack, tmp_path, monkeypatch):
     ours, loras = tmp_path / "dualanodiff", tmp_path / "loras"
     for folder in (ours, loras):
         write_dual_weights(folder / "crack.safetensors")
-        save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32)},
-                  str(folder / "style_lora.safetensors"))  # fmt: skip
+        save_file(
+            {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32)},
+            str(folder / "style_lora.safetensors"),
+        )
     names = dict(folder_paths.folder_names_and_paths)
     names["dualanodiff"] = ([str(ours)], {".safetensors", ".bin"})
     names["loras"] = ([str(loras)], {".safetensors"})
@@ -66,8 +68,15 @@ def test_a_strength_change_folds_and_reads_nothing_again(pack, folders, monkeypa
     base = build_tiny_model()
 
     def load(strength, model=base):
-        return run_node(loader, model=model, clip=None, lora_name="crack.safetensors", strength_global=strength,
-                        strength_anomaly=1.0, strength_clip=1.0)[0]  # fmt: skip
+        return run_node(
+            loader,
+            model=model,
+            clip=None,
+            lora_name="crack.safetensors",
+            strength_global=strength,
+            strength_anomaly=1.0,
+            strength_clip=1.0,
+        )[0]
 
     first = load(1.0)
     assert len(reads) == 1 and len(folds) == 32  # one read, one fold per SAIM site

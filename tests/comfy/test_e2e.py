@@ -20,16 +20,34 @@ from workflow_tools import API_DIR, load_json
 pytestmark = pytest.mark.slow
 
 OUR_NODES = {
-    "DualAnoDiffLoadLoRA": (["model", "clip", "lora_name", "strength_global", "strength_anomaly", "strength_clip"],
-                            ["saim"], ["MODEL", "CLIP"]),
-    "DualAnoDiffSampler": (["model", "positive_global", "positive_anomaly", "negative", "latent_image", "seed", "steps",
-                            "cfg", "sampler_name", "scheduler", "denoise"], [], ["global", "anomaly", "pairs"]),
+    "DualAnoDiffLoadLoRA": (
+        ["model", "clip", "lora_name", "strength_global", "strength_anomaly", "strength_clip"],
+        ["saim"],
+        ["MODEL", "CLIP"],
+    ),
+    "DualAnoDiffSampler": (
+        [
+            "model",
+            "positive_global",
+            "positive_anomaly",
+            "negative",
+            "latent_image",
+            "seed",
+            "steps",
+            "cfg",
+            "sampler_name",
+            "scheduler",
+            "denoise",
+        ],
+        [],
+        ["global", "anomaly", "pairs"],
+    ),
     "DualAnoDiffPairLatent": (["latent"], ["anomaly"], ["pairs"]),
     "DualAnoDiffPairConditioning": (["positive_global", "positive_anomaly"], [], ["CONDITIONING"]),
     "DualAnoDiffSplitPairs": (["pairs"], [], ["global", "anomaly"]),
     "DualAnoDiffBackgroundCompensation": (["model", "vae", "background", "strength"], ["object_mask"], ["MODEL"]),
     "DualAnoDiffExtractMask": (["anomaly", "method", "threshold", "grow", "min_area"], [], ["mask", "overlay"]),
-}  # fmt: skip
+}
 """class -> (required inputs in order, optional inputs, output names)."""
 
 SIZE, BATCH, STEPS = 64, 2, 2
@@ -180,8 +198,10 @@ def test_workflow_runs_and_saves_pairs_with_masks(server, workflow, lora, method
     assert sum(len(v) for v in files.values()) == len(new)
 
     for image, anomaly, mask, overlay in zip(*(files[p] for p in PREFIXES)):
-        pixels = {name: read_png(path) for name, path in
-                  (("image", image), ("anomaly", anomaly), ("mask", mask), ("overlay", overlay))}  # fmt: skip
+        pixels = {
+            name: read_png(path)
+            for name, path in (("image", image), ("anomaly", anomaly), ("mask", mask), ("overlay", overlay))
+        }
         m = pixels["mask"]
         assert (m[..., 0] == m[..., 1]).all() and (m[..., 0] == m[..., 2]).all(), "mask PNG is not grey"
         assert set(np.unique(m)) <= {0, 255}, f"mask values {np.unique(m)}"

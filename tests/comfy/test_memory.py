@@ -113,7 +113,9 @@ def test_partial_loads_sample_like_a_full_load(loader, monkeypatch, mode):
 
     def sample():
         mm.unload_all_models()
-        glob, anomaly, _ = sample_pairs(model, cond, cond, cond, latent, 3, 3, 2.0, "euler", "normal", 1.0, preview=False)
+        glob, anomaly, _ = sample_pairs(
+            model, cond, cond, cond, latent, 3, 3, 2.0, "euler", "normal", 1.0, preview=False
+        )
         return glob["samples"], anomaly["samples"]
 
     full = sample()
@@ -140,15 +142,29 @@ def test_the_dual_model_is_on_the_load_device_when_sampling_starts(loader, monke
 
     moves = []
     real_move = DualPatch._move
-    monkeypatch.setattr(DualPatch, "_move", lambda self, device: (moves.append((self, device)), real_move(self, device)))
+    monkeypatch.setattr(
+        DualPatch, "_move", lambda self, device: (moves.append((self, device)), real_move(self, device))
+    )
     base = build_tiny_model()
     cond = [[torch.zeros(1, 77, 64), {}]]
     mm.unload_all_models()
     for strength in (1.0, 0.5):  # the second clone shares the loaded base model
         model, _ = loader.load(base, None, "dual.safetensors", strength, 1.0, 1.0)
         moves.clear()
-        sample_pairs(model, cond, cond, cond, {"samples": torch.zeros(1, 4, 8, 8)}, 0, 1, 1.0, "euler", "normal", 1.0,
-                     preview=False)  # fmt: skip
+        sample_pairs(
+            model,
+            cond,
+            cond,
+            cond,
+            {"samples": torch.zeros(1, 4, 8, 8)},
+            0,
+            1,
+            1.0,
+            "euler",
+            "normal",
+            1.0,
+            preview=False,
+        )
         mine = [device for patch, device in moves if patch is find_dual(model)]
         assert mine and torch.device(mine[-1]) == model.load_device
     mm.unload_all_models()
@@ -229,7 +245,21 @@ def test_dynamic_vram_falls_back_on_a_cpu_and_samples_the_same(loader):
     for base in (plain, through):
         model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
         mm.unload_all_models()
-        outs.append(sample_pairs(model, cond, cond, cond, {"samples": torch.zeros(1, 4, 8, 8)}, 5, 2, 2.0, "euler",
-                                 "normal", 1.0, preview=False)[1]["samples"])  # fmt: skip
+        outs.append(
+            sample_pairs(
+                model,
+                cond,
+                cond,
+                cond,
+                {"samples": torch.zeros(1, 4, 8, 8)},
+                5,
+                2,
+                2.0,
+                "euler",
+                "normal",
+                1.0,
+                preview=False,
+            )[1]["samples"]
+        )
     mm.unload_all_models()
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)

@@ -34,8 +34,15 @@ def dual_model(comfyui_root, tmp_path_factory, classes):
     folder_paths.folder_names_and_paths["dualanodiff"] = ([str(folder)], {".safetensors"})
     getattr(folder_paths, "filename_list_cache", {}).clear()
     try:
-        model, _ = run_node(classes["DualAnoDiffLoadLoRA"], model=build_tiny_model(), clip=None,
-                            lora_name="dual.safetensors", strength_global=1.0, strength_anomaly=1.0, strength_clip=1.0)  # fmt: skip
+        model, _ = run_node(
+            classes["DualAnoDiffLoadLoRA"],
+            model=build_tiny_model(),
+            clip=None,
+            lora_name="dual.safetensors",
+            strength_global=1.0,
+            strength_anomaly=1.0,
+            strength_clip=1.0,
+        )
     finally:
         if saved is not None:
             folder_paths.folder_names_and_paths["dualanodiff"] = saved
@@ -47,9 +54,20 @@ def empty(n=N):
 
 
 def dual_sampler(classes, model, latent, steps=STEPS, denoise=1.0, seed=SEED):
-    return run_node(classes["DualAnoDiffSampler"], model=model, positive_global=POS_G, positive_anomaly=POS_A,
-                    negative=NEG, latent_image=latent, seed=seed, steps=steps, cfg=CFG, sampler_name="euler",
-                    scheduler="normal", denoise=denoise)  # fmt: skip
+    return run_node(
+        classes["DualAnoDiffSampler"],
+        model=model,
+        positive_global=POS_G,
+        positive_anomaly=POS_A,
+        negative=NEG,
+        latent_image=latent,
+        seed=seed,
+        steps=steps,
+        cfg=CFG,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=denoise,
+    )
 
 
 def modular_inputs(classes, latent):
@@ -59,8 +77,19 @@ def modular_inputs(classes, latent):
 
 
 def ksampler(classes, model, positive, latent, denoise=1.0, steps=STEPS):
-    return run_node(classes["KSampler"], model=model, seed=SEED, steps=steps, cfg=CFG, sampler_name="euler",
-                    scheduler="normal", positive=positive, negative=NEG, latent_image=latent, denoise=denoise)[0]  # fmt: skip
+    return run_node(
+        classes["KSampler"],
+        model=model,
+        seed=SEED,
+        steps=steps,
+        cfg=CFG,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=positive,
+        negative=NEG,
+        latent_image=latent,
+        denoise=denoise,
+    )[0]
 
 
 def test_ksampler_with_pair_nodes_equals_the_dual_sampler(classes, dual_model):
@@ -78,13 +107,35 @@ def test_ksampler_with_pair_nodes_equals_the_dual_sampler(classes, dual_model):
 def test_ksampler_advanced_start_end_steps_on_pairs(classes, dual_model):
     pairs, positive = modular_inputs(classes, empty())
     full = ksampler(classes, dual_model, positive, pairs)
-    common = {"model": dual_model, "noise_seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-              "scheduler": "normal", "positive": positive, "negative": NEG}  # fmt: skip
-    (first,) = run_node(classes["KSamplerAdvanced"], add_noise="enable", latent_image=pairs, start_at_step=0,
-                        end_at_step=2, return_with_leftover_noise="enable", **common)  # fmt: skip
+    common = {
+        "model": dual_model,
+        "noise_seed": SEED,
+        "steps": STEPS,
+        "cfg": CFG,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "positive": positive,
+        "negative": NEG,
+    }
+    (first,) = run_node(
+        classes["KSamplerAdvanced"],
+        add_noise="enable",
+        latent_image=pairs,
+        start_at_step=0,
+        end_at_step=2,
+        return_with_leftover_noise="enable",
+        **common,
+    )
     assert first.get("anodiff_pairs") and first["samples"].shape == (2 * N, 4, *HW)
-    (second,) = run_node(classes["KSamplerAdvanced"], add_noise="disable", latent_image=first, start_at_step=2,
-                         end_at_step=10000, return_with_leftover_noise="disable", **common)  # fmt: skip
+    (second,) = run_node(
+        classes["KSamplerAdvanced"],
+        add_noise="disable",
+        latent_image=first,
+        start_at_step=2,
+        end_at_step=10000,
+        return_with_leftover_noise="disable",
+        **common,
+    )
     torch.testing.assert_close(second["samples"], full["samples"], atol=1e-4, rtol=1e-4)
     assert (first["samples"] - full["samples"]).abs().max() > 1e-2  # the first half really stopped early
 
@@ -96,21 +147,35 @@ def test_sampler_custom_advanced_with_guider_and_custom_sigmas(classes, dual_mod
     (guider,) = run_node(classes["CFGGuider"], model=dual_model, positive=positive, negative=NEG, cfg=CFG)
     (sampler,) = run_node(classes["KSamplerSelect"], sampler_name="euler")
     (sigmas,) = run_node(classes["BasicScheduler"], model=dual_model, scheduler="normal", steps=STEPS, denoise=1.0)
-    out, _ = run_node(classes["SamplerCustomAdvanced"], noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                      latent_image=pairs)  # fmt: skip
+    out, _ = run_node(
+        classes["SamplerCustomAdvanced"], noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=pairs
+    )
     torch.testing.assert_close(out["samples"], full["samples"], atol=1e-5, rtol=1e-5)
     custom = torch.tensor([float(sigmas[0]), 3.0, 1.0, 0.0])  # hand-written sigmas
-    other, _ = run_node(classes["SamplerCustomAdvanced"], noise=noise, guider=guider, sampler=sampler, sigmas=custom,
-                        latent_image=pairs)  # fmt: skip
+    other, _ = run_node(
+        classes["SamplerCustomAdvanced"], noise=noise, guider=guider, sampler=sampler, sigmas=custom, latent_image=pairs
+    )
     g, a = run_node(classes["DualAnoDiffSplitPairs"], pairs=other)
     assert g["samples"].shape == a["samples"].shape == (N, 4, *HW)
     assert torch.isfinite(other["samples"]).all() and (other["samples"] - out["samples"]).abs().max() > 1e-3
     # another guider: BasicGuider (no CFG) equals KSampler at cfg 1
     (basic,) = run_node(classes["BasicGuider"], model=dual_model, conditioning=positive)
-    no_cfg, _ = run_node(classes["SamplerCustomAdvanced"], noise=noise, guider=basic, sampler=sampler, sigmas=sigmas,
-                         latent_image=pairs)  # fmt: skip
-    (want,) = run_node(classes["KSampler"], model=dual_model, seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
-                       scheduler="normal", positive=positive, negative=NEG, latent_image=pairs, denoise=1.0)  # fmt: skip
+    no_cfg, _ = run_node(
+        classes["SamplerCustomAdvanced"], noise=noise, guider=basic, sampler=sampler, sigmas=sigmas, latent_image=pairs
+    )
+    (want,) = run_node(
+        classes["KSampler"],
+        model=dual_model,
+        seed=SEED,
+        steps=STEPS,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=positive,
+        negative=NEG,
+        latent_image=pairs,
+        denoise=1.0,
+    )
     torch.testing.assert_close(no_cfg["samples"], want["samples"], atol=1e-5, rtol=1e-5)
 
 

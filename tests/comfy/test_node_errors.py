@@ -68,8 +68,9 @@ def test_two_resolutions_cannot_disagree(nodes, output_dir):
     )
     assert made.shape == (2, 32, 32, 3)
     train = nodes["DualAnoDiffTrain"]()
-    with pytest.raises(ValueError, match="Train Dual LoRA: resolution is 64 but Load Defect Set made the photos at "
-                                         "resolution 32"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match="Train Dual LoRA: resolution is 64 but Load Defect Set made the photos at resolution 32"
+    ):
         train.train(None, None, None, made, masks, 1, 1e-4, 4, 1, 0, False, False, False, resolution=64)
     check_resolution(made, 32)  # the same: resized once, by Load Defect Set
     check_resolution(images, 64)  # photos from any other node: resized once, by the trainer

@@ -59,11 +59,15 @@ def diffusers_twin(model):
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel(
-        sample_size=8, block_out_channels=CHANNELS, layers_per_block=2, cross_attention_dim=CONTEXT,
-        attention_head_dim=8, norm_num_groups=32,
+        sample_size=8,
+        block_out_channels=CHANNELS,
+        layers_per_block=2,
+        cross_attention_dim=CONTEXT,
+        attention_head_dim=8,
+        norm_num_groups=32,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    )  # fmt: skip
+    )
     mapping = comfy.utils.unet_to_diffusers(dict(TINY_UNET_CONFIG, num_heads=8, num_head_channels=-1))
     ldm = model.model.diffusion_model.state_dict()
     unet.load_state_dict({k: ldm[v] for k, v in mapping.items() if v in ldm}, strict=True)
@@ -113,7 +117,9 @@ def leftover_overrides(model):
 
 
 def test_nodes_registered_with_tooltips(nodes):
-    assert {"DualAnoDiffLoadLoRA", "DualAnoDiffSampler", "DualAnoDiffBackgroundCompensation"} <= set(nodes.NODE_CLASS_MAPPINGS)
+    assert {"DualAnoDiffLoadLoRA", "DualAnoDiffSampler", "DualAnoDiffBackgroundCompensation"} <= set(
+        nodes.NODE_CLASS_MAPPINGS
+    )
     for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert name in nodes.NODE_DISPLAY_NAME_MAPPINGS
         assert cls.CATEGORY.startswith("DualAnoDiff") and cls.DESCRIPTION
@@ -143,8 +149,9 @@ def test_saim_on_off_and_zero_lora_equals_plain_ksampler(nodes, models_dir):
     assert (on[0] - off[0]).abs().max() > 1e-3
     zero_off = torch.stack(sample(nodes, load(nodes, model, "zero.safetensors", saim=False)), 1).flatten(0, 1)
     noise = comfy.sample.prepare_noise(torch.zeros(4, 4, 8, 8), 42)
-    plain = comfy.sample.sample(model, noise, 3, 2.0, "euler", "normal", pair_conditioning(POS_G, POS_A), NEG,
-                                torch.zeros(4, 4, 8, 8))  # fmt: skip
+    plain = comfy.sample.sample(
+        model, noise, 3, 2.0, "euler", "normal", pair_conditioning(POS_G, POS_A), NEG, torch.zeros(4, 4, 8, 8)
+    )
     torch.testing.assert_close(zero_off, plain, atol=1e-5, rtol=1e-5)
 
 
@@ -249,15 +256,19 @@ def test_half_precision_models_match_fp32(nodes, models_dir, dtype):
 def test_wrong_files_give_clear_errors(nodes, models_dir):
     from safetensors.torch import save_file
 
-    save_file({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.zeros(4, 32)},
-              models_dir / "plain.safetensors")  # fmt: skip
+    save_file(
+        {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.zeros(4, 32)},
+        models_dir / "plain.safetensors",
+    )
     with pytest.raises(ValueError, match="ordinary single-branch LoRA"):
         load(nodes, build_tiny_model(), "plain.safetensors")
     wide = DualAdapter(DualConfig(rank=2, saim=False), (64, 128, 256, 256), CONTEXT)
     to_dual_file(wide).save(models_dir / "wide.safetensors")
     with pytest.raises(ValueError, match=r"trained for a UNet with channels \(64, 128, 256, 256\)"):
         load(nodes, build_tiny_model(), "wide.safetensors")
-    model = load(nodes, build_tiny_model(), "wide.safetensors" if False else make_weights(models_dir) and "dual.safetensors")
+    model = load(
+        nodes, build_tiny_model(), "wide.safetensors" if False else make_weights(models_dir) and "dual.safetensors"
+    )
     with pytest.raises(ValueError, match="already has a Dual LoRA"):
         load(nodes, model)
 
@@ -326,8 +337,13 @@ def test_background_compensation_refuses_files_without_bcm(nodes, models_dir, ti
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffBackgroundCompensation"]()
     make_weights(models_dir, "bcm.safetensors", bcm=True)
     with pytest.raises(ValueError, match="object_mask is empty"):
-        node.apply(load(nodes, build_tiny_model(), "bcm.safetensors"), vae, torch.rand(1, 64, 64, 3), 1.0,
-                   object_mask=torch.zeros(1, 64, 64))  # fmt: skip
+        node.apply(
+            load(nodes, build_tiny_model(), "bcm.safetensors"),
+            vae,
+            torch.rand(1, 64, 64, 3),
+            1.0,
+            object_mask=torch.zeros(1, 64, 64),
+        )
     with pytest.raises(ValueError, match="needs the MODEL output of Load Dual LoRA"):
         node.apply(build_tiny_model(), vae, torch.rand(1, 64, 64, 3), 1.0, object_mask=torch.zeros(1, 64, 64))
     once = node.apply(load(nodes, build_tiny_model(), "bcm.safetensors"), vae, torch.rand(1, 64, 64, 3), 1.0)[0]

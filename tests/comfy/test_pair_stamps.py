@@ -20,8 +20,9 @@ def sampled_pairs(classes, dual_model):
 
 def test_a_dual_model_without_pair_conditioning_names_it(classes, dual_model):
     pairs, _ = modular_inputs(classes, empty())
-    with pytest.raises(ValueError, match="positive conditioning is not paired. Connect the sampler's positive to Pair "
-                                         "Conditioning"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match="positive conditioning is not paired. Connect the sampler's positive to Pair Conditioning"
+    ):
         ksampler(classes, dual_model, POS_G, pairs, steps=1)  # an even batch: the row parity alone would pass
 
 
@@ -95,8 +96,9 @@ def test_ops_applied_to_both_branches_then_paired_again_sample(classes, dual_mod
 
 def test_conditioning_changed_after_pair_conditioning_is_refused(classes, dual_model):
     pairs, positive = modular_inputs(classes, empty())
-    (averaged,) = run_node(classes["ConditioningAverage"], conditioning_to=positive, conditioning_from=POS_G,
-                           conditioning_to_strength=0.5)  # fmt: skip
+    (averaged,) = run_node(
+        classes["ConditioningAverage"], conditioning_to=positive, conditioning_from=POS_G, conditioning_to_strength=0.5
+    )
     with pytest.raises(ValueError, match="positive conditioning was changed after Pair Conditioning by a core node"):
         ksampler(classes, dual_model, averaged, pairs, steps=1)
     (timed,) = run_node(classes["ConditioningSetTimestepRange"], conditioning=positive, start=0.0, end=1.0)
@@ -127,5 +129,16 @@ def test_hints_added_after_pair_conditioning_are_refused(classes, dual_model, ke
         ksampler(classes, dual_model, hinted, pairs, steps=1)
     negative = [[t, {**options, key: value}] for t, options in NEG]
     with pytest.raises(ValueError, match=f"negative conditioning .*remove {name}"):
-        run_node(classes["KSampler"], model=dual_model, seed=SEED, steps=1, cfg=CFG, sampler_name="euler",
-                 scheduler="normal", positive=positive, negative=negative, latent_image=pairs, denoise=1.0)  # fmt: skip
+        run_node(
+            classes["KSampler"],
+            model=dual_model,
+            seed=SEED,
+            steps=1,
+            cfg=CFG,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=positive,
+            negative=negative,
+            latent_image=pairs,
+            denoise=1.0,
+        )

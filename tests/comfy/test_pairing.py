@@ -30,8 +30,12 @@ def test_batch_index_gives_every_row_its_own_noise(pack_nodes, classes):
 
     samples = torch.zeros(3, 4, 8, 8)
     (repeated,) = run_node(classes["RepeatLatentBatch"], samples={"samples": samples[:1], "batch_index": [4]}, amount=3)
-    for latent in ({"samples": samples}, {"samples": samples, "batch_index": [0, 1, 2]}, repeated,
-                   {"samples": samples, "batch_index": [2, 2, 7]}):  # fmt: skip
+    for latent in (
+        {"samples": samples},
+        {"samples": samples, "batch_index": [0, 1, 2]},
+        repeated,
+        {"samples": samples, "batch_index": [2, 2, 7]},
+    ):
         paired = pair_latent(latent)
         noise = comfy.sample.prepare_noise(paired["samples"], 9, paired.get("batch_index"))
         flat = noise.flatten(1)
@@ -43,8 +47,12 @@ def test_batch_index_gives_every_row_its_own_noise(pack_nodes, classes):
     plain = pair_latent({"samples": samples})
     indexed = pair_latent({"samples": samples, "batch_index": [0, 1, 2]})
     assert indexed["batch_index"] == [0, 1, 2, 3, 4, 5]
-    torch.testing.assert_close(comfy.sample.prepare_noise(indexed["samples"], 9, indexed["batch_index"]),
-                               comfy.sample.prepare_noise(plain["samples"], 9), atol=0, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        comfy.sample.prepare_noise(indexed["samples"], 9, indexed["batch_index"]),
+        comfy.sample.prepare_noise(plain["samples"], 9),
+        atol=0,
+        rtol=0,
+    )
 
 
 def test_dual_sampler_with_batch_index_samples_independent_branches(classes, tmp_path):
@@ -53,9 +61,20 @@ def test_dual_sampler_with_batch_index_samples_independent_branches(classes, tmp
     probe = model.clone()
     probe.set_model_attn1_output_patch(lambda n, extra: seen.append(n.shape[0]) or n)  # a pass-through
     latent = {"samples": torch.zeros(2, 4, 8, 8), "batch_index": [5, 9]}
-    g, a, pairs = run_node(classes["DualAnoDiffSampler"], model=probe, positive_global=cond(1), positive_anomaly=cond(1),
-                           negative=cond(3), latent_image=latent, seed=4, steps=2, cfg=1.0, sampler_name="euler",
-                           scheduler="normal", denoise=1.0)  # fmt: skip
+    g, a, pairs = run_node(
+        classes["DualAnoDiffSampler"],
+        model=probe,
+        positive_global=cond(1),
+        positive_anomaly=cond(1),
+        negative=cond(3),
+        latent_image=latent,
+        seed=4,
+        steps=2,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     assert seen and set(seen) == {4}
     # same model, same prompt on both branches: only the noise tells the rows apart
     assert (g["samples"] - a["samples"]).abs().max() > 1e-2
@@ -85,10 +104,21 @@ def test_conditioning_options_of_both_prompts_are_kept(pack_nodes, tiny_sd15):
 def test_controlnet_and_gligen_are_refused_with_a_clear_message(classes, key):
     model = build_tiny_model()
     hinted = cond(1, **{key: object()})
-    args = {"model": model, "latent_image": {"samples": torch.zeros(1, 4, 8, 8)}, "seed": 0, "steps": 1, "cfg": 2.0,
-                "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}  # fmt: skip
-    for pg, pa, neg, where in ((hinted, cond(2), cond(3), "positive_global"), (cond(1), hinted, cond(3), "positive_anomaly"),
-                               (cond(1), cond(2), hinted, "negative")):  # fmt: skip
+    args = {
+        "model": model,
+        "latent_image": {"samples": torch.zeros(1, 4, 8, 8)},
+        "seed": 0,
+        "steps": 1,
+        "cfg": 2.0,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "denoise": 1.0,
+    }
+    for pg, pa, neg, where in (
+        (hinted, cond(2), cond(3), "positive_global"),
+        (cond(1), hinted, cond(3), "positive_anomaly"),
+        (cond(1), cond(2), hinted, "negative"),
+    ):
         with pytest.raises(ValueError, match=f"{where} carries .*not support"):
             run_node(classes["DualAnoDiffSampler"], positive_global=pg, positive_anomaly=pa, negative=neg, **args)
     with pytest.raises(ValueError, match="positive_global carries"):

@@ -35,7 +35,9 @@ def test_region_controlled_pairs_keep_the_photo_outside_the_region(nodes, tiny_s
     photo, region = photo_and_region()
     model, _ = nodes["DualAnoDiffLoadLoRA"]().load(build_tiny_model(), None, "dual.safetensors", 1.0, 1.0, 1.0)
     (latent,) = nodes["DualAnoDiffRegionLatent"]().make(vae, photo, region, batch_size=2)
-    g, a, _ = nodes["DualAnoDiffSampler"]().sample(model, cond(1), cond(2), cond(3), latent, 7, 3, 2.0, "euler", "normal", 1.0)
+    g, a, _ = nodes["DualAnoDiffSampler"]().sample(
+        model, cond(1), cond(2), cond(3), latent, 7, 3, 2.0, "euler", "normal", 1.0
+    )
     assert g["samples"].shape == (2, 4, 8, 8)
 
     outside = torch.ones(8, 8, dtype=torch.bool)

@@ -12,8 +12,20 @@ import torch
 from pack import PACK_NAME, import_pack
 
 H, W = 96, 128
-INPUTS = ["image", "count", "min_size", "max_size", "min_aspect", "max_aspect", "shape", "seed", "erode",
-          "threshold", "feather", "foreground"]  # fmt: skip
+INPUTS = [
+    "image",
+    "count",
+    "min_size",
+    "max_size",
+    "min_aspect",
+    "max_aspect",
+    "shape",
+    "seed",
+    "erode",
+    "threshold",
+    "feather",
+    "foreground",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +55,18 @@ def photos(batch: int = 2) -> torch.Tensor:
 
 
 def run(node, image, foreground=None, **overrides):
-    args = {"count": 3, "min_size": 0.1, "max_size": 0.3, "min_aspect": 0.5, "max_aspect": 2.0,
-            "shape": "ellipse", "seed": 0, "erode": 0, "threshold": 0.5, "feather": 0} | overrides  # fmt: skip
+    args = {
+        "count": 3,
+        "min_size": 0.1,
+        "max_size": 0.3,
+        "min_aspect": 0.5,
+        "max_aspect": 2.0,
+        "shape": "ellipse",
+        "seed": 0,
+        "erode": 0,
+        "threshold": 0.5,
+        "feather": 0,
+    } | overrides
     return node.sample(image, foreground=foreground, **args)
 
 

@@ -16,13 +16,24 @@ def ldm_checkpoint(sd, path):
     import comfy.diffusers_convert
     import comfy.utils
 
-    config = {"num_res_blocks": [2] * 4, "channel_mult": [c // TINY_CHANNELS[0] for c in TINY_CHANNELS],
-              "transformer_depth": [1] * 6 + [0, 0], "transformer_depth_output": [1] * 9 + [0] * 3,
-              "model_channels": TINY_CHANNELS[0], "context_dim": TINY_CONTEXT, "num_heads": 8, "num_head_channels": -1,
-              "transformer_depth_middle": 1, "use_linear_in_transformer": False}  # fmt: skip
+    config = {
+        "num_res_blocks": [2] * 4,
+        "channel_mult": [c // TINY_CHANNELS[0] for c in TINY_CHANNELS],
+        "transformer_depth": [1] * 6 + [0, 0],
+        "transformer_depth_output": [1] * 9 + [0] * 3,
+        "model_channels": TINY_CHANNELS[0],
+        "context_dim": TINY_CONTEXT,
+        "num_heads": 8,
+        "num_head_channels": -1,
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False,
+    }
     unet = sd.unet.state_dict()
-    out = {f"model.diffusion_model.{ldm}": unet[key] for key, ldm in comfy.utils.unet_to_diffusers(config).items()
-           if key in unet}  # fmt: skip
+    out = {
+        f"model.diffusion_model.{ldm}": unet[key]
+        for key, ldm in comfy.utils.unet_to_diffusers(config).items()
+        if key in unet
+    }
     levels = len(sd.vae.config.block_out_channels)
     for key, value in comfy.diffusers_convert.convert_vae_state_dict(sd.vae.state_dict()).items():
         for i in range(levels):  # ComfyUI's map assumes SD's 4 decoder levels (up.{3-i}); ours has 2
@@ -58,7 +69,9 @@ def test_bundled_sd15_configs_describe_sd15(comfyui_root, tmp_path):
 
 
 def test_a_file_that_is_not_sd15_is_refused(comfyui_root, tmp_path):
-    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3)}, tmp_path / "odd.safetensors")
+    save_file(
+        {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3)}, tmp_path / "odd.safetensors"
+    )
     with pytest.raises(BaseModelError, match="odd.safetensors: cannot read it as a Stable Diffusion 1.5"):
         load_sd15(tmp_path / "odd.safetensors")
     (tmp_path / "model.bin").write_bytes(b"x")

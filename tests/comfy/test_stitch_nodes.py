@@ -51,8 +51,9 @@ def one_defect(nodes, vae, photo, zones, index, lora, seed):
     assert image.shape[1:3] == zone.shape[1:] and max(image.shape[1:3]) == 64
     model, _ = nodes["DualAnoDiffLoadLoRA"]().load(build_tiny_model(), None, lora, 1.0, 1.0, 1.0)
     (latent,) = nodes["DualAnoDiffRegionLatent"]().make(vae, image, zone, batch_size=1)
-    g, _, _ = nodes["DualAnoDiffSampler"]().sample(model, cond(1), cond(2), cond(3), latent, seed, 3, 2.0, "euler",
-                                                   "normal", 1.0)  # fmt: skip
+    g, _, _ = nodes["DualAnoDiffSampler"]().sample(
+        model, cond(1), cond(2), cond(3), latent, seed, 3, 2.0, "euler", "normal", 1.0
+    )
     decoded = vae.decode(g["samples"])
     return nodes["DualAnoDiffStitchRegion"]().stitch(decoded, stitch, 4, "feather", mask=zone)
 
@@ -113,8 +114,13 @@ def test_crop_refuses_overlapping_regions_and_every_input_has_a_tooltip(nodes):
     with pytest.raises(ValueError, match=r"Defect Labels: masks 1 and 2 lie within the feather \(4 px\)"):
         labels.merge(near[:1], mask_2=near[1:])  # the default feather is Stitch Region's, 4 px
     assert labels.merge(near[:1], mask_2=near[1:], feather=2)[0].unique().tolist() == [0.0, 1.0, 2.0]
-    for name in ("DualAnoDiffCropRegion", "DualAnoDiffStitchRegion", "DualAnoDiffDefectLabels",
-                 "DualAnoDiffExportDefects", "DualAnoDiffLoadPhotoFolder"):  # fmt: skip
+    for name in (
+        "DualAnoDiffCropRegion",
+        "DualAnoDiffStitchRegion",
+        "DualAnoDiffDefectLabels",
+        "DualAnoDiffExportDefects",
+        "DualAnoDiffLoadPhotoFolder",
+    ):
         for section in nodes[name].INPUT_TYPES().values():
             assert all(opts.get("tooltip") for _, opts in section.values()), name
 
@@ -173,8 +179,9 @@ def test_a_batch_of_differently_shaped_regions_shares_one_window_shape(nodes):
         x, y, w, h = window.box
         assert zones[k, y : y + h, x : x + w].sum() == zones[k].sum()  # the whole region is in its window
     stripes = (torch.arange(image.shape[2]) // 4) % 2
-    out, mask = nodes["DualAnoDiffStitchRegion"]().stitch((image + 0.3 * (zone * stripes)[..., None]).clamp(0, 1),
-                                                          stitch, 3, "feather")  # fmt: skip
+    out, mask = nodes["DualAnoDiffStitchRegion"]().stitch(
+        (image + 0.3 * (zone * stripes)[..., None]).clamp(0, 1), stitch, 3, "feather"
+    )
     for k in range(2):
         outside = torch.from_numpy(~grown_region(zones[k].numpy(), 3))
         assert torch.equal(out[k][outside], photo[k][outside]) and torch.equal(mask[k], zones[k])

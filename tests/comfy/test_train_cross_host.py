@@ -56,8 +56,18 @@ def test_cli_trainer_and_train_node_give_the_same_init_and_draws_from_the_same_s
     settings = {"steps": STEPS, "batch_size": 2, "rank": 4, "seed": 7}
     draws = []
     recording(draws, monkeypatch)
-    config = TrainConfig(base=str(base), data=str(data), output=str(tmp_path / "cli"), resolution=RES, text_rank=4,
-                         lr=0.0, checkpoint_every=1000, preview_every=1000, progress=False, **settings)  # fmt: skip
+    config = TrainConfig(
+        base=str(base),
+        data=str(data),
+        output=str(tmp_path / "cli"),
+        resolution=RES,
+        text_rank=4,
+        lr=0.0,
+        checkpoint_every=1000,
+        preview_every=1000,
+        progress=False,
+        **settings,
+    )
     trainer = Trainer(config)
     try:
         cli = load_dual(trainer.run())
@@ -71,9 +81,24 @@ def test_cli_trainer_and_train_node_give_the_same_init_and_draws_from_the_same_s
     masks = torch.stack([torch.from_numpy(cv2.imread(str(data / "masks" / p.name), 0) / 255.0).float() for p in photos])
     model, clip, vae = build_tiny_sd15()
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffTrain"]()
-    _, _, trained, _ = node.train(model, clip, vae, images, masks, STEPS, 0.0, settings["rank"],
-                                  settings["batch_size"], settings["seed"], False, True, False, resolution=RES,
-                                  preview_every=0, autosave_every=0)  # fmt: skip
+    _, _, trained, _ = node.train(
+        model,
+        clip,
+        vae,
+        images,
+        masks,
+        STEPS,
+        0.0,
+        settings["rank"],
+        settings["batch_size"],
+        settings["seed"],
+        False,
+        True,
+        False,
+        resolution=RES,
+        preview_every=0,
+        autosave_every=0,
+    )
 
     node_draws = draws
     assert len(cli_draws) == len(node_draws) == STEPS

@@ -115,8 +115,10 @@ def test_train_and_generate_workflow_runs_end_to_end(pack_server):
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     assert header["__metadata__"]["steps"] == "3" and header["__metadata__"]["train_images"] == "2"
     assert (server.base_dir / "models" / "dualanodiff_state" / "e2e_trained_00001.state.safetensors").is_file()
-    assert "e2e_trained_00001.safetensors" in server.object_info("DualAnoDiffLoadLoRA")["DualAnoDiffLoadLoRA"]["input"][
-        "required"]["lora_name"][0]  # fmt: skip
+    assert (
+        "e2e_trained_00001.safetensors"
+        in server.object_info("DualAnoDiffLoadLoRA")["DualAnoDiffLoadLoRA"]["input"]["required"]["lora_name"][0]
+    )
     summary = [v for out in entry["outputs"].values() for v in out.get("text", [])]
     assert any("e2e_trained_00001" in s for s in summary), summary
     exported = list((server.output_dir / "e2e_train_dataset").rglob("*.png"))

@@ -44,8 +44,17 @@ def training_pairs(n=3, size=40, seed=0):
 
 def train(nodes, model, clip, vae, images, masks, steps, **kw):
     node = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffTrain"]()
-    args = {"learning_rate": 1e-3, "rank": 4, "batch_size": 2, "seed": 5, "bcm": False, "train_text_encoder": True,
-                "gradient_checkpointing": False, "resolution": RES, "preview_every": 0}  # fmt: skip
+    args = {
+        "learning_rate": 1e-3,
+        "rank": 4,
+        "batch_size": 2,
+        "seed": 5,
+        "bcm": False,
+        "train_text_encoder": True,
+        "gradient_checkpointing": False,
+        "resolution": RES,
+        "preview_every": 0,
+    }
     args.update(kw)
     return node.train(model, clip, vae, images, masks, steps, **args)
 
@@ -95,8 +104,9 @@ def test_load_defect_set_from_tensors_and_folder(nodes, models_dir, tmp_path, mo
     assert type(node).IS_CHANGED(folder=str(root)) != stamp  # ComfyUI re-runs the node when the folder changes
     (root / "images" / "006.png").unlink()
     first = cv2.imread(str(root / "images" / "000.png"))[..., ::-1].astype(np.float32) / 255
-    expected = torch.nn.functional.interpolate(torch.from_numpy(first.copy()).permute(2, 0, 1)[None], size=(RES, RES),
-                                               mode="bilinear", antialias=True)[0].permute(1, 2, 0)  # fmt: skip
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(first.copy()).permute(2, 0, 1)[None], size=(RES, RES), mode="bilinear", antialias=True
+    )[0].permute(1, 2, 0)
     torch.testing.assert_close(out_i[0], expected.clamp(0, 1), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="does not exist"):
         node.load(str(tmp_path / "missing"), "", "", "floor", RES, False)
@@ -147,8 +157,9 @@ def test_training_lowers_the_loss_and_leaves_the_user_models_untouched(nodes, mo
     model, clip, vae = build_tiny_sd15()
     before, clip_before = state_of(model), {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
     images, masks = training_pairs()
-    new_model, new_clip, trained, loss = train(nodes, model, clip, vae, images, masks, 12, batch_size=3,
-                                               learning_rate=1e-2)  # fmt: skip
+    new_model, new_clip, trained, loss = train(
+        nodes, model, clip, vae, images, masks, 12, batch_size=3, learning_rate=1e-2
+    )
     assert len(loss["loss"]) == 12 and trained.steps == 12
     # The same seed draws the same batch, flips, timesteps and noise at every step, so a run that does not learn
     # (lr 0) scores the untrained model on exactly the draws the trained run is scored on: paired, not random.
@@ -204,7 +215,9 @@ def test_resume_from_a_saved_file_equals_one_longer_run(nodes, models_dir):
     name = nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part", resumable=True)["result"][0]
     stale = models_dir.parent / "dualanodiff_state" / "part_00002.state.safetensors"
     stale.write_bytes(b"the state of a model the user deleted")  # its number is not reused, the file is kept
-    assert nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part")["result"][0] == "part_00003.safetensors"
+    assert (
+        nodes.NODE_CLASS_MAPPINGS["DualAnoDiffSaveModel"]().save(first, "part")["result"][0] == "part_00003.safetensors"
+    )
     assert stale.read_bytes() == b"the state of a model the user deleted"
     _, _, resumed, loss = train(nodes, model, clip, vae, images, masks, 2, resume_file=name)
     assert resumed.steps == 5
@@ -248,8 +261,14 @@ def test_interrupt_stops_after_the_step_and_leaves_nothing_patched(nodes, models
     for key, value in state_of(model).items():
         assert torch.equal(value, before[key]), key
     assert not leftovers(model, clip)
-    assert not [m for m in mm.current_loaded_models if m.model is not None and m.model.model is model.model
-                and m.model is not model and m.model.get_wrappers("diffusion_model", "dualanodiff")]  # fmt: skip
+    assert not [
+        m
+        for m in mm.current_loaded_models
+        if m.model is not None
+        and m.model.model is model.model
+        and m.model is not model
+        and m.model.get_wrappers("diffusion_model", "dualanodiff")
+    ]
 
 
 def test_previews_come_every_preview_every_steps(nodes, models_dir, monkeypatch):
@@ -258,8 +277,11 @@ def test_previews_come_every_preview_every_steps(nodes, models_dir, monkeypatch)
     model, clip, vae = build_tiny_sd15()
     images, masks = training_pairs()
     seen = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
-                        seen.append((value, total, preview)))  # fmt: skip
+    monkeypatch.setattr(
+        comfy.utils,
+        "PROGRESS_BAR_HOOK",
+        lambda value, total, preview, node_id=None: seen.append((value, total, preview)),
+    )
     train(nodes, model, clip, vae, images, masks, 5, preview_every=2)
     assert [(v, t) for v, t, _ in seen] == [(k, 5) for k in range(1, 6)]  # the bar moves every step
     assert [v for v, _, p in seen if p is not None] == [2, 4]  # a preview at steps K and 2K only
@@ -270,8 +292,12 @@ def test_gradient_checkpointing_and_bcm_give_the_same_step(nodes, models_dir):
     model, clip, vae = build_tiny_sd15()
     images, masks = training_pairs()
     backgrounds = images * (1 - masks[..., None])
-    runs = [train(nodes, model, clip, vae, images, masks, 2, bcm=True, backgrounds=backgrounds,
-                  gradient_checkpointing=on)[2] for on in (False, True)]  # fmt: skip
+    runs = [
+        train(nodes, model, clip, vae, images, masks, 2, bcm=True, backgrounds=backgrounds, gradient_checkpointing=on)[
+            2
+        ]
+        for on in (False, True)
+    ]
     assert runs[0].dual.config.bcm
     for key, value in runs[0].dual.tensors.items():
         torch.testing.assert_close(runs[1].dual.tensors[key], value, atol=1e-6, rtol=1e-5, msg=key)

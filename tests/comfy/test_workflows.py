@@ -69,7 +69,9 @@ def test_every_ui_workflow_has_an_api_twin_and_no_strays():
     assert EXPECTED <= set(ui), f"missing UI workflows: {EXPECTED - set(ui)}"
     assert set(ui) == set(api), f"UI without API: {set(ui) - set(api)}, API without UI: {set(api) - set(ui)}"
     # ComfyUI lists every *.json at the top of example_workflows/ as a template; API files must stay out of it.
-    assert all(load_json(p).get("nodes") is not None for p in ui.values()), "an API-format file sits in example_workflows/"
+    assert all(load_json(p).get("nodes") is not None for p in ui.values()), (
+        "an API-format file sits in example_workflows/"
+    )
     assert API_DIR.parent == WORKFLOWS_DIR
 
 
@@ -134,7 +136,12 @@ def test_api_workflow_validates_against_input_types(path, classes):
         return
     sampling = {"DualAnoDiffSampler"} if "DualAnoDiffSampler" in used else MODULAR_NODES  # one path or the other
     source = {"DualAnoDiffTrain"} if "DualAnoDiffTrain" in used else {"DualAnoDiffLoadLoRA"}  # trained or loaded
-    assert OUR_NODES - {"DualAnoDiffBackgroundCompensation", "DualAnoDiffSampler", "DualAnoDiffLoadLoRA"} | sampling | source <= used
+    assert (
+        OUR_NODES - {"DualAnoDiffBackgroundCompensation", "DualAnoDiffSampler", "DualAnoDiffLoadLoRA"}
+        | sampling
+        | source
+        <= used
+    )
     assert not set(nodes_of(api, "Note")), "Note nodes are frontend-only"
 
 
@@ -193,26 +200,48 @@ def test_generate_pairs_settings(name):
 def ksampler_ui(widgets):
     return {
         "nodes": [
-            {"id": 3, "type": "KSampler", "inputs": [{"name": n, "type": t, "link": None} for n, t in
-                                                     [("model", "MODEL"), ("positive", "CONDITIONING"),
-                                                      ("negative", "CONDITIONING"), ("latent_image", "LATENT")]],
-             "outputs": [], "widgets_values": widgets, "mode": 0},
+            {
+                "id": 3,
+                "type": "KSampler",
+                "inputs": [
+                    {"name": n, "type": t, "link": None}
+                    for n, t in [
+                        ("model", "MODEL"),
+                        ("positive", "CONDITIONING"),
+                        ("negative", "CONDITIONING"),
+                        ("latent_image", "LATENT"),
+                    ]
+                ],
+                "outputs": [],
+                "widgets_values": widgets,
+                "mode": 0,
+            },
             {"id": 9, "type": "Note", "widgets_values": ["ignored"], "mode": 0},
         ],
         "links": [],
-    }  # fmt: skip
+    }
 
 
 def test_converter_skips_seed_control_and_notes(schemas):
     classes, names = schemas
     api = ui_to_api(ksampler_ui([7, "fixed", 20, 8.0, "euler", "normal", 1.0]), classes, names)
     assert list(api) == ["3"]
-    assert api["3"]["inputs"] == {"seed": 7, "steps": 20, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-                                  "denoise": 1.0}  # fmt: skip
+    assert api["3"]["inputs"] == {
+        "seed": 7,
+        "steps": 20,
+        "cfg": 8.0,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "denoise": 1.0,
+    }
     assert api["3"]["_meta"]["title"] == "KSampler"
     problems = validate_api(api, classes)
-    assert {p.split("required input ")[-1] for p in problems} == {"'model' missing", "'positive' missing",
-                                                                  "'negative' missing", "'latent_image' missing"}  # fmt: skip
+    assert {p.split("required input ")[-1] for p in problems} == {
+        "'model' missing",
+        "'positive' missing",
+        "'negative' missing",
+        "'latent_image' missing",
+    }
 
 
 @pytest.mark.parametrize(

@@ -28,9 +28,21 @@ def main() -> None:
         return original(self, path, *args, **kwargs)
 
     weights.DualFile.save = counting_save  # this process only: counts who writes the model files
-    config = TrainConfig(base=base, data=data, output=output, steps=int(steps), batch_size=2, resolution=32, rank=4,
-                         text_rank=2, checkpoint_every=2, preview_every=1000, progress=False, lr=1e-3,
-                         resume=resume == "1")  # fmt: skip
+    config = TrainConfig(
+        base=base,
+        data=data,
+        output=output,
+        steps=int(steps),
+        batch_size=2,
+        resolution=32,
+        rank=4,
+        text_rank=2,
+        checkpoint_every=2,
+        preview_every=1000,
+        progress=False,
+        lr=1e-3,
+        resume=resume == "1",
+    )
     trainer = Trainer(config)
     batches = []
     draw = trainer.session.batch
@@ -43,8 +55,13 @@ def main() -> None:
     trainer.session.batch = recording_batch
     try:
         trainer.run(until=int(until))
-        result = {"rank": trainer.rank, "world": trainer.accelerator.num_processes, "batches": batches,
-                  "losses": trainer.losses, "saves": saves}  # fmt: skip
+        result = {
+            "rank": trainer.rank,
+            "world": trainer.accelerator.num_processes,
+            "batches": batches,
+            "losses": trainer.losses,
+            "saves": saves,
+        }
     finally:
         trainer.close()
     Path(record).mkdir(parents=True, exist_ok=True)
