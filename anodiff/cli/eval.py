@@ -38,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("generated", "real", "out") if getattr(args, n) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or --fetch-models alone to install the metric weights)")
-    from ..metrics.report import EvalOptions, evaluate, write_report
+    from ..metrics.report import EvalOptions, evaluate
+    from ..metrics.report_files import write_report
 
     loc = {
         "epochs": args.loc_epochs,

@@ -9,10 +9,8 @@ the report says how to get it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -266,39 +264,4 @@ def _localization(types: dict, opts: EvalOptions, category: str) -> dict:
     return train_localization(data, config, opts.progress).as_dict()
 
 
-def _clean(value):
-    """JSON-safe copy: NaN and infinities become null."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value
-
-
-def write_report(report: dict, out: str | os.PathLike) -> dict[str, Path]:
-    """Write report.json, report.md and the PNG plots into ``out``; returns the written paths by kind."""
-    from .markdown import to_markdown
-    from .plots import bar_charts, matplotlib_available, training_curve
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"json": out / "report.json", "markdown": out / "report.md"}
-    if not matplotlib_available():
-        report["notes"].append("plots skipped: matplotlib is not installed (pip install matplotlib)")
-    plot = bar_charts(report["types"], out / "metrics_by_type.png", f"{report['category']}: metrics per anomaly type")
-    if plot:
-        written["plot"] = plot
-    loc = report.get("localization")
-    curve = training_curve(loc["history"], out / "localization_training.png") if loc else None
-    if curve:
-        written["curve"] = curve
-    written["json"].write_text(json.dumps(_clean(report), indent=2), encoding="utf-8")
-    written["markdown"].write_text(to_markdown(report, {k: p.name for k, p in written.items()}), encoding="utf-8")
-    return written
-
-
-__all__ = ["EvalOptions", "evaluate", "write_report"]
+__all__ = ["EvalOptions", "evaluate"]

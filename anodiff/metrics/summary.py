@@ -16,6 +16,7 @@ import numpy as np
 
 from .markdown import COLUMNS, _cell, headline_values
 from .published import comparison_table
+from .report_files import json_safe
 
 LOCALIZATION_KEYS = (
     "image_auroc",
@@ -92,13 +93,11 @@ def to_markdown(summary: dict) -> str:
 
 def write_summary(paths: list[str | os.PathLike], out: str | os.PathLike) -> dict[str, Path]:
     """Read the reports, write summary.json and summary.md into ``out``; returns the written paths."""
-    from .report import _clean
-
     summary = summarize(read_reports(paths))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "summary.json", "markdown": out / "summary.md"}
-    written["json"].write_text(json.dumps(_clean(summary), indent=2), encoding="utf-8")
+    written["json"].write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
     written["markdown"].write_text(to_markdown(summary), encoding="utf-8")
     return written
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..common.precision import autocasting, fallback_fp16_scaler, torch_dtype
-from ..sd15.processor import DualUNet, UNetPass
+from ..sd15.processor import DualUNet
 from ..weights.text import attach_text_lora, text_shapes
 from .checkpoints import CHECKPOINT, latest_checkpoint, read_checkpoint, run_fingerprint, set_aside, write_checkpoint
 from .config import TrainConfig
@@ -31,6 +31,7 @@ from .session import TrainedDual, TrainingSession
 from .step import make_optimizer as build_optimizer
 from .step import optimizer_tensors, pair_loss, step_generator
 from .stop import AgreedStop
+from .train_model import DualTrainModel, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +43,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint: Path, step: int) -> None:
         super().__init__(f"interrupted at step {step}: checkpoint {checkpoint}")
         self.checkpoint, self.step = checkpoint, step
-
-
-class DualTrainModel(nn.Module):
-    """The trainable model behind one forward (what accelerate/DDP wrap): frozen UNet + adapter + text encoder."""
-
-    def __init__(self, dual_unet: DualUNet, text_encoder: nn.Module, prompt_ids: torch.Tensor) -> None:
-        super().__init__()
-        self.dual_unet, self.text_encoder = dual_unet, text_encoder
-        self.register_buffer("prompt_ids", prompt_ids, persistent=False)
-
-    def forward(
-        self, noisy: torch.Tensor, timesteps: torch.Tensor, background: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """noisy: (2B, 4, h, w) interleaved pairs; timesteps: (2B,); background: (B, 4, h, w) noised, or None."""
-        pairs = noisy.shape[0] // 2
-        context = self.text_encoder(self.prompt_ids)[0]  # (2, 77, C): [global, anomaly]
-        context = context.repeat(pairs, 1, 1)
-        return self.dual_unet(
-            noisy,
-            timesteps,
-            context,
-            unet_pass=UNetPass(),
-            background=background,
-            background_timestep=timesteps[0::2] if background is not None else None,
-        )
-
-
-def trainable_parameters(model: DualTrainModel) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -9,7 +9,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .convert import convert_official, describe_foreign, looks_official
-from .schema import FORMAT, DualFile, DualWeightsError, from_metadata
+from .metadata import from_metadata
+from .schema import FORMAT, DualFile, DualWeightsError
 
 
 def load_dual(path: str | os.PathLike, sd15_only: bool = True) -> DualFile:

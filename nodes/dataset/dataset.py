@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...anodiff.dataset import export
 from ...anodiff.dataset import filter as filtering
 from ...anodiff.dataset.checks import GATE
+from .inputs import image_array, mask_array, output_root
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +45,6 @@ EXPORT_TOOLTIPS = {
     "format": "mvtec: test/<anomaly>/NNN.png with ground_truth/<anomaly>/NNN_mask.png. coco: the images with RLE "
     "instance annotations, one per connected region. Exports add to what is there and never overwrite.",
 }
-
-
-def _images(image: torch.Tensor, node: str, name: str) -> np.ndarray:
-    if image.ndim != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"{node}: {name} must be an IMAGE (B, H, W, 3), got {tuple(image.shape)}")
-    return image[..., :3].detach().to("cpu", torch.float32).numpy()
-
-
-def mask_batch(mask: torch.Tensor) -> np.ndarray:
-    """A MASK as ``(B, H, W)`` float32 numpy on the CPU (a single ``(H, W)`` mask gets a batch of 1)."""
-    m = mask.detach().to("cpu", torch.float32).numpy()
-    return m[None] if m.ndim == 2 else m
-
-
-def _masks(mask: torch.Tensor, count: int, node: str, name: str, shared: bool = False) -> np.ndarray:
-    """``(count, H, W)`` float masks; ``shared`` lets one mask stand for every image."""
-    mask = mask[None] if mask.ndim == 2 else mask
-    if mask.ndim != 3:
-        raise ValueError(f"{node}: {name} must be a MASK (B, H, W), got {tuple(mask.shape)}")
-    if mask.shape[0] != count and not (shared and mask.shape[0] == 1):
-        give = "one, or one per image" if shared else "one per image"
-        raise ValueError(f"{node}: {name} holds {mask.shape[0]} mask(s) for {count} image(s); give {give}")
-    out = mask.detach().to("cpu", torch.float32).numpy()
-    return np.repeat(out, count, axis=0) if out.shape[0] != count else out
 
 
 def _blocked():
@@ -149,14 +124,16 @@ class DualAnoDiffFilterPairs:
         **kwargs,
     ):
         node = "Filter Pairs"
-        images = _images(image, node, "image")
+        images = image_array(image, node, "image")
         count, shape = images.shape[0], images.shape[1:3]
-        masks = _masks(mask, count, node, "mask")
+        masks = mask_array(mask, count, node, "mask")
         fgs = None
         if foreground is not None:
-            fgs = [filtering.match_size(f, shape) > 0.5 for f in _masks(foreground, count, node, "foreground", True)]
+            fgs = [
+                filtering.match_size(f, shape) > 0.5 for f in mask_array(foreground, count, node, "foreground", True)
+            ]
         if source is not None:
-            photos = _images(source, node, "source")
+            photos = image_array(source, node, "source")
             if photos.shape[0] not in (1, count):
                 raise ValueError(f"{node}: {photos.shape[0]} sources for {count} images; give one, or one per image")
             source = [filtering.match_size(photos[min(i, len(photos) - 1)], shape) for i in range(count)]
@@ -185,25 +162,6 @@ class DualAnoDiffFilterPairs:
         if blocker is None:
             raise ValueError(f"{node}: every pair was dropped:\n{report}")
         return blocker, blocker, report
-
-
-def output_root(output_dir: str, node: str = "Export Dataset") -> Path:
-    """``output_dir`` inside ComfyUI's output folder, resolved; a path that leads outside it is a ValueError
-    naming ``node``."""
-    import folder_paths
-
-    base = Path(folder_paths.get_output_directory()).resolve()
-    if not output_dir or not output_dir.strip():
-        raise ValueError(f"{node}: output_dir is empty; name a folder inside ComfyUI's output folder")
-    target = (base / output_dir.strip()).resolve()
-    if target == base:
-        raise ValueError(f"{node}: output_dir {output_dir!r} is the output folder itself; name a folder in it")
-    if base not in target.parents:
-        raise ValueError(
-            f"{node}: output_dir {output_dir!r} leads outside ComfyUI's output folder {base}; "
-            "give a folder relative to it, without '..'"
-        )
-    return target
 
 
 class ExportNodeOutput:
@@ -258,8 +216,8 @@ class DualAnoDiffExportDataset(ExportNodeOutput):
         if format not in FORMATS:
             raise ValueError(f"{node}: format must be one of {', '.join(FORMATS)}, got {format!r}")
         root = output_root(output_dir)
-        pictures = _images(images, node, "images")
-        found = _masks(masks, pictures.shape[0], node, "masks")
+        pictures = image_array(images, node, "images")
+        found = mask_array(masks, pictures.shape[0], node, "masks")
         return self.exported(node, pictures, found, root, category, anomaly, FORMATS[format])
 
 

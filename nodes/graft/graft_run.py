@@ -13,7 +13,8 @@ from ...anodiff.graft.embedding import reference_key
 from ...anodiff.graft.inputs import GraftInputs, tighten
 from ...anodiff.model.sites import SD15_SITES
 from ...anodiff.regions.composite import composite
-from ..model.patch import SharedAcrossClones, check_sd15_layout
+from ..model.attach import check_sd15_layout
+from ..model.patch import SharedAcrossClones
 
 CACHE = GraftCache()
 """Optimised embeddings and reference inversions of this ComfyUI session, per reference (kept for 8 references)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
+from .attach import attach_dual, check_sd15_layout, unet_widths
 from .files import folded_file, not_dual_reason
-from .patch import attach_dual, check_sd15_layout, compute_dtype, unet_widths
+from .patch import compute_dtype
 
 FOLDER = "dualanodiff"
 EXTENSIONS = {".safetensors", ".bin"}

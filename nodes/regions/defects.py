@@ -9,7 +9,8 @@ import torch
 from ...anodiff.dataset.export import check_name
 from ...anodiff.regions.multi_defect import check_disjoint, label_mask
 from ...anodiff.regions.placement import PALETTE
-from ..dataset.dataset import ExportNodeOutput, mask_batch, output_root
+from ..dataset.dataset import ExportNodeOutput
+from ..dataset.inputs import mask_batch, output_root
 
 SLOTS = 4
 

@@ -7,7 +7,7 @@ import torch
 
 from ...anodiff.data import masks
 from ...anodiff.regions import placement as regions
-from ..dataset.dataset import mask_batch
+from ..dataset.inputs import mask_batch
 from ..dataset.mask import load_u2netp
 
 NAME = "Random Defect Region"

@@ -13,7 +13,7 @@ import torch
 
 from ...anodiff.regions.multi_defect import check_disjoint
 from ...anodiff.regions.stitch import BLENDS, Window, crop, shared_windows, stitch
-from ..dataset.dataset import mask_batch
+from ..dataset.inputs import mask_batch
 
 STITCH = "DUALANODIFF_STITCH"
 

@@ -8,7 +8,7 @@ import torch
 from ...anodiff.model.config import PROMPT_ANOMALY, PROMPT_GLOBAL
 from ...anodiff.train.preview import PREVIEW_CFG, PREVIEW_STEPS, preview_sheet
 from ...anodiff.train.session import SessionConfig, TrainedDual
-from ..model.patch import attach_dual
+from ..model.attach import attach_dual
 from .train_inputs import check_resolution, starting_point
 from .train_run import RunOptions, build_dataset, run_training
 from .train_save import resumable_files

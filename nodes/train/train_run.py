@@ -23,7 +23,8 @@ from ...anodiff.data.training_set import FewShotDataset
 from ...anodiff.train.latents import LatentCache
 from ...anodiff.train.session import SessionConfig, TrainedDual, TrainingSession
 from ...anodiff.weights.text import text_shapes
-from ..model.patch import check_sd15_layout, compute_dtype, find_dual, unet_widths
+from ..model.attach import check_sd15_layout, unet_widths
+from ..model.patch import compute_dtype, find_dual
 from .train_patch import (
     checkpointed_blocks,
     differentiable_clip,
