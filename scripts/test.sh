@@ -29,6 +29,15 @@ if [ ! -f "$VENV/.complete" ] || [ pyproject.toml -nt "$VENV/.complete" ]; then 
     touch "$VENV/.complete"
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 2 threads on 2 cores with any other load is 10-50x slower
+# The layout rules (README, DEVELOPERS.md): lint and formatting first, so a style error fails in seconds.
+if ! "$VENV/bin/ruff" check .; then
+    echo "[test.sh] ruff check failed: fix the findings above (ruff check --fix . fixes some)" >&2
+    exit 1
+fi
+if ! "$VENV/bin/ruff" format --check .; then
+    echo "[test.sh] ruff format --check failed: run ruff format . and commit the result" >&2
+    exit 1
+fi
 "$VENV/bin/python" -m pytest "$@"
 # then the ComfyUI tests on ComfyUI 0.33.0 too (skipped with a message without ../shared/comfyui); with arguments only if asked
 if [ $# -eq 0 ] || [ -n "${ANODIFF_COMFY_NEXT:-}" ]; then exec scripts/test_comfy_next.sh "$@"; fi

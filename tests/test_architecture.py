@@ -1,5 +1,5 @@
 """The layout described in docs/architecture.md holds: no import cycles, the model imports nothing above it,
-small modules with a docstring, and no import hook."""
+small modules with a docstring and short functions (never shortened by telling the formatter to skip lines), and no import hook."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 300
+MAX_FUNCTION_LINES = 80
+PYTHON_DIRS = ("anodiff", "nodes", "scripts", "bench", "tests")
 
 
 def _script():
@@ -50,6 +52,38 @@ def test_modules_are_small_and_say_what_they_are_for():
     assert long == {}, f"modules over {MAX_LINES} lines: split them by responsibility"
     missing = [str(p.relative_to(ROOT)) for p in _sources() if not ast.get_docstring(ast.parse(p.read_text()))]
     assert missing == [], "modules without a docstring"
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``file:function (n lines)`` for every function or method of ``path`` longer than ``limit`` lines, from its
+    ``def`` (decorators apart) to its last line, as ``ruff format`` lays it out."""
+    tree = ast.parse(path.read_text())
+    return [
+        f"{path.relative_to(ROOT)}:{node.name} ({n} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (n := node.end_lineno - node.lineno + 1) > limit
+    ]
+
+
+def test_functions_are_at_most_80_lines():
+    long = [found for p in _sources() for found in long_functions(p)]
+    assert long == [], f"functions over {MAX_FUNCTION_LINES} lines: split them into named helpers"
+
+
+def test_the_function_length_check_finds_a_long_function(tmp_path, monkeypatch):
+    monkeypatch.setitem(long_functions.__globals__, "ROOT", tmp_path)
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n")
+    assert long_functions(tmp_path / "m.py") == [f"m.py:long ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+def test_no_source_file_skips_the_formatter():
+    files = [ROOT / "install.py", ROOT / "__init__.py"]
+    files += [p for d in PYTHON_DIRS for p in (ROOT / d).rglob("*.py") if ".venv" not in p.parts]
+    marker = "fmt: " + "skip"  # split, so this file does not match itself
+    skipping = [str(p.relative_to(ROOT)) for p in files if p.is_file() and marker in p.read_text()]
+    assert skipping == [], f"'{marker}' in {skipping}: split the module or the line instead"
 
 
 def test_the_architecture_picture_is_the_code():

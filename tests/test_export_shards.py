@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from anodiff.dataset import export
+from anodiff.dataset import export, numbering
 
 
 def two_shards(root) -> list:
@@ -56,7 +56,7 @@ def test_after_the_first_export_a_call_lists_no_folder(tmp_path, monkeypatch):
     def no_listing(path):
         raise AssertionError(f"an export call listed {path}")
 
-    monkeypatch.setattr(export.os, "listdir", no_listing)
+    monkeypatch.setattr(numbering.os, "listdir", no_listing)  # where an export lists the folders
     mask = np.zeros((24, 32), bool)
     mask[2:6, 2:6] = True
     report = export.export_dataset([np.zeros((24, 32, 3), np.float32)], [mask], tmp_path, "bottle", "crack")

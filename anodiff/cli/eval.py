@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import reports_errors
@@ -107,72 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="folder for report.md, report.json and plots")
     p.add_argument("--category", default=None, help="category to score (default: the only one in --generated)")
-    p.add_argument(
-        "--inception", metavar="PATH", help="FID Inception .pt (default: $ANODIFF_INCEPTION or the model folders)"
-    )
-    p.add_argument(
-        "--inception-logits",
-        metavar="FILE",
-        help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's / torch-fidelity's) for the Inception "
-        "Score (default: $ANODIFF_INCEPTION_LOGITS, the model folders or torch's hub cache)",
-    )
-    p.add_argument("--vgg", metavar="PATH", help="torchvision's vgg16-397923af.pth for LPIPS (default: $ANODIFF_VGG16)")
-    p.add_argument("--lpips-heads", metavar="PATH", help="lpips' weights/v0.1/vgg.pth (default: $ANODIFF_LPIPS_HEADS)")
-    p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
-    p.add_argument("--no-is", action="store_true", help="skip the Inception Score")
-    p.add_argument("--no-lpips", action="store_true", help="skip IC-LPIPS")
+    _add_network_options(p.add_argument)
     p.add_argument("--localization", action="store_true", help="also train and score DRAEM's U-Net (GPU: hours)")
-    p.add_argument(
-        "--split", choices=["floor", "authors"], default="floor", help="few-shot split rule (as anodiff train)"
-    )
-    p.add_argument(
-        "--reference",
-        choices=["heldout", "all"],
-        default="heldout",
-        help="real images FID/KID compare with: the held-out two thirds (default) or all",
-    )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N generated pairs per type")
-    p.add_argument("--seed", type=int, default=0, help="seed for KID subsets, IC-LPIPS shuffles and training")
-    p.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument(
-        "--mixed-precision",
-        choices=["no", "fp16", "bf16"],
-        default="no",
-        help="precision of the localisation/classification training (FID, IS, LPIPS stay fp32)",
-    )
-    p.add_argument("--loc-epochs", type=int, default=None, help="localisation epochs (default 200, as the authors)")
-    p.add_argument("--loc-base-width", type=int, default=None, help="U-Net base width (default 64)")
-    p.add_argument("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")
-    p.add_argument("--loc-samples", type=int, default=None, help="samples per epoch (default 500)")
-    p.add_argument("--loc-batch-size", type=int, default=None, help="localisation batch size (default 16)")
-    p.add_argument(
-        "--classification",
-        action="store_true",
-        help="also train a ResNet-34 on the generated images and classify the real held-out ones by type",
-    )
-    p.add_argument(
-        "--cls-weights",
-        metavar="FILE",
-        help="torchvision's resnet34-b627a593.pth to start from (default: train from scratch)",
-    )
-    p.add_argument("--cls-epochs", type=int, default=None, help="classification epochs (default 30)")
-    p.add_argument("--cls-size", type=int, default=None, help="classification image size (default 224)")
-    p.add_argument("--cls-batch-size", type=int, default=None, help="classification batch size (default 16)")
-    p.add_argument(
-        "--protocol",
-        action="store_true",
-        help="the papers' downstream protocol: the U-Net and the ResNet-34 train on --protocol-generated generated "
-        "pairs per type plus the first third of the real anomalies, and are scored once, last epoch, on the rest "
-        "(uses the --loc-* and --cls-* settings)",
-    )
-    p.add_argument(
-        "--protocol-generated",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="generated pairs per type in --protocol (default 1000, as the papers)",
-    )
+    _add_data_options(p.add_argument)
+    _add_downstream_options(p.add_argument)
     p.add_argument("--no-background", action="store_true", help="skip the background-preservation score")
     p.add_argument(
         "--background-dilate",
@@ -196,3 +135,76 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_run)
     return p
+
+
+def _add_network_options(add: Callable[..., argparse.Action]) -> None:
+    """The metric networks' weight files, and the metrics to skip."""
+    add("--inception", metavar="PATH", help="FID Inception .pt (default: $ANODIFF_INCEPTION or the model folders)")
+    add(
+        "--inception-logits",
+        metavar="FILE",
+        help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's / torch-fidelity's) for the Inception "
+        "Score (default: $ANODIFF_INCEPTION_LOGITS, the model folders or torch's hub cache)",
+    )
+    add("--vgg", metavar="PATH", help="torchvision's vgg16-397923af.pth for LPIPS (default: $ANODIFF_VGG16)")
+    add("--lpips-heads", metavar="PATH", help="lpips' weights/v0.1/vgg.pth (default: $ANODIFF_LPIPS_HEADS)")
+    add("--no-fid", action="store_true", help="skip FID/KID")
+    add("--no-is", action="store_true", help="skip the Inception Score")
+    add("--no-lpips", action="store_true", help="skip IC-LPIPS")
+
+
+def _add_data_options(add: Callable[..., argparse.Action]) -> None:
+    """Which real and generated images are compared, with which seed, and where the networks run."""
+    add("--split", choices=["floor", "authors"], default="floor", help="few-shot split rule (as anodiff train)")
+    add(
+        "--reference",
+        choices=["heldout", "all"],
+        default="heldout",
+        help="real images FID/KID compare with: the held-out two thirds (default) or all",
+    )
+    add("--limit", type=int, default=None, metavar="N", help="use the first N generated pairs per type")
+    add("--seed", type=int, default=0, help="seed for KID subsets, IC-LPIPS shuffles and training")
+    add("--batch-size", type=int, default=16, help="images per network batch (default 16)")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add(
+        "--mixed-precision",
+        choices=["no", "fp16", "bf16"],
+        default="no",
+        help="precision of the localisation/classification training (FID, IS, LPIPS stay fp32)",
+    )
+
+
+def _add_downstream_options(add: Callable[..., argparse.Action]) -> None:
+    """The downstream models: the localisation U-Net, the ResNet-34 classifier and the papers' protocol."""
+    add("--loc-epochs", type=int, default=None, help="localisation epochs (default 200, as the authors)")
+    add("--loc-base-width", type=int, default=None, help="U-Net base width (default 64)")
+    add("--loc-size", type=int, default=None, help="localisation image size, a multiple of 32 (default 256)")
+    add("--loc-samples", type=int, default=None, help="samples per epoch (default 500)")
+    add("--loc-batch-size", type=int, default=None, help="localisation batch size (default 16)")
+    add(
+        "--classification",
+        action="store_true",
+        help="also train a ResNet-34 on the generated images and classify the real held-out ones by type",
+    )
+    add(
+        "--cls-weights",
+        metavar="FILE",
+        help="torchvision's resnet34-b627a593.pth to start from (default: train from scratch)",
+    )
+    add("--cls-epochs", type=int, default=None, help="classification epochs (default 30)")
+    add("--cls-size", type=int, default=None, help="classification image size (default 224)")
+    add("--cls-batch-size", type=int, default=None, help="classification batch size (default 16)")
+    add(
+        "--protocol",
+        action="store_true",
+        help="the papers' downstream protocol: the U-Net and the ResNet-34 train on --protocol-generated generated "
+        "pairs per type plus the first third of the real anomalies, and are scored once, last epoch, on the rest "
+        "(uses the --loc-* and --cls-* settings)",
+    )
+    add(
+        "--protocol-generated",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="generated pairs per type in --protocol (default 1000, as the papers)",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..data.masks import METHODS
@@ -122,6 +123,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--count", type=int, metavar="N", help="number of pairs (the authors made 500)")
     add("--category", default="object", help="MVTec category folder name (default: object)")
     add("--anomaly", default="defect", help="anomaly type folder name (default: defect)")
+    _add_sampling_options(add)
+    _add_region_options(add)
+    _add_run_options(add)
+    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
+    p.set_defaults(func=_run)
+    return p
+
+
+def _add_sampling_options(add: Callable[..., argparse.Action]) -> None:
+    """Batching, seeds, the sampler and the mask: how each pair is made."""
     add("--batch-size", type=int, default=4, help="pairs per UNet batch (default: 4)")
     add("--seed", type=int, default=0, help="pair i uses seed + i (default: 0)")
     add("--steps", type=int, default=None, help="denoising steps (default, as the authors: 100; 50 with --normal-dir)")
@@ -138,6 +149,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "VisA) whose --category training normals are used",
     )
     add("--background-every", type=int, default=50, help="pairs per background (default: 50; authors: 10 for screw)")
+
+
+def _add_region_options(add: Callable[..., argparse.Action]) -> None:
+    """Region control: the photos, where the defects go, and how they are cropped and pasted back."""
     add(
         "--source",
         default=None,
@@ -180,6 +195,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--region random: region side as a fraction of the image side (default: 0.05 0.2)",
     )
     add("--feather", type=int, default=4, help="region control: soft edge in pixels (default: 4)")
+
+
+def _add_run_options(add: Callable[..., argparse.Action]) -> None:
+    """Where and how the run executes: device, dtype, shards, writer threads, a sidecar replay, Ray."""
     add("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     add(
         "--dtype",
@@ -221,6 +240,3 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1,
         help="with --ray: pipeline actors, each loading the model once (one GPU each on CUDA) (default 1)",
     )
-    add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
-    p.set_defaults(func=_run)
-    return p

@@ -35,3 +35,11 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` atomically; ``FileExistsError`` if it exists (nothing is ever overwritten)."""
+    try:
+        write_atomic(path, data, overwrite=False)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; this never overwrites a file") from None

@@ -22,7 +22,6 @@ and bbox come from pycocotools.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..common.imageio import as_float_image, encode_png, read_rgb, write_atomic
+from ..common.files import write_new
+from ..common.imageio import as_float_image, encode_png, read_rgb
 from ..common.mask_rule import HALF, binarise
 from . import coco, numbering
 from .coco import INSTANCES, _rle_tools, coco_instances, finalise, load_coco, merge_coco
 from .sidecar import defect_instances, label_matches
-from .tree import TreePair, find_pairs, index_of, read_mask
+from .tree import TreePair, find_pairs, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,6 @@ def check_name(value: str, what: str) -> str:
     return value.strip()
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` atomically; ``FileExistsError`` if it exists."""
-    try:
-        write_atomic(path, data, overwrite=False)
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; export never overwrites a file") from None
-
-
 def export_dataset(
     images: Iterable[np.ndarray],
     masks: Iterable[Any],
@@ -144,12 +136,7 @@ def export_dataset(
     """
     formats = parse_formats(fmt)
     category, anomaly = check_name(category, "category"), check_name(anomaly, "anomaly")
-    if instances not in INSTANCES:
-        raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
-    if hasattr(images, "__len__") and hasattr(masks, "__len__") and len(images) != len(masks):
-        raise ValueError(f"masks: {len(masks)} masks for {len(images)} images; give one mask per image")
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
-        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+    _check_export_args(images, masks, start, instances)
     root = Path(out_dir)
     folder = root / category
     report = ExportReport(root, category, anomaly, formats)
@@ -157,15 +144,7 @@ def export_dataset(
     if "coco" in formats:
         _rle_tools()  # fail before writing anything
         coco.adopt_legacy(root, category)  # also refuses a file that is not COCO, before anything is written
-    following = numbering.next_index(root, category, anomaly)
-    if following is None:  # no record yet: list the folders, once
-        following = _after_files(folder, anomaly)
-    if start is not None and _taken(folder, anomaly, start):
-        raise FileExistsError(
-            f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
-            f"{following}, or leave start unset"
-        )
-    index = following if start is None else start
+    index = _first_index(root, category, anomaly, start)
     extras = iter(sidecars) if sidecars is not None else None
     bar = tqdm(
         zip(images, masks, strict=True),
@@ -179,7 +158,7 @@ def export_dataset(
             meta, label = next(extras, (None, None)) if extras is not None else (None, None)
             pixels = stored_pixels(image)
             m = as_bool_mask(mask, pixels.shape[:2])
-            index, image_path = _claim(folder, anomaly, index, encode_png(pixels), start is None, start)
+            index, image_path = numbering.claim(folder, anomaly, index, encode_png(pixels), start is None, start)
             report.images.append(image_path)
             name = f"{index:03d}"
             if "mvtec" in formats:
@@ -188,21 +167,7 @@ def export_dataset(
             if "coco" in formats:
                 if shard is None:
                     shard = coco.ShardWriter(root, category)
-                label = _trusted(label, m, image_path, meta)
-                anns = (
-                    defect_instances(label, m, (meta or {}).get("defect_types"))
-                    if label is not None
-                    else coco_instances(m, instances)
-                )
-                shard.add(
-                    image_path.relative_to(root).as_posix(),
-                    int(m.shape[1]),
-                    int(m.shape[0]),
-                    anomaly,
-                    anns,
-                    {"anodiff": meta} if meta else None,
-                )
-                report.annotations += len(anns)
+                report.annotations += _add_coco(shard, root, anomaly, image_path, m, label, meta, instances)
             report.indices.append(index)
             report.empty_masks += int(not m.any())
             index += 1
@@ -221,6 +186,58 @@ def export_dataset(
     return report
 
 
+def _check_export_args(images: Iterable, masks: Iterable, start: int | None, instances: str) -> None:
+    if instances not in INSTANCES:
+        raise ValueError(f"instances must be one of {', '.join(INSTANCES)}, got {instances!r}")
+    if hasattr(images, "__len__") and hasattr(masks, "__len__") and len(images) != len(masks):
+        raise ValueError(f"masks: {len(masks)} masks for {len(images)} images; give one mask per image")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+
+
+def _first_index(root: Path, category: str, anomaly: str, start: int | None) -> int:
+    """``start`` when it is free, else the recorded next free index (the folders listed once without a record)."""
+    folder = root / category
+    following = numbering.next_index(root, category, anomaly)
+    if following is None:  # no record yet: list the folders, once
+        following = numbering.after_files(folder, anomaly)
+    if start is not None and numbering.taken(folder, anomaly, start):
+        raise FileExistsError(
+            f"start={start}: pair {start:03d} already exists in {folder}; the next free index is "
+            f"{following}, or leave start unset"
+        )
+    return following if start is None else start
+
+
+def _add_coco(
+    shard: coco.ShardWriter,
+    root: Path,
+    anomaly: str,
+    image_path: Path,
+    mask: np.ndarray,
+    label: np.ndarray | None,
+    meta: dict | None,
+    instances: str,
+) -> int:
+    """Append the pair's COCO record to this call's shard; returns its annotation count (one per defect id of a
+    trusted label mask, else per ``instances``)."""
+    label = _trusted(label, mask, image_path, meta)
+    anns = (
+        defect_instances(label, mask, (meta or {}).get("defect_types"))
+        if label is not None
+        else coco_instances(mask, instances)
+    )
+    shard.add(
+        image_path.relative_to(root).as_posix(),
+        int(mask.shape[1]),
+        int(mask.shape[0]),
+        anomaly,
+        anns,
+        {"anodiff": meta} if meta else None,
+    )
+    return len(anns)
+
+
 def _trusted(label: np.ndarray | None, mask: np.ndarray, image_path: Path, meta: dict | None) -> np.ndarray | None:
     """The label, or None (annotations from the mask) when it does not cover exactly the mask: a label left by an
     earlier run of the pair would otherwise give COCO boxes where the mask has no defect."""
@@ -234,44 +251,6 @@ def _trusted(label: np.ndarray | None, mask: np.ndarray, image_path: Path, meta:
         pair,
     )
     return None
-
-
-def _after_files(folder: Path, anomaly: str) -> int:
-    """One past the highest pair index among the files of ``folder``'s ``anomaly`` (0 when there are none)."""
-    found = [
-        index_of(name)
-        for sub in ("test", "ground_truth")
-        if (folder / sub / anomaly).is_dir()
-        for name in os.listdir(folder / sub / anomaly)
-    ]
-    return 1 + max((i for i in found if i is not None), default=-1)
-
-
-def _taken(folder: Path, anomaly: str, index: int) -> bool:
-    name = f"{index:03d}"
-    return (folder / "test" / anomaly / f"{name}.png").exists() or (
-        folder / "ground_truth" / anomaly / f"{name}_mask.png"
-    ).exists()
-
-
-def _claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:
-    """Create the image of the first free index from ``index`` (only ``index`` itself when not ``search``): the
-    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice; an index
-    whose mask alone exists (its image moved away) is skipped too."""
-    while True:
-        path = folder / "test" / anomaly / f"{index:03d}.png"
-        try:
-            if search and _taken(folder, anomaly, index):
-                raise FileExistsError(path)
-            write_new(path, png)
-            return index, path
-        except FileExistsError:
-            if not search:
-                raise FileExistsError(
-                    f"start={start}: pair {index:03d} already exists in {folder}; leave start "
-                    "unset to take the next free index"
-                ) from None
-            index += 1
 
 
 __all__ = [

@@ -2,16 +2,20 @@
 constant time instead of listing folders that grow with the dataset.
 
 The record is ``<category>/.anodiff-export-<anomaly>.next``; an export without one (a folder filled before
-records existed, or by hand) lists the folders once. Exports made before the record moved here kept it in
+records existed, or by hand) lists the folders once (``after_files``). A pair's index is claimed by creating its
+image file exclusively (``claim``), so concurrent exporters never take one index twice. Exports made before the record moved here kept it in
 ``annotations/<category>.parts/<anomaly>.next``; it is still read. Concurrent writers only ever raise it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from ..common.files import write_new
 from ..common.imageio import write_atomic
 from ..common.jobs import SharedFileLock
+from .tree import index_of
 
 
 def record_file(root: Path, category: str, anomaly: str) -> Path:
@@ -46,3 +50,41 @@ def record_next_index(root: Path, category: str, anomaly: str, index: int) -> No
     with SharedFileLock(path.with_name(path.name + ".lock")):
         if index > (next_index(root, category, anomaly) or 0):
             write_atomic(path, str(index).encode())
+
+
+def after_files(folder: Path, anomaly: str) -> int:
+    """One past the highest pair index among the files of ``folder``'s ``anomaly`` (0 when there are none)."""
+    found = [
+        index_of(name)
+        for sub in ("test", "ground_truth")
+        if (folder / sub / anomaly).is_dir()
+        for name in os.listdir(folder / sub / anomaly)
+    ]
+    return 1 + max((i for i in found if i is not None), default=-1)
+
+
+def taken(folder: Path, anomaly: str, index: int) -> bool:
+    name = f"{index:03d}"
+    return (folder / "test" / anomaly / f"{name}.png").exists() or (
+        folder / "ground_truth" / anomaly / f"{name}_mask.png"
+    ).exists()
+
+
+def claim(folder: Path, anomaly: str, index: int, png: bytes, search: bool, start: int | None) -> tuple[int, Path]:
+    """Create the image of the first free index from ``index`` (only ``index`` itself when not ``search``): the
+    exclusive create is what lets concurrent exporters share a folder without ever taking one index twice; an index
+    whose mask alone exists (its image moved away) is skipped too."""
+    while True:
+        path = folder / "test" / anomaly / f"{index:03d}.png"
+        try:
+            if search and taken(folder, anomaly, index):
+                raise FileExistsError(path)
+            write_new(path, png)
+            return index, path
+        except FileExistsError:
+            if not search:
+                raise FileExistsError(
+                    f"start={start}: pair {index:03d} already exists in {folder}; leave start "
+                    "unset to take the next free index"
+                ) from None
+            index += 1

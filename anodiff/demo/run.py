@@ -67,6 +67,45 @@ def pick_threads(requested: int | None = None) -> int:
     return 2 if idle >= 1.5 or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 1
 
 
+def _check_args(minutes: float, steps: int | None, pairs: int, size: int) -> None:
+    if steps is None and not minutes > 0:
+        raise ValueError(f"minutes must be > 0 (or give steps), got {minutes}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if pairs < 2:
+        raise ValueError(f"pairs must be >= 2 (the chance level compares different pairs), got {pairs}")
+    if size % 4:
+        raise ValueError(f"size must be a multiple of 4 (two 2x downsamplings), got {size}")
+
+
+def _train_and_score(
+    data, saim: bool, settings: TrainSettings, reference: list, pairs: int, size: int, sample_steps: int, seed: int
+) -> tuple[dict[str, Any], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Train one model (with or without SAIM), sample ``pairs`` pairs and score their masks: (metrics, contact
+    sheet, (global images, masks))."""
+    trained = train_model(data, saim, settings, desc="with SAIM" if saim else "without SAIM")
+    glob, part = ddim_sample(
+        trained.model,
+        pairs,
+        size,
+        sample_steps,
+        settings.timesteps,
+        seed=seed + 1,
+        mixed_precision=settings.mixed_precision,
+    )
+    metrics, masks, _ = evaluate(glob, part, reference)
+    metrics.update(
+        steps=trained.steps,
+        seconds=round(trained.seconds, 1),
+        seed=seed,
+        parameters=count_parameters(trained.model),
+        final_loss=float(np.mean(trained.losses[-50:])),
+    )
+    label = "with" if saim else "without"
+    title = f"{label} SAIM: IoU {metrics['mean_iou']:.2f} (chance {metrics['chance_iou']:.2f})"
+    return metrics, contact_sheet(glob, part, masks, title), (glob, masks)
+
+
 def run_demo(
     out: str | os.PathLike = "demo_out",
     minutes: float = DEFAULT_MINUTES,
@@ -86,14 +125,7 @@ def run_demo(
     (default ``pick_threads``: 2, or 1 on a busy machine); mixed_precision: ``bf16`` trains and samples the
     networks in bfloat16 (CPUs with AVX-512 BF16/AMX run it fast; elsewhere it is emulated and slower).
     """
-    if steps is None and not minutes > 0:
-        raise ValueError(f"minutes must be > 0 (or give steps), got {minutes}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if pairs < 2:
-        raise ValueError(f"pairs must be >= 2 (the chance level compares different pairs), got {pairs}")
-    if size % 4:
-        raise ValueError(f"size must be a multiple of 4 (two 2x downsamplings), got {size}")
+    _check_args(minutes, steps, pairs, size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     load_start = _load()
@@ -116,30 +148,10 @@ def run_demo(
         sheets: dict[str, np.ndarray] = {}
         generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, saim in MODELS:
-            trained = train_model(data, saim, settings, desc="with SAIM" if saim else "without SAIM")
-            glob, part = ddim_sample(
-                trained.model,
-                pairs,
-                size,
-                sample_steps,
-                settings.timesteps,
-                seed=seed + 1,
-                mixed_precision=mixed_precision,
+            results[name], sheets[name], generated[name] = _train_and_score(
+                data, saim, settings, reference, pairs, size, sample_steps, seed
             )
-            metrics, masks, _ = evaluate(glob, part, reference)
-            metrics.update(
-                steps=trained.steps,
-                seconds=round(trained.seconds, 1),
-                seed=seed,
-                parameters=count_parameters(trained.model),
-                final_loss=float(np.mean(trained.losses[-50:])),
-            )
-            results[name] = metrics
-            label = "with" if saim else "without"
-            title = f"{label} SAIM: IoU {metrics['mean_iou']:.2f} (chance {metrics['chance_iou']:.2f})"
-            sheets[name] = contact_sheet(glob, part, masks, title)
             write_png(out / SHEETS[name], sheets[name])
-            generated[name] = (glob, masks)
         write_png(out / SHEETS["both"], side_by_side([sheets["saim"], sheets["no_saim"]]))
         write_mvtec(out / "mvtec", *generated["saim"], make_normals(pairs, size, seed))
         report = {

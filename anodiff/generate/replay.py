@@ -148,6 +148,31 @@ def _plan(meta: dict[str, Any], mates: list[dict[str, Any]]) -> RecordedPlan:
     return plan
 
 
+def _checked_models(
+    path: Path, meta: dict[str, Any], base: str | os.PathLike | None, weights: list[str | os.PathLike] | None
+) -> tuple[Path, list[Path]]:
+    """The base model and weight files (where they are now, or as recorded), checked against the recorded sha256."""
+    hashes = meta["hashes"]
+    base_path = Path(base if base is not None else meta["base"])
+    weight_paths = [Path(w) for w in (weights or meta["weights_files"])]
+    if len(weight_paths) != len(hashes["weights"]):
+        raise ValueError(f"{path} records {len(hashes['weights'])} weight file(s), got {len(weight_paths)}")
+    check_file(base_path, hashes["base"], "base model")
+    for w, digest in zip(weight_paths, hashes["weights"]):
+        check_file(w, digest, "weights")
+    return base_path, weight_paths
+
+
+def _checked_saliency(meta: dict[str, Any]) -> U2NetP | None:
+    """U²-Net-P when the pair's mask or background needs it; its file checked when its sha256 was recorded."""
+    u2net = U2NetP() if meta["mask_method"] == "u2netp" or meta["background"] else None
+    if meta["hashes"].get("u2netp"):
+        from ..common.assets import u2netp_path
+
+        check_file(u2netp_path(), meta["hashes"]["u2netp"], "U²-Net-P")
+    return u2net
+
+
 def regenerate(
     sidecar: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -167,22 +192,11 @@ def regenerate(
 
     path = Path(sidecar)
     meta = read_replayable(path)
-    hashes = meta["hashes"]
-    base_path = Path(base if base is not None else meta["base"])
-    weight_paths = [Path(w) for w in (weights or meta["weights_files"])]
-    if len(weight_paths) != len(hashes["weights"]):
-        raise ValueError(f"{path} records {len(hashes['weights'])} weight file(s), got {len(weight_paths)}")
-    check_file(base_path, hashes["base"], "base model")
-    for w, digest in zip(weight_paths, hashes["weights"]):
-        check_file(w, digest, "weights")
+    base_path, weight_paths = _checked_models(path, meta, base, weights)
     mates = batch_mates(path, meta)
     folder = Path(out_dir) / check_name(meta["category"], "category")
     anomaly, pair = check_name(meta["anomaly"], "anomaly"), meta["pair"]
-    u2net = U2NetP() if meta["mask_method"] == "u2netp" or meta["background"] else None
-    if hashes.get("u2netp"):
-        from ..common.assets import u2netp_path
-
-        check_file(u2netp_path(), hashes["u2netp"], "U²-Net-P")
+    u2net = _checked_saliency(meta)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipes = [
         DualAnoDiffPipeline.from_sd15(
@@ -204,12 +218,11 @@ def regenerate(
             **sampling,
             background_for=backgrounds.for_window if backgrounds else None,
         )
-        work = works[pairs.index(pair)]
         write_region_pair(
             pair_paths(folder, anomaly, pair),
             label_path(folder, anomaly, pair),
             sidecar_path(folder, anomaly, pair),
-            work,
+            works[pairs.index(pair)],
             plan,
             meta["mask_method"],
             meta["threshold"],

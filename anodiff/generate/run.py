@@ -34,14 +34,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..dataset.sidecar import sidecar_path
-from ..regions.stitch import BLENDS
-from ..weights.load import load_dual
-from .backgrounds import IMAGE_SUFFIXES, Backgrounds, check_backgrounds, normal_images
+from .backgrounds import IMAGE_SUFFIXES, Backgrounds, normal_images
 from .job import GenerateJob, GenerateReport, PipelineFactory, pair_paths, run_local
-from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, check_args, check_name, resolve_dtype
-from .plan import RANDOM, check_models, check_source, make_plan
+from .options import BCM_DEFAULTS, DTYPES, DUAL_DEFAULTS, resolve_dtype
+from .plan import RANDOM, check_source
 from .provenance import model_hashes
 from .record import open_record, parse_shard, settings_of, shard_batches, update_pending
+from .request import GenerateRequest, Prepared, prepare
 
 log = logging.getLogger(__name__)
 
@@ -99,127 +98,106 @@ def generate(
     or one per id of a label image (``region_ids``). Every pair gets a sidecar (``anodiff.dataset.sidecar``).
     runner: what samples and writes the pairs still owed (default ``run_local``; ``--ray``: a Ray runner).
     """
-    check_args(
-        count,
-        batch_size,
-        size,
-        scheduler,
-        mask_method,
-        threshold,
-        background_every,
-        context=context,
-        working=working,
-        region_size=region_size,
+    request = GenerateRequest(**locals())  # first statement: exactly the arguments above
+    ready = prepare(request)
+    settings = _settings(request, ready)
+    record, owed = open_record(ready.folder, anomaly, settings, force)
+    report, todo = _todo(
+        ready.folder, anomaly, count, batch_size, ready.shard, owed, force, ready.plan, record, settings
     )
-    shard = parse_shard(shard)
-    if device is None:
-        import torch
+    if not todo:
+        return report
+    job = _job(request, ready, record, settings, todo)
+    if runner is not None:
+        return runner(job, report)
+    return run_local(job, report, progress=progress, workers=workers)
 
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dtype_name = resolve_dtype(dtype, device)
-    folder = Path(out_dir) / check_name(category, "category")
-    check_name(anomaly, "anomaly")
-    several = [Path(w) for w in weights_path] if isinstance(weights_path, (list, tuple)) else [Path(weights_path)]
-    base_path, weights_path = Path(base_path), several[0]
-    if not base_path.exists():
-        raise FileNotFoundError(f"base model not found: {base_path}")
-    dual = load_dual(weights_path)
-    more = [load_dual(w) for w in several[1:]]  # a defect type per model: defect k uses model k % n
-    files = None
-    if normal_dir is not None:
-        if not dual.config.bcm:
-            raise ValueError(f"normal_dir given, but {weights_path} was trained without BCM; drop --normal-dir")
-        files = normal_images(Path(normal_dir), category)
-        check_backgrounds(files, range(count), background_every)
-    elif dual.config.bcm:
-        log.warning("%s has BCM but no normal_dir was given: generating without background compensation", weights_path)
-    if blend not in BLENDS:
-        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    working = size if working is None else working
-    plan = make_plan(source, region, seed, region_size, context, working, feather, blend, defects, region_ids)
-    if more:
-        check_models(several, [dual, *more], plan, files is not None)
-    default_steps, default_cfg = BCM_DEFAULTS if files else DUAL_DEFAULTS
-    steps = default_steps if steps is None else steps
-    cfg = default_cfg if cfg is None else float(cfg)
+
+def _settings(request: GenerateRequest, ready: Prepared) -> dict:
+    """What the settings record holds: the pairs are resumed only while these stay the same."""
+    r, plan = request, ready.plan
     settings = settings_of(
-        base_path,
-        weights_path,
-        dual,
-        seed=seed,
-        steps=steps,
-        cfg=cfg,
-        scheduler=scheduler,
-        size=size,
-        mask_method=mask_method,
-        threshold=threshold,
-        background_every=background_every,
-        normal_dir=str(Path(normal_dir).resolve()) if normal_dir is not None else None,
-        source=str(Path(source).resolve()) if source else None,
-        region=(RANDOM if str(region) == RANDOM else str(Path(region).resolve())) if region else None,
-        feather=feather,
-        region_size=list(region_size),
-        dtype=dtype_name,
+        ready.base_path,
+        ready.several[0],
+        ready.dual,
+        seed=r.seed,
+        steps=ready.steps,
+        cfg=ready.cfg,
+        scheduler=r.scheduler,
+        size=r.size,
+        mask_method=r.mask_method,
+        threshold=r.threshold,
+        background_every=r.background_every,
+        normal_dir=str(Path(r.normal_dir).resolve()) if r.normal_dir is not None else None,
+        source=str(Path(r.source).resolve()) if r.source else None,
+        region=(RANDOM if str(r.region) == RANDOM else str(Path(r.region).resolve())) if r.region else None,
+        feather=r.feather,
+        region_size=list(r.region_size),
+        dtype=ready.dtype_name,
         **(
-            {"context": context, "working": working, "blend": blend, "defects": plan.defects, "region_ids": region_ids}
+            {
+                "context": r.context,
+                "working": ready.working,
+                "blend": r.blend,
+                "defects": plan.defects,
+                "region_ids": r.region_ids,
+            }
             if plan
             else dict.fromkeys(("context", "working", "blend", "defects", "region_ids"))
         ),
     )
-    if more:  # one file keeps the record's old form
-        settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (dual, *more)])
-    record, owed = open_record(folder, anomaly, settings, force)
+    if ready.more:  # one file keeps the record's old form
+        settings.update(weights=plan.models, prompts=[list(d.prompts) for d in (ready.dual, *ready.more)])
+    return settings
 
-    report, todo = _todo(folder, anomaly, count, batch_size, shard, owed, force, plan, record, settings)
-    if not todo:
-        return report
-    saliency = mask_method == "u2netp" or bool(files) or bool(plan and plan.fixed is None)
+
+def _job(request: GenerateRequest, ready: Prepared, record: Path, settings: dict, todo: list[int]) -> GenerateJob:
+    """The job ``run_local`` or a Ray runner carries out, with the provenance every sidecar records."""
+    r, plan, files = request, ready.plan, ready.files
+    saliency = r.mask_method == "u2netp" or bool(files) or bool(plan and plan.fixed is None)
     meta = {
         "model": settings["weights"],
         "base": settings["base"],
         "prompts": settings["prompts"],
-        "steps": steps,
-        "cfg": cfg,
-        "sampler": scheduler,
-        "dtype": dtype_name,
-        "category": category,
-        "anomaly": anomaly,
-        "run_seed": seed,
-        "batch_size": batch_size,
-        "mask_method": mask_method,
-        "threshold": threshold,
-        "weights_files": [str(w.resolve()) for w in several],
-        "hashes": model_hashes(base_path, several, saliency),
+        "steps": ready.steps,
+        "cfg": ready.cfg,
+        "sampler": r.scheduler,
+        "dtype": ready.dtype_name,
+        "category": r.category,
+        "anomaly": r.anomaly,
+        "run_seed": r.seed,
+        "batch_size": r.batch_size,
+        "mask_method": r.mask_method,
+        "threshold": r.threshold,
+        "weights_files": [str(w.resolve()) for w in ready.several],
+        "hashes": model_hashes(ready.base_path, ready.several, saliency),
         **{k: settings[k] for k in ("feather", "blend", "context", "working")},
     }
     if plan is None:
         meta["feather"] = None  # without regions nothing is feathered
-    job = GenerateJob(
-        folder,
-        anomaly,
-        category,
+    factory = PipelineFactory(ready.base_path, tuple(ready.several), ready.device, ready.dtype_name)
+    return GenerateJob(
+        ready.folder,
+        r.anomaly,
+        r.category,
         record,
         settings,
         todo,
-        batch_size,
-        shard,
-        PipelineFactory(base_path, tuple(several), device, dtype_name),
-        seed,
-        steps,
-        cfg,
-        scheduler,
-        size,
-        mask_method,
-        threshold,
+        r.batch_size,
+        ready.shard,
+        factory,
+        r.seed,
+        ready.steps,
+        ready.cfg,
+        r.scheduler,
+        r.size,
+        r.mask_method,
+        r.threshold,
         plan,
         files,
-        background_every,
+        r.background_every,
         meta,
     )
-    if runner is not None:
-        return runner(job, report)
-    return run_local(job, report, progress=progress, workers=workers)
 
 
 def _todo(

@@ -78,3 +78,31 @@ def region_targets(
     m = torch.from_numpy(regions.astype(np.float32))[:, None]
     keep = torch.nn.functional.adaptive_max_pool2d(m, rows.shape[-2:])  # a latent cell touching the region is free
     return rows.to(device), keep.repeat_interleave(2, dim=0).to(device)
+
+
+def step_end_hook(
+    pipe: object,
+    held: tuple[torch.Tensor, torch.Tensor] | None,
+    sampler,
+    noise: torch.Tensor,
+    timesteps: list,
+    callback: Callable | None,
+    tensor_inputs: Sequence[str],
+) -> Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What runs after denoising step ``i``: the region hold (the rows outside the regions set to ``held``'s
+    targets noised to the next step), then the caller's diffusers-style ``callback(pipe, i, t, kwargs)``, whose
+    returned ``"latents"`` replace the latents."""
+
+    def step_end(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        if held is not None:
+            target, keep = held
+            if i + 1 < len(timesteps):
+                target = sampler.add_noise(target, noise, timesteps[i + 1].reshape(1))
+            latents = keep * latents + (1 - keep) * target
+        if callback is not None:
+            tensors = {"latents": latents}
+            out = callback(pipe, i, t, {k: tensors[k] for k in tensor_inputs})
+            latents = out.pop("latents", latents)
+        return latents
+
+    return step_end

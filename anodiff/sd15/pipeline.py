@@ -60,6 +60,13 @@ def _seeds(seed: int | Sequence[int], num_pairs: int) -> list[int]:
     return seeds
 
 
+def _pasted(images: np.ndarray, photos: list[np.ndarray], regions: np.ndarray, feather: int) -> np.ndarray:
+    """Each decoded global image pasted into its photo inside its region with a ``feather``-pixel edge."""
+    return np.stack(
+        [composite(img, photos[k % len(photos)], mask, feather) for k, (img, mask) in enumerate(zip(images, regions))]
+    )
+
+
 class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
     """SD1.5 plus one DualAnoDiff weight file, ready to sample pairs.
 
@@ -183,45 +190,17 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
         seeds = _seeds(seed, num_pairs)
         guided = cfg != 1.0
         device, dtype = self._execution_device, self.dtype
-        f = self.vae_factor
-        shape = (2, self.unet.config.in_channels, height // f, width // f)
+        shape = (2, self.unet.config.in_channels, height // self.vae_factor, width // self.vae_factor)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-
-        prompts = [
-            self.prompts[0] if prompt_global is None else prompt_global,
-            self.prompts[1] if prompt_anomaly is None else prompt_anomaly,
-            negative,
-        ]
-        embeds = self.base.encode_prompts(prompts).to(device, dtype)
-        g, a, neg = (e[None].expand(num_pairs, *e.shape) for e in embeds)
-        context = interleave(g, a)
-        if guided:
-            context = torch.cat([neg.repeat_interleave(2, dim=0), context])
-
-        background = grey = None
-        if backgrounds is not None:
-            if not self.bcm:
-                raise ValueError(
-                    f"backgrounds given, but {self.source} was trained without BCM; drop the backgrounds "
-                    "or use a BCM weight file"
-                )
-            background = conditioning.background_latents(self._encode_image, backgrounds, num_pairs, height, width)
-            grey = self._grey_latent(height, width).expand_as(background)
-        elif self.bcm:
-            log.info("%s has BCM but no backgrounds were given: sampling without background compensation", self.source)
+        context = self._context(num_pairs, prompt_global, prompt_anomaly, negative, guided)
+        background, grey = self._backgrounds(backgrounds, num_pairs, height, width)
 
         sampler = make_scheduler(scheduler, self.scheduler.config)
         sampler.set_timesteps(steps, device=device)
         noise = torch.cat([torch.randn(shape, generator=gen) for gen in generators]).to(device)
         latents = noise * sampler.init_noise_sigma  # fp32 whatever the UNet's dtype: only the UNet runs in half
         run = UNetPass(chunks=2 if guided else 1)
-        held = None
-        if source is not None or region is not None:
-            photos, regions = region_inputs(source, region, num_pairs, height, width)
-            grey_latent = self._grey_latent(height, width)
-            held = conditioning.region_targets(
-                self._encode_image, grey_latent, self.base.latent_scale, photos, regions, device
-            )
+        held, photos, regions = self._region_hold(source, region, num_pairs, height, width)
         timesteps = list(sampler.timesteps)
 
         def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -237,30 +216,61 @@ class DualAnoDiffPipeline(DualLoading, DiffusionPipeline):
                 pred = uncond + cfg * (cond - uncond)
             return pred
 
-        def step_end(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-            if held is not None:
-                target, keep = held
-                if i + 1 < len(timesteps):
-                    target = sampler.add_noise(target, noise, timesteps[i + 1].reshape(1))
-                latents = keep * latents + (1 - keep) * target
-            if callback_on_step_end is not None:
-                tensors = {"latents": latents}
-                out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                latents = out.pop("latents", latents)
-            return latents
-
+        step_end = conditioning.step_end_hook(
+            self, held, sampler, noise, timesteps, callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
         with self.progress_bar(total=len(timesteps)) if progress else nullcontext() as bar:
             latents = denoise(denoiser, sampler, latents, on_step_end=step_end, progress=bar)
         pairs = self._decode(latents, seeds)
         if held is not None and feather is not None:
-            pairs.images[:] = np.stack(
-                [
-                    composite(img, photos[k % len(photos)], mask, feather)
-                    for k, (img, mask) in enumerate(zip(pairs.images, regions))
-                ]
-            )
+            pairs.images[:] = _pasted(pairs.images, photos, regions, feather)
         self.maybe_free_model_hooks()
         return pairs
+
+    def _context(
+        self, num_pairs: int, prompt_global: str | None, prompt_anomaly: str | None, negative: str, guided: bool
+    ) -> torch.Tensor:
+        """The rows' text embeddings ``[g0, a0, g1, a1, ...]`` (the negative ones before them when guided); the
+        prompts default to the ones the file was trained with."""
+        prompts = [
+            self.prompts[0] if prompt_global is None else prompt_global,
+            self.prompts[1] if prompt_anomaly is None else prompt_anomaly,
+            negative,
+        ]
+        embeds = self.base.encode_prompts(prompts).to(self._execution_device, self.dtype)
+        g, a, neg = (e[None].expand(num_pairs, *e.shape) for e in embeds)
+        context = interleave(g, a)
+        return torch.cat([neg.repeat_interleave(2, dim=0), context]) if guided else context
+
+    def _region_hold(
+        self, source: np.ndarray | None, region: np.ndarray | None, num_pairs: int, height: int, width: int
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, list[np.ndarray] | None, np.ndarray | None]:
+        """Region control's (held rows, free map), photos and regions at the output size; all None without it."""
+        if source is None and region is None:
+            return None, None, None
+        photos, regions = region_inputs(source, region, num_pairs, height, width)
+        grey = self._grey_latent(height, width)
+        device = self._execution_device
+        held = conditioning.region_targets(self._encode_image, grey, self.base.latent_scale, photos, regions, device)
+        return held, photos, regions
+
+    def _backgrounds(
+        self, backgrounds: Sequence[np.ndarray] | None, num_pairs: int, height: int, width: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """BCM's background latents and the grey canvas' beside them, or ``(None, None)`` without backgrounds."""
+        if backgrounds is None:
+            if self.bcm:
+                log.info(
+                    "%s has BCM but no backgrounds were given: sampling without background compensation", self.source
+                )
+            return None, None
+        if not self.bcm:
+            raise ValueError(
+                f"backgrounds given, but {self.source} was trained without BCM; drop the backgrounds "
+                "or use a BCM weight file"
+            )
+        background = conditioning.background_latents(self._encode_image, backgrounds, num_pairs, height, width)
+        return background, self._grey_latent(height, width).expand_as(background)
 
     def autocast(self) -> torch.autocast:
         """The UNet in its own dtype: with a half UNet, autocast runs every matmul in that dtype, whatever the

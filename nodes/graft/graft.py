@@ -17,6 +17,94 @@ def _mask(mask, i: int, name: str) -> np.ndarray:
     return m[i % m.shape[0]]
 
 
+def _image_inputs() -> dict:
+    """The checkpoint, the reference defect and the normal photos with their masks, and the prompt words."""
+    t = "tooltip"
+    return {
+        "model": ("MODEL", {t: "A Stable Diffusion 1.5 checkpoint's MODEL (no LoRA needed)."}),
+        "clip": (
+            "CLIP",
+            {t: "The same checkpoint's CLIP, for the prompts 'a photo of a <category> with a <defect>'."},
+        ),
+        "vae": ("VAE", {t: "The same checkpoint's VAE: encodes both images, decodes the result."}),
+        "reference": ("IMAGE", {t: "The real defect photo (the first of a batch is used)."}),
+        "reference_mask": (
+            "MASK",
+            {
+                t: "White where the reference's defect is, same size as the reference "
+                "(paint it in LoadImage's mask editor)."
+            },
+        ),
+        "normal": ("IMAGE", {t: "Normal photo(s) to put the defect on; each image of a batch gets one."}),
+        "target_mask": (
+            "MASK",
+            {t: "White where the defect goes, same size as the normal image (one per image, or one for all)."},
+        ),
+        "category": ("STRING", {"default": "object", t: "Product name used in the prompts."}),
+        "defect": (
+            "STRING",
+            {
+                "default": "defect",
+                t: "Defect name used in the prompts; its words are emphasised inside the target mask.",
+            },
+        ),
+    }
+
+
+def _graft_inputs() -> dict:
+    """Inversion, the embedding fit, the mask tightening and the paste."""
+    t = "tooltip"
+    return {
+        "steps": (
+            "INT",
+            {"default": 50, "min": 2, "max": 200, t: "DDIM steps of inversion and sampling (O2MAG: 50)."},
+        ),
+        "cfg": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 30.0, "step": 0.1, t: "Guidance (O2MAG: 7.5)."}),
+        "optimise_steps": (
+            "INT",
+            {
+                "default": 500,
+                "min": 0,
+                "max": 5000,
+                t: "Adam steps fitting the prompt embedding to the reference, once per reference (cached); 0 skips it.",
+            },
+        ),
+        "optimise_lr": (
+            "FLOAT",
+            {
+                "default": 0.003,
+                "min": 1e-5,
+                "max": 0.1,
+                "step": 0.0005,
+                t: "Learning rate of that fit (O2MAG: 0.003).",
+            },
+        ),
+        "seed": (
+            "INT",
+            {
+                "default": 0,
+                "min": 0,
+                "max": 0xFFFFFFFF,
+                t: "Seeds the embedding fit (all else is deterministic).",
+            },
+        ),
+        "tighten": (
+            "FLOAT",
+            {
+                "default": round(TIGHTEN_THRESHOLD, 4),
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.005,
+                t: "Mask = target AND max RGB change above this; 0 returns the target mask itself.",
+            },
+        ),
+        "feather": (
+            "INT",
+            {"default": 4, "min": 0, "max": 64, t: "Soft edge, in pixels, of the paste into the normal image."},
+        ),
+    }
+
+
 class DualAnoDiffOneShotDefect:
     DESCRIPTION = (
         "Training-free: grafts the defect of ONE real photo (reference IMAGE + MASK) into a normal IMAGE inside "
@@ -36,84 +124,7 @@ class DualAnoDiffOneShotDefect:
     def INPUT_TYPES(cls):
         t = "tooltip"
         return {
-            "required": {
-                "model": ("MODEL", {t: "A Stable Diffusion 1.5 checkpoint's MODEL (no LoRA needed)."}),
-                "clip": (
-                    "CLIP",
-                    {t: "The same checkpoint's CLIP, for the prompts 'a photo of a <category> with a <defect>'."},
-                ),
-                "vae": ("VAE", {t: "The same checkpoint's VAE: encodes both images, decodes the result."}),
-                "reference": ("IMAGE", {t: "The real defect photo (the first of a batch is used)."}),
-                "reference_mask": (
-                    "MASK",
-                    {
-                        t: "White where the reference's defect is, same size as the reference "
-                        "(paint it in LoadImage's mask editor)."
-                    },
-                ),
-                "normal": ("IMAGE", {t: "Normal photo(s) to put the defect on; each image of a batch gets one."}),
-                "target_mask": (
-                    "MASK",
-                    {t: "White where the defect goes, same size as the normal image (one per image, or one for all)."},
-                ),
-                "category": ("STRING", {"default": "object", t: "Product name used in the prompts."}),
-                "defect": (
-                    "STRING",
-                    {
-                        "default": "defect",
-                        t: "Defect name used in the prompts; its words are emphasised inside the target mask.",
-                    },
-                ),
-                "steps": (
-                    "INT",
-                    {"default": 50, "min": 2, "max": 200, t: "DDIM steps of inversion and sampling (O2MAG: 50)."},
-                ),
-                "cfg": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 30.0, "step": 0.1, t: "Guidance (O2MAG: 7.5)."}),
-                "optimise_steps": (
-                    "INT",
-                    {
-                        "default": 500,
-                        "min": 0,
-                        "max": 5000,
-                        t: "Adam steps fitting the "
-                        "prompt embedding to the reference, once per reference (cached); 0 "
-                        "skips it.",
-                    },
-                ),
-                "optimise_lr": (
-                    "FLOAT",
-                    {
-                        "default": 0.003,
-                        "min": 1e-5,
-                        "max": 0.1,
-                        "step": 0.0005,
-                        t: "Learning rate of that fit (O2MAG: 0.003).",
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 0xFFFFFFFF,
-                        t: "Seeds the embedding fit (all else is deterministic).",
-                    },
-                ),
-                "tighten": (
-                    "FLOAT",
-                    {
-                        "default": round(TIGHTEN_THRESHOLD, 4),
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.005,
-                        t: "Mask = target AND max RGB change above this; 0 returns the target mask itself.",
-                    },
-                ),
-                "feather": (
-                    "INT",
-                    {"default": 4, "min": 0, "max": 64, t: "Soft edge, in pixels, of the paste into the normal image."},
-                ),
-            },
+            "required": {**_image_inputs(), **_graft_inputs()},
             "optional": {
                 "negative": (
                     "STRING",

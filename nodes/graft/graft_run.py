@@ -63,6 +63,37 @@ def clip_prompts(clip, category: str, defect: str, negative: str) -> Prompts:
     return Prompts(*e, find_tokens(_ids(clip, texts[2]), word))
 
 
+def _prompts_on(clip, category: str, defect: str, negative: str, device: torch.device) -> Prompts:
+    """``clip_prompts``' embeddings moved to ``device``."""
+    with torch.no_grad():
+        embeds = clip_prompts(clip, category, defect, negative)
+    return Prompts(
+        *(e.to(device) for e in (embeds.normal, embeds.reference, embeds.target, embeds.negative, embeds.empty)),
+        embeds.defect_tokens,
+    )
+
+
+def _cached_key(inputs: GraftInputs, category: str, defect: str, clone, settings: GraftSettings, seed: int) -> str:
+    """The reference's key in the trajectory cache, which is emptied before it would hold a ninth reference."""
+    key = reference_key(
+        inputs.reference,
+        inputs.reference_mask,
+        category=category,
+        defect=defect,
+        model=id(clone.model),
+        steps=settings.steps,
+        optimise=settings.optimise_steps,
+        lr=settings.optimise_lr,
+        cfg=settings.cfg,
+        negative=settings.negative,
+        seed=seed,
+    )
+    if len(CACHE.trajectories) >= 8 and key not in CACHE.trajectories:
+        CACHE.trajectories.clear()
+        CACHE.bank.memory.clear()
+    return key
+
+
 def graft_images(
     model,
     clip,
@@ -112,28 +143,8 @@ def graft_images(
         *(torch.from_numpy(m.astype(np.float32)).to(device) for m in (inputs.reference_mask, inputs.target_mask)),
         latent_hw=(lh, lw),
     )
-    with torch.no_grad():
-        embeds = clip_prompts(clip, category, defect, settings.negative)
-    embeds = Prompts(
-        *(e.to(device) for e in (embeds.normal, embeds.reference, embeds.target, embeds.negative, embeds.empty)),
-        embeds.defect_tokens,
-    )
-    key = reference_key(
-        inputs.reference,
-        inputs.reference_mask,
-        category=category,
-        defect=defect,
-        model=id(clone.model),
-        steps=settings.steps,
-        optimise=settings.optimise_steps,
-        lr=settings.optimise_lr,
-        cfg=settings.cfg,
-        negative=settings.negative,
-        seed=seed,
-    )
-    if len(CACHE.trajectories) >= 8 and key not in CACHE.trajectories:
-        CACHE.trajectories.clear()
-        CACHE.bank.memory.clear()
+    embeds = _prompts_on(clip, category, defect, settings.negative, device)
+    key = _cached_key(inputs, category, defect, clone, settings, seed)
     alphas = 1.0 / (1.0 + clone.model.model_sampling.sigmas.detach().double().cpu() ** 2)  # sigma^2 = (1 - a) / a
     try:
         latent, _ = graft_latent(

@@ -52,6 +52,154 @@ def preview_pair(vae, config: SessionConfig, seed: int, steps: int = PREVIEW_STE
     return render
 
 
+def _photo_inputs() -> dict:
+    """The checkpoint and the defect photos with their masks."""
+    return {
+        "model": ("MODEL", {"tooltip": "The plain SD1.5 checkpoint MODEL (no Dual LoRA on it)."}),
+        "clip": ("CLIP", {"tooltip": "The same checkpoint's CLIP."}),
+        "vae": ("VAE", {"tooltip": "The same checkpoint's VAE: encodes the photos once per flip."}),
+        "images": ("IMAGE", {"tooltip": "Defect photos, e.g. from Load Defect Set."}),
+        "masks": ("MASK", {"tooltip": "One defect mask per photo (white = defect)."}),
+    }
+
+
+def _training_inputs() -> dict:
+    """The recipe: steps, learning rate, rank, batch, seed and what is trained."""
+    return {
+        "steps": (
+            "INT",
+            {
+                "default": 5000,
+                "min": 1,
+                "max": 100000,
+                "tooltip": "Optimiser steps to train now (the authors: 5000 in all).",
+            },
+        ),
+        "learning_rate": (
+            "FLOAT",
+            {
+                "default": 2e-5,
+                "min": 1e-7,
+                "max": 1e-2,
+                "step": 1e-6,
+                "round": 1e-7,
+                "tooltip": "AdamW learning rate, constant (the authors: 2e-5).",
+            },
+        ),
+        "rank": (
+            "INT",
+            {
+                "default": 32,
+                "min": 1,
+                "max": 128,
+                "tooltip": "LoRA rank of both branches and the text encoder (the authors: 32).",
+            },
+        ),
+        "batch_size": (
+            "INT",
+            {
+                "default": 4,
+                "min": 1,
+                "max": 64,
+                "tooltip": "Pairs per step, drawn with replacement from the photos (the authors: 4).",
+            },
+        ),
+        "seed": (
+            "INT",
+            {
+                "default": 32,
+                "min": 0,
+                "max": 2**31 - 1,
+                "tooltip": "Seed of the init and of "
+                "every draw (batch, flips, timesteps, noise): same seed, same model.",
+            },
+        ),
+        "bcm": (
+            "BOOLEAN",
+            {
+                "default": False,
+                "tooltip": "Train background compensation too (needs "
+                "backgrounds; sample it with Background Compensation).",
+            },
+        ),
+        "train_text_encoder": (
+            "BOOLEAN",
+            {"default": True, "tooltip": "Train the shared text-encoder LoRA (the authors do)."},
+        ),
+        "gradient_checkpointing": (
+            "BOOLEAN",
+            {
+                "default": False,
+                "tooltip": "Recompute activations in the backward pass: much less memory, about a third slower.",
+            },
+        ),
+    }
+
+
+def _optional_inputs() -> dict:
+    """BCM backgrounds, size, flips, previews, autosaves and what to resume (the file list read at each call)."""
+    return {
+        "backgrounds": (
+            "IMAGE",
+            {"tooltip": "Object-blacked-out photos for BCM, one per photo (Load Defect Set with background on)."},
+        ),
+        "resolution": (
+            "INT",
+            {
+                "default": 512,
+                "min": 64,
+                "max": 2048,
+                "step": 8,
+                "tooltip": "Training size; photos are stretched to it. Photos from Load "
+                "Defect Set must have been made at this resolution (set both the same).",
+            },
+        ),
+        "flips": (
+            "BOOLEAN",
+            {
+                "default": True,
+                "tooltip": "Random horizontal/vertical flips; off for "
+                "orientation-sensitive objects (cable, transistor).",
+            },
+        ),
+        "preview_every": (
+            "INT",
+            {
+                "default": 500,
+                "min": 0,
+                "max": 100000,
+                "tooltip": "Sample a preview pair on the progress bar every this many steps (0: never).",
+            },
+        ),
+        "autosave_every": (
+            "INT",
+            {
+                "default": 500,
+                "min": 0,
+                "max": 100000,
+                "tooltip": "Write the weights "
+                "and optimiser state to models/dualanodiff/autosave every this many steps "
+                "and at the end (0: only on Cancel or an error, which always save). "
+                "Pick the file as resume_file to continue exactly.",
+            },
+        ),
+        "resume": (
+            DUAL_WEIGHTS,
+            {
+                "tooltip": "Continue these weights (a previous Train Dual LoRA) with the "
+                "same photos and seed: the result equals one longer run."
+            },
+        ),
+        "resume_file": (
+            resumable_files(),
+            {
+                "tooltip": "Or continue a file in models/dualanodiff saved with "
+                "its optimiser state ('none': start afresh)."
+            },
+        ),
+    }
+
+
 class DualAnoDiffTrain:
     DESCRIPTION = (
         "Trains a DualAnoDiff model (a LoRA per branch, SAIM, optionally BCM, and the shared text-encoder LoRA) on a "
@@ -75,146 +223,7 @@ class DualAnoDiffTrain:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The plain SD1.5 checkpoint MODEL (no Dual LoRA on it)."}),
-                "clip": ("CLIP", {"tooltip": "The same checkpoint's CLIP."}),
-                "vae": ("VAE", {"tooltip": "The same checkpoint's VAE: encodes the photos once per flip."}),
-                "images": ("IMAGE", {"tooltip": "Defect photos, e.g. from Load Defect Set."}),
-                "masks": ("MASK", {"tooltip": "One defect mask per photo (white = defect)."}),
-                "steps": (
-                    "INT",
-                    {
-                        "default": 5000,
-                        "min": 1,
-                        "max": 100000,
-                        "tooltip": "Optimiser steps to train now (the authors: 5000 in all).",
-                    },
-                ),
-                "learning_rate": (
-                    "FLOAT",
-                    {
-                        "default": 2e-5,
-                        "min": 1e-7,
-                        "max": 1e-2,
-                        "step": 1e-6,
-                        "round": 1e-7,
-                        "tooltip": "AdamW learning rate, constant (the authors: 2e-5).",
-                    },
-                ),
-                "rank": (
-                    "INT",
-                    {
-                        "default": 32,
-                        "min": 1,
-                        "max": 128,
-                        "tooltip": "LoRA rank of both branches and the text encoder (the authors: 32).",
-                    },
-                ),
-                "batch_size": (
-                    "INT",
-                    {
-                        "default": 4,
-                        "min": 1,
-                        "max": 64,
-                        "tooltip": "Pairs per step, drawn with replacement from the photos (the authors: 4).",
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 32,
-                        "min": 0,
-                        "max": 2**31 - 1,
-                        "tooltip": "Seed of the init and of "
-                        "every draw (batch, flips, timesteps, noise): same seed, same model.",
-                    },
-                ),
-                "bcm": (
-                    "BOOLEAN",
-                    {
-                        "default": False,
-                        "tooltip": "Train background compensation too (needs "
-                        "backgrounds; sample it with Background Compensation).",
-                    },
-                ),
-                "train_text_encoder": (
-                    "BOOLEAN",
-                    {"default": True, "tooltip": "Train the shared text-encoder LoRA (the authors do)."},
-                ),
-                "gradient_checkpointing": (
-                    "BOOLEAN",
-                    {
-                        "default": False,
-                        "tooltip": "Recompute activations in the "
-                        "backward pass: much less memory, about a third slower.",
-                    },
-                ),
-            },
-            "optional": {
-                "backgrounds": (
-                    "IMAGE",
-                    {
-                        "tooltip": "Object-blacked-out photos for BCM, one per photo (Load Defect "
-                        "Set with background on)."
-                    },
-                ),
-                "resolution": (
-                    "INT",
-                    {
-                        "default": 512,
-                        "min": 64,
-                        "max": 2048,
-                        "step": 8,
-                        "tooltip": "Training size; photos are stretched to it. Photos from Load "
-                        "Defect Set must have been made at this resolution (set both the same).",
-                    },
-                ),
-                "flips": (
-                    "BOOLEAN",
-                    {
-                        "default": True,
-                        "tooltip": "Random horizontal/vertical flips; off for "
-                        "orientation-sensitive objects (cable, transistor).",
-                    },
-                ),
-                "preview_every": (
-                    "INT",
-                    {
-                        "default": 500,
-                        "min": 0,
-                        "max": 100000,
-                        "tooltip": "Sample a preview pair on the progress bar every this many steps (0: never).",
-                    },
-                ),
-                "autosave_every": (
-                    "INT",
-                    {
-                        "default": 500,
-                        "min": 0,
-                        "max": 100000,
-                        "tooltip": "Write the weights "
-                        "and optimiser state to models/dualanodiff/autosave every this many steps "
-                        "and at the end (0: only on Cancel or an error, which always save). "
-                        "Pick the file as resume_file to continue exactly.",
-                    },
-                ),
-                "resume": (
-                    DUAL_WEIGHTS,
-                    {
-                        "tooltip": "Continue these weights (a previous Train Dual LoRA) with the "
-                        "same photos and seed: the result equals one longer run."
-                    },
-                ),
-                "resume_file": (
-                    resumable_files(),
-                    {
-                        "tooltip": "Or continue a file in models/dualanodiff saved with "
-                        "its optimiser state ('none': start afresh)."
-                    },
-                ),
-            },
-        }
+        return {"required": {**_photo_inputs(), **_training_inputs()}, "optional": _optional_inputs()}
 
     def train(
         self,

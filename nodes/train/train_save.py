@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
+from ...anodiff.common.files import write_new
 from ...anodiff.common.imageio import write_atomic
-from ...anodiff.dataset.export import write_new
 from ...anodiff.train.loss_plot import loss_picture
 from ...anodiff.train.session import TrainedDual
 from ...anodiff.weights.load import load_dual
