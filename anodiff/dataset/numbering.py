@@ -1,10 +1,10 @@
 """The next free pair index of an exported ``<category>/<anomaly>``, recorded so an export call starts from it in
 constant time instead of listing folders that grow with the dataset.
 
-The record is ``<category>/.anodiff-export-<anomaly>.next``; an export without one (a folder filled before
-records existed, or by hand) lists the folders once (``after_files``). A pair's index is claimed by creating its
-image file exclusively (``claim``), so concurrent exporters never take one index twice. Exports made before the record moved here kept it in
-``annotations/<category>.parts/<anomaly>.next``; it is still read. Concurrent writers only ever raise it.
+The record is ``<category>/.anodiff-export-<anomaly>.next``; an export without one (a folder filled before records
+existed, or by hand) lists the folders once (``after_files``). A pair's index is claimed by creating its image file
+exclusively (``claim``), so concurrent exporters never take one index twice. Exports made before the record moved here
+kept it in ``annotations/<category>.parts/<anomaly>.next``; it is still read. Concurrent writers only ever raise it.
 """
 
 from __future__ import annotations

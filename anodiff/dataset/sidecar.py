@@ -3,9 +3,10 @@
 ``<out>/<category>/meta/<anomaly>/NNN.json`` beside the MVTec tree holds the source photo, each defect's region
 box, shape and crop window, the model files, seed, steps, guidance and sampler, and with them everything
 ``anodiff generate --from-sidecar`` needs to make the pair again (version 2; ``anodiff.generate.provenance`` says
-what); ``labels/<anomaly>/NNN.png`` holds the label mask (id ``k + 1`` per defect) when a pair has several defects, and only then: a pair rewritten with one
-defect loses the label of an earlier run (``write_label``). ``anodiff generate --resume`` and ``anodiff export``
-read them back; export trusts a label only when it can be this pair's (``pair_sidecar``, ``label_matches``).
+what); ``labels/<anomaly>/NNN.png`` holds the label mask (id ``k + 1`` per defect) when a pair has several defects, and
+only then: a pair rewritten with one defect loses the label of an earlier run (``write_label``). ``anodiff generate
+--resume`` and ``anodiff export`` read them back; export trusts a label only when it can be this pair's
+(``pair_sidecar``, ``label_matches``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""report.md: the tables of ``anodiff eval`` and how to read them (the protocol's pitfalls, stated next to the numbers)."""
+"""report.md: the tables of ``anodiff eval`` and how to read them (the protocol's pitfalls, stated next to the
+numbers)."""
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def protocol_lines(protocol: dict | None) -> list[str]:
         "## Downstream protocol (the papers')",
         "",
         (
-            f"Per type up to {protocol['generated_per_type']} generated pairs plus the first third of the real anomalies "
+            f"Per type up to {protocol['generated_per_type']} generated pairs plus the first third of the real "
+            "anomalies "
             "trained the U-Net and the ResNet-34; the remaining real anomalies are the test set. Weights of the "
             f"{protocol['checkpoint']}."
         ),

@@ -5,8 +5,8 @@ be fetched at run time); its backbone then gets torchvision's ``vgg16-397923af.p
 ``net.slice{k}.{i}``, same module indices) and its five linear heads ``lin{k}.model.1.weight`` (1, C, 1, 1) come
 from lpips' own ``weights/v0.1/vgg.pth``, both read with ``weights_only=True``.
 
-Distance of images x, y in [-1, 1] (the package's ``forward``): scale by its fixed shift and scale, take the ReLU outputs
-after VGG blocks 1-5, unit-normalise each pixel's channel vector, and sum over blocks the spatial mean of
+Distance of images x, y in [-1, 1] (the package's ``forward``): scale by its fixed shift and scale, take the ReLU
+outputs after VGG blocks 1-5, unit-normalise each pixel's channel vector, and sum over blocks the spatial mean of
 sum_c w_c (f_x - f_y)^2. That is a squared Euclidean distance between the flattened, sqrt(w)-weighted features divided
 by the block's pixel count, so ``pairwise`` embeds every image once with the package's layers and gets all distances
 from Gram matrices: the package's ``forward`` runs VGG on both images of every pair, 1,225 pairs per 50-image cluster.
@@ -49,7 +49,8 @@ def _load_state(path: os.PathLike, what: str) -> dict[str, torch.Tensor]:
 
 
 def vgg16_to_lpips_keys(state: dict[str, torch.Tensor], file: os.PathLike | str = "VGG16 file") -> dict:
-    """torchvision's ``features.{i}.weight|bias`` -> lpips' ``net.slice{k}.{i}.weight|bias`` (``classifier`` dropped)."""
+    """torchvision's ``features.{i}.weight|bias`` -> lpips' ``net.slice{k}.{i}.weight|bias`` (``classifier``
+    dropped)."""
     missing = [f"features.{i}.weight" for i in CONVS if f"features.{i}.weight" not in state]
     if missing:
         raise ValueError(f"{file}: not torchvision's VGG16 state dict (no {missing[0]}). {hint(VGG16)}")

@@ -138,8 +138,8 @@ METRICS = (
         "{:.3f}",
         1.0,
         (
-            "Unbiased MMD² of Inception pool3 features (torch-fidelity, cubic kernel) against the held-out real images "
-            "of the type; SeaS's value is as its README prints it, against its own reference set."
+            "Unbiased MMD² of Inception pool3 features (torch-fidelity, cubic kernel) against the held-out real "
+            "images of the type; SeaS's value is as its README prints it, against its own reference set."
         ),
     ),
     (
@@ -148,8 +148,9 @@ METRICS = (
         "{:.1f}",
         100.0,
         (
-            "DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on the "
-            "test set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not comparable."
+            "DRAEM U-Net on generated pairs (`--localization`). The authors keep the checkpoint that scores best on "
+            "the test set; we select on a validation set, so expect ours lower. SeaS uses other segmenters: not "
+            "comparable."
         ),
     ),
     ("image_ap", "image AP ↑", "{:.1f}", 100.0, "As image AUROC."),

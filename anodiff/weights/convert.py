@@ -37,7 +37,8 @@ _LORA = re.compile(r"^to_(?P<proj>q|k|v|out)_lora\.(?P<branch>[01])\.(?P<part>do
 _SAIM = re.compile(r"^temporal_(?P<part>[niqkvo])\.(?P<wb>weight|bias)$")
 _MLP = re.compile(r"^temporal_condition_mlp\.(?P<i>[01])\.(?P<wb>weight|bias)$")
 _TEXT = re.compile(
-    r"^text_encoder\.(?:text_model\.)?encoder\.layers\.(?P<i>\d+)\.self_attn\.to_(?P<proj>q|k|v|out)_lora\.(?P<part>down|up)\.weight$"
+    r"^text_encoder\.(?:text_model\.)?encoder\.layers\.(?P<i>\d+)\.self_attn\."
+    r"to_(?P<proj>q|k|v|out)_lora\.(?P<part>down|up)\.weight$"
 )
 _SAIM_NAMES = {"n": "norm", "i": "proj_in", "q": "to_q", "k": "to_k", "v": "to_v", "o": "proj_out"}
 

@@ -113,8 +113,8 @@ def run_training(
     check_sd15_layout(model)
     if find_dual(model) is not None:
         raise ValueError(
-            "Train Dual LoRA: this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual LoRA "
-            "and pass the dual model to continue as 'resume'"
+            "Train Dual LoRA: this MODEL already has a Dual LoRA; connect the plain checkpoint MODEL to Train Dual "
+            "LoRA and pass the dual model to continue as 'resume'"
         )
     channels, context_dim = unet_widths(model)
     shapes = text_shapes(clip.cond_stage_model.named_modules()) if config.train_text_encoder else None
