@@ -125,7 +125,8 @@ def generate_rate(size: dict, device: str, dtype) -> str:
     pipe(size["gen_pairs"], steps=size["gen_steps"], **kw)
     _sync(device)
     seconds = time.perf_counter() - start
-    return f"{size['gen_pairs'] / seconds:.2f} pairs/s ({size['gen_pairs']} per batch, {side}px, {size['gen_steps']} steps)"
+    rate = size["gen_pairs"] / seconds
+    return f"{rate:.2f} pairs/s ({size['gen_pairs']} per batch, {side}px, {size['gen_steps']} steps)"
 
 
 def comfy_ratio(size: dict, cuda: bool) -> str:

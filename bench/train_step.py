@@ -117,7 +117,8 @@ def main() -> None:
     results = measure(channels, args.context, args.resolution, args.batch, args.rank, args.steps, args.sd15_vae)
     authors, ours = results
     print(
-        f"UNet widths {channels}, context {args.context}, {args.resolution}px, batch {args.batch} pairs, rank {args.rank}"
+        f"UNet widths {channels}, context {args.context}, {args.resolution}px, batch {args.batch} pairs, rank "
+        f"{args.rank}"
     )
     for r in results:
         print(f"{r['name']:<36} {r['seconds']:.3f} s/step  peak {r['peak_bytes'] / 2**30:.2f} GiB")

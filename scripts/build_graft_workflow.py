@@ -1,4 +1,5 @@
-"""Write example_workflows/dualanodiff_one_shot_defect.json (UI) and example_workflows/api/ (API): the training-free graft mode.
+"""Write example_workflows/dualanodiff_one_shot_defect.json (UI) and example_workflows/api/ (API): the
+training-free graft mode.
 
 A checkpoint, the reference defect photo (its mask painted in LoadImage's mask editor), the normal photo (the target
 mask painted the same way), One-Shot Defect, and the image + mask saved. The layout code is
@@ -70,7 +71,8 @@ GROUPS = {
 NOTES = {
     1: (
         (
-            "One-shot defect, no training\n\nAny SD1.5 checkpoint, no LoRA: the defect of one real photo is grafted into "
+            "One-shot defect, no training\n\nAny SD1.5 checkpoint, no LoRA: the defect of one real photo is grafted "
+            "into "
             "a normal photo by attention control (O2MAG). For a defect type you will make many of, a trained Dual LoRA "
             "gives more variety; this gives a first defect in minutes."
         ),
@@ -78,7 +80,8 @@ NOTES = {
     ),
     2: (
         (
-            "Reference\n\nLoad a real defect photo, right-click > Open in MaskEditor and paint the defect. The mask must "
+            "Reference\n\nLoad a real defect photo, right-click > Open in MaskEditor and paint the defect. The mask "
+            "must "
             "cover the defect only; its size must match the photo (the editor does that)."
         ),
         (420, 500),
@@ -93,7 +96,8 @@ NOTES = {
     4: (
         (
             "Settings\n\nO2MAG's defaults: 50 DDIM steps, cfg 7.5, 500 steps of prompt-embedding fitting at lr 0.003 "
-            "(cached per reference, so the next image skips it). tighten: the mask keeps the target pixels whose colour "
+            "(cached per reference, so the next image skips it). tighten: the mask keeps the target pixels whose "
+            "colour "
             "changed by more than this (0 = the target mask itself)."
         ),
         (1180, 600),

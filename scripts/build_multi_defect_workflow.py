@@ -183,15 +183,18 @@ GROUPS = {
 NOTES = {
     1: (
         (
-            "Two defect types on one part\n\nEach Load Dual LoRA holds one trained defect type (here crack and scratch, "
-            "files in models/dualanodiff). Both sit on the same SD1.5 checkpoint. The first defect is made with the first "
+            "Two defect types on one part\n\nEach Load Dual LoRA holds one trained defect type (here crack and "
+            "scratch, "
+            "files in models/dualanodiff). Both sit on the same SD1.5 checkpoint. The first defect is made with the "
+            "first "
             "model, the second with the second; use the same file twice for two defects of one type."
         ),
         (40, 660),
     ),
     3: (
         (
-            "Regions\n\nRandom Defect Region draws count=2 regions on the object of the full-resolution photo (no resize: "
+            "Regions\n\nRandom Defect Region draws count=2 regions on the object of the full-resolution photo (no "
+            "resize: "
             "Crop Region does that per defect). The regions must not overlap: Crop Region refuses overlapping ones, so "
             "change the seed or lower the sizes if it does. Draw your own regions as a MASK batch instead if you like."
         ),
@@ -201,14 +204,16 @@ NOTES = {
         (
             "Crop and stitch\n\nCrop Region cuts a window of context x the region's box (snapped to 64 px, inside the "
             "photo) and resizes it so its longer side is working_size (512 for SD1.5). After sampling, Stitch Region "
-            "pastes the window back at full resolution: outside the region grown by the feather the photo is unchanged, "
+            "pastes the window back at full resolution: outside the region grown by the feather the photo is "
+            "unchanged, "
             "pixel for pixel; blend=poisson matches the lighting instead of feathering."
         ),
         (1340, 1300),
     ),
     5: (
         (
-            "Defect 2\n\nThe second Crop Region takes the stitched photo from defect 1 and region_index 1, so the second "
+            "Defect 2\n\nThe second Crop Region takes the stitched photo from defect 1 and region_index 1, so the "
+            "second "
             "defect is added to the same part, next to the first one, by the second model."
         ),
         (1780, 1300),
@@ -216,7 +221,8 @@ NOTES = {
     6: (
         (
             "Labels and export\n\nDefect Labels merges the two full-size masks into one label mask: 1 for the crack, 2 "
-            "for the scratch. Export Defects adds the image, its union mask (MVTec) and one COCO annotation per defect, "
+            "for the scratch. Export Defects adds the image, its union mask (MVTec) and one COCO annotation per "
+            "defect, "
             "whose category is the type named in defect_types, to output/dualanodiff_dataset."
         ),
         (2660, 420),

@@ -1,4 +1,5 @@
-"""Write example_workflows/dualanodiff_train_and_generate.json (UI) and example_workflows/api/ (API) from the graph below.
+"""Write example_workflows/dualanodiff_train_and_generate.json (UI) and example_workflows/api/ (API) from the graph
+below.
 
 The whole loop in one graph: Load Defect Set -> Train Dual LoRA -> Save Dual LoRA (+ Loss Graph), then the
 trained MODEL/CLIP straight into Dual Sampler -> VAE Decode -> Extract Anomaly Mask -> Filter Pairs -> Export
@@ -131,8 +132,10 @@ NOTES = [  # (group, text, position)
     (
         1,
         (
-            "Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly type, "
-            "or a folder with images/ and masks/, and keeps the training third exactly as `anodiff train` does. Connect "
+            "Defect photos\n\nLoad Defect Set reads an MVTec AD root (input/mvtec_ad here) with category and anomaly "
+            "type, "
+            "or a folder with images/ and masks/, and keeps the training third exactly as `anodiff train` does. "
+            "Connect "
             "Load Image (image + mask) to its optional inputs to train on your own photos instead."
         ),
         (40, 640),
@@ -142,7 +145,8 @@ NOTES = [  # (group, text, position)
         (
             "Later runs\n\nTo sample again from a saved model without training: turn Load Dual LoRA (below the "
             "checkpoint) on (select it, Ctrl+B), pick the saved file, and bypass group 2 (right-click the group, "
-            "Bypass Group Nodes). Bypassed, Train Dual LoRA hands Load Dual LoRA's MODEL and CLIP on to the sampler, and "
+            "Bypass Group Nodes). Bypassed, Train Dual LoRA hands Load Dual LoRA's MODEL and CLIP on to the sampler, "
+            "and "
             "the defect photos are not read."
         ),
         (40, 900),
@@ -150,8 +154,10 @@ NOTES = [  # (group, text, position)
     (
         2,
         (
-            "Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On one "
-            "modern GPU (fp16, rank 32, batch 4) that is roughly 1-2 hours; gradient_checkpointing trades about a third "
+            "Training\n\nThe authors' defaults: 5000 steps, rank 32, learning rate 2e-5, batch 4, 512 px, seed 32. On "
+            "one "
+            "modern GPU (fp16, rank 32, batch 4) that is roughly 1-2 hours; gradient_checkpointing trades about a "
+            "third "
             "more time for much less memory. The progress bar shows a sampled pair every preview_every steps. Nothing "
             "trained is lost: every autosave_every steps, and on Cancel (honoured after the current step) or an error, "
             "the weights and optimiser state go to models/dualanodiff/autosave (resume_file continues them). Save Dual "
@@ -164,7 +170,8 @@ NOTES = [  # (group, text, position)
     (
         3,
         (
-            "Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later runs "
+            "Sampling\n\nThe trained MODEL/CLIP go straight to Dual Sampler: no need to save and reload first. Later "
+            "runs "
             "can start from Load Dual LoRA with the saved file instead of training again (see the Later runs note)."
         ),
         (900, 1220),

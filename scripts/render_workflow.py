@@ -15,9 +15,9 @@ executed; missing checkpoint / LoRA files do not matter (the missing-model dialo
 
 Prerequisites:
 
-* ``pip install playwright`` (the ``test`` extra has it) and ``apt-get install -y chromium`` (Debian's package, ``/usr/bin/chromium``; ``--chromium PATH`` or
-  ``$CHROMIUM`` for another Chrome/Chromium build). The script exits with status 2 and says so when no
-  browser is found.
+* ``pip install playwright`` (the ``test`` extra has it) and ``apt-get install -y chromium`` (Debian's package,
+  ``/usr/bin/chromium``; ``--chromium PATH`` or ``$CHROMIUM`` for another Chrome/Chromium build). The script exits
+  with status 2 and says so when no browser is found.
 * An interpreter with ComfyUI's requirements, including ``comfyui-frontend-package`` (the web UI) and
   ``pillow`` (used to shrink the PNG): run the script with it (as above) or name it with ``--python``.
 * The ComfyUI source, found like the tests find it: ``$ANODIFF_COMFYUI`` or ``.cache/comfyui``
@@ -58,7 +58,8 @@ HIDE_CHROME_CSS = """
   display: none !important;
 }
 """
-"""Menus, side/tool bars, tabs, breadcrumb and toasts around the canvas; hidden before the canvas is resized to fill the window."""
+"""Menus, side/tool bars, tabs, breadcrumb and toasts around the canvas; hidden before the canvas is resized to fill
+the window."""
 
 LOAD_AND_FIT_JS = """
 async ({css, workflow, name, padding, max_zoom}) => {
@@ -75,7 +76,9 @@ async ({css, workflow, name, padding, max_zoom}) => {
   const nodes = app.graph._nodes ?? app.graph.nodes;
   const groups = app.graph._groups ?? app.graph.groups ?? [];
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  const grow = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h); };
+  const grow = (x, y, w, h) => {
+    x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+  };
   for (const node of nodes) {
     const b = node.boundingRect ?? node.getBounding();
     grow(b[0], b[1], b[2], b[3]);
@@ -105,7 +108,10 @@ async ({css, workflow, name, padding, max_zoom}) => {
   const right = Math.min(window.innerWidth, rect.left + (x1 + canvas.ds.offset[0]) * scale + pad);
   const bottom = Math.min(window.innerHeight, rect.top + (y1 + canvas.ds.offset[1]) * scale + pad);
   return {nodes: nodes.length, scale, bounds: [x0, y0, x1, y1], view: [viewW, viewH],
-          clip: {x: Math.floor(left), y: Math.floor(top), width: Math.ceil(right - left), height: Math.ceil(bottom - top)},
+          clip: {
+            x: Math.floor(left), y: Math.floor(top),
+            width: Math.ceil(right - left), height: Math.ceil(bottom - top),
+          },
           dialogs: document.querySelectorAll('.p-dialog').length};
 }
 """

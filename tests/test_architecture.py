@@ -1,5 +1,6 @@
 """The layout described in docs/architecture.md holds: no import cycles, the model imports nothing above it,
-small modules with a docstring and short functions (never shortened by telling the formatter to skip lines), and no import hook."""
+small modules with a docstring and short functions (never shortened by telling the formatter to skip lines), and no
+import hook."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def test_importing_the_library_and_the_pack_installs_no_import_hook():
     that served them: importing ``anodiff`` and the node pack leaves ``sys.meta_path`` as it was."""
     code = (
         "import sys; before = list(sys.meta_path); import anodiff, anodiff.cli; sys.path.insert(0, {root!r});"
-        "import importlib.util as u; s = u.spec_from_file_location('pack', {init!r}, submodule_search_locations=[{root!r}]);"
+        "import importlib.util as u; s = u.spec_from_file_location('pack', {init!r}, "
+        "submodule_search_locations=[{root!r}]);"
         "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m);"
         "added = [type(f).__name__ for f in sys.meta_path if f not in before]; print(added); assert added == [], added"
     ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
@@ -115,7 +117,8 @@ def test_the_pack_keeps_its_subpackages_reachable_by_name():
         "import sys, importlib.util as u; sys.path.insert(0, {root!r});"
         "s = u.spec_from_file_location('pack', {init!r}, submodule_search_locations=[{root!r}]);"
         "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m);"
-        "bad = [n for n in ('train', 'dataset', 'model', 'regions', 'sampling') if not hasattr(getattr(m.nodes, n), '__path__')];"
+        "bad = [n for n in ('train', 'dataset', 'model', 'regions', 'sampling') if not hasattr(getattr(m.nodes, n), "
+        "'__path__')];"
         "assert bad == [], bad"
     ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

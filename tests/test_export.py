@@ -1,4 +1,5 @@
-"""Pair filter (``anodiff.dataset.filter``) and dataset export (``anodiff.dataset.export``) on constructed pairs and fake trees."""
+"""Pair filter (``anodiff.dataset.filter``) and dataset export (``anodiff.dataset.export``) on constructed pairs and
+fake trees."""
 
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def write_photos(folder: Path) -> list[str]:
 
 
 def random_region(box: list[int], h: int, w: int) -> np.ndarray:
-    """The random region a sidecar's box stands for: the ellipse filling the box (anodiff.regions.placement' default)."""
+    """The random region a sidecar's box stands for: the ellipse filling the box (anodiff.regions.placement'
+    default)."""
     x, y, bw, bh = box
     zone = np.zeros((h, w), bool)
     zone[y : y + bh, x : x + bw] = _template(bh, bw, "ellipse")

@@ -1,4 +1,5 @@
-"""Defect placement (``anodiff.regions.placement``): random regions wholly on the object, reproducible, in the asked ranges."""
+"""Defect placement (``anodiff.regions.placement``): random regions wholly on the object, reproducible, in the asked
+ranges."""
 
 from __future__ import annotations
 

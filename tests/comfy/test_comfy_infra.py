@@ -99,7 +99,8 @@ def test_attn1_output_patch_runs_in_every_transformer_block(tiny_sd15: tuple[Any
 
 
 def _txt2img_graph(steps: int = 2, size: int = 64) -> dict[str, Any]:
-    """API-format graph: TinySD15Loader -> CLIPTextEncode x2 -> EmptyLatentImage -> KSampler -> VAEDecode -> SaveImage."""
+    """API-format graph: TinySD15Loader -> CLIPTextEncode x2 -> EmptyLatentImage -> KSampler -> VAEDecode ->
+    SaveImage."""
     return {
         "1": {"class_type": "TinySD15Loader", "inputs": {"seed": 0}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a cat"}},

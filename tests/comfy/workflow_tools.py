@@ -51,7 +51,8 @@ class WorkflowError(ValueError):
 
 
 def ui_workflow_paths() -> list[Path]:
-    """The UI workflows: the ``*.json`` files at the top of ``example_workflows/`` (ComfyUI lists those as templates)."""
+    """The UI workflows: the ``*.json`` files at the top of ``example_workflows/`` (ComfyUI lists those as
+    templates)."""
     return sorted(WORKFLOWS_DIR.glob("*.json"))
 
 
