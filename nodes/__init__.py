@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .dataset import dataset as dataset_nodes
 from .dataset import mask as mask_nodes
-from .graft import graft
+from .graft import graft as graft_nodes
 from .model import background, loader
 from .regions import defects, random_region, region_control, sources, stitch
 from .sampling import modular, sampler
@@ -16,7 +16,7 @@ NODE_MODULES = (
     background,
     sampler,
     modular,
-    graft,
+    graft_nodes,
     mask_nodes,
     random_region,
     region_control,

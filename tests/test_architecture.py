@@ -117,8 +117,8 @@ def test_the_pack_keeps_its_subpackages_reachable_by_name():
         "import sys, importlib.util as u; sys.path.insert(0, {root!r});"
         "s = u.spec_from_file_location('pack', {init!r}, submodule_search_locations=[{root!r}]);"
         "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m);"
-        "bad = [n for n in ('train', 'dataset', 'model', 'regions', 'sampling') if not hasattr(getattr(m.nodes, n), "
-        "'__path__')];"
+        "bad = [n for n in ('train', 'dataset', 'model', 'regions', 'sampling', 'graft') "
+        "if not hasattr(getattr(m.nodes, n), '__path__')];"
         "assert bad == [], bad"
     ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
