@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common.imageio import read_image, read_mask, write_png
+from ..common.pixels import unit_rgb
 from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
 from ..generate.options import check_name, resolve_dtype
 from ..generate.record import open_record, parse_shard, shard_batches, update_pending
@@ -121,7 +122,7 @@ class GraftJob:
         result = sampler(inputs, self.category, self.anomaly, self.seed, self.threshold, self.feather)
         image = stitch(photo, result.image, target, window, feather=self.feather, blend=self.blend)[0]
         mask = stitch_mask(result.mask, target, window)
-        part = np.where(mask[..., None], image, np.float32(0.5)).astype(np.float32)
+        part = np.where(mask[..., None], unit_rgb(image), np.float32(0.5)).astype(np.float32)  # photo: its own pixels
         meta = {
             "model": "graft",
             "mode": "graft",

@@ -14,6 +14,7 @@ from ...anodiff.graft.inputs import GraftInputs, tighten
 from ...anodiff.model.sites import SD15_SITES
 from ...anodiff.regions.composite import composite
 from ..model.patch import SharedAcrossClones, check_sd15_layout
+from ..train.train_patch import unfreeze_inference_weights
 
 CACHE = GraftCache()
 """Optimised embeddings and reference inversions of this ComfyUI session, per reference (kept for 8 references)."""
@@ -43,6 +44,7 @@ def grafted_clone(model) -> tuple[object, GraftState]:
         patch = GraftAttnPatch(state, site.is_self)
         setter = clone.set_model_attn1_replace if site.is_self else clone.set_model_attn2_replace
         setter(patch, kind, number, 0)
+    unfreeze_inference_weights(clone)  # the embedding fit backpropagates through weights a loader made in inference mode
     return clone, state
 
 
