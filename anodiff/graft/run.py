@@ -184,10 +184,14 @@ def todo_pairs(job: GraftJob, shard: tuple[int, int], force: bool) -> tuple[Path
 
 
 def graft(
-    job: GraftJob, shard: str | tuple[int, int] | None = None, force: bool = False, progress: bool = True
+    job: GraftJob,
+    shard: str | tuple[int, int] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    runner=None,
 ) -> GenerateReport:
     """Make pairs ``0 .. count-1`` of ``job`` (this shard's), skipping complete ones; a failed pair leaves no file
-    and stays pending in the record."""
+    and stays pending in the record. ``runner``: ``anodiff.scale.generate.ray_runner(...)`` to make them on Ray."""
     shard = parse_shard(shard)
     source = PhotoSource(job.normal)
     targets = TargetMasks(job.place, source, job.masks, job.seed, job.region_size, job.feather)
@@ -196,6 +200,10 @@ def graft(
     record, settings, todo, report = todo_pairs(job, shard, force)
     if not todo:
         return report
+    if runner is not None:
+        from ..scale.graft import RayGraftJob
+
+        return runner(RayGraftJob(job, todo, record, settings), report)
     sampler = job.sampler(progress=progress)
     for i in tqdm(todo, desc=f"graft {job.category}/{job.anomaly}", unit="pair", disable=not progress):
         made = job.make_pair(sampler, i, source, targets)
