@@ -11,6 +11,7 @@ import pytest
 from test_generate_sources import FAST, Disc, disc_photo, disc_saliency  # noqa: F401 (fixture)
 from test_pipeline import dual_file
 
+import anodiff.data.masks
 import anodiff.generate.run
 from anodiff.common.imageio import resize
 from anodiff.data.objects import blackened_background
@@ -30,7 +31,7 @@ def bcm_weights(tmp_path_factory):
 @pytest.fixture
 def disc_u2net(monkeypatch):
     """generate's U²-Net-P (BCM's blackout, random regions) replaced by the bright-object stand-in."""
-    monkeypatch.setattr(anodiff.generate.run, "U2NetP", Disc)
+    monkeypatch.setattr(anodiff.data.masks, "U2NetP", Disc)  # job.load_saliency imports it when called
 
 
 def write_scene(folder: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -337,3 +337,67 @@ def test_cuda_on_a_cluster_without_gpus_is_a_one_line_error_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert "the Ray cluster has no GPU" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_graft_on_ray_makes_the_one_process_files_and_resumes(ray, base, tmp_path, capsys):
+    """The training-free mode on the same runner: ``anodiff graft --ray`` writes the bytes ``anodiff graft`` writes
+    (references rotating, painted targets), and a second run skips every pair."""
+    from graft_fixtures import rect, reference_pair, textured
+
+    from anodiff.cli import main
+    from anodiff.common.imageio import write_png
+
+    src = tmp_path / "in"
+    (src / "normal").mkdir(parents=True)
+    (src / "masks").mkdir()
+    for k in range(2):
+        image, mask = reference_pair(48)
+        write_png(src / f"ref{k}.png", image)
+        write_png(src / f"ref{k}_mask.png", (mask * 255).astype("uint8"))
+        write_png(src / "normal" / f"n{k}.png", textured(10 + k, 96))
+        write_png(src / "masks" / f"n{k}.png", (rect(96, 30, 50, 20, 44) * 255).astype("uint8"))
+    argv = [
+        "graft",
+        "--base",
+        str(base),
+        "--reference",
+        str(src / "ref0.png"),
+        str(src / "ref1.png"),
+        "--reference-mask",
+        str(src / "ref0_mask.png"),
+        str(src / "ref1_mask.png"),
+        "--normal",
+        str(src / "normal"),
+        "--masks",
+        str(src / "masks"),
+        "--count",
+        "3",
+        "--steps",
+        "2",
+        "--optimise-steps",
+        "1",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--ray"]) == 0
+    one, on_ray = (graft_files(tmp_path / name) for name in ("one", "ray"))
+    assert on_ray == one
+    assert sum(k.endswith(".png") for k in one) == 9  # image, mask and part of 3 pairs
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--ray"]) == 0
+    assert "wrote 0 pair(s), skipped 3" in capsys.readouterr().out
+
+
+def graft_files(root: Path) -> dict[str, object]:
+    """``files`` of a graft tree: sidecars read without their timings, the per-reference embedding cache left out."""
+    import json
+
+    out: dict[str, object] = {}
+    for name, data in files(root).items():
+        if ".anodiff-graft-embeddings" in name:
+            continue
+        out[name] = {k: v for k, v in json.loads(data).items() if k != "seconds"} if name.endswith(".json") else data
+    return out

@@ -7,6 +7,7 @@ import argparse
 from ..generate.options import DTYPES
 from ..regions.stitch import BLENDS
 from .errors import reports_errors
+from .ray_options import add_ray_options
 
 
 def _references(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -26,7 +27,13 @@ def _run(args: argparse.Namespace) -> int:
     settings = GraftSettings(
         steps=args.steps, cfg=args.cfg, optimise_steps=args.optimise_steps, optimise_lr=args.optimise_lr
     )
-    device = args.device or default_device()
+    device, runner = args.device or default_device(), None
+    if args.ray is not None:
+        from ..scale.graft import graft_runner
+        from .ray_options import ray_runner_for
+
+        device, runner = ray_runner_for(args)
+        runner = graft_runner(runner)
     place = "masks" if args.masks else args.place
     job = GraftJob(
         args.base,
@@ -49,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         dtype=resolve_dtype(args.dtype, device),
         device=device,
     )
-    report = graft(job, shard=args.shard, force=args.force)
+    report = graft(job, shard=None if runner else args.shard, force=args.force, runner=runner)
     print(
         f"{report.folder}: wrote {report.written} pair(s), skipped {report.skipped} already complete, "
         f"{report.redone} incomplete redone, {report.empty_masks} with an empty mask"
@@ -106,5 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("--dtype", choices=DTYPES, default="auto", help="UNet dtype (default auto: fp16 on CUDA, fp32 on CPU)")
     add("--shard", default=None, metavar="K/N", help="this process's share of the pairs (default: RANK/WORLD_SIZE)")
     add("--force", action="store_true", help="regenerate pairs 0..count-1 even if files exist")
+    add_ray_options(add)
+    add("--workers", type=int, default=1, help="with --ray: actors writing the pairs' files (default 1)")
     p.set_defaults(func=_run)
     return p

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..common.imageio import read_image, read_mask, write_png
+from ..common.pixels import unit_rgb
 from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
 from ..generate.options import check_name, resolve_dtype
 from ..generate.record import open_record, parse_shard, shard_batches, update_pending
@@ -121,7 +122,7 @@ class GraftJob:
         result = sampler(inputs, self.category, self.anomaly, self.seed, self.threshold, self.feather)
         image = stitch(photo, result.image, target, window, feather=self.feather, blend=self.blend)[0]
         mask = stitch_mask(result.mask, target, window)
-        part = np.where(mask[..., None], image, np.float32(0.5)).astype(np.float32)
+        part = np.where(mask[..., None], unit_rgb(image), np.float32(0.5)).astype(np.float32)  # photo: its own pixels
         meta = {
             "model": "graft",
             "mode": "graft",
@@ -183,10 +184,15 @@ def todo_pairs(job: GraftJob, shard: tuple[int, int], force: bool) -> tuple[Path
 
 
 def graft(
-    job: GraftJob, shard: str | tuple[int, int] | None = None, force: bool = False, progress: bool = True
+    job: GraftJob,
+    shard: str | tuple[int, int] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    runner=None,
 ) -> GenerateReport:
     """Make pairs ``0 .. count-1`` of ``job`` (this shard's), skipping complete ones; a failed pair leaves no file
-    and stays pending in the record."""
+    and stays pending in the record. ``runner(job, todo, record, settings, report)`` makes them instead, e.g.
+    ``anodiff.scale.graft.graft_runner(ray_runner(...))`` on Ray (this module never imports ``scale``)."""
     shard = parse_shard(shard)
     source = PhotoSource(job.normal)
     targets = TargetMasks(job.place, source, job.masks, job.seed, job.region_size, job.feather)
@@ -195,6 +201,8 @@ def graft(
     record, settings, todo, report = todo_pairs(job, shard, force)
     if not todo:
         return report
+    if runner is not None:
+        return runner(job, todo, record, settings, report)
     sampler = job.sampler(progress=progress)
     for i in tqdm(todo, desc=f"graft {job.category}/{job.anomaly}", unit="pair", disable=not progress):
         made = job.make_pair(sampler, i, source, targets)

@@ -15,6 +15,7 @@ from ...anodiff.model.sites import SD15_SITES
 from ...anodiff.regions.composite import composite
 from ..model.attach import check_sd15_layout
 from ..model.patch import SharedAcrossClones
+from ..train.train_patch import unfreeze_inference_weights
 
 CACHE = GraftCache()
 """Optimised embeddings and reference inversions of this ComfyUI session, per reference (kept for 8 references)."""
@@ -44,6 +45,8 @@ def grafted_clone(model) -> tuple[object, GraftState]:
         patch = GraftAttnPatch(state, site.is_self)
         setter = clone.set_model_attn1_replace if site.is_self else clone.set_model_attn2_replace
         setter(patch, kind, number, 0)
+    # the embedding fit backpropagates through weights a loader made in inference mode
+    unfreeze_inference_weights(clone)
     return clone, state
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pack import REPO_ROOT
 from test_e2e import need_u2netp
@@ -42,6 +43,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "DualAnoDiffRandomRegion": {"min_size": 0.1, "max_size": 0.15, "seed": 3},
     "DualAnoDiffLoadTrainingSet": {"folder": DEFECTS, "category": "", "anomaly": "", "resolution": SIZE},
     "DualAnoDiffTrain": {"steps": 3, "rank": 4, "batch_size": 2, "resolution": SIZE, "preview_every": 2},
+    "DualAnoDiffOneShotDefect": {"steps": 2, "optimise_steps": 2},
     "DualAnoDiffFilterPairs": {"max_area": 1.0, "min_foreground": 0.0, "min_agreement": 0.0},
 }
 """Widget values per node type that make a bundled graph run on the tiny model in seconds (set by widget name)."""
@@ -85,6 +87,18 @@ IMAGES_SHOWN_JS = """(ids) => {
 }"""
 
 
+def write_masked_photo(path: Path) -> None:
+    """The part photo with a painted ellipse on the object as its alpha (LoadImage's MASK: 1 where transparent),
+    so the one-shot workflow's reference and target masks are drawn as a user paints them in the mask editor."""
+    from PIL import Image
+
+    rgb = write_photo(path)
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = np.where(((yy - h / 2) / (0.1 * h)) ** 2 + ((xx - w / 2) / (0.15 * w)) ** 2 < 1, 0, 255)
+    Image.fromarray(np.dstack([rgb, alpha.astype(np.uint8)])).save(path)
+
+
 @pytest.fixture(scope="module")
 def frontend(comfyui_root):
     """A ComfyUI server with the real frontend, this pack, tiny weight files, a photo and a defect folder."""
@@ -103,7 +117,7 @@ def frontend(comfyui_root):
         for name, seed in (("tiny_a.safetensors", 1), ("tiny_b.safetensors", 2)):
             write_dual_weights(models / name, seed=seed)
         write_dual_weights(models / "tiny_bcm.safetensors", bcm=True)
-        write_photo(server.base_dir / "input" / IMAGE)
+        write_masked_photo(server.base_dir / "input" / IMAGE)
         write_defect_folder(server.base_dir / "input" / DEFECTS, n=6)
         yield server
 

@@ -28,20 +28,19 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_model_size_grows_by_the_dual_model_and_no_second_copy_stays(loader, monkeypatch, dtype):
-    from dualanodiff_pack.anodiff.weights.load import load_dual
-    from dualanodiff_pack.anodiff.weights.schema import DualFile
+    from dualanodiff_pack.anodiff.weights import schema as weights
     from dualanodiff_pack.nodes.model.patch import find_dual
     from dualanodiff_pack.nodes.sampling.sampler import sample_pairs
 
     loaded = []
-    original = DualFile.adapter
+    original = weights.DualFile.adapter
 
     def spy(self, *args, **kwargs):
         adapter = original(self, *args, **kwargs)
         loaded.append(weakref.ref(adapter))
         return adapter
 
-    monkeypatch.setattr(DualFile, "adapter", spy)
+    monkeypatch.setattr(weights.DualFile, "adapter", spy)
     base = build_tiny_model(dtype=dtype)
     model, _ = loader.load(base, None, "dual.safetensors", 1.0, 1.0, 1.0)
     dual = find_dual(model)
@@ -51,6 +50,8 @@ def test_model_size_grows_by_the_dual_model_and_no_second_copy_stays(loader, mon
     assert {p.dtype for p in params} == {dtype}
     assert model.model_size() == base.model_size() + tensor_bytes(dual.adapter)
     assert model.clone().model_size() == model.model_size()
+    from dualanodiff_pack.anodiff.weights.load import load_dual
+
     unfolded = sum(p.numel() for p in original(load_dual(loader_path(), sd15_only=False)).parameters())
     assert sum(p.numel() for p in params) < 0.7 * unfolded  # SAIM folded: 2 CxC per site instead of 5
 
