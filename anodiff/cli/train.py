@@ -54,15 +54,15 @@ def _train(args: argparse.Namespace) -> int:
         fewshot.validate_samples(samples)
         print(fewshot.describe(samples))
         return 0
-    from ..train.trainer import Trainer
+    from ..train.trainer import TrainingInterrupted, train
 
-    trainer = Trainer(config)
     try:
-        path = trainer.run()
-    finally:
-        trainer.close()
-    if trainer.interrupted:
-        print(f"interrupted at step {trainer.step}: checkpoint {path}; continue with the same command and --resume")
+        path = train(config)
+    except TrainingInterrupted as stop:
+        print(
+            f"interrupted at step {stop.step}: checkpoint {stop.checkpoint}; continue with the same command and "
+            "--resume"
+        )
         return 130
     print(f"wrote {path}")
     return 0
