@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 from ..data.masks import METHODS
 from ..generate.options import DTYPES
 from ..regions.stitch import BLENDS
 from ..sd15.schedulers import SCHEDULERS
 from .errors import reports_errors
+from .ray_options import add_ray_options, ray_runner_for
 
 
 @reports_errors("generate")
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 
     device, runner, shard = args.device, None, args.shard
     if args.ray is not None:
-        device, runner = _ray_runner(args)
+        device, runner = ray_runner_for(args)
         shard = (0, 1)
     report = generate(
         args.base,
@@ -83,22 +83,6 @@ def _replay(args: argparse.Namespace) -> int:
     image = regenerate(args.from_sidecar, args.out, base=args.base, weights=args.weights, device=args.device)
     print(f"regenerated {image} from {args.from_sidecar}")
     return 0
-
-
-def _ray_runner(args: argparse.Namespace):
-    """``--ray``: join the cluster, pick the workers' device and check the output folder is shared, before
-    anything is written; returns (device, the Ray runner)."""
-    if args.shard is not None:
-        raise ValueError("--shard and --ray exclude each other: Ray spreads the batches itself")
-    if args.replicas < 1:
-        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
-    from ..scale.cluster import check_shared_folder, connect, ray_device
-    from ..scale.generate import ray_runner
-
-    ray = connect(args.ray or None)
-    device = ray_device(ray, args.device)
-    check_shared_folder(ray, Path(args.out))
-    return device, ray_runner(replicas=args.replicas, device=device, writers=max(1, args.workers))
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -225,18 +209,4 @@ def _add_run_options(add: Callable[..., argparse.Action]) -> None:
         help="make one pair again from its meta/<anomaly>/NNN.json into --out, byte-identical on the same machine; "
         "the recorded files are checked by sha256 (--base/--weights: where the models are now, if moved)",
     )
-    add(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
-        help="sample on a Ray cluster (no ADDRESS: a local Ray, or RAY_ADDRESS; auto: the cluster `ray start` "
-        "runs; HOST:PORT); --out must be on a file system every node shares; needs dualanodiff[ray]",
-    )
-    add(
-        "--replicas",
-        type=int,
-        default=1,
-        help="with --ray: pipeline actors, each loading the model once (one GPU each on CUDA) (default 1)",
-    )
+    add_ray_options(add)
