@@ -123,3 +123,12 @@ def test_the_pack_keeps_its_subpackages_reachable_by_name():
     ).format(root=str(ROOT), init=str(ROOT / "__init__.py"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_root_init_imports_alone_as_pytest_does_in_any_checkout_folder():
+    """Under a folder whose name is not a Python name (``ComfyUI-DualAnoDiff``) pytest imports the root
+    ``__init__.py`` as a lone module; it must not fail there (the nodes load only inside a package)."""
+    spec = importlib.util.spec_from_file_location("checkout_root", ROOT / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.WEB_DIRECTORY == "./web" and not hasattr(module, "NODE_CLASS_MAPPINGS")
