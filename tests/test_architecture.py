@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,5 @@ def test_the_pack_keeps_its_subpackages_reachable_by_name():
 def test_the_root_init_imports_alone_as_pytest_does_in_any_checkout_folder():
     """Under a folder whose name is not a Python name (``ComfyUI-DualAnoDiff``) pytest imports the root
     ``__init__.py`` as a lone module; it must not fail there (the nodes load only inside a package)."""
-    spec = importlib.util.spec_from_file_location("checkout_root", ROOT / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.WEB_DIRECTORY == "./web" and not hasattr(module, "NODE_CLASS_MAPPINGS")
+    namespace = runpy.run_path(str(ROOT / "__init__.py"), run_name="ComfyUI-DualAnoDiff")  # no parent package
+    assert namespace["WEB_DIRECTORY"] == "./web" and "NODE_CLASS_MAPPINGS" not in namespace
