@@ -217,9 +217,16 @@ def run_local(job: GenerateJob, report: GenerateReport, progress: bool = True, w
 
 
 def _write_pair(folder, anomaly, i, image, part, mask_method, threshold, u2net, meta) -> bool:
-    """Mask, sidecar and the three PNGs of pair ``i`` (on a worker thread), after removing a label mask an earlier
-    multi-defect run left (export would take it for this pair's defects); True when the mask is empty."""
-    mask = extract_mask(part, mask_method, threshold, model=u2net)
+    """Pair ``i``'s mask from its anomaly part, then its files (``write_pair_files``, on a worker thread)."""
+    return write_pair_files(
+        folder, anomaly, i, image, part, extract_mask(part, mask_method, threshold, model=u2net), meta
+    )
+
+
+def write_pair_files(folder: Path, anomaly: str, i: int, image, part, mask: np.ndarray, meta: dict) -> bool:
+    """The sidecar, then the image, anomaly part and mask PNGs of pair ``i`` (each atomic), after removing a label
+    mask an earlier multi-defect run left (export would take it for this pair's defects); True when the mask is
+    empty. Generate's and the graft mode's pairs are written by this."""
     write_sidecar(sidecar_path(folder, anomaly, i), meta)
     write_label(label_path(folder, anomaly, i), None)
     image_path, mask_path, part_path = pair_paths(folder, anomaly, i)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..common.imageio import read_image, read_mask, write_png
+from ..common.imageio import read_image, read_mask
 from ..common.pixels import unit_rgb
-from ..dataset.sidecar import label_path, sidecar_path, write_label, write_sidecar
+from ..generate.job import write_pair_files
 from ..generate.options import check_name, resolve_dtype
 from ..generate.record import open_record, parse_shard, shard_batches, update_pending
 from ..generate.run import GenerateReport, pair_paths
@@ -153,15 +153,10 @@ class GraftJob:
         return {"image": image, "mask": mask, "part": part, "meta": meta}
 
     def write_pair(self, pair: int, made: dict) -> bool:
-        """Sidecar, then the three PNGs, each atomic; True when the mask is empty."""
-        folder = self.folder
-        write_sidecar(sidecar_path(folder, self.anomaly, pair), made["meta"])
-        write_label(label_path(folder, self.anomaly, pair), None)
-        image_path, mask_path, part_path = pair_paths(folder, self.anomaly, pair)
-        write_png(image_path, made["image"])
-        write_png(part_path, made["part"])
-        write_png(mask_path, made["mask"].astype(np.uint8) * 255)
-        return not made["mask"].any()
+        """Sidecar, then the three PNGs, each atomic (generate's writer); True when the mask is empty."""
+        return write_pair_files(
+            self.folder, self.anomaly, pair, made["image"], made["part"], made["mask"], made["meta"]
+        )
 
 
 def todo_pairs(job: GraftJob, shard: tuple[int, int], force: bool) -> tuple[Path, dict, list[int], GenerateReport]:
