@@ -54,6 +54,25 @@ def one_process(sd_dir, plain_weights, tmp_path_factory):
     return files(out)
 
 
+def generate_argv(base: Path, weights: Path, out: Path) -> list[str]:
+    """``anodiff generate`` with the settings of ``KW`` and ``COUNT``, as the command line takes them."""
+    flags = [
+        arg for key, value in KW.items() if key != "progress" for arg in (f"--{key.replace('_', '-')}", str(value))
+    ]
+    return [
+        "generate",
+        "--base",
+        str(base),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--count",
+        str(COUNT),
+        *flags,
+    ]
+
+
 def files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` but the settings record and lock files (which name their own folder)."""
     return {
@@ -106,28 +125,7 @@ def test_generate_on_ray_equals_one_process_after_a_killed_actor_and_resumes(
     assert marker.exists(), "the actor was killed"
     assert report.indices == list(range(COUNT)) and report.written == COUNT  # each pair once, none duplicated
     assert files(tmp_path / "out") == one_process  # byte-identical, no temporary or half-written file left
-    argv = [
-        "generate",
-        "--base",
-        str(sd_dir),
-        "--weights",
-        str(plain_weights),
-        "--out",
-        str(tmp_path / "out"),
-        "--count",
-        str(COUNT),
-        "--batch-size",
-        "2",
-        "--steps",
-        "2",
-        "--scheduler",
-        "ddim",
-        "--size",
-        str(SIZE),
-        "--mask-method",
-        "grey",
-        "--ray",
-    ]
+    argv = [*generate_argv(sd_dir, plain_weights, tmp_path / "out"), "--ray"]
     assert main(argv) == 0
     assert f"wrote 0 pair(s), skipped {COUNT} already complete" in capsys.readouterr().out
 
@@ -167,29 +165,7 @@ def test_a_second_driver_joins_the_cluster_by_its_address(ray, sd_dir, plain_wei
     import subprocess
 
     address = ray.get_runtime_context().gcs_address
-    argv = [
-        "generate",
-        "--base",
-        str(sd_dir),
-        "--weights",
-        str(plain_weights),
-        "--out",
-        str(tmp_path),
-        "--count",
-        str(COUNT),
-        "--batch-size",
-        "2",
-        "--steps",
-        "2",
-        "--scheduler",
-        "ddim",
-        "--size",
-        str(SIZE),
-        "--mask-method",
-        "grey",
-        "--ray",
-        address,
-    ]
+    argv = [*generate_argv(sd_dir, plain_weights, tmp_path), "--ray", address]
     done = subprocess.run(
         [sys.executable, "-m", "anodiff.cli", *argv], cwd=ROOT, check=False, capture_output=True, text=True, timeout=600
     )
