@@ -323,14 +323,20 @@ def build_ui() -> dict:
     for node in nodes:
         gid = GRAPH[node["id"]][4] if node["id"] in GRAPH else list(NOTES)[node["id"] - 100]
         members.setdefault(gid, []).append(node)
-    groups = []
-    for gid, (title, colour) in GROUPS.items():  # each group's box: its nodes plus a margin and the title bar
+    return ui_graph(nodes, links, GROUPS, members)
+
+
+def ui_graph(nodes: list[dict], links: list[list], groups: dict, members: dict[int, list[dict]]) -> dict:
+    """The UI-format workflow: ``nodes`` and ``links`` as built, each of ``groups`` (id -> (title, colour)) boxed
+    round its ``members`` with a margin and the title bar (the builders of every bundled workflow use this)."""
+    boxes_of = []
+    for gid, (title, colour) in groups.items():
         boxes = [
             (n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in members[gid]
         ]
         x0, y0 = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 70
         x1, y1 = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
-        groups.append(
+        boxes_of.append(
             {
                 "id": gid,
                 "title": title,
@@ -345,7 +351,7 @@ def build_ui() -> dict:
         "last_link_id": len(links),
         "nodes": nodes,
         "links": links,
-        "groups": groups,
+        "groups": boxes_of,
         "config": {},
         "extra": {"ds": {"scale": 0.55, "offset": [60, 40]}},
         "version": 0.4,

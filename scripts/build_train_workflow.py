@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from build_multi_defect_workflow import ui_graph  # scripts/: the one group-box layout
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "dualanodiff_train_and_generate"
 SOCKETS = {  # node type -> (inputs [(name, type)], outputs [(name, type)])
@@ -240,35 +242,8 @@ def build_ui() -> dict:
                 "widgets_values": [text],
             }
         )
-    groups = []
-    for gid, (title, colour) in GROUPS.items():  # each box: its nodes plus a margin and the title bar
-        boxes = [
-            (n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-            for n in nodes
-            if group_of[n["id"]] == gid
-        ]
-        x0, y0 = min(b[0] for b in boxes) - 20, min(b[1] for b in boxes) - 70
-        x1, y1 = max(b[2] for b in boxes) + 20, max(b[3] for b in boxes) + 20
-        groups.append(
-            {
-                "id": gid,
-                "title": title,
-                "bounding": [x0, y0, x1 - x0, y1 - y0],
-                "color": colour,
-                "font_size": 24,
-                "flags": {},
-            }
-        )
-    return {
-        "last_node_id": max(n["id"] for n in nodes),
-        "last_link_id": len(links),
-        "nodes": nodes,
-        "links": links,
-        "groups": groups,
-        "config": {},
-        "extra": {"ds": {"scale": 0.55, "offset": [60, 40]}},
-        "version": 0.4,
-    }
+    members: dict[int, list[dict]] = {gid: [n for n in nodes if group_of[n["id"]] == gid] for gid in GROUPS}
+    return ui_graph(nodes, links, GROUPS, members)
 
 
 def main() -> None:
