@@ -112,7 +112,14 @@ GRAPH = {
     12: ("VAEDecode", "Decode global", [], {"samples": (11, 0), "vae": (1, 2)}, 4, (1340, 120)),
     13: ("VAEDecode", "Decode anomaly", [], {"samples": (11, 1), "vae": (1, 2)}, 4, (1340, 270)),
     14: ("DualAnoDiffExtractMask", None, ["u2netp", 0.5, 0, 0], {"anomaly": (13, 0)}, 4, (1340, 420)),
-    15: ("DualAnoDiffFilterPairs", None, [0.5, 0.5, 0.3, 0.1], {"image": (12, 0), "mask": (14, 0)}, 4, (1340, 640)),
+    15: (
+        "DualAnoDiffFilterPairs",
+        None,
+        [0.2, 0.5, 0.3, 0.1, 0.001, 5],
+        {"image": (12, 0), "mask": (14, 0)},
+        4,
+        (1340, 640),
+    ),
     16: ("PreviewImage", "Preview pairs", [], {"images": (12, 0)}, 4, (1340, 940)),
     17: (
         "DualAnoDiffExportDataset",
